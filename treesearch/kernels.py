@@ -1,0 +1,593 @@
+"""Numba kernels over array-based forests: select, expand, backup, statistics, paths.
+
+Every kernel works on many trees at once. The forest is passed as four packed blocks
+(few arguments keep numba's per-call dispatch cheap; the glue between calls is where
+time goes in a Python-driven search loop):
+
+- ``ints``   int64   [N_INT_FIELDS, B, capacity]: the integer node fields, indexed by
+  ``PARENT``, ``FIRST_CHILD``, ... below;
+- ``floats`` float64 [N_FLOAT_FIELDS, B, capacity]: ``PRIOR``, ``VALUE_SUM``, ``REWARD``,
+  ``VALUE``;
+- ``n_nodes`` int64 [B]: nodes in use per tree (bump allocator; node 0 is the root);
+- ``qbounds`` float64 [2, B]: per-tree min and max of the Q values seen in backups, used to
+  min-max normalise Q during selection (``+inf, -inf`` while empty).
+
+Semantics (the spec shared with ``treesearch/reference.py``):
+
+- Q(s, a) of a visited child c is ``reward[c] + gamma * value_sum[c] / visits[c]``; its
+  normalised value is ``(Q - qmin) / (qmax - qmin)`` clipped to [0, 1], or 0.5 while the tree
+  has seen fewer than two distinct Q values. An unvisited child gets the first-play value:
+  the constant ``first_play`` (already in normalised units) in mode 0, or its own critic
+  estimate ``reward[c] + gamma * value[c]`` normalised the same way in mode 1.
+- Virtual loss: a child with ``vloss`` pending selections counts them as extra visits of
+  normalised value 0: ``Qn_eff = Qn * visits / (visits + vloss)``, ``N(s,a) = visits + vloss``.
+  The parent's count is ``N(s) = visits[s] + vloss[s]``, read before this descent adds to it.
+- PUCT: ``Qn_eff + c * prior * sqrt(N(s)) / (1 + N(s,a))``.
+  UCT: ``Qn_eff + c * sqrt(log(max(N(s), 1)) / N(s,a))``, +inf when ``N(s,a) == 0``.
+  Ties go to the lowest child index.
+- A descent stops at a node without children or at a terminal node. Every node on the path,
+  leaf included, gets ``vloss += 1``. A leaf whose vloss was already positive was reached
+  earlier in the same round: a collision, counted and not returned again.
+- Backup of leaf L: ``m = vloss[L]`` (its selections this round); ``G = value[L]``; for each
+  node n from L up to the root: ``visits += 1``, ``value_sum += G``, ``vloss -= m``, the
+  tree's Q bounds take ``Q(n)`` (non-root nodes), then ``G = reward[n] + gamma * G``.
+- Expansion input is CSR over the selected leaves: ``offsets`` int64 [L + 1], children
+  fields flat [C]. A leaf given zero children that is not terminal is a dead end and becomes
+  terminal. Validation runs before any write: on error the forest is unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# integer node fields, ints[FIELD, tree, node]
+PARENT = 0
+FIRST_CHILD = 1
+N_CHILDREN = 2
+VISITS = 3
+VLOSS = 4
+TERMINAL = 5
+DEPTH = 6
+PAYLOAD = 7
+N_INT_FIELDS = 8
+
+# float node fields, floats[FIELD, tree, node]
+PRIOR = 0
+VALUE_SUM = 1
+REWARD = 2
+VALUE = 3
+N_FLOAT_FIELDS = 4
+
+RULE_PUCT = 0
+RULE_UCT = 1
+FIRST_PLAY_CONSTANT = 0
+FIRST_PLAY_CRITIC = 1
+
+# status codes returned by expand (status[0]); status[1:4] locate the problem
+OK = 0
+ERR_CAPACITY = 1  # status[1] = tree, status[2] = capacity it needs
+ERR_NOT_FINITE = 2  # status[1] = tree, status[2] = parent leaf, status[3] = child slot
+ERR_BAD_PRIOR = 3  # negative prior; same location fields
+ERR_EXPANDED = 4  # leaf already has children; status[1] = tree, status[2] = node
+ERR_TERMINAL = 5  # children given to a terminal leaf
+ERR_BAD_LEAF = 6  # tree or node index out of range
+ERR_DUPLICATE = 7  # the same leaf given children twice in one call
+ERR_BAD_OFFSETS = 8  # offsets not non-decreasing or not matching the children arrays
+
+
+@njit(cache=True, inline="always")
+def _normalise(q, lo, hi):
+    if hi > lo:
+        x = (q - lo) / (hi - lo)
+        if x < 0.0:
+            return 0.0
+        if x > 1.0:
+            return 1.0
+        return x
+    return 0.5
+
+
+@njit(cache=True)
+def _best_child(ints, floats, b, s, lo, hi, rule, c_explore, first_play, first_play_mode, gamma):
+    """Index of the child of node s (tree b) with the highest selection score."""
+    first = ints[FIRST_CHILD, b, s]
+    n = ints[N_CHILDREN, b, s]
+    n_parent = ints[VISITS, b, s] + ints[VLOSS, b, s]
+    sqrt_parent = np.sqrt(np.float64(n_parent))
+    log_parent = np.log(np.float64(max(n_parent, 1)))
+    best = first
+    best_score = -np.inf
+    for c in range(first, first + n):
+        visits = ints[VISITS, b, c]
+        n_eff = visits + ints[VLOSS, b, c]
+        if visits > 0:
+            q = floats[REWARD, b, c] + gamma * floats[VALUE_SUM, b, c] / visits
+            qn = _normalise(q, lo, hi)
+        elif first_play_mode == FIRST_PLAY_CRITIC:
+            qn = _normalise(floats[REWARD, b, c] + gamma * floats[VALUE, b, c], lo, hi)
+        else:
+            qn = first_play
+        if n_eff > visits:
+            qn = qn * visits / n_eff
+        if rule == RULE_PUCT:
+            score = qn + c_explore * floats[PRIOR, b, c] * sqrt_parent / (1.0 + n_eff)
+        elif n_eff == 0:
+            score = np.inf
+        else:
+            score = qn + c_explore * np.sqrt(log_parent / n_eff)
+        if score > best_score:
+            best_score = score
+            best = c
+    return best
+
+
+@njit(cache=True)
+def select(ints, floats, n_nodes, qbounds, leaves_per_tree, rule, c_explore, first_play,
+           first_play_mode, gamma):
+    """Select up to K = leaves_per_tree leaves in every tree, with virtual loss.
+
+    Returns:
+        leaf_tree: int64 [L], tree of each selected leaf, L <= B * K, grouped by tree.
+        leaf_node: int64 [L], node index of each selected leaf.
+        collisions: int64 [B], descents per tree that reached an already selected leaf.
+    """
+    n_trees = n_nodes.shape[0]
+    leaf_tree = np.empty(n_trees * leaves_per_tree, np.int64)
+    leaf_node = np.empty(n_trees * leaves_per_tree, np.int64)
+    collisions = np.zeros(n_trees, np.int64)
+    n_leaves = 0
+    for b in range(n_trees):
+        lo = qbounds[0, b]
+        hi = qbounds[1, b]
+        for _ in range(leaves_per_tree):
+            node = 0
+            while ints[N_CHILDREN, b, node] > 0 and ints[TERMINAL, b, node] == 0:
+                child = _best_child(ints, floats, b, node, lo, hi, rule, c_explore,
+                                    first_play, first_play_mode, gamma)
+                ints[VLOSS, b, node] += 1
+                node = child
+            ints[VLOSS, b, node] += 1
+            if ints[VLOSS, b, node] > 1:
+                collisions[b] += 1
+            else:
+                leaf_tree[n_leaves] = b
+                leaf_node[n_leaves] = node
+                n_leaves += 1
+    return leaf_tree[:n_leaves], leaf_node[:n_leaves], collisions
+
+
+@njit(cache=True)
+def _validate_expand(ints, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, value, status):
+    """Check an expansion without changing the forest; fills status, returns True if valid."""
+    n_trees = n_nodes.shape[0]
+    capacity = ints.shape[2]
+    n_leaves = leaf_tree.shape[0]
+    if offsets.shape[0] != n_leaves + 1 or offsets[0] != 0 or offsets[n_leaves] != prior.shape[0]:
+        status[0] = ERR_BAD_OFFSETS
+        return False
+    need = np.zeros(n_trees, np.int64)
+    for i in range(n_leaves):
+        b = leaf_tree[i]
+        node = leaf_node[i]
+        count = offsets[i + 1] - offsets[i]
+        if count < 0:
+            status[0] = ERR_BAD_OFFSETS
+            status[3] = i
+            return False
+        if b < 0 or b >= n_trees or node < 0 or node >= n_nodes[b]:
+            status[0] = ERR_BAD_LEAF
+            status[1] = b
+            status[2] = node
+            return False
+        if count == 0:
+            continue
+        if ints[TERMINAL, b, node] != 0:
+            status[0] = ERR_TERMINAL
+            status[1] = b
+            status[2] = node
+            return False
+        if ints[N_CHILDREN, b, node] != 0:
+            status[0] = ERR_EXPANDED
+            status[1] = b
+            status[2] = node
+            return False
+        for j in range(offsets[i], offsets[i + 1]):
+            if not (np.isfinite(prior[j]) and np.isfinite(reward[j]) and np.isfinite(value[j])):
+                status[0] = ERR_NOT_FINITE
+                status[1] = b
+                status[2] = node
+                status[3] = j - offsets[i]
+                return False
+            if prior[j] < 0.0:
+                status[0] = ERR_BAD_PRIOR
+                status[1] = b
+                status[2] = node
+                status[3] = j - offsets[i]
+                return False
+        need[b] += count
+    for b in range(n_trees):
+        if n_nodes[b] + need[b] > capacity:
+            status[0] = ERR_CAPACITY
+            status[1] = b
+            status[2] = n_nodes[b] + need[b]
+            return False
+    # A leaf listed twice with children: mark each with -1 children, then undo the marks.
+    duplicate = -1
+    marked = 0
+    for i in range(n_leaves):
+        if offsets[i + 1] == offsets[i]:
+            continue
+        b = leaf_tree[i]
+        node = leaf_node[i]
+        if ints[N_CHILDREN, b, node] == -1:
+            duplicate = i
+            break
+        ints[N_CHILDREN, b, node] = -1
+        marked = i + 1
+    for i in range(marked):
+        if offsets[i + 1] != offsets[i]:
+            ints[N_CHILDREN, leaf_tree[i], leaf_node[i]] = 0
+    if duplicate >= 0:
+        status[0] = ERR_DUPLICATE
+        status[1] = leaf_tree[duplicate]
+        status[2] = leaf_node[duplicate]
+        return False
+    return True
+
+
+@njit(cache=True)
+def expand(ints, floats, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, value,
+           terminal, payload):
+    """Attach children to the selected leaves (CSR input), all trees at once.
+
+    Args:
+        leaf_tree, leaf_node: int64 [L], the leaves (as returned by ``select``).
+        offsets: int64 [L + 1], children of leaf i are entries offsets[i]:offsets[i+1].
+        prior, reward, value: float64 [C], per child: selection prior, edge reward into the
+            child, critic value V at the child (for a terminal child: its outcome score).
+        terminal: int64 [C], 1 where the child ends the episode.
+        payload: int64 [C], caller's handle for the child's content (token-store span id).
+
+    Returns:
+        status: int64 [4], ``status[0] == OK`` on success, else an error code (module
+        constants) with its location; on error the forest is unchanged.
+    """
+    status = np.zeros(4, np.int64)
+    if not _validate_expand(ints, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, value,
+                            status):
+        return status
+    for i in range(leaf_tree.shape[0]):
+        b = leaf_tree[i]
+        node = leaf_node[i]
+        start = offsets[i]
+        count = offsets[i + 1] - start
+        if count == 0:
+            ints[TERMINAL, b, node] = 1  # dead end (or already terminal)
+            continue
+        first = n_nodes[b]
+        ints[FIRST_CHILD, b, node] = first
+        ints[N_CHILDREN, b, node] = count
+        depth = ints[DEPTH, b, node] + 1
+        for j in range(count):
+            c = first + j
+            src = start + j
+            ints[PARENT, b, c] = node
+            ints[FIRST_CHILD, b, c] = -1
+            ints[N_CHILDREN, b, c] = 0
+            ints[VISITS, b, c] = 0
+            ints[VLOSS, b, c] = 0
+            ints[TERMINAL, b, c] = 1 if terminal[src] != 0 else 0
+            ints[DEPTH, b, c] = depth
+            ints[PAYLOAD, b, c] = payload[src]
+            floats[PRIOR, b, c] = prior[src]
+            floats[VALUE_SUM, b, c] = 0.0
+            floats[REWARD, b, c] = reward[src]
+            floats[VALUE, b, c] = value[src]
+        n_nodes[b] = first + count
+    return status
+
+
+@njit(cache=True)
+def backup(ints, floats, qbounds, leaf_tree, leaf_node, gamma):
+    """Back each leaf's value up to its root, removing the round's virtual loss.
+
+    Args:
+        leaf_tree, leaf_node: int64 [L], the leaves selected this round (each once).
+        gamma: discount per step.
+    """
+    for i in range(leaf_tree.shape[0]):
+        b = leaf_tree[i]
+        node = leaf_node[i]
+        pending = ints[VLOSS, b, node]
+        g = floats[VALUE, b, node]
+        while node >= 0:
+            visits = ints[VISITS, b, node] + 1
+            ints[VISITS, b, node] = visits
+            floats[VALUE_SUM, b, node] += g
+            ints[VLOSS, b, node] -= pending
+            parent = ints[PARENT, b, node]
+            reward = floats[REWARD, b, node]
+            if parent >= 0:
+                q = reward + gamma * floats[VALUE_SUM, b, node] / visits
+                if q < qbounds[0, b]:
+                    qbounds[0, b] = q
+                if q > qbounds[1, b]:
+                    qbounds[1, b] = q
+            g = reward + gamma * g
+            node = parent
+
+
+@njit(cache=True)
+def expand_and_backup(ints, floats, n_nodes, qbounds, leaf_tree, leaf_node, offsets, prior,
+                      reward, value, terminal, payload, gamma):
+    """``expand`` then, if it succeeded, ``backup`` of the same leaves: one call per round."""
+    status = expand(ints, floats, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, value,
+                    terminal, payload)
+    if status[0] == OK:
+        backup(ints, floats, qbounds, leaf_tree, leaf_node, gamma)
+    return status
+
+
+@njit(cache=True)
+def priors_from_logprobs(logprob, offsets, temperature):
+    """Softmax of step log-probabilities within each CSR group, at a temperature.
+
+    Args:
+        logprob: float64 [C], summed log-probability of each proposed step.
+        offsets: int64 [L + 1], group boundaries (children of one leaf).
+        temperature: > 0; higher flattens the priors.
+
+    Returns:
+        float64 [C], priors summing to 1 within each non-empty group.
+    """
+    out = np.empty(logprob.shape[0], np.float64)
+    for i in range(offsets.shape[0] - 1):
+        start = offsets[i]
+        end = offsets[i + 1]
+        if end == start:
+            continue
+        top = -np.inf
+        for j in range(start, end):
+            if logprob[j] / temperature > top:
+                top = logprob[j] / temperature
+        total = 0.0
+        for j in range(start, end):
+            out[j] = np.exp(logprob[j] / temperature - top)
+            total += out[j]
+        for j in range(start, end):
+            out[j] /= total
+    return out
+
+
+@njit(cache=True)
+def node_q(ints, floats, n_nodes, gamma):
+    """Q of every node: ``reward + gamma * value_sum / visits``; NaN where unvisited.
+
+    Returns float64 [B, capacity].
+    """
+    n_trees = ints.shape[1]
+    capacity = ints.shape[2]
+    q = np.full((n_trees, capacity), np.nan)
+    for b in range(n_trees):
+        for n in range(n_nodes[b]):
+            v = ints[VISITS, b, n]
+            if v > 0:
+                q[b, n] = floats[REWARD, b, n] + gamma * floats[VALUE_SUM, b, n] / v
+    return q
+
+
+@njit(cache=True)
+def root_stats(ints, floats, gamma, width):
+    """Per tree, the root's children: node index, visits, Q and prior, padded to ``width``.
+
+    Returns:
+        child: int64 [B, width] (-1 padding), visits: int64 [B, width],
+        q: float64 [B, width] (NaN for unvisited or padding), prior: float64 [B, width],
+        best: int64 [B], slot of the most visited child (ties: lowest slot; -1 if none).
+    """
+    n_trees = ints.shape[1]
+    child = np.full((n_trees, width), -1, np.int64)
+    visits = np.zeros((n_trees, width), np.int64)
+    q = np.full((n_trees, width), np.nan)
+    prior = np.zeros((n_trees, width))
+    best = np.full(n_trees, -1, np.int64)
+    for b in range(n_trees):
+        first = ints[FIRST_CHILD, b, 0]
+        n = min(ints[N_CHILDREN, b, 0], width)
+        most = -1
+        for k in range(n):
+            c = first + k
+            v = ints[VISITS, b, c]
+            child[b, k] = c
+            visits[b, k] = v
+            prior[b, k] = floats[PRIOR, b, c]
+            if v > 0:
+                q[b, k] = floats[REWARD, b, c] + gamma * floats[VALUE_SUM, b, c] / v
+            if v > most:
+                most = v
+                best[b] = k
+    return child, visits, q, prior, best
+
+
+@njit(cache=True)
+def ranked_paths(ints, floats, n_nodes, gamma, top_k, terminal_only, min_visits):
+    """Best root-to-leaf paths of every tree, by discounted path return.
+
+    A candidate is a node without children (terminal only, if asked) with at least
+    ``min_visits`` visits. Its score is ``sum_i gamma^(i-1) r_i + gamma^d * value_sum/visits``
+    over the d edges from the root. Ties go to the lower node index.
+
+    Returns:
+        paths: int64 [B, top_k, max_depth + 1], node indices root first, -1 padded.
+        lengths: int64 [B, top_k], nodes on each path (0 where the tree has fewer paths).
+        scores: float64 [B, top_k], NaN padded.
+    """
+    n_trees = ints.shape[1]
+    max_depth = 0
+    for b in range(n_trees):
+        for n in range(n_nodes[b]):
+            if ints[DEPTH, b, n] > max_depth:
+                max_depth = ints[DEPTH, b, n]
+    paths = np.full((n_trees, top_k, max_depth + 1), -1, np.int64)
+    lengths = np.zeros((n_trees, top_k), np.int64)
+    scores = np.full((n_trees, top_k), np.nan)
+    for b in range(n_trees):
+        count = n_nodes[b]
+        cand = np.empty(count, np.int64)
+        cand_score = np.empty(count)
+        m = 0
+        for n in range(count):
+            v = ints[VISITS, b, n]
+            if ints[N_CHILDREN, b, n] > 0 or v < min_visits or v == 0:
+                continue
+            if terminal_only and ints[TERMINAL, b, n] == 0:
+                continue
+            g = floats[VALUE_SUM, b, n] / v
+            node = n
+            while ints[PARENT, b, node] >= 0:
+                g = floats[REWARD, b, node] + gamma * g
+                node = ints[PARENT, b, node]
+            cand[m] = n
+            cand_score[m] = g
+            m += 1
+        order = np.argsort(-cand_score[:m], kind="mergesort")
+        for k in range(min(top_k, m)):
+            n = cand[order[k]]
+            depth = ints[DEPTH, b, n]
+            lengths[b, k] = depth + 1
+            scores[b, k] = cand_score[order[k]]
+            node = n
+            for d in range(depth, -1, -1):
+                paths[b, k, d] = node
+                node = ints[PARENT, b, node]
+    return paths, lengths, scores
+
+
+@njit(cache=True)
+def _sibling_pairs_pass(ints, floats, n_nodes, gamma, margin, min_visits, out_int, out_q, fill):
+    count = 0
+    for b in range(n_nodes.shape[0]):
+        for s in range(n_nodes[b]):
+            first = ints[FIRST_CHILD, b, s]
+            n = ints[N_CHILDREN, b, s]
+            for a in range(first, first + n):
+                va = ints[VISITS, b, a]
+                if va < min_visits or va == 0:
+                    continue
+                qa = floats[REWARD, b, a] + gamma * floats[VALUE_SUM, b, a] / va
+                for r in range(first, first + n):
+                    vr = ints[VISITS, b, r]
+                    if r == a or vr < min_visits or vr == 0:
+                        continue
+                    qr = floats[REWARD, b, r] + gamma * floats[VALUE_SUM, b, r] / vr
+                    if qa - qr >= margin:
+                        if fill:
+                            out_int[count, 0] = b
+                            out_int[count, 1] = s
+                            out_int[count, 2] = a
+                            out_int[count, 3] = r
+                            out_q[count, 0] = qa
+                            out_q[count, 1] = qr
+                        count += 1
+    return count
+
+
+@njit(cache=True)
+def sibling_pairs(ints, floats, n_nodes, gamma, margin, min_visits):
+    """Ordered pairs of visited siblings whose Q differ by at least ``margin`` (> 0).
+
+    Returns:
+        pairs: int64 [P, 4] rows of (tree, parent, chosen child, rejected child).
+        q: float64 [P, 2] rows of (Q chosen, Q rejected).
+    """
+    dummy_int = np.empty((0, 4), np.int64)
+    dummy_q = np.empty((0, 2))
+    count = _sibling_pairs_pass(ints, floats, n_nodes, gamma, margin, min_visits, dummy_int,
+                                dummy_q, False)
+    pairs = np.empty((count, 4), np.int64)
+    q = np.empty((count, 2))
+    _sibling_pairs_pass(ints, floats, n_nodes, gamma, margin, min_visits, pairs, q, True)
+    return pairs, q
+
+
+@njit(cache=True)
+def reroot(ints, floats, n_nodes, qbounds, new_root, gamma):
+    """Keep only the subtree under ``new_root[b]`` in each tree, compacted from index 0.
+
+    Used after a step is committed: the chosen child becomes the root and its statistics
+    are reused. ``new_root[b] <= 0`` leaves tree b as it is. Children stay in contiguous
+    blocks (breadth-first renumbering); depths are rebased; the new root's edge reward is
+    zeroed; the tree's Q bounds are recomputed from the kept nodes.
+
+    Returns:
+        remap: int64 [B, capacity], new index of each old node (-1 if dropped); identity
+        for trees left as they were.
+    """
+    n_trees = ints.shape[1]
+    capacity = ints.shape[2]
+    remap = np.full((n_trees, capacity), -1, np.int64)
+    order = np.empty(capacity, np.int64)
+    tmp_int = np.empty((ints.shape[0], capacity), np.int64)
+    tmp_float = np.empty((floats.shape[0], capacity))
+    for b in range(n_trees):
+        r = new_root[b]
+        if r <= 0:
+            for n in range(n_nodes[b]):
+                remap[b, n] = n
+            continue
+        # breadth-first: order[new] = old; children blocks get consecutive new indices
+        order[0] = r
+        remap[b, r] = 0
+        size = 1
+        head = 0
+        while head < size:
+            old = order[head]
+            head += 1
+            first = ints[FIRST_CHILD, b, old]
+            for k in range(ints[N_CHILDREN, b, old]):
+                order[size] = first + k
+                remap[b, first + k] = size
+                size += 1
+        base_depth = ints[DEPTH, b, r]
+        for new in range(size):
+            old = order[new]
+            for f in range(ints.shape[0]):
+                tmp_int[f, new] = ints[f, b, old]
+            for f in range(floats.shape[0]):
+                tmp_float[f, new] = floats[f, b, old]
+            parent = ints[PARENT, b, old]
+            tmp_int[PARENT, new] = remap[b, parent] if new > 0 else -1
+            if ints[N_CHILDREN, b, old] > 0:
+                tmp_int[FIRST_CHILD, new] = remap[b, ints[FIRST_CHILD, b, old]]
+            tmp_int[DEPTH, new] = ints[DEPTH, b, old] - base_depth
+        tmp_float[REWARD, 0] = 0.0
+        lo = np.inf
+        hi = -np.inf
+        for new in range(size):
+            for f in range(ints.shape[0]):
+                ints[f, b, new] = tmp_int[f, new]
+            for f in range(floats.shape[0]):
+                floats[f, b, new] = tmp_float[f, new]
+            v = tmp_int[VISITS, new]
+            if new > 0 and v > 0:
+                q = tmp_float[REWARD, new] + gamma * tmp_float[VALUE_SUM, new] / v
+                lo = min(lo, q)
+                hi = max(hi, q)
+        for n in range(size, n_nodes[b]):
+            _clear_node(ints, floats, b, n)
+        qbounds[0, b] = lo
+        qbounds[1, b] = hi
+        n_nodes[b] = size
+    return remap
+
+
+@njit(cache=True)
+def _clear_node(ints, floats, b, n):
+    for f in range(ints.shape[0]):
+        ints[f, b, n] = 0
+    ints[PARENT, b, n] = -1
+    ints[FIRST_CHILD, b, n] = -1
+    ints[PAYLOAD, b, n] = -1
+    for f in range(floats.shape[0]):
+        floats[f, b, n] = 0.0
