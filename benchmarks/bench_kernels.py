@@ -75,7 +75,7 @@ def synthetic_eval_nb(ints, leaf_tree, leaf_node):
     """Children of the selected leaves, from the path hash in each leaf's payload.
 
     Args:
-        ints: int64 [N_INT_FIELDS, B, capacity], the forest's integer block.
+        ints: int64 [B, capacity, N_INT_FIELDS], the forest's integer block.
         leaf_tree, leaf_node: int64 [L], the leaves from ``kernels.select``.
 
     Returns:
@@ -93,7 +93,7 @@ def synthetic_eval_nb(ints, leaf_tree, leaf_node):
     logits = np.empty(WIDTH)
     offsets[0] = 0
     for i in range(n_leaves):
-        h = ints[kernels.PAYLOAD, leaf_tree[i], leaf_node[i]]
+        h = ints[leaf_tree[i], leaf_node[i], kernels.PAYLOAD]
         start = i * WIDTH
         top = -np.inf
         for a in range(WIDTH):
@@ -316,8 +316,8 @@ def check_evaluators_agree(jax_fns) -> None:
     out, child = recurrent_fn(None, None, jnp.full(3, 5, jnp.int32), h)
     assert np.asarray(child).astype(np.int64).tolist() == pl.reshape(3, WIDTH)[:, 5].tolist()
     np.testing.assert_allclose(np.asarray(out.value), va.reshape(3, WIDTH)[:, 5], atol=1e-6)
-    grand = synthetic_eval_nb(np.asarray(child).astype(np.int64).reshape(1, 1, 3)
-                              .repeat(kernels.N_INT_FIELDS, 0), np.zeros(3, np.int64),
+    grand = synthetic_eval_nb(np.asarray(child).astype(np.int64).reshape(1, 3, 1)
+                              .repeat(kernels.N_INT_FIELDS, 2), np.zeros(3, np.int64),
                               np.arange(3, dtype=np.int64))
     np.testing.assert_allclose(np.asarray(jax.nn.softmax(out.prior_logits)),
                                grand[1].reshape(3, WIDTH), rtol=1e-5)
@@ -325,32 +325,41 @@ def check_evaluators_agree(jax_fns) -> None:
 
 # -- timings ------------------------------------------------------------------------------
 
-def best_of(repeats: int, setup, run) -> tuple[float, tuple]:
-    """Minimum wall time of ``run(setup())`` over ``repeats`` runs; (seconds, last result)."""
+def best_of(repeats: int, setup, run) -> tuple[float, tuple, object]:
+    """Minimum wall time of ``run(setup())`` over ``repeats`` runs.
+
+    Returns (seconds, result of the last run, state of the last run).
+    """
     best = math.inf
-    result = None
+    result = state = None
     for _ in range(repeats):
         state = setup()
         t0 = time.perf_counter()
         result = run(state)
         best = min(best, time.perf_counter() - t0)
-    return best, result
+    return best, result, state
+
+
+def depth_stats(depth: np.ndarray) -> dict:
+    """Mean and max depth of the evaluated nodes (depth: int [n], root = 0)."""
+    return {"mean_depth": float(depth.mean()), "max_depth": int(depth.max())}
 
 
 def bench_ours(n_trees: int, sims: int, k: int, repeats: int, api: bool = False) -> dict:
     runner = run_forest_api if api else run_kernels
     runner(new_forest(n_trees, sims), 4, k)  # compile / load the cache
-    seconds, (done, hits) = best_of(repeats, lambda: new_forest(n_trees, sims),
-                                    lambda f: runner(f, sims // k, k))
+    seconds, (done, hits), forest = best_of(repeats, lambda: new_forest(n_trees, sims),
+                                            lambda f: runner(f, sims // k, k))
     return {"trees": n_trees, "k": k, "sims": done, "collisions": hits, "seconds": seconds,
-            "sims_per_s": done / seconds}
+            "sims_per_s": done / seconds, **depth_stats(forest.depth[forest.visits > 0])}
 
 
 def bench_reference(n_trees: int, sims: int, repeats: int) -> dict:
-    seconds, (done, _) = best_of(repeats, lambda: new_reference(n_trees),
-                                 lambda r: run_reference(r, sims, 1))
+    seconds, (done, _), ref = best_of(repeats, lambda: new_reference(n_trees),
+                                      lambda r: run_reference(r, sims, 1))
+    depth = np.array([n.depth for t in ref.trees for n in t.nodes if n.visits > 0])
     return {"trees": n_trees, "k": 1, "sims": done, "collisions": 0, "seconds": seconds,
-            "sims_per_s": done / seconds}
+            "sims_per_s": done / seconds, **depth_stats(depth)}
 
 
 def bench_mctx(jax_fns, n_trees: int, sims: int, repeats: int) -> dict:
@@ -373,10 +382,15 @@ def bench_mctx(jax_fns, n_trees: int, sims: int, repeats: int) -> dict:
     compile_s = time.perf_counter() - t0
     visits = np.asarray(out.search_tree.node_visits[:, 0])
     assert np.all(visits == sims + 1), visits  # root: its own evaluation + one per simulation
-    seconds, _ = best_of(repeats, lambda: None,
-                         lambda _: jax.block_until_ready(search(rng, hashes)))
+    seconds, _, _ = best_of(repeats, lambda: None,
+                            lambda _: jax.block_until_ready(search(rng, hashes)))
+    parents = np.asarray(out.search_tree.parents)  # [B, sims + 1], parents before children
+    depth = np.zeros(parents.shape, np.int64)
+    rows = np.arange(n_trees)
+    for i in range(1, parents.shape[1]):
+        depth[:, i] = depth[rows, parents[:, i]] + 1
     return {"trees": n_trees, "k": 1, "sims": n_trees * sims, "collisions": 0,
-            "seconds": seconds, "sims_per_s": n_trees * sims / seconds,
+            "seconds": seconds, "sims_per_s": n_trees * sims / seconds, **depth_stats(depth),
             "compile_s": compile_s, "jax": jax.__version__, "mctx": mctx.__version__,
             "device": str(jax.devices()[0])}
 
@@ -472,13 +486,14 @@ def write_json_atomic(path: str, data: dict) -> None:
 
 def print_table(rows: list[tuple[str, dict | None]], ours: float) -> None:
     print(f"{'engine':<34} {'trees':>5} {'K':>2} {'sims':>7} {'coll':>5} {'best s':>8} "
-          f"{'sims/s':>11} {'ours x':>8}")
+          f"{'sims/s':>11} {'ours x':>8} {'depth':>9}")
     for name, r in rows:
         if r is None:
             print(f"{name:<34} {'(not installed)':>40}")
             continue
         print(f"{name:<34} {r['trees']:>5} {r['k']:>2} {r['sims']:>7} {r['collisions']:>5} "
-              f"{r['seconds']:>8.4f} {r['sims_per_s']:>11,.0f} {ours / r['sims_per_s']:>8.1f}")
+              f"{r['seconds']:>8.4f} {r['sims_per_s']:>11,.0f} {ours / r['sims_per_s']:>8.1f} "
+              f"{r['mean_depth']:>5.2f}/{r['max_depth']:<3}")
 
 
 def main(argv=None) -> dict:
@@ -490,7 +505,6 @@ def main(argv=None) -> dict:
     t_start = time.perf_counter()
     n_trees, sims = 64, 256
     repeats = 3 if args.quick else 7
-    ref_trees = 8 if args.quick else 64
     round_reps = 200 if args.quick else 1000
 
     jax_fns = None if args.no_mctx else load_jax()
@@ -500,7 +514,7 @@ def main(argv=None) -> dict:
     ours = bench_ours(n_trees, sims, 1, repeats)
     ours_k8 = bench_ours(n_trees, sims, 8, repeats)
     ours_api = bench_ours(n_trees, sims, 1, repeats, api=True)
-    ref = bench_reference(ref_trees, sims, 1 if args.quick else 3)
+    ref = bench_reference(n_trees, sims, 1 if args.quick else 3)
     mc = bench_mctx(jax_fns, n_trees, sims, repeats) if jax_fns is not None else None
     rnd = bench_round(n_trees, 8, 16, round_reps)
     dispatch = bench_dispatch(n_trees, sims)
@@ -530,8 +544,9 @@ def main(argv=None) -> dict:
                         "round_512_le_1ms": rnd["median_ms"] <= 1.0},
         "details": {"ours_k1": ours, "ours_k8": ours_k8, "ours_forest_api": ours_api,
                     "reference": ref, "mctx": mc, "round": rnd, "dispatch": dispatch},
-        "method": ("throughputs: best (min wall time) of repeats on fresh forests; round: "
-                   "median over repetitions on fresh copies of a forest grown 16 rounds"),
+        "method": ("throughputs: best (min wall time) of repeats on fresh forests, Python's "
+                   "garbage collector on; round: median over repetitions on fresh copies of "
+                   "a forest grown 16 rounds; depth: mean/max depth of evaluated nodes"),
         "config": {"trees": n_trees, "children": WIDTH, "sims_per_tree": sims,
                    "quick": args.quick, "repeats": repeats, "python": platform.python_version(),
                    "cpu_count": os.cpu_count()},

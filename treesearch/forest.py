@@ -1,7 +1,7 @@
 """Forest: B search trees stored as struct-of-arrays, and the token store for node payloads.
 
-Node fields are views into two packed blocks (``ints`` int64 [8, B, capacity] and
-``floats`` float64 [4, B, capacity], see ``treesearch.kernels``), so the kernels take few
+Node fields are views into two packed blocks (``ints`` int64 [B, capacity, 8] and
+``floats`` float64 [B, capacity, 4], see ``treesearch.kernels``), so the kernels take few
 arguments while callers read ``forest.visits[b, n]`` and friends by name. Node 0 of every
 tree is its root; children of a node sit in one contiguous, bump-allocated block.
 
@@ -137,12 +137,9 @@ class Forest:
         self.growable = growable
         self.tokens = TokenStore()
         self.extra_names = tuple(extra_fields)
-        self.ints = np.zeros((K.N_INT_FIELDS, n_trees, capacity), np.int64)
-        self.floats = np.zeros((K.N_FLOAT_FIELDS, n_trees, capacity), np.float64)
+        self.ints = _empty_ints(n_trees, capacity)
+        self.floats = np.zeros((n_trees, capacity, K.N_FLOAT_FIELDS), np.float64)
         self.extras = np.zeros((len(self.extra_names), n_trees, capacity), np.float64)
-        self.ints[K.PARENT] = -1
-        self.ints[K.FIRST_CHILD] = -1
-        self.ints[K.PAYLOAD] = -1
         self.n_nodes = np.ones(n_trees, np.int64)
         self.qbounds = np.empty((2, n_trees), np.float64)
         self.qbounds[0] = np.inf
@@ -159,20 +156,20 @@ class Forest:
     # -- named views -----------------------------------------------------------------
     @property
     def capacity(self) -> int:
-        return self.ints.shape[2]
+        return self.ints.shape[1]
 
-    parent = property(lambda self: self.ints[K.PARENT])
-    first_child = property(lambda self: self.ints[K.FIRST_CHILD])
-    n_children = property(lambda self: self.ints[K.N_CHILDREN])
-    visits = property(lambda self: self.ints[K.VISITS])
-    vloss = property(lambda self: self.ints[K.VLOSS])
-    terminal = property(lambda self: self.ints[K.TERMINAL])
-    depth = property(lambda self: self.ints[K.DEPTH])
-    payload = property(lambda self: self.ints[K.PAYLOAD])
-    prior = property(lambda self: self.floats[K.PRIOR])
-    value_sum = property(lambda self: self.floats[K.VALUE_SUM])
-    reward = property(lambda self: self.floats[K.REWARD])
-    value = property(lambda self: self.floats[K.VALUE])
+    parent = property(lambda self: self.ints[:, :, K.PARENT])
+    first_child = property(lambda self: self.ints[:, :, K.FIRST_CHILD])
+    n_children = property(lambda self: self.ints[:, :, K.N_CHILDREN])
+    visits = property(lambda self: self.ints[:, :, K.VISITS])
+    vloss = property(lambda self: self.ints[:, :, K.VLOSS])
+    terminal = property(lambda self: self.ints[:, :, K.TERMINAL])
+    depth = property(lambda self: self.ints[:, :, K.DEPTH])
+    payload = property(lambda self: self.ints[:, :, K.PAYLOAD])
+    prior = property(lambda self: self.floats[:, :, K.PRIOR])
+    value_sum = property(lambda self: self.floats[:, :, K.VALUE_SUM])
+    reward = property(lambda self: self.floats[:, :, K.REWARD])
+    value = property(lambda self: self.floats[:, :, K.VALUE])
 
     def extra(self, name: str) -> np.ndarray:
         """View of an extra float field, [B, capacity]."""
@@ -196,13 +193,10 @@ class Forest:
         old = self.capacity
         if capacity <= old:
             return
-        ints = np.zeros((K.N_INT_FIELDS, self.n_trees, capacity), np.int64)
-        ints[K.PARENT] = -1
-        ints[K.FIRST_CHILD] = -1
-        ints[K.PAYLOAD] = -1
-        ints[:, :, :old] = self.ints
-        floats = np.zeros((K.N_FLOAT_FIELDS, self.n_trees, capacity), np.float64)
-        floats[:, :, :old] = self.floats
+        ints = _empty_ints(self.n_trees, capacity)
+        ints[:, :old] = self.ints
+        floats = np.zeros((self.n_trees, capacity, K.N_FLOAT_FIELDS), np.float64)
+        floats[:, :old] = self.floats
         extras = np.zeros((len(self.extra_names), self.n_trees, capacity), np.float64)
         extras[:, :, :old] = self.extras
         self.ints, self.floats, self.extras = ints, floats, extras
@@ -328,6 +322,14 @@ class Forest:
                 problems.append(f"tree {b}: visits != children's visits + own evaluations at "
                                 f"nodes {wrong.tolist()}")
         return problems
+
+
+def _empty_ints(n_trees: int, capacity: int) -> np.ndarray:
+    ints = np.zeros((n_trees, capacity, K.N_INT_FIELDS), np.int64)
+    ints[:, :, K.PARENT] = -1
+    ints[:, :, K.FIRST_CHILD] = -1
+    ints[:, :, K.PAYLOAD] = -1
+    return ints
 
 
 def _remap_field(field: np.ndarray, remap: np.ndarray, n_nodes: np.ndarray) -> np.ndarray:

@@ -59,3 +59,59 @@ class Evaluator(Protocol):
         Terminal leaves (``forest.terminal[leaf_tree, leaf_node] == 1``) must get no children.
         """
         ...
+
+
+@dataclass(frozen=True)
+class StepProposal:
+    """One proposed reasoning step.
+
+    tokens: int32 [n_tokens], the step's token ids, delimiter (or EOS) included when the
+        step ended on it.
+    logprob: summed log-probability of those tokens under the sampling distribution's
+        model (natural log, before temperature).
+    n_tokens: len(tokens).
+    finished: True when the step ended the sequence (EOS), False when it ended at the step
+        delimiter or at max_step_tokens.
+    """
+
+    tokens: np.ndarray
+    logprob: float
+    n_tokens: int
+    finished: bool
+
+
+@dataclass
+class TokenCounts:
+    """Work a policy or critic has done, for budgets and cache-efficiency figures.
+
+    processed: tokens run through the model (prompt tokens not served from a cache, plus
+        generated tokens fed back); generated: tokens sampled.
+    """
+
+    processed: int = 0
+    generated: int = 0
+
+
+class Policy(Protocol):
+    """Proposes next steps for many prefixes in one call (token ids cross the door)."""
+
+    counts: TokenCounts
+
+    def propose(self, prefixes: Sequence[Sequence[int]], n: int,
+                max_step_tokens: int) -> list[list[StepProposal]]:
+        """For each prefix (prompt + earlier steps, token ids), n proposals of the next step."""
+        ...
+
+    def describe(self) -> str:
+        """Backend, model, device and dtype, for the run log."""
+        ...
+
+
+class Critic(Protocol):
+    """Scores states; ``kind`` is "value", "process" or "outcome"."""
+
+    kind: str
+
+    def score(self, states: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]]) -> np.ndarray:
+        """states: (prompt ids, step id spans) each; returns float32 [len(states)], finite."""
+        ...

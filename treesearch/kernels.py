@@ -2,11 +2,12 @@
 
 Every kernel works on many trees at once. The forest is passed as four packed blocks
 (few arguments keep numba's per-call dispatch cheap; the glue between calls is where
-time goes in a Python-driven search loop):
+time goes in a Python-driven search loop). Fields are last, so one node's fields share a
+cache line or two: expansion writes and backup's walk up the parents touch few lines.
 
-- ``ints``   int64   [N_INT_FIELDS, B, capacity]: the integer node fields, indexed by
+- ``ints``   int64   [B, capacity, N_INT_FIELDS]: the integer node fields, indexed by
   ``PARENT``, ``FIRST_CHILD``, ... below;
-- ``floats`` float64 [N_FLOAT_FIELDS, B, capacity]: ``PRIOR``, ``VALUE_SUM``, ``REWARD``,
+- ``floats`` float64 [B, capacity, N_FLOAT_FIELDS]: ``PRIOR``, ``VALUE_SUM``, ``REWARD``,
   ``VALUE``;
 - ``n_nodes`` int64 [B]: nodes in use per tree (bump allocator; node 0 is the root);
 - ``qbounds`` float64 [2, B]: per-tree min and max of the Q values seen in backups, used to
@@ -15,14 +16,15 @@ time goes in a Python-driven search loop):
 Semantics (the spec shared with ``treesearch/reference.py``):
 
 - Q(s, a) of a visited child c is ``reward[c] + gamma * value_sum[c] / visits[c]``; its
-  normalised value is ``(Q - qmin) / (qmax - qmin)`` clipped to [0, 1], or 0.5 while the tree
-  has seen fewer than two distinct Q values. An unvisited child gets the first-play value:
+  normalised value is ``(Q - qmin) * scale`` clipped to [0, 1], with
+  ``scale = 1 / (qmax - qmin)`` fixed per tree for the round, or 0.5 while the tree has
+  seen fewer than two distinct Q values (or a range too narrow to invert). An unvisited child gets the first-play value:
   the constant ``first_play`` (already in normalised units) in mode 0, or its own critic
   estimate ``reward[c] + gamma * value[c]`` normalised the same way in mode 1.
 - Virtual loss: a child with ``vloss`` pending selections counts them as extra visits of
   normalised value 0: ``Qn_eff = Qn * visits / (visits + vloss)``, ``N(s,a) = visits + vloss``.
   The parent's count is ``N(s) = visits[s] + vloss[s]``, read before this descent adds to it.
-- PUCT: ``Qn_eff + c * prior * sqrt(N(s)) / (1 + N(s,a))``.
+- PUCT: ``Qn_eff + (c * sqrt(N(s))) * prior / (1 + N(s,a))``.
   UCT: ``Qn_eff + c * sqrt(log(max(N(s), 1)) / N(s,a))``, +inf when ``N(s,a) == 0``.
   Ties go to the lowest child index.
 - A descent stops at a node without children or at a terminal node. Every node on the path,
@@ -41,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# integer node fields, ints[FIELD, tree, node]
+# integer node fields, ints[tree, node, FIELD]
 PARENT = 0
 FIRST_CHILD = 1
 N_CHILDREN = 2
@@ -52,7 +54,7 @@ DEPTH = 6
 PAYLOAD = 7
 N_INT_FIELDS = 8
 
-# float node fields, floats[FIELD, tree, node]
+# float node fields, floats[tree, node, FIELD]
 PRIOR = 0
 VALUE_SUM = 1
 REWARD = 2
@@ -77,9 +79,9 @@ ERR_BAD_OFFSETS = 8  # offsets not non-decreasing or not matching the children a
 
 
 @njit(cache=True, inline="always")
-def _normalise(q, lo, hi):
-    if hi > lo:
-        x = (q - lo) / (hi - lo)
+def _normalise(q, lo, scale):
+    if scale > 0.0:
+        x = (q - lo) * scale
         if x < 0.0:
             return 0.0
         if x > 1.0:
@@ -89,29 +91,40 @@ def _normalise(q, lo, hi):
 
 
 @njit(cache=True)
-def _best_child(ints, floats, b, s, lo, hi, rule, c_explore, first_play, first_play_mode, gamma):
+def _inverse_range(lo, hi):
+    """1 / (hi - lo) for min-max normalisation; 0.0 (meaning "no range yet") when the range
+    is empty or so narrow that its inverse is not finite."""
+    if hi > lo:
+        scale = 1.0 / (hi - lo)
+        if np.isfinite(scale):
+            return scale
+    return 0.0
+
+
+@njit(cache=True, inline="always")
+def _best_child(ints, floats, b, s, lo, scale, rule, c_explore, first_play, first_play_mode, gamma):
     """Index of the child of node s (tree b) with the highest selection score."""
-    first = ints[FIRST_CHILD, b, s]
-    n = ints[N_CHILDREN, b, s]
-    n_parent = ints[VISITS, b, s] + ints[VLOSS, b, s]
-    sqrt_parent = np.sqrt(np.float64(n_parent))
-    log_parent = np.log(np.float64(max(n_parent, 1)))
+    first = ints[b, s, FIRST_CHILD]
+    n = ints[b, s, N_CHILDREN]
+    n_parent = ints[b, s, VISITS] + ints[b, s, VLOSS]
+    c_sqrt_parent = c_explore * np.sqrt(np.float64(n_parent))
+    log_parent = np.log(np.float64(max(n_parent, 1))) if rule == RULE_UCT else 0.0
     best = first
     best_score = -np.inf
     for c in range(first, first + n):
-        visits = ints[VISITS, b, c]
-        n_eff = visits + ints[VLOSS, b, c]
+        visits = ints[b, c, VISITS]
+        n_eff = visits + ints[b, c, VLOSS]
         if visits > 0:
-            q = floats[REWARD, b, c] + gamma * floats[VALUE_SUM, b, c] / visits
-            qn = _normalise(q, lo, hi)
+            q = floats[b, c, REWARD] + gamma * floats[b, c, VALUE_SUM] / visits
+            qn = _normalise(q, lo, scale)
         elif first_play_mode == FIRST_PLAY_CRITIC:
-            qn = _normalise(floats[REWARD, b, c] + gamma * floats[VALUE, b, c], lo, hi)
+            qn = _normalise(floats[b, c, REWARD] + gamma * floats[b, c, VALUE], lo, scale)
         else:
             qn = first_play
         if n_eff > visits:
             qn = qn * visits / n_eff
         if rule == RULE_PUCT:
-            score = qn + c_explore * floats[PRIOR, b, c] * sqrt_parent / (1.0 + n_eff)
+            score = qn + c_sqrt_parent * floats[b, c, PRIOR] / (1.0 + n_eff)
         elif n_eff == 0:
             score = np.inf
         else:
@@ -139,16 +152,16 @@ def select(ints, floats, n_nodes, qbounds, leaves_per_tree, rule, c_explore, fir
     n_leaves = 0
     for b in range(n_trees):
         lo = qbounds[0, b]
-        hi = qbounds[1, b]
+        scale = _inverse_range(lo, qbounds[1, b])
         for _ in range(leaves_per_tree):
             node = 0
-            while ints[N_CHILDREN, b, node] > 0 and ints[TERMINAL, b, node] == 0:
-                child = _best_child(ints, floats, b, node, lo, hi, rule, c_explore,
+            while ints[b, node, N_CHILDREN] > 0 and ints[b, node, TERMINAL] == 0:
+                child = _best_child(ints, floats, b, node, lo, scale, rule, c_explore,
                                     first_play, first_play_mode, gamma)
-                ints[VLOSS, b, node] += 1
+                ints[b, node, VLOSS] += 1
                 node = child
-            ints[VLOSS, b, node] += 1
-            if ints[VLOSS, b, node] > 1:
+            ints[b, node, VLOSS] += 1
+            if ints[b, node, VLOSS] > 1:
                 collisions[b] += 1
             else:
                 leaf_tree[n_leaves] = b
@@ -161,7 +174,7 @@ def select(ints, floats, n_nodes, qbounds, leaves_per_tree, rule, c_explore, fir
 def _validate_expand(ints, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, value, status):
     """Check an expansion without changing the forest; fills status, returns True if valid."""
     n_trees = n_nodes.shape[0]
-    capacity = ints.shape[2]
+    capacity = ints.shape[1]
     n_leaves = leaf_tree.shape[0]
     if offsets.shape[0] != n_leaves + 1 or offsets[0] != 0 or offsets[n_leaves] != prior.shape[0]:
         status[0] = ERR_BAD_OFFSETS
@@ -182,12 +195,12 @@ def _validate_expand(ints, n_nodes, leaf_tree, leaf_node, offsets, prior, reward
             return False
         if count == 0:
             continue
-        if ints[TERMINAL, b, node] != 0:
+        if ints[b, node, TERMINAL] != 0:
             status[0] = ERR_TERMINAL
             status[1] = b
             status[2] = node
             return False
-        if ints[N_CHILDREN, b, node] != 0:
+        if ints[b, node, N_CHILDREN] != 0:
             status[0] = ERR_EXPANDED
             status[1] = b
             status[2] = node
@@ -220,14 +233,14 @@ def _validate_expand(ints, n_nodes, leaf_tree, leaf_node, offsets, prior, reward
             continue
         b = leaf_tree[i]
         node = leaf_node[i]
-        if ints[N_CHILDREN, b, node] == -1:
+        if ints[b, node, N_CHILDREN] == -1:
             duplicate = i
             break
-        ints[N_CHILDREN, b, node] = -1
+        ints[b, node, N_CHILDREN] = -1
         marked = i + 1
     for i in range(marked):
         if offsets[i + 1] != offsets[i]:
-            ints[N_CHILDREN, leaf_tree[i], leaf_node[i]] = 0
+            ints[leaf_tree[i], leaf_node[i], N_CHILDREN] = 0
     if duplicate >= 0:
         status[0] = ERR_DUPLICATE
         status[1] = leaf_tree[duplicate]
@@ -263,27 +276,27 @@ def expand(ints, floats, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, 
         start = offsets[i]
         count = offsets[i + 1] - start
         if count == 0:
-            ints[TERMINAL, b, node] = 1  # dead end (or already terminal)
+            ints[b, node, TERMINAL] = 1  # dead end (or already terminal)
             continue
         first = n_nodes[b]
-        ints[FIRST_CHILD, b, node] = first
-        ints[N_CHILDREN, b, node] = count
-        depth = ints[DEPTH, b, node] + 1
+        ints[b, node, FIRST_CHILD] = first
+        ints[b, node, N_CHILDREN] = count
+        depth = ints[b, node, DEPTH] + 1
         for j in range(count):
             c = first + j
             src = start + j
-            ints[PARENT, b, c] = node
-            ints[FIRST_CHILD, b, c] = -1
-            ints[N_CHILDREN, b, c] = 0
-            ints[VISITS, b, c] = 0
-            ints[VLOSS, b, c] = 0
-            ints[TERMINAL, b, c] = 1 if terminal[src] != 0 else 0
-            ints[DEPTH, b, c] = depth
-            ints[PAYLOAD, b, c] = payload[src]
-            floats[PRIOR, b, c] = prior[src]
-            floats[VALUE_SUM, b, c] = 0.0
-            floats[REWARD, b, c] = reward[src]
-            floats[VALUE, b, c] = value[src]
+            ints[b, c, PARENT] = node
+            ints[b, c, FIRST_CHILD] = -1
+            ints[b, c, N_CHILDREN] = 0
+            ints[b, c, VISITS] = 0
+            ints[b, c, VLOSS] = 0
+            ints[b, c, TERMINAL] = 1 if terminal[src] != 0 else 0
+            ints[b, c, DEPTH] = depth
+            ints[b, c, PAYLOAD] = payload[src]
+            floats[b, c, PRIOR] = prior[src]
+            floats[b, c, VALUE_SUM] = 0.0
+            floats[b, c, REWARD] = reward[src]
+            floats[b, c, VALUE] = value[src]
         n_nodes[b] = first + count
     return status
 
@@ -299,17 +312,17 @@ def backup(ints, floats, qbounds, leaf_tree, leaf_node, gamma):
     for i in range(leaf_tree.shape[0]):
         b = leaf_tree[i]
         node = leaf_node[i]
-        pending = ints[VLOSS, b, node]
-        g = floats[VALUE, b, node]
+        pending = ints[b, node, VLOSS]
+        g = floats[b, node, VALUE]
         while node >= 0:
-            visits = ints[VISITS, b, node] + 1
-            ints[VISITS, b, node] = visits
-            floats[VALUE_SUM, b, node] += g
-            ints[VLOSS, b, node] -= pending
-            parent = ints[PARENT, b, node]
-            reward = floats[REWARD, b, node]
+            visits = ints[b, node, VISITS] + 1
+            ints[b, node, VISITS] = visits
+            floats[b, node, VALUE_SUM] += g
+            ints[b, node, VLOSS] -= pending
+            parent = ints[b, node, PARENT]
+            reward = floats[b, node, REWARD]
             if parent >= 0:
-                q = reward + gamma * floats[VALUE_SUM, b, node] / visits
+                q = reward + gamma * floats[b, node, VALUE_SUM] / visits
                 if q < qbounds[0, b]:
                     qbounds[0, b] = q
                 if q > qbounds[1, b]:
@@ -366,14 +379,14 @@ def node_q(ints, floats, n_nodes, gamma):
 
     Returns float64 [B, capacity].
     """
-    n_trees = ints.shape[1]
-    capacity = ints.shape[2]
+    n_trees = ints.shape[0]
+    capacity = ints.shape[1]
     q = np.full((n_trees, capacity), np.nan)
     for b in range(n_trees):
         for n in range(n_nodes[b]):
-            v = ints[VISITS, b, n]
+            v = ints[b, n, VISITS]
             if v > 0:
-                q[b, n] = floats[REWARD, b, n] + gamma * floats[VALUE_SUM, b, n] / v
+                q[b, n] = floats[b, n, REWARD] + gamma * floats[b, n, VALUE_SUM] / v
     return q
 
 
@@ -386,24 +399,24 @@ def root_stats(ints, floats, gamma, width):
         q: float64 [B, width] (NaN for unvisited or padding), prior: float64 [B, width],
         best: int64 [B], slot of the most visited child (ties: lowest slot; -1 if none).
     """
-    n_trees = ints.shape[1]
+    n_trees = ints.shape[0]
     child = np.full((n_trees, width), -1, np.int64)
     visits = np.zeros((n_trees, width), np.int64)
     q = np.full((n_trees, width), np.nan)
     prior = np.zeros((n_trees, width))
     best = np.full(n_trees, -1, np.int64)
     for b in range(n_trees):
-        first = ints[FIRST_CHILD, b, 0]
-        n = min(ints[N_CHILDREN, b, 0], width)
+        first = ints[b, 0, FIRST_CHILD]
+        n = min(ints[b, 0, N_CHILDREN], width)
         most = -1
         for k in range(n):
             c = first + k
-            v = ints[VISITS, b, c]
+            v = ints[b, c, VISITS]
             child[b, k] = c
             visits[b, k] = v
-            prior[b, k] = floats[PRIOR, b, c]
+            prior[b, k] = floats[b, c, PRIOR]
             if v > 0:
-                q[b, k] = floats[REWARD, b, c] + gamma * floats[VALUE_SUM, b, c] / v
+                q[b, k] = floats[b, c, REWARD] + gamma * floats[b, c, VALUE_SUM] / v
             if v > most:
                 most = v
                 best[b] = k
@@ -423,12 +436,12 @@ def ranked_paths(ints, floats, n_nodes, gamma, top_k, terminal_only, min_visits)
         lengths: int64 [B, top_k], nodes on each path (0 where the tree has fewer paths).
         scores: float64 [B, top_k], NaN padded.
     """
-    n_trees = ints.shape[1]
+    n_trees = ints.shape[0]
     max_depth = 0
     for b in range(n_trees):
         for n in range(n_nodes[b]):
-            if ints[DEPTH, b, n] > max_depth:
-                max_depth = ints[DEPTH, b, n]
+            if ints[b, n, DEPTH] > max_depth:
+                max_depth = ints[b, n, DEPTH]
     paths = np.full((n_trees, top_k, max_depth + 1), -1, np.int64)
     lengths = np.zeros((n_trees, top_k), np.int64)
     scores = np.full((n_trees, top_k), np.nan)
@@ -438,29 +451,29 @@ def ranked_paths(ints, floats, n_nodes, gamma, top_k, terminal_only, min_visits)
         cand_score = np.empty(count)
         m = 0
         for n in range(count):
-            v = ints[VISITS, b, n]
-            if ints[N_CHILDREN, b, n] > 0 or v < min_visits or v == 0:
+            v = ints[b, n, VISITS]
+            if ints[b, n, N_CHILDREN] > 0 or v < min_visits or v == 0:
                 continue
-            if terminal_only and ints[TERMINAL, b, n] == 0:
+            if terminal_only and ints[b, n, TERMINAL] == 0:
                 continue
-            g = floats[VALUE_SUM, b, n] / v
+            g = floats[b, n, VALUE_SUM] / v
             node = n
-            while ints[PARENT, b, node] >= 0:
-                g = floats[REWARD, b, node] + gamma * g
-                node = ints[PARENT, b, node]
+            while ints[b, node, PARENT] >= 0:
+                g = floats[b, node, REWARD] + gamma * g
+                node = ints[b, node, PARENT]
             cand[m] = n
             cand_score[m] = g
             m += 1
         order = np.argsort(-cand_score[:m], kind="mergesort")
         for k in range(min(top_k, m)):
             n = cand[order[k]]
-            depth = ints[DEPTH, b, n]
+            depth = ints[b, n, DEPTH]
             lengths[b, k] = depth + 1
             scores[b, k] = cand_score[order[k]]
             node = n
             for d in range(depth, -1, -1):
                 paths[b, k, d] = node
-                node = ints[PARENT, b, node]
+                node = ints[b, node, PARENT]
     return paths, lengths, scores
 
 
@@ -469,18 +482,18 @@ def _sibling_pairs_pass(ints, floats, n_nodes, gamma, margin, min_visits, out_in
     count = 0
     for b in range(n_nodes.shape[0]):
         for s in range(n_nodes[b]):
-            first = ints[FIRST_CHILD, b, s]
-            n = ints[N_CHILDREN, b, s]
+            first = ints[b, s, FIRST_CHILD]
+            n = ints[b, s, N_CHILDREN]
             for a in range(first, first + n):
-                va = ints[VISITS, b, a]
+                va = ints[b, a, VISITS]
                 if va < min_visits or va == 0:
                     continue
-                qa = floats[REWARD, b, a] + gamma * floats[VALUE_SUM, b, a] / va
+                qa = floats[b, a, REWARD] + gamma * floats[b, a, VALUE_SUM] / va
                 for r in range(first, first + n):
-                    vr = ints[VISITS, b, r]
+                    vr = ints[b, r, VISITS]
                     if r == a or vr < min_visits or vr == 0:
                         continue
-                    qr = floats[REWARD, b, r] + gamma * floats[VALUE_SUM, b, r] / vr
+                    qr = floats[b, r, REWARD] + gamma * floats[b, r, VALUE_SUM] / vr
                     if qa - qr >= margin:
                         if fill:
                             out_int[count, 0] = b
@@ -524,12 +537,12 @@ def reroot(ints, floats, n_nodes, qbounds, new_root, gamma):
         remap: int64 [B, capacity], new index of each old node (-1 if dropped); identity
         for trees left as they were.
     """
-    n_trees = ints.shape[1]
-    capacity = ints.shape[2]
+    n_trees = ints.shape[0]
+    capacity = ints.shape[1]
     remap = np.full((n_trees, capacity), -1, np.int64)
     order = np.empty(capacity, np.int64)
-    tmp_int = np.empty((ints.shape[0], capacity), np.int64)
-    tmp_float = np.empty((floats.shape[0], capacity))
+    tmp_int = np.empty((ints.shape[2], capacity), np.int64)
+    tmp_float = np.empty((floats.shape[2], capacity))
     for b in range(n_trees):
         r = new_root[b]
         if r <= 0:
@@ -544,31 +557,31 @@ def reroot(ints, floats, n_nodes, qbounds, new_root, gamma):
         while head < size:
             old = order[head]
             head += 1
-            first = ints[FIRST_CHILD, b, old]
-            for k in range(ints[N_CHILDREN, b, old]):
+            first = ints[b, old, FIRST_CHILD]
+            for k in range(ints[b, old, N_CHILDREN]):
                 order[size] = first + k
                 remap[b, first + k] = size
                 size += 1
-        base_depth = ints[DEPTH, b, r]
+        base_depth = ints[b, r, DEPTH]
         for new in range(size):
             old = order[new]
-            for f in range(ints.shape[0]):
-                tmp_int[f, new] = ints[f, b, old]
-            for f in range(floats.shape[0]):
-                tmp_float[f, new] = floats[f, b, old]
-            parent = ints[PARENT, b, old]
+            for f in range(ints.shape[2]):
+                tmp_int[f, new] = ints[b, old, f]
+            for f in range(floats.shape[2]):
+                tmp_float[f, new] = floats[b, old, f]
+            parent = ints[b, old, PARENT]
             tmp_int[PARENT, new] = remap[b, parent] if new > 0 else -1
-            if ints[N_CHILDREN, b, old] > 0:
-                tmp_int[FIRST_CHILD, new] = remap[b, ints[FIRST_CHILD, b, old]]
-            tmp_int[DEPTH, new] = ints[DEPTH, b, old] - base_depth
+            if ints[b, old, N_CHILDREN] > 0:
+                tmp_int[FIRST_CHILD, new] = remap[b, ints[b, old, FIRST_CHILD]]
+            tmp_int[DEPTH, new] = ints[b, old, DEPTH] - base_depth
         tmp_float[REWARD, 0] = 0.0
         lo = np.inf
         hi = -np.inf
         for new in range(size):
-            for f in range(ints.shape[0]):
-                ints[f, b, new] = tmp_int[f, new]
-            for f in range(floats.shape[0]):
-                floats[f, b, new] = tmp_float[f, new]
+            for f in range(ints.shape[2]):
+                ints[b, new, f] = tmp_int[f, new]
+            for f in range(floats.shape[2]):
+                floats[b, new, f] = tmp_float[f, new]
             v = tmp_int[VISITS, new]
             if new > 0 and v > 0:
                 q = tmp_float[REWARD, new] + gamma * tmp_float[VALUE_SUM, new] / v
@@ -584,10 +597,10 @@ def reroot(ints, floats, n_nodes, qbounds, new_root, gamma):
 
 @njit(cache=True)
 def _clear_node(ints, floats, b, n):
-    for f in range(ints.shape[0]):
-        ints[f, b, n] = 0
-    ints[PARENT, b, n] = -1
-    ints[FIRST_CHILD, b, n] = -1
-    ints[PAYLOAD, b, n] = -1
-    for f in range(floats.shape[0]):
-        floats[f, b, n] = 0.0
+    for f in range(ints.shape[2]):
+        ints[b, n, f] = 0
+    ints[b, n, PARENT] = -1
+    ints[b, n, FIRST_CHILD] = -1
+    ints[b, n, PAYLOAD] = -1
+    for f in range(floats.shape[2]):
+        floats[b, n, f] = 0.0

@@ -43,30 +43,37 @@ class ReferenceTree:
         self.qmin = math.inf
         self.qmax = -math.inf
 
-    def normalise(self, q: float) -> float:
-        lo, hi = self.qmin, self.qmax
-        if hi > lo:
-            x = (q - lo) / (hi - lo)
+    def inverse_range(self) -> float:
+        """1 / (qmax - qmin), or 0.0 while the range is empty (or its inverse not finite)."""
+        if self.qmax > self.qmin:
+            scale = 1.0 / (self.qmax - self.qmin)
+            if math.isfinite(scale):
+                return scale
+        return 0.0
+
+    def normalise(self, q: float, scale: float) -> float:
+        if scale > 0.0:
+            x = (q - self.qmin) * scale
             return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
         return 0.5
 
-    def best_child(self, node: Node, p: MCTSParams) -> Node:
+    def best_child(self, node: Node, p: MCTSParams, scale: float) -> Node:
         n_parent = node.visits + node.vloss
-        sqrt_parent = math.sqrt(float(n_parent))
+        c_sqrt_parent = p.c_explore * math.sqrt(float(n_parent))
         log_parent = math.log(float(max(n_parent, 1)))
         best, best_score = node.children[0], -math.inf
         for child in node.children:
             n_eff = child.visits + child.vloss
             if child.visits > 0:
-                qn = self.normalise(child.reward + p.gamma * child.value_sum / child.visits)
+                qn = self.normalise(child.reward + p.gamma * child.value_sum / child.visits, scale)
             elif p.first_play_mode == "critic":
-                qn = self.normalise(child.reward + p.gamma * child.value)
+                qn = self.normalise(child.reward + p.gamma * child.value, scale)
             else:
                 qn = p.first_play
             if n_eff > child.visits:
                 qn = qn * child.visits / n_eff
             if p.rule == "puct":
-                score = qn + p.c_explore * child.prior * sqrt_parent / (1.0 + n_eff)
+                score = qn + c_sqrt_parent * child.prior / (1.0 + n_eff)
             elif n_eff == 0:
                 score = math.inf
             else:
@@ -78,8 +85,9 @@ class ReferenceTree:
     def select_one(self, p: MCTSParams) -> tuple[Node, bool]:
         """One descent with virtual loss; returns (leaf, collided)."""
         node = self.root
+        scale = self.inverse_range()
         while node.children and not node.terminal:
-            child = self.best_child(node, p)
+            child = self.best_child(node, p, scale)
             node.vloss += 1
             node = child
         node.vloss += 1
