@@ -66,7 +66,7 @@ def assert_same_trees(forest: Forest, ref: ReferenceForest):
         assert forest.qbounds[0, b] == tree.qmin and forest.qbounds[1, b] == tree.qmax
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), n_trees=st.integers(1, 4), params=params_strategy,
        rounds=st.integers(1, 25), max_children=st.integers(1, 5))
 def test_kernels_match_reference(seed, n_trees, params, rounds, max_children):

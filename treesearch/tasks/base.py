@@ -1,0 +1,182 @@
+"""The Task contract and the Problem record that every task produces.
+
+A task knows four things and nothing else in the engine does: how to generate (or load)
+problems, how to turn a problem into the text a policy is conditioned on, where one step
+ends (``step_delimiter``) and how a finished solution is read and checked
+(``answer_prefix``, ``extract_answer``, ``check``). It also writes synthetic step-by-step
+solution traces, correct or deliberately flawed, to pretrain tiny priors.
+
+Labels never reach evaluation: ``Problem.label`` (and ``Problem.reference``) hold the
+ground truth. Search on held-out problems must use ``problem.without_label()``; ``check``
+refuses a problem without its label, so a leak shows up as an error, not as a silently
+inflated score.
+
+This module imports nothing from torch, ``policies/`` or ``critics/``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a task.
+
+    id: stable identifier, unique within a task (derived from the problem's content, so the
+        same problem gets the same id whatever seed or split request produced it).
+    question: the problem in plain words (for people and for logs).
+    inputs: the structured, public inputs the prompt is built from (e.g. countdown's
+        ``numbers`` and ``target``). Everything here may be shown to the policy.
+    label: THE GROUND-TRUTH ANSWER, as text. Evaluation-time search must never read it:
+        it exists to make training targets (rule verifier, solution traces) and to score
+        finished answers after the search is done. ``None`` once stripped by
+        ``without_label``.
+    reference: ground-truth solution steps when the source has them (GSM answers), else
+        empty. Same rule as ``label``.
+    split: "train" or "test".
+    held_out: ``split == "test"`` (computed, not passed).
+    source: provenance (generator, seed, index or file and line), never ground truth.
+    """
+
+    id: str
+    question: str
+    inputs: Mapping[str, Any]
+    label: str | None
+    split: str
+    reference: tuple[str, ...] = ()
+    source: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    held_out: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"problem {self.id!r}: split must be one of {SPLITS}, got {self.split!r}")
+        object.__setattr__(self, "held_out", self.split == "test")
+
+    def without_label(self) -> "Problem":
+        """A copy with the ground truth (``label`` and ``reference``) removed, for search."""
+        return dataclasses.replace(self, label=None, reference=())
+
+
+class Task(abc.ABC):
+    """Base class of all tasks. Subclasses set ``name`` and ``n_styles`` and implement
+    ``problems``, ``prompt``, ``_check`` and ``solution_trace``.
+
+    Text conventions shared by every task: a solution is a sequence of steps, each ended by
+    ``step_delimiter``; the last step is the answer line, which starts with
+    ``answer_prefix``. ``prompt(p) + solution_trace(p, ...)`` is a complete solution text.
+    """
+
+    name: str = "task"
+    step_delimiter: str = "\n"
+    answer_prefix: str = "A:"
+    n_styles: int = 1
+
+    # ---- problems -------------------------------------------------------------------
+    @abc.abstractmethod
+    def problems(self, split: str, n: int | None, seed: int = 0) -> list[Problem]:
+        """``n`` problems of ``split`` ("train" or "test"), deterministic for ``seed``.
+
+        Train and test are disjoint for every pair of seeds: a problem's split is a
+        function of its content, not of the seed.
+        """
+
+    @abc.abstractmethod
+    def prompt(self, problem: Problem) -> str:
+        """The text the policy is conditioned on; it ends with ``step_delimiter``, so the
+        first step follows directly. Built from ``problem.inputs`` only (never the label)."""
+
+    # ---- answers --------------------------------------------------------------------
+    def is_answer_step(self, step: str) -> bool:
+        """True if ``step`` (one line) is an answer line, i.e. a terminal step."""
+        return step.strip().startswith(self.answer_prefix)
+
+    def extract_answer(self, text: str) -> str | None:
+        """The answer from a full solution text (with or without the prompt).
+
+        It is the rest of the first line that starts (after leading blanks) with
+        ``answer_prefix``: an answer line ends the episode, so anything after it is not
+        part of the solution. ``None`` when there is no answer line or it is empty.
+        """
+        if not isinstance(text, str):
+            return None
+        for line in text.split(self.step_delimiter):
+            line = line.strip()
+            if line.startswith(self.answer_prefix):
+                answer = line[len(self.answer_prefix):].strip()
+                return answer or None
+        return None
+
+    def check(self, problem: Problem, answer_text: str | None) -> bool:
+        """Whether ``answer_text`` (an extracted answer, not a whole solution) is correct.
+
+        Uses the ground truth: for training targets and for scoring finished answers only.
+        Raises ValueError on a problem whose label was stripped.
+        """
+        if problem.label is None:
+            raise ValueError(
+                f"{self.name}: problem {problem.id!r} has no label; check() is for training "
+                "targets and scoring, not for search on held-out problems")
+        if answer_text is None or not isinstance(answer_text, str) or not answer_text.strip():
+            return False
+        return self._check(problem, answer_text.strip())
+
+    @abc.abstractmethod
+    def _check(self, problem: Problem, answer: str) -> bool:
+        """Task-specific check of a non-empty, stripped answer against a labelled problem."""
+
+    def check_solution(self, problem: Problem, text: str) -> bool:
+        """``check`` applied to the answer extracted from a full solution text."""
+        return self.check(problem, self.extract_answer(text))
+
+    # ---- synthetic traces -----------------------------------------------------------
+    @abc.abstractmethod
+    def solution_trace(self, problem: Problem, rng: random.Random, flawed: bool = False,
+                       style: int = 0) -> str:
+        """A synthetic solution: steps one per line, then the answer line, each ended by
+        ``step_delimiter``. ``flawed=True`` gives a plausible-looking trace whose answer
+        fails ``check``. ``style`` in ``range(n_styles)`` picks the solution format."""
+
+    def format_trace(self, steps: list[str], answer: str) -> str:
+        """Join steps and the answer line, every line ended by the step delimiter."""
+        d = self.step_delimiter
+        return "".join(s + d for s in steps) + f"{self.answer_prefix}{answer}{d}"
+
+    def _check_style(self, style: int) -> int:
+        if not isinstance(style, int) or not 0 <= style < self.n_styles:
+            raise ValueError(f"{self.name}: style must be an int in [0, {self.n_styles}), got {style!r}")
+        return style
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+# ---- helpers shared by the tasks --------------------------------------------------------
+
+def check_split(split: str) -> str:
+    """Validate a split name."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return split
+
+
+def stable_hash(*parts: Any) -> int:
+    """A 64-bit hash of ``parts`` that is the same in every process (unlike ``hash``)."""
+    text = "\x1f".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def split_of(key: str, test_fraction: float) -> str:
+    """The split a problem with content key ``key`` belongs to: a pure function of the
+    content, so train and test never share a problem, whatever seeds are asked for."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    u = stable_hash("split", key) / 2.0**64
+    return "test" if u < test_fraction else "train"
