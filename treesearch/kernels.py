@@ -18,9 +18,10 @@ Semantics (the spec shared with ``treesearch/reference.py``):
 - Q(s, a) of a visited child c is ``reward[c] + gamma * value_sum[c] / visits[c]``; its
   normalised value is ``(Q - qmin) * scale`` clipped to [0, 1], with
   ``scale = 1 / (qmax - qmin)`` fixed per tree for the round, or 0.5 while the tree has
-  seen fewer than two distinct Q values (or a range too narrow to invert). An unvisited child gets the first-play value:
-  the constant ``first_play`` (already in normalised units) in mode 0, or its own critic
-  estimate ``reward[c] + gamma * value[c]`` normalised the same way in mode 1.
+  seen fewer than two distinct Q values (or a range too narrow to invert). An unvisited
+  child gets the first-play value: the constant ``first_play`` (already in normalised
+  units) in mode 0, or its own critic estimate ``reward[c] + gamma * value[c]`` normalised
+  the same way in mode 1.
 - Virtual loss: a child with ``vloss`` pending selections counts them as extra visits of
   normalised value 0: ``Qn_eff = Qn * visits / (visits + vloss)``, ``N(s,a) = visits + vloss``.
   The parent's count is ``N(s) = visits[s] + vloss[s]``, read before this descent adds to it.
