@@ -1,0 +1,454 @@
+"""transformers backend for the Policy protocol: batched step sampling with prefix KV reuse.
+
+``HFPolicy.propose`` samples n next steps for each of many prefixes in one batch, with its
+own decoding loop (model forward calls on a ``DynamicCache``) instead of ``generate``, so
+that key/value states survive between calls:
+
+- Prefix cache (``PrefixKVCache``): the KV states of every prefix it has run, and of
+  every unfinished step it has sampled, are kept in a token trie, LRU-bounded in tokens.
+  When the search expands a child (prefix + step), the longest cached prefix is found and
+  only the tokens after it go through the model: for a child this is the step's last
+  token (the sampled one that was never fed back), so ``counts.processed`` grows by about
+  the generated tokens, not by the prompt again.
+- The n samples of one prefix share one prefill: the prefix runs once at batch U (unique
+  prefixes), then the cache is expanded along the batch dimension to len(prefixes) * n rows.
+
+Batch layout of one call (S = cache columns, U unique prefixes, B = len(prefixes) * n):
+
+    columns [0, C)        cached KV, each row left-padded to C = max cached length
+    columns [C, C+R)      prefill tokens (prefix[c:-1]), each row right-padded to R
+    column  C+R           the last prefix token (its logits give the first step token)
+    columns C+R+1 ...     one column per decoding step (rows leave the batch when done)
+
+Padding columns are masked out with the 2D attention mask; positions are explicit
+(``position_ids``), so holes in a row are harmless. Only full-attention decoder models
+(Llama, SmolLM2, Qwen2, ...) are supported: sliding-window caches would drop columns.
+
+Log-probabilities: ``StepProposal.logprob`` sums log p(token) under the model's own
+distribution (softmax of the raw logits, temperature 1), whatever temperature and top-p
+were used to sample; the search turns these into priors with its own temperature.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from policies.tokenization import step_delimiter_ids
+from treesearch.interfaces import StepProposal, TokenCounts
+
+
+# ----------------------------------------------------------------------------- prefix cache
+
+@dataclass(eq=False)
+class _Entry:
+    """KV states of one token prefix ``key``, stored as a delta on a parent entry.
+
+    keys/values: per layer, float [kv_heads, m, head_dim] for key[len(parent.key):],
+    m = own_tokens. The full KV of ``key`` is the chain root -> ... -> parent -> self.
+    """
+
+    key: tuple[int, ...]
+    parent: "_Entry | None"
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    @property
+    def own_tokens(self) -> int:
+        return len(self.key) - (len(self.parent.key) if self.parent is not None else 0)
+
+    def chain(self) -> list["_Entry"]:
+        """Entries from the root to self (the KV segments in order)."""
+        out, e = [], self
+        while e is not None:
+            out.append(e)
+            e = e.parent
+        return out[::-1]
+
+
+class _Node:
+    __slots__ = ("children", "entry")
+
+    def __init__(self):
+        self.children: dict[int, _Node] = {}
+        self.entry: _Entry | None = None
+
+
+class PrefixKVCache:
+    """Token trie of KV entries, least-recently-used first out, bounded in tokens.
+
+    The bound counts each entry's own tokens. An evicted entry stays in memory while a
+    live descendant still chains through it, so memory may exceed the bound by those
+    ancestors (search trees evict old parents last, after their children, in practice).
+    ``max_tokens=0`` disables caching.
+    """
+
+    def __init__(self, max_tokens: int):
+        self.max_tokens = int(max_tokens)
+        self.root = _Node()
+        self.lru: OrderedDict[tuple[int, ...], _Entry] = OrderedDict()
+        self.tokens = 0
+
+    def __len__(self) -> int:
+        return len(self.lru)
+
+    def longest(self, tokens: Sequence[int]) -> _Entry | None:
+        """The entry of the longest cached prefix of ``tokens`` (itself included), or None."""
+        node, best = self.root, None
+        for t in tokens:
+            node = node.children.get(t)
+            if node is None:
+                break
+            if node.entry is not None:
+                best = node.entry
+        if best is not None:
+            self.lru.move_to_end(best.key)
+        return best
+
+    def add(self, key: tuple[int, ...], parent: _Entry | None,
+            keys: list[torch.Tensor], values: list[torch.Tensor]) -> _Entry | None:
+        """Store the KV delta of ``key`` over ``parent``; returns the entry (None if disabled)."""
+        if self.max_tokens <= 0:
+            return None
+        if key in self.lru:  # already there (e.g. two identical samples): keep the old one
+            self.lru.move_to_end(key)
+            return self.lru[key]
+        entry = _Entry(key, parent, keys, values)
+        node = self.root
+        for t in key:
+            node = node.children.setdefault(t, _Node())
+        node.entry = entry
+        self.lru[key] = entry
+        self.tokens += entry.own_tokens
+        while self.tokens > self.max_tokens and self.lru:
+            self._evict(next(iter(self.lru)))
+        return entry
+
+    def _evict(self, key: tuple[int, ...]) -> None:
+        entry = self.lru.pop(key)
+        self.tokens -= entry.own_tokens
+        path = [self.root]
+        for t in key:
+            path.append(path[-1].children[t])
+        path[-1].entry = None
+        for depth in range(len(key), 0, -1):  # prune empty branches
+            node = path[depth]
+            if node.children or node.entry is not None:
+                break
+            del path[depth - 1].children[key[depth - 1]]
+
+
+def _assemble(entries: list[_Entry | None], lengths: list[int], width: int, n_layers: int,
+              like: tuple[int, int, torch.dtype, torch.device]):
+    """Left-padded batch KV from cache entries.
+
+    entries[u] (with lengths[u] <= len(entries[u].key) tokens used) -> per layer (K, V),
+    each float [U, kv_heads, width, head_dim], row u's tokens in columns
+    [width - lengths[u], width), zeros elsewhere.
+    """
+    heads, dim, dtype, device = like
+    shape = (len(entries), heads, width, dim)
+    ks = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+    vs = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+    for u, (entry, length) in enumerate(zip(entries, lengths)):
+        if entry is None or length == 0:
+            continue
+        col = width - length
+        for seg in entry.chain():
+            m = min(seg.own_tokens, width - col)
+            if m <= 0:
+                break
+            for layer in range(n_layers):
+                ks[layer][u, :, col:col + m] = seg.keys[layer][:, :m]
+                vs[layer][u, :, col:col + m] = seg.values[layer][:, :m]
+            col += m
+    return list(zip(ks, vs))
+
+
+def _snapshot(cache, row: int, cols) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Copies of one batch row's KV at columns ``cols`` (slice or index tensor), per layer
+    float [kv_heads, len(cols), head_dim]."""
+    keys = [layer.keys[row, :, cols].clone() for layer in cache.layers]
+    values = [layer.values[row, :, cols].clone() for layer in cache.layers]
+    return keys, values
+
+
+# ----------------------------------------------------------------------------- policy
+
+def _as_dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype).replace("torch.", ""), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"HFPolicy: unknown dtype {dtype!r}")
+    return resolved
+
+
+def load_model(model_dir, device="cpu", dtype=None):
+    """(model, tokenizer) from a local directory written by ``save_pretrained``.
+
+    Never touches the network. Raises FileNotFoundError naming the path when the
+    directory or its config.json is missing.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(os.fspath(model_dir)).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"HFPolicy: model directory {str(path)!r} does not exist")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"HFPolicy: {str(path / 'config.json')!r} not found "
+                                "(expected a directory written by save_pretrained)")
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                 dtype=_as_dtype(dtype) or torch.float32)
+    return model.to(device), tokenizer
+
+
+@dataclass
+class _Rows:
+    """Per-sample state of one propose call (B rows)."""
+
+    prefix: list[tuple[int, ...]]
+    parent: list[_Entry | None]
+    limit: list[int]
+    steps: list[list[int]] = field(default_factory=list)
+    logps: list[float] = field(default_factory=list)
+    finished: list[bool] = field(default_factory=list)
+
+
+class HFPolicy:
+    """Policy over any local causal LM from transformers, with prefix KV reuse.
+
+    model: a directory written by ``save_pretrained`` (model + tokenizer), or a
+        ``(model, tokenizer)`` pair already built.
+    step_delimiter: text that ends a step (see ``step_delimiter_ids``); steps also end at
+        EOS (finished=True) or after max_step_tokens tokens.
+    temperature: 0 means greedy; top_p: nucleus sampling mass (1 = off).
+    dtype: torch dtype or its name (default float32); seed: sampling seed (None: random);
+        the generator lives on ``device``, so equal seeds give equal samples per device.
+    cache_tokens: bound of the prefix KV cache in tokens (0 disables it).
+    """
+
+    def __init__(self, model, *, step_delimiter: str = "\n", temperature: float = 1.0,
+                 top_p: float = 1.0, device: str = "cpu", dtype=None, seed: int | None = None,
+                 cache_tokens: int = 1 << 16):
+        if isinstance(model, (tuple, list)):
+            model, tokenizer = model
+            model = model.to(device=device, dtype=_as_dtype(dtype) or model.dtype)
+        else:
+            model, tokenizer = load_model(model, device, dtype)
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise ValueError(f"HFPolicy: need temperature >= 0 and 0 < top_p <= 1, "
+                             f"got {temperature}, {top_p}")
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.temperature, self.top_p = float(temperature), float(top_p)
+        self.device = torch.device(device)
+        self.counts = TokenCounts()
+        self.seconds = 0.0
+        self.kv = PrefixKVCache(cache_tokens)
+        self.generator = torch.Generator(device=self.device)
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(int(seed))
+
+        config = model.config
+        self.name = getattr(config, "_name_or_path", "") or type(model).__name__
+        self.max_positions = getattr(config, "max_position_embeddings", None)
+        text_config = config.get_text_config(decoder=True)
+        self.n_layers = text_config.num_hidden_layers
+        heads = text_config.num_attention_heads
+        self.kv_heads = getattr(text_config, "num_key_value_heads", None) or heads
+        self.head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // heads
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+        vocab = model.get_output_embeddings().weight.shape[0]
+        self.is_delim = torch.zeros(vocab, dtype=torch.bool)
+        self.is_delim[[i for i in step_delimiter_ids(tokenizer, step_delimiter) if i < vocab]] = True
+        eos = {tokenizer.eos_token_id}
+        for source in (getattr(model, "generation_config", None), config):
+            ids = getattr(source, "eos_token_id", None)
+            eos.update(ids if isinstance(ids, (list, tuple)) else [ids])
+        self.is_eos = torch.zeros(vocab, dtype=torch.bool)
+        self.is_eos[[i for i in eos if i is not None and 0 <= i < vocab]] = True
+
+    # -- public -----------------------------------------------------------------------
+
+    def describe(self) -> str:
+        params = sum(p.numel() for p in self.model.parameters())
+        rate = self.counts.generated / self.seconds if self.seconds else 0.0
+        dtype = str(self.model.dtype).replace("torch.", "")
+        return (f"hf model={self.name} params={params / 1e6:.2f}M device={self.device} "
+                f"dtype={dtype} kv_cache={self.kv.max_tokens} tokens "
+                f"generated_tok/s={rate:.0f}")
+
+    def propose(self, prefixes: Sequence[Sequence[int]], n: int,
+                max_step_tokens: int) -> list[list[StepProposal]]:
+        """For each prefix (token ids), n sampled next steps, all in one batch.
+
+        Returns len(prefixes) lists of n ``StepProposal``. A step ends after a delimiter
+        token (finished=False), EOS (finished=True), max_step_tokens tokens
+        (finished=False), or when the model's context is full (finished=True).
+        """
+        if n < 1 or max_step_tokens < 1:
+            raise ValueError(f"HFPolicy.propose: need n >= 1 and max_step_tokens >= 1, "
+                             f"got {n}, {max_step_tokens}")
+        keys = [tuple(int(t) for t in p) for p in prefixes]
+        if not keys:
+            return []
+        for k in keys:
+            self._check_length(k)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            rows = self._decode(keys, n, max_step_tokens)
+        self.seconds += time.perf_counter() - start
+        out = []
+        for i in range(len(keys)):
+            props = []
+            for r in range(i * n, (i + 1) * n):
+                toks = np.asarray(rows.steps[r], dtype=np.int32)
+                props.append(StepProposal(toks, float(rows.logps[r]), len(toks), rows.finished[r]))
+            out.append(props)
+        return out
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _check_length(self, key: tuple[int, ...]) -> None:
+        if not key:
+            raise ValueError(f"HFPolicy({self.name}): empty prefix (start prompts with BOS)")
+        if self.max_positions is not None and len(key) >= self.max_positions:
+            raise ValueError(
+                f"HFPolicy: prefix of {len(key)} tokens does not fit model {self.name!r}, whose "
+                f"limit is {self.max_positions} positions (max_position_embeddings); at least "
+                "one step token must fit after it")
+
+    def _forward(self, ids, mask, positions, cache) -> torch.Tensor:
+        """One model call; ids/positions long [rows, q], mask long [rows, S]; logits of the
+        last column, float32 [rows, vocab]."""
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.counts.processed += int(mask[:, -ids.shape[1]:].sum())
+        return out.logits[:, -1, :].float()
+
+    def _prefill(self, uniq: list[tuple[int, ...]]):
+        """Run the uncached part of each unique prefix at batch U.
+
+        Returns (cache with U rows, mask long [U, S], logits float32 [U, vocab] for the
+        first step token, entry of each full prefix or None).
+        """
+        from transformers import DynamicCache
+
+        dev = self.device
+        hits = [self.kv.longest(k) for k in uniq]
+        # at least the last token is run, for its logits
+        cached = [min(len(e.key), len(k) - 1) if e is not None else 0 for e, k in zip(hits, uniq)]
+        tails = [k[c:-1] for k, c in zip(uniq, cached)]
+        U, C, R = len(uniq), max(cached), max(len(t) for t in tails)
+        dtype = self.model.dtype
+        if C:
+            like = (self.kv_heads, self.head_dim, dtype, dev)
+            cache = DynamicCache(_assemble(hits, cached, C, self.n_layers, like))
+        else:
+            cache = DynamicCache()
+        mask = torch.zeros(U, C + R + 1, dtype=torch.long)
+        ids = torch.full((U, R), self.pad_id, dtype=torch.long)
+        pos = torch.zeros(U, R, dtype=torch.long)
+        for u, (k, c, tail) in enumerate(zip(uniq, cached, tails)):
+            mask[u, C - c:C] = 1
+            mask[u, C:C + len(tail)] = 1
+            mask[u, C + R] = 1
+            ids[u, :len(tail)] = torch.tensor(tail, dtype=torch.long)
+            pos[u, :len(tail)] = torch.arange(c, len(k) - 1)
+        mask = mask.to(dev)
+        if R:
+            self._forward(ids.to(dev), mask[:, :C + R], pos.to(dev), cache)
+        last = torch.tensor([[k[-1]] for k in uniq], dtype=torch.long, device=dev)
+        last_pos = torch.tensor([[len(k) - 1] for k in uniq], dtype=torch.long, device=dev)
+        logits = self._forward(last, mask, last_pos, cache)
+
+        entries = []
+        for u, (k, c, tail, hit) in enumerate(zip(uniq, cached, tails, hits)):
+            if hit is not None and len(hit.key) == len(k):
+                entries.append(hit)  # exact hit: only the last token was re-run
+                continue
+            cols = torch.tensor(list(range(C, C + len(tail))) + [C + R], device=dev)
+            entries.append(self.kv.add(k, hit, *_snapshot(cache, u, cols))
+                           if self.kv.max_tokens > 0 else None)
+        return cache, mask, logits, entries
+
+    def _sample(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits float32 [A, vocab] -> token ids long [A] (greedy, temperature, top-p)."""
+        if self.temperature == 0:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits / self.temperature, dim=-1)
+        if self.top_p < 1:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            drop = sorted_p.cumsum(-1) - sorted_p > self.top_p  # keeps at least the top token
+            sorted_p = sorted_p.masked_fill(drop, 0.0)
+            pick = torch.multinomial(sorted_p, 1, generator=self.generator)
+            return order.gather(1, pick).squeeze(1)
+        return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+
+    def _decode(self, keys: list[tuple[int, ...]], n: int, max_step_tokens: int) -> _Rows:
+        """Sample n steps per prefix; rows leave the batch as soon as their step ends."""
+        uniq = list(dict.fromkeys(keys))
+        where = {k: u for u, k in enumerate(uniq)}
+        cache, mask, logits, entries = self._prefill(uniq)
+
+        dev = self.device
+        sel = torch.tensor([where[k] for k in keys for _ in range(n)], device=dev)
+        cache.batch_select_indices(sel)  # U rows -> B = len(keys) * n rows
+        mask, logits = mask[sel], logits[sel]
+        room = self.max_positions if self.max_positions is not None else 1 << 62
+        rows = _Rows(prefix=[k for k in keys for _ in range(n)],
+                     parent=[entries[where[k]] for k in keys for _ in range(n)],
+                     limit=[min(max_step_tokens, room - len(k)) for k in keys for _ in range(n)])
+        B = len(rows.prefix)
+        rows.steps = [[] for _ in range(B)]
+        rows.logps = [0.0] * B
+        rows.finished = [False] * B
+        active = list(range(B))  # batch position -> row
+        pos = torch.tensor([len(rows.prefix[r]) for r in active], dtype=torch.long, device=dev)
+        t = 0
+        while True:
+            tok = self._sample(logits)
+            logp = torch.log_softmax(logits, dim=-1).gather(1, tok[:, None]).squeeze(1)
+            t += 1
+            self.counts.generated += len(active)
+            eos, delim = self.is_eos[tok.cpu()].tolist(), self.is_delim[tok.cpu()].tolist()
+            keep = []
+            for b, (r, x, lp) in enumerate(zip(active, tok.tolist(), logp.double().tolist())):
+                rows.steps[r].append(x)
+                rows.logps[r] += lp
+                full = len(rows.prefix[r]) + t >= room
+                if eos[b] or full:
+                    rows.finished[r] = True
+                elif delim[b] or t >= rows.limit[r]:
+                    self._remember(cache, b, r, t, rows)
+                else:
+                    keep.append(b)
+            if not keep:
+                return rows
+            if len(keep) < len(active):
+                idx = torch.tensor(keep, device=dev)
+                cache.batch_select_indices(idx)
+                mask, pos, tok = mask[idx], pos[idx], tok[idx]
+                active = [active[b] for b in keep]
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+            logits = self._forward(tok[:, None], mask, pos[:, None], cache)
+            pos = pos + 1
+
+    def _remember(self, cache, b: int, r: int, t: int, rows: _Rows) -> None:
+        """Cache the KV of prefix + step[:-1] for an unfinished step (its t-1 fed tokens
+        are the last t-1 columns of batch row b), so expanding the child runs one token."""
+        if self.kv.max_tokens <= 0 or t < 2:
+            return
+        key = rows.prefix[r] + tuple(rows.steps[r][:-1])
+        self.kv.add(key, rows.parent[r], *_snapshot(cache, b, slice(-(t - 1), None)))

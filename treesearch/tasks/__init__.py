@@ -1,0 +1,40 @@
+"""Tasks: problems, prompts, step delimiters, answer extraction and checking.
+
+    from treesearch.tasks import get_task
+    task = get_task("countdown")              # or countdown3, countdown5, countdown_wide, ...
+    problems = task.problems("train", 100, seed=0)
+    text = task.prompt(problems[0]) + task.solution_trace(problems[0], random.Random(0))
+    task.check(problems[0], task.extract_answer(text))   # True
+
+Named presets live in ``TASKS``; keyword arguments to ``get_task`` override a preset's.
+Nothing here imports torch, ``policies`` or ``critics``; reasoning-gym and math-verify are
+imported only when problems are generated or GSM answers are checked.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+from . import arithmetic, countdown
+from .arithmetic import ArithmeticChain
+from .base import SPLITS, Problem, Task
+from .countdown import Countdown
+from .gsm import GSMTask
+
+TASKS: dict[str, Callable[..., Task]] = {
+    **{name: partial(Countdown, name=name, **kw) for name, kw in countdown.PRESETS.items()},
+    **{name: partial(ArithmeticChain, name=name, **kw) for name, kw in arithmetic.PRESETS.items()},
+    "gsm": partial(GSMTask, name="gsm"),
+}
+
+
+def get_task(name: str, **kwargs) -> Task:
+    """The task called ``name``, built with its preset and ``kwargs`` on top."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[name](**kwargs)
+
+
+__all__ = ["TASKS", "get_task", "Task", "Problem", "SPLITS", "Countdown", "ArithmeticChain",
+           "GSMTask"]

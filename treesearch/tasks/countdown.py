@@ -1,0 +1,354 @@
+"""Countdown: combine the given numbers with + - * / to reach a target.
+
+Problems come from reasoning-gym's countdown generator (``reasoning_gym.games.countdown``),
+which builds a random expression over the numbers, so every problem is solvable. As in
+reasoning-gym's scorer, an answer must use EVERY given number exactly once (the multiset of
+integer literals in the answer equals the given numbers) and evaluate to the target.
+
+Solution text (style 0): the prompt, then one step per line, each step combining two
+available numbers into a new one, then the answer line::
+
+    Numbers: 3 19 25
+    Target: 478
+    25*19=475
+    475+3=478
+    A:(25*19)+3
+
+Intermediate results are non-negative integers and divisions are exact (the usual
+countdown rules); the exact solver below finds such a solution by search over pairs, and
+falls back to allowing negative intermediates for the rare problem that needs them.
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+from fractions import Fraction
+from typing import Sequence
+
+from .base import Problem, Task, check_split, split_of, stable_hash
+
+# a step as written: (left operand, operator, right operand, claimed result)
+Step = tuple[int, str, int, int]
+# a solver item: (value, expression over the original numbers)
+Item = tuple[int, str]
+
+OPS = ("+", "-", "*", "/")
+MAX_ANSWER_CHARS = 200
+
+
+# ---- checking ---------------------------------------------------------------------------
+
+def evaluate(expr: str) -> tuple[Fraction, list[int]]:
+    """Exact value of an answer expression and the integer literals it uses.
+
+    Only non-negative integer literals, binary + - * / and parentheses are allowed (no
+    unary minus, no powers, no '=' sign). Raises ValueError on anything else, including
+    division by zero.
+    """
+    if len(expr) > MAX_ANSWER_CHARS:
+        raise ValueError(f"expression longer than {MAX_ANSWER_CHARS} characters")
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        raise ValueError(f"not an arithmetic expression: {expr!r}") from exc
+    literals: list[int] = []
+
+    def ev(node: ast.AST) -> Fraction:
+        if isinstance(node, ast.Constant) and type(node.value) is int and node.value >= 0:
+            literals.append(node.value)
+            return Fraction(node.value)
+        if isinstance(node, ast.BinOp):
+            left, right = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Add):
+                return left + right
+            if isinstance(node.op, ast.Sub):
+                return left - right
+            if isinstance(node.op, ast.Mult):
+                return left * right
+            if isinstance(node.op, ast.Div):
+                if right == 0:
+                    raise ValueError("division by zero")
+                return left / right
+        raise ValueError(f"unsupported element {type(node).__name__} in {expr!r}")
+
+    try:
+        value = ev(tree.body)
+    except RecursionError as exc:
+        raise ValueError("expression nested too deeply") from exc
+    return value, literals
+
+
+def expression_solves(expr: str, numbers: Sequence[int], target: int) -> bool:
+    """True iff ``expr`` uses each of ``numbers`` exactly once and evaluates to ``target``."""
+    try:
+        value, literals = evaluate(expr)
+    except ValueError:
+        return False
+    return sorted(literals) == sorted(numbers) and value == target
+
+
+# ---- exact solver -----------------------------------------------------------------------
+
+def _wrap(expr: str) -> str:
+    """Parenthesise a compound sub-expression."""
+    return expr if expr.isdigit() else f"({expr})"
+
+
+def _combine(x: Item, y: Item, allow_negative: bool) -> list[tuple[Item, str, Item, int]]:
+    """Candidate steps combining two items: (left, op, right, result), larger operand left."""
+    a, b = (x, y) if x[0] >= y[0] else (y, x)
+    out = [(a, "+", b, a[0] + b[0]), (a, "*", b, a[0] * b[0]), (a, "-", b, a[0] - b[0])]
+    if allow_negative and a[0] != b[0]:
+        out.append((b, "-", a, b[0] - a[0]))
+    if b[0] not in (0, 1) and a[0] % b[0] == 0:
+        out.append((a, "/", b, a[0] // b[0]))
+    if allow_negative and a[0] not in (0, 1) and a[0] != b[0] and b[0] % a[0] == 0:
+        out.append((b, "/", a, b[0] // a[0]))
+    return out
+
+
+def solve_items(items: Sequence[Item], target: int, rng: random.Random | None = None,
+                allow_negative: bool = False) -> tuple[list[Step], str] | None:
+    """Steps that combine all ``items`` into ``target``, and the final expression.
+
+    Depth-first over pairs and operators with a memo of dead multisets; with ``rng`` the
+    pair and operator order is shuffled, so different seeds give different solutions.
+    Returns None if no solution exists under the rules (non-negative intermediates unless
+    ``allow_negative``; exact division always).
+    """
+    dead: set[tuple[int, ...]] = set()
+
+    def rec(state: list[Item]) -> tuple[list[Step], str] | None:
+        if len(state) == 1:
+            return ([], state[0][1]) if state[0][0] == target else None
+        key = tuple(sorted(v for v, _ in state))
+        if key in dead:
+            return None
+        pairs = [(i, j) for i in range(len(state)) for j in range(i + 1, len(state))]
+        if rng is not None:
+            rng.shuffle(pairs)
+        for i, j in pairs:
+            rest = [it for k, it in enumerate(state) if k != i and k != j]
+            options = _combine(state[i], state[j], allow_negative)
+            if rng is not None:
+                rng.shuffle(options)
+            for left, op, right, value in options:
+                if value < 0 and not allow_negative:
+                    continue
+                new = (value, f"{_wrap(left[1])}{op}{_wrap(right[1])}")
+                found = rec(rest + [new])
+                if found is not None:
+                    return [(left[0], op, right[0], value)] + found[0], found[1]
+        dead.add(key)
+        return None
+
+    return rec(list(items))
+
+
+def solve(numbers: Sequence[int], target: int, rng: random.Random | None = None,
+          ) -> tuple[list[Step], str] | None:
+    """Solve a countdown problem: non-negative intermediates first, then any integers."""
+    items = [(n, str(n)) for n in numbers]
+    return (solve_items(items, target, rng)
+            or solve_items(items, target, rng, allow_negative=True))
+
+
+def _apply(state: list[Item], step: Step) -> list[Item]:
+    """The items after a written step; operands are found by value."""
+    a, op, b, claimed = step
+    rest = list(state)
+    ia = next(k for k, it in enumerate(rest) if it[0] == a)
+    left = rest.pop(ia)
+    ib = next(k for k, it in enumerate(rest) if it[0] == b)
+    right = rest.pop(ib)
+    return rest + [(claimed, f"{_wrap(left[1])}{op}{_wrap(right[1])}")]
+
+
+# ---- the task ---------------------------------------------------------------------------
+
+class Countdown(Task):
+    """Countdown with ``n_numbers`` numbers from [min_value, max_value] and a target in
+    [min_target, max_target], generated by reasoning-gym.
+
+    Styles (``n_styles = 3``), all ending in the same answer line ``A:<expression>``:
+      0: ``25*4=100``           compact
+      1: ``25 * 4 = 100``       spaced
+      2: ``25*4=100 (7 3 100)`` compact, followed by the numbers still available
+    """
+
+    n_styles = 3
+
+    def __init__(self, n_numbers: int = 4, min_value: int = 1, max_value: int = 25,
+                 min_target: int = 100, max_target: int = 999, test_fraction: float = 0.2,
+                 name: str = "countdown"):
+        if not isinstance(n_numbers, int) or n_numbers < 2:
+            raise ValueError(f"countdown: n_numbers must be an int >= 2, got {n_numbers!r}")
+        if not 1 <= min_value <= max_value:
+            raise ValueError(f"countdown: need 1 <= min_value <= max_value, got {min_value}, {max_value}")
+        if not 1 <= min_target <= max_target:
+            raise ValueError(f"countdown: need 1 <= min_target <= max_target, got {min_target}, {max_target}")
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"countdown: test_fraction must be in (0, 1), got {test_fraction}")
+        self.n_numbers, self.min_value, self.max_value = n_numbers, min_value, max_value
+        self.min_target, self.max_target = min_target, max_target
+        self.test_fraction = test_fraction
+        self.name = name
+
+    # ---- problems ----
+    def _dataset(self, seed: int, size: int):
+        from reasoning_gym.games.countdown import CountdownConfig, CountdownDataset
+
+        config = CountdownConfig(
+            min_numbers=self.n_numbers, max_numbers=self.n_numbers,
+            min_value=self.min_value, max_value=self.max_value,
+            min_target=self.min_target, max_target=self.max_target,
+            seed=seed, size=size)
+        return CountdownDataset(config)
+
+    def problems(self, split: str, n: int | None, seed: int = 0) -> list[Problem]:
+        """``n`` distinct solvable problems of ``split``; a problem's split is decided by a
+        hash of its (sorted numbers, target), so no seed can put a test problem in train."""
+        check_split(split)
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"{self.name}: n must be a non-negative int (a generated task has no 'all'), got {n!r}")
+        # reasoning-gym seeds item idx with Random(seed + idx): derive a scattered seed so
+        # that seeds 0 and 1 do not give shifted copies of the same sequence.
+        rg_seed = stable_hash(self.name, "rg-seed", seed) % 2**31
+        max_tries = 50 * n + 1000
+        dataset = self._dataset(rg_seed, max_tries)
+        out: list[Problem] = []
+        seen: set[str] = set()
+        for idx in range(max_tries):
+            if len(out) == n:
+                break
+            try:
+                entry = dataset[idx]
+            except ValueError:  # reasoning-gym gave up on a target in range
+                continue
+            numbers = [int(v) for v in entry["metadata"]["numbers"]]
+            target = int(entry["metadata"]["target"])
+            key = f"{','.join(map(str, sorted(numbers)))}={target}"
+            if key in seen or split_of(key, self.test_fraction) != split:
+                continue
+            seen.add(key)
+            if solve(numbers, target) is None:  # never seen; kept as a guard
+                continue
+            question = (f"Use each of the numbers {', '.join(map(str, numbers))} exactly once, "
+                        f"with + - * / and parentheses, to make {target}.")
+            out.append(Problem(
+                id=f"{self.name}:{key}", question=question,
+                inputs={"numbers": tuple(numbers), "target": target},
+                label=str(entry["answer"]).replace(" ", ""), split=split,
+                source={"generator": "reasoning_gym.countdown", "seed": rg_seed, "index": idx}))
+        if len(out) < n:
+            raise RuntimeError(f"{self.name}: found only {len(out)} distinct {split} problems in "
+                               f"{max_tries} draws; widen the number or target range")
+        return out
+
+    def prompt(self, problem: Problem) -> str:
+        numbers = " ".join(map(str, problem.inputs["numbers"]))
+        return f"Numbers: {numbers}{self.step_delimiter}Target: {problem.inputs['target']}{self.step_delimiter}"
+
+    def _check(self, problem: Problem, answer: str) -> bool:
+        return expression_solves(answer, problem.inputs["numbers"], problem.inputs["target"])
+
+    # ---- traces ----
+    def render(self, numbers: Sequence[int], steps: Sequence[Step], answer: str, style: int) -> str:
+        """Write steps and the answer line in the given style."""
+        self._check_style(style)
+        state = list(numbers)
+        lines = []
+        for a, op, b, c in steps:
+            if style == 1:
+                lines.append(f"{a} {op} {b} = {c}")
+            else:
+                line = f"{a}{op}{b}={c}"
+                if style == 2:
+                    state.remove(a)
+                    state.remove(b)
+                    state.append(c)
+                    line += f" ({' '.join(map(str, state))})"
+                lines.append(line)
+        return self.format_trace(lines, answer)
+
+    def solution_trace(self, problem: Problem, rng: random.Random, flawed: bool = False,
+                       style: int = 0) -> str:
+        """A solver trace (random solution among those the shuffled search finds first).
+
+        Flawed traces (answer always fails ``check``), one of:
+          last_step: correct steps towards a nearby wrong target, the last step claiming
+            the real target (an arithmetic slip);
+          mid_step: an arithmetic slip in an earlier step, then correct steps from the wrong
+            value to the target, so the answer expression misses it;
+          answer: correct steps, then one operator of the answer expression changed.
+        """
+        self._check_style(style)
+        numbers, target = list(problem.inputs["numbers"]), int(problem.inputs["target"])
+        if not flawed:
+            found = solve(numbers, target, rng)
+            if found is None:
+                raise ValueError(f"{self.name}: problem {problem.id!r} has no solution")
+            return self.render(numbers, found[0], found[1], style)
+        modes = ["last_step", "mid_step", "answer"]
+        rng.shuffle(modes)
+        for mode in modes:
+            made = getattr(self, f"_flaw_{mode}")(numbers, target, rng)
+            if made is not None and not expression_solves(made[1], numbers, target):
+                return self.render(numbers, made[0], made[1], style)
+        # last resort, always wrong: one number too many
+        steps, expr = solve(numbers, target, rng)
+        return self.render(numbers, steps, f"({expr})+1", style)
+
+    @staticmethod
+    def _deltas(rng: random.Random) -> list[int]:
+        deltas = [d for d in (-10, -3, -2, -1, 1, 2, 3, 10)]
+        rng.shuffle(deltas)
+        return deltas
+
+    def _flaw_last_step(self, numbers, target, rng):
+        for d in self._deltas(rng)[:4]:
+            if target + d < 0:
+                continue
+            found = solve_items([(n, str(n)) for n in numbers], target + d, rng)
+            if found is not None:
+                steps, expr = found
+                a, op, b, _ = steps[-1]
+                return steps[:-1] + [(a, op, b, target)], expr
+        return None
+
+    def _flaw_mid_step(self, numbers, target, rng):
+        steps, _ = solve(numbers, target, rng)
+        if len(steps) < 2:
+            return None
+        k = rng.randrange(len(steps) - 1)
+        state = [(n, str(n)) for n in numbers]
+        for step in steps[:k]:
+            state = _apply(state, step)
+        for d in self._deltas(rng)[:4]:
+            a, op, b, c = steps[k]
+            if c + d < 0:
+                continue
+            wrong = (a, op, b, c + d)
+            after = _apply(state, wrong)
+            found = solve_items(after, target, rng)
+            if found is not None:
+                return steps[:k] + [wrong] + found[0], found[1]
+        return None
+
+    def _flaw_answer(self, numbers, target, rng):
+        steps, expr = solve(numbers, target, rng)
+        positions = [i for i, ch in enumerate(expr) if ch in OPS]
+        if not positions:
+            return None
+        i = rng.choice(positions)
+        op = rng.choice([o for o in OPS if o != expr[i]])
+        return steps, expr[:i] + op + expr[i + 1:]
+
+
+PRESETS = {
+    "countdown": dict(n_numbers=4),
+    "countdown3": dict(n_numbers=3),
+    "countdown5": dict(n_numbers=5),
+    "countdown_wide": dict(n_numbers=4, min_target=10, max_target=9999),
+}
