@@ -36,6 +36,7 @@ calling process (no ``if __name__ == "__main__"`` guard needed).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -100,6 +101,7 @@ class VLLMPolicy:
         engine_kwargs.setdefault("logprobs_mode", "raw_logprobs")
         self.dtype = dtype
         start = time.perf_counter()
+        _shield_llvmlite_from_vllm_module_scan()
         self.llm = LLM(model=str(path), tokenizer=str(path), dtype=dtype, seed=self.seed,
                        max_model_len=self.max_model_len,
                        enable_prefix_caching=enable_prefix_caching, **engine_kwargs)
@@ -183,3 +185,20 @@ class VLLMPolicy:
                 f"VLLMPolicy: prefix of {len(key)} tokens does not fit model {self.name!r}, whose "
                 f"limit is {self.max_model_len} positions (max_model_len); at least one step "
                 "token must fit after it")
+
+
+def _shield_llvmlite_from_vllm_module_scan() -> None:
+    """Work around a crash at vLLM engine start when numba is loaded in the same process.
+
+    vLLM 0.32's kernel-override pass (``vllm/triton_utils/dispatcher.py``) walks every
+    module's attributes and calls ``vars(value).get("kernel")`` on anything with a
+    ``__dict__``. llvmlite's lazy library wrapper (``llvmlite.binding.ffi.lib``, loaded by
+    numba, which the tree kernels use) answers ``__dict__`` through ``__getattr__`` with a C
+    function wrapper, and the scan fails with "'_lib_fn_wrapper' object has no attribute
+    'get'". Giving the wrapper a real, empty ``__dict__`` entry lets the scan pass over it;
+    llvmlite never looks that name up itself.
+    """
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    table = getattr(getattr(ffi, "lib", None), "_fntab", None) if ffi is not None else None
+    if isinstance(table, dict):
+        table.setdefault("__dict__", {})
