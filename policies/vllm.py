@@ -121,7 +121,7 @@ class VLLMPolicy:
 
     def describe(self) -> str:
         rate = self.counts.generated / self.seconds if self.seconds else 0.0
-        return (f"vllm model={self.name} device=cpu dtype={self.dtype} "
+        return (f"vllm model={self.name} device={_device_type()} dtype={self.dtype} "
                 f"max_model_len={self.max_model_len} prefix_caching={self.enable_prefix_caching} "
                 f"prefix_hit_rate={self.prefix_hit_rate:.2f} generated_tok/s={rate:.0f}")
 
@@ -202,3 +202,12 @@ def _shield_llvmlite_from_vllm_module_scan() -> None:
     table = getattr(getattr(ffi, "lib", None), "_fntab", None) if ffi is not None else None
     if isinstance(table, dict):
         table.setdefault("__dict__", {})
+
+
+def _device_type() -> str:
+    """The platform vLLM runs on ("cpu", "cuda", ...)."""
+    try:
+        from vllm.platforms import current_platform
+        return str(current_platform.device_type)
+    except Exception:  # an old vLLM without the platform registry
+        return "unknown"
