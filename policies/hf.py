@@ -31,16 +31,15 @@ were used to sample; the search turns these into priors with its own temperature
 
 from __future__ import annotations
 
-import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from policies.contract import check_sampling, eos_token_ids, model_directory, propose_keys
 from policies.tokenization import step_delimiter_ids
 from treesearch.interfaces import StepProposal, TokenCounts
 
@@ -199,12 +198,7 @@ def load_model(model_dir, device="cpu", dtype=None):
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(os.fspath(model_dir)).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"HFPolicy: model directory {str(path)!r} does not exist")
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"HFPolicy: {str(path / 'config.json')!r} not found "
-                                "(expected a directory written by save_pretrained)")
+    path = model_directory("HFPolicy", model_dir)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
                                                  dtype=_as_dtype(dtype) or torch.float32)
@@ -244,9 +238,7 @@ class HFPolicy:
             model = model.to(device=device, dtype=_as_dtype(dtype) or model.dtype)
         else:
             model, tokenizer = load_model(model, device, dtype)
-        if temperature < 0 or not 0 < top_p <= 1:
-            raise ValueError(f"HFPolicy: need temperature >= 0 and 0 < top_p <= 1, "
-                             f"got {temperature}, {top_p}")
+        check_sampling("HFPolicy", temperature, top_p)
         self.model, self.tokenizer = model.eval(), tokenizer
         self.temperature, self.top_p = float(temperature), float(top_p)
         self.device = torch.device(device)
@@ -272,12 +264,9 @@ class HFPolicy:
         vocab = model.get_output_embeddings().weight.shape[0]
         self.is_delim = torch.zeros(vocab, dtype=torch.bool)
         self.is_delim[[i for i in step_delimiter_ids(tokenizer, step_delimiter) if i < vocab]] = True
-        eos = {tokenizer.eos_token_id}
-        for source in (getattr(model, "generation_config", None), config):
-            ids = getattr(source, "eos_token_id", None)
-            eos.update(ids if isinstance(ids, (list, tuple)) else [ids])
+        eos = eos_token_ids(tokenizer, getattr(model, "generation_config", None), config)
         self.is_eos = torch.zeros(vocab, dtype=torch.bool)
-        self.is_eos[[i for i in eos if i is not None and 0 <= i < vocab]] = True
+        self.is_eos[[i for i in eos if 0 <= i < vocab]] = True
 
     # -- public -----------------------------------------------------------------------
 
@@ -297,14 +286,10 @@ class HFPolicy:
         token (finished=False), EOS (finished=True), max_step_tokens tokens
         (finished=False), or when the model's context is full (finished=True).
         """
-        if n < 1 or max_step_tokens < 1:
-            raise ValueError(f"HFPolicy.propose: need n >= 1 and max_step_tokens >= 1, "
-                             f"got {n}, {max_step_tokens}")
-        keys = [tuple(int(t) for t in p) for p in prefixes]
+        keys = propose_keys("HFPolicy", self.name, prefixes, n, max_step_tokens,
+                            self.max_positions, "max_position_embeddings")
         if not keys:
             return []
-        for k in keys:
-            self._check_length(k)
         start = time.perf_counter()
         with torch.inference_mode():
             rows = self._decode(keys, n, max_step_tokens)
@@ -319,15 +304,6 @@ class HFPolicy:
         return out
 
     # -- internals ----------------------------------------------------------------------
-
-    def _check_length(self, key: tuple[int, ...]) -> None:
-        if not key:
-            raise ValueError(f"HFPolicy({self.name}): empty prefix (start prompts with BOS)")
-        if self.max_positions is not None and len(key) >= self.max_positions:
-            raise ValueError(
-                f"HFPolicy: prefix of {len(key)} tokens does not fit model {self.name!r}, whose "
-                f"limit is {self.max_positions} positions (max_position_embeddings); at least "
-                "one step token must fit after it")
 
     def _forward(self, ids, mask, positions, cache) -> torch.Tensor:
         """One model call; ids/positions long [rows, q], mask long [rows, S]; logits of the

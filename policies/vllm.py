@@ -35,26 +35,15 @@ calling process (no ``if __name__ == "__main__"`` guard needed).
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from policies.contract import check_sampling, eos_token_ids, model_directory, propose_keys
 from policies.tokenization import step_delimiter_ids
 from treesearch.interfaces import StepProposal, TokenCounts
-
-
-def _model_path(model_dir) -> Path:
-    path = Path(os.fspath(model_dir)).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"VLLMPolicy: model directory {str(path)!r} does not exist")
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"VLLMPolicy: {str(path / 'config.json')!r} not found "
-                                "(expected a directory written by save_pretrained)")
-    return path
 
 
 class VLLMPolicy:
@@ -73,10 +62,8 @@ class VLLMPolicy:
     def __init__(self, model_dir, step_delimiter: str = "\n", temperature: float = 1.0,
                  top_p: float = 1.0, seed: int = 0, max_model_len: int | None = None,
                  enable_prefix_caching: bool = True, dtype: str = "float32", **engine_kwargs):
-        path = _model_path(model_dir)
-        if temperature < 0 or not 0 < top_p <= 1:
-            raise ValueError(f"VLLMPolicy: need temperature >= 0 and 0 < top_p <= 1, "
-                             f"got {temperature}, {top_p}")
+        path = model_directory("VLLMPolicy", model_dir)
+        check_sampling("VLLMPolicy", temperature, top_p)
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
         self.path, self.name = path, str(path)
@@ -87,14 +74,11 @@ class VLLMPolicy:
         self.temperature, self.top_p, self.seed = float(temperature), float(top_p), int(seed)
         self.delimiter_ids = sorted(step_delimiter_ids(self.tokenizer, step_delimiter))
 
-        eos = {self.tokenizer.eos_token_id, getattr(config, "eos_token_id", None)}
         try:
-            gen_eos = GenerationConfig.from_pretrained(path, local_files_only=True).eos_token_id
+            generation_config = GenerationConfig.from_pretrained(path, local_files_only=True)
         except OSError:
-            gen_eos = None
-        for ids in (gen_eos, getattr(config, "eos_token_id", None)):
-            eos.update(ids if isinstance(ids, (list, tuple)) else [ids])
-        self.eos_ids = frozenset(int(i) for i in eos if i is not None)
+            generation_config = None
+        self.eos_ids = eos_token_ids(self.tokenizer, generation_config, config)
 
         from vllm import LLM
 
@@ -135,14 +119,11 @@ class VLLMPolicy:
         """
         from vllm import SamplingParams, TokensPrompt
 
-        if n < 1 or max_step_tokens < 1:
-            raise ValueError(f"VLLMPolicy.propose: need n >= 1 and max_step_tokens >= 1, "
-                             f"got {n}, {max_step_tokens}")
-        keys = [[int(t) for t in p] for p in prefixes]
+        keys = [list(k) for k in propose_keys("VLLMPolicy", self.name, prefixes, n,
+                                               max_step_tokens, self.max_model_len,
+                                               "max_model_len")]
         if not keys:
             return []
-        for k in keys:
-            self._check_length(k)
         # vLLM refuses n > 1 with greedy sampling: greedy samples once and copies the step n
         # times (counts hold the one sample actually drawn).
         draws = 1 if self.temperature == 0 else n
@@ -174,17 +155,6 @@ class VLLMPolicy:
                 props.append(StepProposal(toks, logp, len(toks), finished))
             result.append(props * n if draws == 1 else props)
         return result
-
-    # -- internals ----------------------------------------------------------------------
-
-    def _check_length(self, key: list[int]) -> None:
-        if not key:
-            raise ValueError(f"VLLMPolicy({self.name}): empty prefix (start prompts with BOS)")
-        if len(key) >= self.max_model_len:
-            raise ValueError(
-                f"VLLMPolicy: prefix of {len(key)} tokens does not fit model {self.name!r}, whose "
-                f"limit is {self.max_model_len} positions (max_model_len); at least one step "
-                "token must fit after it")
 
 
 def _shield_llvmlite_from_vllm_module_scan() -> None:

@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from policies.hf import HFPolicy, PrefixKVCache  # noqa: E402
+from tiny_models import save_tiny_llama  # noqa: E402
 from policies.tokenization import build_char_tokenizer, step_delimiter_ids  # noqa: E402
 
 MAX_POS = 96
@@ -16,18 +17,8 @@ MAX_POS = 96
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    tok = build_char_tokenizer()
-    config = transformers.LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=MAX_POS,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, initializer_range=0.3)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config)
-    path = tmp_path_factory.mktemp("tiny_llama")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), hidden_size=64,
+                           max_positions=MAX_POS)
 
 
 @pytest.fixture(scope="module")

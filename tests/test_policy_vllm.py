@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from policies.hf import HFPolicy  # noqa: E402
-from policies.tokenization import build_char_tokenizer  # noqa: E402
+from tiny_models import save_tiny_llama  # noqa: E402
 from policies.vllm import VLLMPolicy  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -31,19 +31,9 @@ BLOCK = 32  # the CPU attention backend needs a multiple of 32; prompts below ar
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    tok = build_char_tokenizer()
     # head_dim = 128 / 4 = 32, which vLLM's CPU attention supports
-    config = transformers.LlamaConfig(
-        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=MAX_POS,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, initializer_range=0.3)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config)
-    path = tmp_path_factory.mktemp("tiny_llama")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), hidden_size=128,
+                           max_positions=MAX_POS)
 
 
 @pytest.fixture(scope="module")
