@@ -22,6 +22,7 @@ so writing all trees, reading, and writing again gives byte-identical files.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -34,8 +35,6 @@ import numpy as np
 from treesearch.forest import FLOAT_FIELDS, INT_FIELDS, Forest
 
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read the umask once, so atomically written files get normal permissions
 _RECORD_KEYS = ("tree", "n_nodes", "collisions", "qbounds", "ints", "floats", "extras", "spans")
 
 
@@ -265,6 +264,14 @@ def _floats(values, what: str, n: int) -> np.ndarray:
 
 
 # -- files ---------------------------------------------------------------------------
+@functools.cache
+def _new_file_mode() -> int:
+    """The mode ``open`` would give a new file (mkstemp's temp files get 0600)."""
+    umask = os.umask(0)  # the umask can only be read by setting it; restore at once
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write(path, write: Callable, *, binary: bool) -> None:
     """Write via a temporary file in the target's directory, then ``os.replace`` it."""
     path = os.fspath(path)
@@ -275,7 +282,7 @@ def _atomic_write(path, write: Callable, *, binary: bool) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, _new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         try:
