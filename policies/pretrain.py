@@ -1,0 +1,477 @@
+"""Train a tiny Llama prior from scratch on synthetic step-by-step traces of a task.
+
+    python -m policies.pretrain --task countdown --hidden 128 --layers 4 --heads 4 \\
+        --time-budget 300 --out runs/prior-countdown
+
+The model is a ``LlamaForCausalLM`` over the character tokenizer
+(``policies.tokenization.build_char_tokenizer``). Each training sequence is
+
+    <bos> + task.prompt(problem) + task.solution_trace(problem, rng, flawed, style) + <eos>
+
+over TRAIN problems only; a trace is drawn afresh each time a problem is used (the
+countdown solver shuffles its search, so a problem gets varied solutions), flawed with
+probability ``flawed_share``, in a style drawn from the ``n_styles_used`` styles kept
+(``held_out_style`` is never shown). The loss covers the solution tokens and EOS
+(``loss_on="solution"``, default) or every token after BOS (``"all"``). Plain AdamW,
+linear warmup then cosine decay to ``min_lr_ratio * lr``; batches of right-padded
+sequences (padding never reaches a real token under causal attention, and is out of the
+loss). Training stops at the first of ``steps``, ``tokens`` and ``time_budget_s``
+(``tokens=DEFAULT_TOKENS`` when none is given); the schedule follows whichever budget is
+furthest along, so a time-limited run still ends its cosine. Deterministic on CPU for a seed (a time budget makes the stop point depend
+on speed; ``steps``/``tokens`` do not).
+
+The run ends by evaluating the saved model through ``HFPolicy`` on held-out TEST
+problems: greedy accuracy and pass@k from ``eval_samples`` samples at temperature
+``eval_temperature`` (unbiased estimator). The output directory then holds a standard
+Hugging Face checkpoint (config.json, model.safetensors, tokenizer files), plus
+``metrics.json`` and ``pretrain_command.txt`` (the command line that reproduces it). It is
+written to a temporary sibling and renamed into place, so a killed run leaves any
+earlier directory of that name intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+DEFAULT_TOKENS = 4_000_000  # training tokens when no budget is given
+
+
+@dataclass
+class PretrainConfig:
+    """Every knob of a pretraining run (the CLI flags are these names with dashes)."""
+
+    task: str = "countdown"
+    out: str = "runs/prior"
+    # model
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int | None = None          # None: = heads
+    intermediate: int | None = None      # None: 4 * hidden
+    max_positions: int = 256
+    # data
+    train_problems: int = 4000
+    flawed_share: float = 0.2
+    n_styles_used: int | None = None     # None: every style not held out
+    held_out_style: int | None = None
+    loss_on: str = "solution"            # "solution" or "all"
+    # budget: the first reached stops training; none set means tokens=DEFAULT_TOKENS
+    steps: int | None = None
+    tokens: int | None = None
+    time_budget_s: float | None = None
+    # optimisation
+    batch_size: int = 64
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    threads: int = 1
+    # evaluation on held-out test problems
+    eval_problems: int = 100
+    eval_samples: int = 16
+    eval_temperature: float = 1.0
+    eval_max_steps: int = 8
+    eval_max_step_tokens: int = 48
+    progress: bool = True
+
+
+@dataclass
+class PretrainResult:
+    out: str
+    metrics: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- checks
+
+def _positive_int(name, value, allow_none=False, minimum=1):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"pretrain: {name} must be an int >= {minimum}, got {value!r}")
+
+
+def validate(config: PretrainConfig):
+    """Check every knob before any work; returns (task, styles used). ValueError names the
+    knob; an unknown task raises the task registry's ValueError."""
+    from treesearch.tasks import get_task
+
+    c = config
+    for name in ("hidden", "layers", "heads", "max_positions", "train_problems",
+                 "batch_size", "threads", "eval_samples", "eval_max_steps",
+                 "eval_max_step_tokens"):
+        _positive_int(name, getattr(c, name))
+    for name in ("kv_heads", "intermediate", "steps", "tokens"):
+        _positive_int(name, getattr(c, name), allow_none=True)
+    _positive_int("warmup_steps", c.warmup_steps, minimum=0)
+    _positive_int("eval_problems", c.eval_problems, minimum=0)
+    _positive_int("seed", c.seed, minimum=0)
+    if c.hidden % c.heads:
+        raise ValueError(f"pretrain: hidden ({c.hidden}) must be a multiple of heads ({c.heads})")
+    kv = c.kv_heads or c.heads
+    if c.heads % kv:
+        raise ValueError(f"pretrain: heads ({c.heads}) must be a multiple of kv_heads ({kv})")
+    for name in ("lr", "weight_decay", "grad_clip", "eval_temperature"):
+        v = getattr(c, name)
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"pretrain: {name} must be a finite number >= 0, got {v!r}")
+    if c.lr <= 0:
+        raise ValueError(f"pretrain: lr must be > 0, got {c.lr!r}")
+    for name in ("flawed_share", "min_lr_ratio"):
+        v = getattr(c, name)
+        if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            raise ValueError(f"pretrain: {name} must be in [0, 1], got {v!r}")
+    if c.time_budget_s is not None and not (isinstance(c.time_budget_s, (int, float))
+                                            and c.time_budget_s > 0):
+        raise ValueError(f"pretrain: time_budget_s must be > 0, got {c.time_budget_s!r}")
+    if c.loss_on not in ("solution", "all"):
+        raise ValueError(f"pretrain: loss_on must be 'solution' or 'all', got {c.loss_on!r}")
+    if not c.out:
+        raise ValueError("pretrain: out (the output directory) must be set")
+
+    task = get_task(c.task)  # the registry's ValueError for an unknown name
+    n = task.n_styles
+    if c.held_out_style is not None:
+        if (isinstance(c.held_out_style, bool) or not isinstance(c.held_out_style, int)
+                or not 0 <= c.held_out_style < n):
+            raise ValueError(f"pretrain: held_out_style must be an int in [0, {n}) for task "
+                             f"{c.task!r} ({n} styles), got {c.held_out_style!r}")
+        if n == 1:
+            raise ValueError(f"pretrain: held_out_style: task {c.task!r} has one style only")
+    kept = [s for s in range(n) if s != c.held_out_style]
+    used = len(kept) if c.n_styles_used is None else c.n_styles_used
+    if isinstance(used, bool) or not isinstance(used, int) or not 1 <= used <= len(kept):
+        raise ValueError(f"pretrain: n_styles_used must be an int in [1, {len(kept)}] for task "
+                         f"{c.task!r} ({n} styles, held out: {c.held_out_style}), got {used!r}")
+    return task, kept[:used]
+
+
+# ----------------------------------------------------------------------------- data
+
+def encode_example(tokenizer, task, problem, rng: random.Random, flawed: bool, style: int,
+                   loss_on: str = "solution") -> tuple[list[int], list[int]]:
+    """(input ids, labels) of one sequence; labels are -100 where there is no loss."""
+    prompt = tokenizer(task.prompt(problem), add_special_tokens=False)["input_ids"]
+    trace = tokenizer(task.solution_trace(problem, rng, flawed=flawed, style=style),
+                      add_special_tokens=False)["input_ids"]
+    ids = [tokenizer.bos_token_id] + prompt + trace + [tokenizer.eos_token_id]
+    if loss_on == "all":
+        labels = [-100] + ids[1:]
+    else:
+        labels = [-100] * (1 + len(prompt)) + ids[1 + len(prompt):]
+    return ids, labels
+
+
+class TraceSampler:
+    """Batches of freshly drawn traces over the train problems, deterministic for a seed."""
+
+    def __init__(self, tokenizer, task, problems, styles, flawed_share, loss_on, seed,
+                 max_positions):
+        self.tokenizer, self.task, self.problems = tokenizer, task, problems
+        self.styles, self.flawed_share, self.loss_on = list(styles), flawed_share, loss_on
+        self.rng = random.Random(f"pretrain-data:{seed}")
+        self.max_positions = max_positions
+        self.order: list[int] = []
+
+    def _next_problem(self):
+        if not self.order:  # epochs over a shuffled order
+            self.order = list(range(len(self.problems)))
+            self.rng.shuffle(self.order)
+        return self.problems[self.order.pop()]
+
+    def batch(self, size: int):
+        """(input ids long [B, T], labels long [B, T], real tokens), right-padded."""
+        import torch
+
+        seqs = []
+        for _ in range(size):
+            problem = self._next_problem()
+            flawed = self.rng.random() < self.flawed_share
+            style = self.rng.choice(self.styles)
+            ids, labels = encode_example(self.tokenizer, self.task, problem, self.rng, flawed,
+                                         style, self.loss_on)
+            if len(ids) > self.max_positions:
+                raise ValueError(f"pretrain: a {self.task.name} sequence of {len(ids)} tokens "
+                                 f"exceeds max_positions={self.max_positions}; raise it")
+            seqs.append((ids, labels))
+        width = max(len(ids) for ids, _ in seqs)
+        pad = self.tokenizer.pad_token_id
+        x = torch.full((size, width), pad, dtype=torch.long)
+        y = torch.full((size, width), -100, dtype=torch.long)
+        for b, (ids, labels) in enumerate(seqs):
+            x[b, :len(ids)] = torch.tensor(ids)
+            y[b, :len(labels)] = torch.tensor(labels)
+        return x, y, sum(len(ids) for ids, _ in seqs)
+
+
+# ----------------------------------------------------------------------------- model
+
+def build_model(config: PretrainConfig, tokenizer, seed: int):
+    """A fresh LlamaForCausalLM of the configured shape, initialised from ``seed``."""
+    import torch
+    import transformers
+
+    heads = config.heads
+    llama = transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=config.hidden,
+        intermediate_size=config.intermediate or 4 * config.hidden,
+        num_hidden_layers=config.layers, num_attention_heads=heads,
+        num_key_value_heads=config.kv_heads or heads,
+        max_position_embeddings=config.max_positions, rope_theta=10000.0,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        initializer_range=0.02)
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(llama)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def lr_at(progress: float, step: int, config: PretrainConfig) -> float:
+    """Linear warmup over warmup_steps (cut short at 10% of the budget, so a short run
+    is not all warmup), then cosine from lr to min_lr_ratio * lr as ``progress``
+    (fraction of the budget used) goes from 0 to 1."""
+    if step < config.warmup_steps and progress < 0.1:
+        return config.lr * max((step + 1) / config.warmup_steps, progress / 0.1)
+    p = min(max(progress, 0.0), 1.0)
+    floor = config.min_lr_ratio * config.lr
+    return floor + 0.5 * (config.lr - floor) * (1 + math.cos(math.pi * p))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def evaluate(model_dir, task, problems, config: PretrainConfig, seed: int,
+             policy=None) -> dict:
+    """Greedy accuracy and pass@k on ``problems`` with the model in ``model_dir``."""
+    from policies.hf import HFPolicy
+    from policies.rollout import generate_solutions, pass_at_k
+
+    if policy is None:
+        policy = HFPolicy(model_dir, seed=seed)
+    tok = policy.tokenizer
+    if not problems:
+        return {"n_problems": 0}
+    start = time.perf_counter()
+    kw = dict(max_steps=config.eval_max_steps, max_step_tokens=config.eval_max_step_tokens)
+    greedy = generate_solutions(policy, tok, task, problems, n=1, temperature=0.0, **kw)
+    sampled = generate_solutions(policy, tok, task, problems, n=config.eval_samples,
+                                 temperature=config.eval_temperature, **kw)
+    g_ok = [task.check_solution(p, s[0]) for p, s in zip(problems, greedy)]
+    counts = [sum(task.check_solution(p, s) for s in sols) for p, sols in zip(problems, sampled)]
+    n = config.eval_samples
+    ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, n) if k <= n})
+    passes = {f"pass@{k}": sum(pass_at_k(n, c, k) for c in counts) / len(problems) for k in ks}
+    answered = sum(task.extract_answer(s) is not None for sols in sampled for s in sols)
+    return {
+        "n_problems": len(problems), "n_samples": n, "temperature": config.eval_temperature,
+        "greedy_acc": sum(g_ok) / len(problems), **passes,
+        "answer_rate": answered / (len(problems) * n),
+        "greedy_example": greedy[0][0],
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+# ----------------------------------------------------------------------------- run
+
+def command_line(config: PretrainConfig) -> str:
+    """The ``python -m policies.pretrain`` command that reproduces ``config``."""
+    args = [sys.executable, "-m", "policies.pretrain"]
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        if v == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(v, bool):
+            args.append(flag if v else "--no-" + f.name.replace("_", "-"))
+        else:
+            args += [flag, str(v)]
+    return shlex.join(args)
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Move the finished directory ``tmp`` to ``out``, replacing an older one."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def pretrain(config: PretrainConfig, command: str | None = None) -> PretrainResult:
+    """Train, save, evaluate. ``command``: the command line to record (default: the
+    equivalent of ``config``)."""
+    task, styles = validate(config)
+    import torch
+    from tqdm import tqdm
+
+    from policies.tokenization import build_char_tokenizer
+
+    c = config
+    if c.steps is None and c.tokens is None and c.time_budget_s is None:
+        c = dataclasses.replace(c, tokens=DEFAULT_TOKENS)
+    torch.set_num_threads(c.threads)
+    out = Path(c.out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    tokenizer = build_char_tokenizer()
+    train = task.problems("train", c.train_problems, seed=c.seed)
+    test = task.problems("test", c.eval_problems, seed=c.seed + 1_000_003)
+    data_s = time.perf_counter() - t0
+    sampler = TraceSampler(tokenizer, task, train, styles, c.flawed_share, c.loss_on, c.seed,
+                           c.max_positions)
+    model = build_model(c, tokenizer, c.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=c.lr, betas=(0.9, 0.95), eps=1e-8)
+    head = model.config
+    print(f"pretrain: task={task.name} styles={styles} flawed_share={c.flawed_share} "
+          f"train_problems={len(train)} test_problems={len(test)} (generated in {data_s:.1f}s)")
+    print(f"pretrain: LlamaForCausalLM params={n_params / 1e6:.3f}M hidden={head.hidden_size} "
+          f"layers={head.num_hidden_layers} heads={head.num_attention_heads} "
+          f"head_dim={head.hidden_size // head.num_attention_heads} vocab={head.vocab_size} "
+          f"device=cpu dtype=float32 threads={c.threads}")
+
+    model.train()
+    step, seen, losses = 0, 0, []
+    start = time.perf_counter()
+    bar = tqdm(total=c.steps, disable=not c.progress, unit="step", dynamic_ncols=True)
+    while True:
+        elapsed = time.perf_counter() - start
+        fractions = [0.0]
+        if c.steps is not None:
+            fractions.append(step / c.steps)
+        if c.tokens is not None:
+            fractions.append(seen / c.tokens)
+        if c.time_budget_s is not None:
+            fractions.append(elapsed / c.time_budget_s)
+        progress = max(fractions)
+        if progress >= 1.0:
+            break
+        lr = lr_at(progress, step, c)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y, n_tok = sampler.batch(c.batch_size)
+        loss = model(input_ids=x, labels=y).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+        opt.step()
+        step += 1
+        seen += n_tok
+        losses.append(loss.item())
+        bar.update(1)
+        if step % 10 == 0 or step == 1:
+            rate = seen / max(time.perf_counter() - start, 1e-9)
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}",
+                            lr=f"{lr:.1e}", tok_s=f"{rate:.0f}")
+    bar.close()
+    train_s = time.perf_counter() - start
+    tok_s = seen / train_s if train_s > 0 else 0.0
+    tail = losses[-max(1, min(50, len(losses) // 10)):]
+    print(f"pretrain: {step} steps, {seen} tokens in {train_s:.1f}s = {tok_s:.0f} tokens/s "
+          f"(training throughput), final loss {sum(tail) / len(tail):.4f}")
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
+        model.eval()
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        metrics = {
+            "task": task.name, "config": dataclasses.asdict(c), "styles_used": styles,
+            "params": n_params,
+            "train": {"steps": step, "tokens": seen, "seconds": round(train_s, 2),
+                      "tokens_per_s": round(tok_s, 1),
+                      "final_loss": sum(tail) / len(tail) if tail else None,
+                      "data_seconds": round(data_s, 2)},
+        }
+        metrics["eval"] = evaluate(tmp, task, test, c, c.seed)
+        _write_json(tmp / "metrics.json", metrics)
+        (tmp / "pretrain_command.txt").write_text((command or command_line(c)) + "\n")
+        _install(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print_table(metrics)
+    print(f"pretrain: saved to {out}")
+    return PretrainResult(out=str(out), metrics=metrics)
+
+
+def print_table(metrics: dict) -> None:
+    ev = metrics["eval"]
+    if not ev.get("n_problems"):
+        print("eval: no test problems")
+        return
+    keys = ["greedy_acc"] + sorted((k for k in ev if k.startswith("pass@")),
+                                   key=lambda k: int(k[5:])) + ["answer_rate"]
+    print(f"eval on {ev['n_problems']} held-out {metrics['task']} problems "
+          f"({ev['n_samples']} samples at T={ev['temperature']}, {ev['seconds']}s):")
+    print("  " + "  ".join(f"{k:>10}" for k in keys))
+    print("  " + "  ".join(f"{ev[k]:>10.3f}" for k in keys))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m policies.pretrain", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(PretrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool",) or isinstance(f.default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            continue
+        kind = {"int": int, "int | None": int, "float": float, "float | None": float,
+                "str": str}[f.type]
+        p.add_argument(flag, type=kind, default=f.default, dest=f.name)
+    return p
+
+
+def main(argv: list[str] | None = None) -> PretrainResult:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ns = parser().parse_args(argv)
+    config = PretrainConfig(**vars(ns))
+    command = shlex.join([sys.executable, "-m", "policies.pretrain", *argv])
+    try:
+        return pretrain(config, command=command)
+    except ValueError as exc:
+        if "pretrain" in str(exc) or "unknown task" in str(exc):
+            raise SystemExit(f"error: {exc}")
+        raise
+
+
+if __name__ == "__main__":
+    main()
