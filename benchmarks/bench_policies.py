@@ -102,11 +102,15 @@ def random_tiny_prior(path: str) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and prompts")
+    parser.add_argument("--quick", action="store_true",
+                        help="under 60 s: the tiny prior only, fewer repeats and prompts")
     parser.add_argument("--json", metavar="PATH", help="write the results here (atomically)")
     parser.add_argument("--tiny", metavar="DIR", help="a trained tiny prior to measure")
     parser.add_argument("--no-vllm", action="store_true", help="HF backend only")
     parser.add_argument("--no-smollm2", action="store_true", help="tiny prior only")
+    parser.add_argument("--no-tiny", action="store_true", help="SmolLM2 only")
+    parser.add_argument("--vllm-dtype", default="float32",
+                        help="vLLM model dtype (HF runs float32); bfloat16 is vLLM-CPU's fast path")
     parser.add_argument("--step-tokens", type=int, default=16)
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
@@ -117,8 +121,10 @@ def main(argv=None) -> None:
     from transformers import AutoTokenizer
 
     scratch = tempfile.mkdtemp(prefix="bench_policies_")
-    models = {"tiny": args.tiny or random_tiny_prior(os.path.join(scratch, "tiny"))}
-    if not args.no_smollm2:
+    models = {}
+    if not args.no_tiny:
+        models["tiny"] = args.tiny or random_tiny_prior(os.path.join(scratch, "tiny"))
+    if not (args.no_smollm2 or args.quick):
         from policies.zoo import resolve
 
         models["smollm2"] = str(resolve("smollm2-135m"))
@@ -142,7 +148,7 @@ def main(argv=None) -> None:
             print(f"[{name}] vLLM (engine start) ...", flush=True)
             policy, rates, tree, hit = bench_backend(
                 lambda: VLLMPolicy(path, temperature=1.0, seed=0, block_size=32,
-                                   max_num_seqs=128),
+                                   max_num_seqs=128, dtype=args.vllm_dtype),
                 prompts, args.step_tokens, repeats, tree_prompts)
             results["vllm_tok_s"][name] = rates
             results["processed_per_generated_vllm"][name] = tree["processed_per_generated"]
@@ -168,6 +174,7 @@ def main(argv=None) -> None:
     for key, text in results["describe"].items():
         print(f"{key}: {text}")
     results["quick"] = args.quick
+    results["vllm_dtype"] = args.vllm_dtype
     results["seconds"] = time.perf_counter() - t0
     print(f"total {results['seconds']:.1f} s")
     if args.json:
