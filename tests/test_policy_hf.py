@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from policies.hf import HFPolicy, PrefixKVCache  # noqa: E402
-from tiny_models import save_tiny_llama  # noqa: E402
+from tiny_models import save_tiny_llama, step_endings  # noqa: E402
 from policies.tokenization import build_char_tokenizer, step_delimiter_ids  # noqa: E402
 
 MAX_POS = 96
@@ -84,15 +84,7 @@ def test_duplicate_prefixes_share_one_prefill(model_dir, tok):
 def test_steps_stop_at_delimiter_eos_or_limit(model_dir, tok):
     policy = HFPolicy(model_dir, seed=1)
     nl, eos = tok("\n")["input_ids"][0], tok.eos_token_id
-    ends = []
-    for props in policy.propose(prompts(tok), n=16, max_step_tokens=10):
-        for p in props:
-            body = p.tokens[:-1].tolist()
-            assert nl not in body and eos not in body
-            last = int(p.tokens[-1])
-            assert last in (nl, eos) or p.n_tokens == 10
-            assert p.finished == (last == eos)
-            ends.append("nl" if last == nl else "eos" if last == eos else "limit")
+    ends = step_endings(policy.propose(prompts(tok), n=16, max_step_tokens=10), nl, eos, 10)
     assert "nl" in ends and "limit" in ends  # the random model does both here
 
 

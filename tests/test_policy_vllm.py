@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from policies.hf import HFPolicy  # noqa: E402
-from tiny_models import save_tiny_llama  # noqa: E402
+from tiny_models import save_tiny_llama, step_endings  # noqa: E402
 from policies.vllm import VLLMPolicy  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -95,15 +95,7 @@ def test_proposals_well_formed(policy, at, tok):
 def test_steps_stop_at_delimiter_eos_or_limit(policy, at, tok):
     policy = at(1.0)
     nl, eos = tok("\n")["input_ids"][0], tok.eos_token_id
-    ends = []
-    for props in policy.propose(prompts(tok), n=16, max_step_tokens=10):
-        for p in props:
-            body = p.tokens[:-1].tolist()
-            assert nl not in body and eos not in body
-            last = int(p.tokens[-1])
-            assert last in (nl, eos) or p.n_tokens == 10
-            assert p.finished == (last == eos)
-            ends.append("nl" if last == nl else "eos" if last == eos else "limit")
+    ends = step_endings(policy.propose(prompts(tok), n=16, max_step_tokens=10), nl, eos, 10)
     assert "nl" in ends and "limit" in ends  # the random model does both here
 
 

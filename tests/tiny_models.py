@@ -21,3 +21,21 @@ def save_tiny_llama(path, hidden_size: int, max_positions: int, seed: int = 0):
     transformers.LlamaForCausalLM(config).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def step_endings(proposals, delimiter_id: int, eos_id: int, max_step_tokens: int) -> list[str]:
+    """Check the step-boundary contract on ``propose`` output; returns each step's ending.
+
+    A step holds no delimiter or EOS before its last token, ends on one of them or at
+    max_step_tokens, and is ``finished`` exactly when it ends on EOS.
+    """
+    ends = []
+    for props in proposals:
+        for p in props:
+            body = p.tokens[:-1].tolist()
+            assert delimiter_id not in body and eos_id not in body
+            last = int(p.tokens[-1])
+            assert last in (delimiter_id, eos_id) or p.n_tokens == max_step_tokens
+            assert p.finished == (last == eos_id)
+            ends.append("nl" if last == delimiter_id else "eos" if last == eos_id else "limit")
+    return ends
