@@ -48,7 +48,8 @@ def _span(forest: Forest, payload: int) -> list[int]:
 
 def to_networkx(forest: Forest, tree: int, *, gamma: float = 1.0,
                 decode: Callable[[list[int]], str] | None = None) -> nx.DiGraph:
-    """One tree as a ``networkx.DiGraph``: nodes 0..n_nodes[tree]-1, edges parent -> child.
+    """One tree as a ``networkx.DiGraph``: nodes 0..n_nodes[tree]-1 (less rows detached by
+    ``Forest.widen``), edges parent -> child.
 
     Node attributes (Python scalars): ``tokens`` (list[int], the payload's span or []),
     ``text`` (``decode(tokens)``, or None without ``decode``), ``visits``, ``q`` (float,
@@ -66,7 +67,8 @@ def to_networkx(forest: Forest, tree: int, *, gamma: float = 1.0,
     n = int(forest.n_nodes[tree])
     q = forest.q(gamma)[tree, :n]
     graph = nx.DiGraph(tree=int(tree), gamma=float(gamma))
-    for node in range(n):
+    live = [node for node in range(n) if forest.depth[tree, node] >= 0]  # skip rows detached by widen
+    for node in live:
         tokens = _span(forest, int(forest.payload[tree, node]))
         attrs = {
             "tokens": tokens,
@@ -84,7 +86,7 @@ def to_networkx(forest: Forest, tree: int, *, gamma: float = 1.0,
         for name, field in zip(forest.extra_names, forest.extras):
             attrs[name] = float(field[tree, node])
         graph.add_node(node, **attrs)
-    for node in range(1, n):
+    for node in live[1:]:
         graph.add_edge(int(forest.parent[tree, node]), node)
     return graph
 

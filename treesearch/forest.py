@@ -239,6 +239,55 @@ class Forest:
             if not self._retry_after(status, args):
                 return
 
+    def widen(self, node_tree, node_node, offsets, prior, reward, value, terminal,
+              payload) -> None:
+        """Append new children to expanded nodes (progressive widening; see ``kernels.widen``).
+
+        node_tree, node_node: int [W], expanded non-terminal nodes, each at most once;
+        offsets: int [W + 1] CSR over the new children; the child fields as in ``expand``.
+        The widened nodes' child blocks move to the end of their trees, so node indices of
+        their old children change; priors of each block are left as given (renormalise
+        them). Raises ExpansionError (nothing written) on bad input; grows as needed.
+        """
+        tree, node, offsets, prior, reward, value, terminal, payload = self._expansion_args(
+            node_tree, node_node, offsets, prior, reward, value, terminal, payload)
+        w = tree.shape[0]
+        if offsets.shape != (w + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) < 0) \
+                or any(a.shape != (offsets[-1],) for a in (prior, reward, value, terminal, payload)):
+            raise ExpansionError("widen: offsets must be a CSR over the new children arrays")
+        if w == 0:
+            return
+        if np.any((tree < 0) | (tree >= self.n_trees)) or np.any((node < 0) | (node >= self.n_nodes[tree])):
+            raise ExpansionError("widen: a (tree, node) is not in the forest")
+        if np.any(self.n_children[tree, node] <= 0) or np.any(self.terminal[tree, node] != 0):
+            raise ExpansionError("widen: every node must be expanded and not terminal")
+        if np.unique(tree * self.capacity + node).size != w:
+            raise ExpansionError("widen: a node is listed twice")
+        if not (np.all(np.isfinite(prior)) and np.all(np.isfinite(reward))
+                and np.all(np.isfinite(value))) or np.any(prior < 0):
+            raise ExpansionError("widen: priors, rewards and values must be finite, priors >= 0")
+        need = self.n_nodes.copy()
+        np.add.at(need, tree, self.n_children[tree, node] + np.diff(offsets))
+        if need.max() > self.capacity:
+            if not self.growable:
+                raise CapacityError(f"widen needs {int(need.max())} nodes but capacity is "
+                                    f"{self.capacity} and growth is disabled; nothing was written")
+            capacity = self.capacity
+            while capacity < need.max():
+                capacity *= 2
+            self.grow(capacity)
+        K.widen(self.ints, self.floats, self.extras, self.n_nodes, tree, node, offsets, prior,
+                reward, value, terminal, payload)
+
+    def cancel(self, leaf_tree, leaf_node) -> None:
+        """Drop leaves selected this round without evaluating them (virtual loss removed)."""
+        K.cancel_selection(self.ints, np.asarray(leaf_tree, np.int64),
+                           np.asarray(leaf_node, np.int64))
+
+    def detached(self) -> np.ndarray:
+        """bool [B, capacity]: rows left behind by ``widen`` (not part of any tree)."""
+        return self.depth < 0
+
     @staticmethod
     def _expansion_args(leaf_tree, leaf_node, offsets, prior, reward, value, terminal, payload):
         f8, i8 = np.float64, np.int64

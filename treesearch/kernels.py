@@ -605,3 +605,83 @@ def _clear_node(ints, floats, b, n):
     ints[b, n, PAYLOAD] = -1
     for f in range(floats.shape[2]):
         floats[b, n, f] = 0.0
+
+
+@njit(cache=True)
+def widen(ints, floats, extras, n_nodes, node_tree, node_node, offsets, prior, reward, value,
+          terminal, payload):
+    """Give already expanded nodes more children (progressive widening), all trees at once.
+
+    A node's children must stay one contiguous block, so each widened node's block moves
+    to the end of its tree: old children are copied there (every field, the extra fields
+    too, and their own children are re-parented), the new children follow, and the old
+    rows are detached (``PARENT = -1``, ``DEPTH = -1``, no visits: nothing reaches them).
+    New children are unvisited; priors of the whole block are the caller's to renormalise.
+
+    Args:
+        extras: float64 [E, B, capacity], the forest's extra fields (E may be 0).
+        node_tree, node_node: int64 [W], the nodes to widen (expanded, not terminal, each
+            once); the caller validates them and the capacity (old + new children).
+        offsets: int64 [W + 1], new children of node i are entries offsets[i]:offsets[i+1].
+        prior, reward, value: float64 [C]; terminal, payload: int64 [C], as in ``expand``.
+    """
+    for i in range(node_tree.shape[0]):
+        b = node_tree[i]
+        node = node_node[i]
+        old_first = ints[b, node, FIRST_CHILD]
+        old_n = ints[b, node, N_CHILDREN]
+        start = offsets[i]
+        count = offsets[i + 1] - start
+        if count == 0:
+            continue
+        first = n_nodes[b]
+        for j in range(old_n):
+            src = old_first + j
+            dst = first + j
+            for f in range(ints.shape[2]):
+                ints[b, dst, f] = ints[b, src, f]
+            for f in range(floats.shape[2]):
+                floats[b, dst, f] = floats[b, src, f]
+            for e in range(extras.shape[0]):
+                extras[e, b, dst] = extras[e, b, src]
+                extras[e, b, src] = 0.0
+            g0 = ints[b, src, FIRST_CHILD]
+            for g in range(g0, g0 + ints[b, src, N_CHILDREN]):
+                ints[b, g, PARENT] = dst
+            _clear_node(ints, floats, b, src)
+            ints[b, src, DEPTH] = -1
+        depth = ints[b, node, DEPTH] + 1
+        for j in range(count):
+            c = first + old_n + j
+            s = start + j
+            _clear_node(ints, floats, b, c)
+            for e in range(extras.shape[0]):
+                extras[e, b, c] = 0.0
+            ints[b, c, PARENT] = node
+            ints[b, c, TERMINAL] = 1 if terminal[s] != 0 else 0
+            ints[b, c, DEPTH] = depth
+            ints[b, c, PAYLOAD] = payload[s]
+            floats[b, c, PRIOR] = prior[s]
+            floats[b, c, REWARD] = reward[s]
+            floats[b, c, VALUE] = value[s]
+        ints[b, node, FIRST_CHILD] = first
+        ints[b, node, N_CHILDREN] = old_n + count
+        n_nodes[b] = first + old_n + count
+
+
+@njit(cache=True)
+def cancel_selection(ints, leaf_tree, leaf_node):
+    """Withdraw selected leaves without evaluating them: remove the virtual loss their
+    descents added on the way up (``vloss -= pending`` from leaf to root); no visits,
+    no values. Used when a tree stops early and its leaves of the round are dropped.
+
+    Args:
+        leaf_tree, leaf_node: int64 [L], leaves returned by ``select`` this round.
+    """
+    for i in range(leaf_tree.shape[0]):
+        b = leaf_tree[i]
+        node = leaf_node[i]
+        pending = ints[b, node, VLOSS]
+        while node >= 0:
+            ints[b, node, VLOSS] -= pending
+            node = ints[b, node, PARENT]

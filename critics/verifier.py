@@ -1,0 +1,73 @@
+"""A rule verifier from a task's labels: it makes TRAINING targets, nothing else.
+
+``RuleVerifier`` scores finished solutions 1.0 (the extracted answer passes
+``task.check``) or 0.0, for labelled TRAINING problems only. It refuses, with a
+``CriticError``, to be built over a held-out problem or a problem without its label, and
+to score a state whose prompt belongs to no problem it was given: a search on held-out
+problems can never be guided by ground truth through it.
+
+States are matched to problems by their prompt token ids, so the verifier needs the
+policy's tokenizer (the one that wrote the states).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from critics.base import CriticError, State, check_kind, flatten_state
+
+
+class RuleVerifier:
+    """Scores finished solutions of labelled training problems by the task's own check.
+
+    task: the task (prompt, answer extraction, check); tokenizer: the policy's tokenizer;
+    problems: labelled training problems whose states it will be asked about;
+    kind: "outcome" (default); "value" or "process" are accepted for building targets of
+    those critics from finished solutions (the score is still the outcome).
+    """
+
+    def __init__(self, task, tokenizer, problems: Sequence, kind: str = "outcome",
+                 name: str | None = None):
+        self.kind = check_kind(kind, "RuleVerifier")
+        self.task, self.tokenizer = task, tokenizer
+        self.name = name or f"verifier:{task.name}"
+        self.calls = 0
+        self._by_prompt = {}
+        for p in problems:
+            self._refuse(p)
+            ids = [tokenizer.bos_token_id] + list(
+                tokenizer(task.prompt(p), add_special_tokens=False)["input_ids"])
+            self._by_prompt[tuple(ids)] = p
+
+    def _refuse(self, problem) -> None:
+        if getattr(problem, "held_out", False):
+            raise CriticError(f"{self.name}: problem {problem.id!r} is held out; the rule "
+                              "verifier makes training targets only and never sees test problems")
+        if problem.label is None:
+            raise CriticError(f"{self.name}: problem {problem.id!r} has no label")
+
+    def problem_of(self, state: State):
+        """The labelled problem a state belongs to (CriticError if none)."""
+        key = tuple(int(t) for t in state[0])
+        problem = self._by_prompt.get(key)
+        if problem is None:
+            text = self.tokenizer.decode(list(key), skip_special_tokens=True)
+            raise CriticError(f"{self.name}: no labelled training problem has the prompt "
+                              f"{text!r}; the verifier only scores problems it was given")
+        return problem
+
+    def correct(self, state: State) -> bool:
+        """Whether the state's solution text ends in an answer that passes the check."""
+        problem = self.problem_of(state)
+        text = self.tokenizer.decode(flatten_state(([], state[1])), skip_special_tokens=True)
+        return self.task.check_solution(problem, text)
+
+    def score(self, states: Sequence[State]) -> np.ndarray:
+        """float32 [N]: 1.0 where the state's answer is correct, else 0.0."""
+        self.calls += len(states)
+        return np.array([1.0 if self.correct(s) else 0.0 for s in states], np.float32)
+
+    def describe(self) -> str:
+        return f"{self.name} kind={self.kind} problems={len(self._by_prompt)} (training targets only)"
