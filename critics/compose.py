@@ -157,6 +157,35 @@ class StepScorer:
         self.calls[kind] += len(states)
         return check_scores(_name(critic), critic.score(states), len(states)).astype(np.float64)
 
+    def raw(self, states: Sequence, answer, terminal) -> dict[str, np.ndarray | None]:
+        """Each critic present on the states it applies to, one batched call each:
+        kind -> float64 [N] (NaN where not applicable) or None when absent. Value: non-
+        terminal states; process: every state but dead ends (their step scores 0);
+        outcome: answers."""
+        answer = np.asarray(answer, bool)
+        terminal = np.asarray(terminal, bool)
+        n = len(states)
+        masks = {"value": ~terminal, "process": ~terminal | answer, "outcome": answer}
+        out: dict[str, np.ndarray | None] = {}
+        for kind in KINDS:
+            if not self.has(kind):
+                out[kind] = None
+                continue
+            scores = np.full(n, np.nan)
+            idx = np.flatnonzero(masks[kind])
+            scores[idx] = self.run(kind, [states[i] for i in idx])
+            if kind == "process":
+                scores = np.where(np.isnan(scores), 0.0, scores)
+            out[kind] = scores
+        return out
+
+    def compose_raw(self, raw, rows, answer, terminal, parent_agg, depth) -> ComposedScores:
+        """``compose`` on the rows ``rows`` of ``raw`` (from ``raw``); answer, terminal,
+        parent_agg, depth are given for those rows only."""
+        pick = {k: (None if v is None else v[rows]) for k, v in raw.items()}
+        return compose(self.weights, answer, terminal, pick["value"], pick["process"],
+                       pick["outcome"], parent_agg, depth)
+
     def score(self, states: Sequence, answer, terminal, parent_agg, depth,
               rollout_outcome: np.ndarray | None = None) -> ComposedScores:
         """Score N new nodes. states: (prompt ids, step spans) per node; answer, terminal:

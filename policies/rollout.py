@@ -27,7 +27,7 @@ def prompt_ids(tokenizer, task, problem) -> list[int]:
 def generate_solutions(policy, tokenizer, task, problems: Sequence, n: int = 1,
                        temperature: float = 0.0, max_steps: int = 8,
                        max_step_tokens: int = 48, batch_rows: int = 1024,
-                       max_positions: int | None = None) -> list[list[str]]:
+                       max_positions: int | None = None, return_counts: bool = False):
     """n solution texts (without the prompt) per problem, decoded step by step.
 
     policy: has ``propose(prefixes, n, max_step_tokens)`` and a ``temperature`` attribute
@@ -40,7 +40,8 @@ def generate_solutions(policy, tokenizer, task, problems: Sequence, n: int = 1,
     max_positions: the model's context length (default: ``policy.max_positions``); a sample
         stops when its text fills it.
     Returns ``len(problems)`` lists of n strings, each the concatenated steps (special
-    tokens dropped), ending with the answer line when one was written.
+    tokens dropped), ending with the answer line when one was written; with
+    ``return_counts``, also int64 [len(problems), n]: tokens generated for each solution.
     """
     if n < 1 or max_steps < 1 or max_step_tokens < 1 or batch_rows < 1:
         raise ValueError(f"generate_solutions: need n, max_steps, max_step_tokens, batch_rows "
@@ -52,11 +53,18 @@ def generate_solutions(policy, tokenizer, task, problems: Sequence, n: int = 1,
     policy.temperature = float(temperature)
     try:
         out: list[list[str]] = []
+        counts: list[list[int]] = []
         per_chunk = max(1, batch_rows // n)
         for lo in range(0, len(problems), per_chunk):
             chunk = problems[lo:lo + per_chunk]
-            out.extend(_decode_chunk(policy, tokenizer, task, chunk, n, max_steps,
-                                     max_step_tokens, room))
+            texts, used = _decode_chunk(policy, tokenizer, task, chunk, n, max_steps,
+                                        max_step_tokens, room)
+            out.extend(texts)
+            counts.extend(used)
+        if return_counts:
+            import numpy as np
+
+            return out, np.asarray(counts, np.int64).reshape(len(problems), n)
         return out
     finally:
         policy.temperature = old
@@ -91,7 +99,9 @@ def _decode_chunk(policy, tokenizer, task, problems, n, max_steps, max_step_toke
         props = policy.propose([rows[r] for r in active], 1, max_step_tokens)
         for r, per in zip(active, props):
             take(r, per[0])
-    return [["".join(steps[i * n + j]) for j in range(n)] for i in range(len(problems))]
+    texts = [["".join(steps[i * n + j]) for j in range(n)] for i in range(len(problems))]
+    used = [[len(rows[i * n + j]) - len(prompts[i]) for j in range(n)] for i in range(len(problems))]
+    return texts, used
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

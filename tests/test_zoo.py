@@ -47,10 +47,16 @@ def test_unknown_name_lists_known_names(root):
 
 def test_missing_tiny_prior_names_the_build_command(root):
     with pytest.raises(FileNotFoundError) as err:
-        resolve("tiny-countdown")
+        resolve("tiny-arithmetic")
     msg = str(err.value)
-    assert f"python -m policies.pretrain --task countdown --out {root / 'tiny-countdown'}" in msg
-    assert not (root / "tiny-countdown").exists()  # the zoo never trains anything
+    assert f"python -m policies.pretrain --task arithmetic --out {root / 'tiny-arithmetic'}" in msg
+    assert not (root / "tiny-arithmetic").exists()  # the zoo never trains anything
+
+
+def test_shipped_default_prior_resolves_without_a_cache(root):
+    path = resolve("tiny-countdown")
+    assert path.parent.name == "priors" and (path / "model.safetensors").is_file()
+    assert "policies.pretrain" in (path / "pretrain_command.txt").read_text()
 
 
 def test_built_tiny_prior_resolves_to_its_directory(root):

@@ -42,6 +42,9 @@ class MCTSParams:
     first_play_mode: "constant", or "critic" to use the child's own r + gamma * V estimate.
     gamma: discount per step in backup and in Q.
     leaves_per_tree: K, leaves selected per tree per round (virtual loss spreads them).
+    widen_c, widen_alpha, max_children: progressive widening (off while widen_c is 0): a
+        descent stops at a node with fewer than min(max(1, floor(widen_c * N^widen_alpha)),
+        cap) children, cap = the forest's ``child_cap`` field where set, else max_children.
     """
 
     rule: str = "puct"
@@ -50,6 +53,9 @@ class MCTSParams:
     first_play_mode: str = "constant"
     gamma: float = 1.0
     leaves_per_tree: int = 1
+    widen_c: float = 0.0
+    widen_alpha: float = 0.5
+    max_children: int = 0
 
     def __post_init__(self):
         if self.rule not in ("puct", "uct"):
@@ -65,6 +71,12 @@ class MCTSParams:
             raise ValueError(f"MCTSParams.gamma must lie in [0, 1], got {self.gamma}")
         if self.leaves_per_tree < 1:
             raise ValueError(f"MCTSParams.leaves_per_tree must be >= 1, got {self.leaves_per_tree}")
+        if not (np.isfinite(self.widen_c) and self.widen_c >= 0):
+            raise ValueError(f"MCTSParams.widen_c must be finite and >= 0, got {self.widen_c}")
+        if not 0.0 <= self.widen_alpha <= 1.0:
+            raise ValueError(f"MCTSParams.widen_alpha must lie in [0, 1], got {self.widen_alpha}")
+        if self.widen_c > 0 and self.max_children < 1:
+            raise ValueError("MCTSParams.max_children must be >= 1 when widening (widen_c > 0)")
 
     @property
     def rule_code(self) -> int:
@@ -203,14 +215,16 @@ class Forest:
 
     # -- the search round --------------------------------------------------------------
     def select(self, params: MCTSParams):
-        """Select up to K leaves per tree (see ``kernels.select``).
+        """Select up to K leaves per tree (see ``kernels.select``); with widening on, a
+        returned node may be an expanded one that is due another child.
 
         Returns (leaf_tree int64 [L], leaf_node int64 [L], collisions int64 [B]).
         """
+        cap = self.extra("child_cap") if "child_cap" in self.extra_names else _NO_CAP
         leaf_tree, leaf_node, collisions = K.select(
             self.ints, self.floats, self.n_nodes, self.qbounds, params.leaves_per_tree,
             params.rule_code, params.c_explore, params.first_play, params.first_play_code,
-            params.gamma)
+            params.gamma, params.widen_c, params.widen_alpha, params.max_children, cap)
         self.collisions += collisions
         return leaf_tree, leaf_node, collisions
 
@@ -347,8 +361,14 @@ class Forest:
             self.extras[e] = _remap_field(self.extras[e], remap, self.n_nodes)
         return remap
 
-    def check_invariants(self) -> list[str]:
-        """Problems with the forest between rounds (empty list when sound)."""
+    def check_invariants(self, strict_visits: bool = True) -> list[str]:
+        """Problems with the forest between rounds (empty list when sound).
+
+        strict_visits: the classic round (select, expand, back up the leaf) leaves every
+        expanded node with exactly one evaluation of its own and unexpanded non-terminal
+        nodes with none; searches that back up from the new nodes instead (the step search)
+        only keep ``visits >= children's visits``: pass False for them.
+        """
         problems = []
         for b in range(self.n_trees):
             n = int(self.n_nodes[b])
@@ -365,12 +385,18 @@ class Forest:
             terminal = self.terminal[b, :n] != 0
             if np.any(expanded & terminal):
                 problems.append(f"tree {b}: terminal nodes with children")
-            wrong = np.nonzero((expanded & (own != 1)) | (~expanded & ~terminal & (own != 0))
-                               | (terminal & (own < 0)))[0]
+            if strict_visits:
+                bad = (expanded & (own != 1)) | (~expanded & ~terminal & (own != 0)) | (own < 0)
+            else:
+                bad = own < 0
+            wrong = np.nonzero(bad & (self.depth[b, :n] >= 0))[0]
             if wrong.size:
                 problems.append(f"tree {b}: visits != children's visits + own evaluations at "
                                 f"nodes {wrong.tolist()}")
         return problems
+
+
+_NO_CAP = np.zeros((0, 0), np.float64)
 
 
 def _empty_ints(n_trees: int, capacity: int) -> np.ndarray:

@@ -136,10 +136,34 @@ def _best_child(ints, floats, b, s, lo, scale, rule, c_explore, first_play, firs
     return best
 
 
+_NO_CAP = np.zeros((0, 0), np.float64)
+
+
+@njit(cache=True, inline="always")
+def _may_widen(ints, b, s, widen_c, widen_alpha, max_children, child_cap):
+    """Whether node s (expanded, not terminal) may take another child now."""
+    n = ints[b, s, VISITS] + ints[b, s, VLOSS]
+    allowed = max(1, int(np.floor(widen_c * np.float64(n) ** widen_alpha)))
+    cap = max_children
+    if child_cap.shape[0] > 0 and child_cap[b, s] > 0.0:
+        cap = int(child_cap[b, s])
+    if cap < allowed:
+        allowed = cap
+    return ints[b, s, N_CHILDREN] < allowed
+
+
 @njit(cache=True)
 def select(ints, floats, n_nodes, qbounds, leaves_per_tree, rule, c_explore, first_play,
-           first_play_mode, gamma):
+           first_play_mode, gamma, widen_c=0.0, widen_alpha=0.5, max_children=0,
+           child_cap=_NO_CAP):
     """Select up to K = leaves_per_tree leaves in every tree, with virtual loss.
+
+    Progressive widening (off while ``widen_c <= 0``): a descent also stops at a
+    non-terminal node s that may take another child, i.e. whose children number fewer than
+    ``min(max(1, floor(widen_c * N(s) ** widen_alpha)), cap(s))`` with N(s) = visits +
+    vloss and cap(s) = ``child_cap[b, s]`` where that is > 0, else ``max_children``. Such a
+    node is returned like a leaf; the caller gives it new children (``widen``).
+    child_cap: float64 [B, capacity] (or empty when unused).
 
     Returns:
         leaf_tree: int64 [L], tree of each selected leaf, L <= B * K, grouped by tree.
@@ -157,6 +181,9 @@ def select(ints, floats, n_nodes, qbounds, leaves_per_tree, rule, c_explore, fir
         for _ in range(leaves_per_tree):
             node = 0
             while ints[b, node, N_CHILDREN] > 0 and ints[b, node, TERMINAL] == 0:
+                if widen_c > 0.0 and _may_widen(ints, b, node, widen_c, widen_alpha,
+                                                max_children, child_cap):
+                    break
                 child = _best_child(ints, floats, b, node, lo, scale, rule, c_explore,
                                     first_play, first_play_mode, gamma)
                 ints[b, node, VLOSS] += 1

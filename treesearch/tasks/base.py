@@ -114,6 +114,13 @@ class Task(abc.ABC):
                 return answer or None
         return None
 
+    def answer_key(self, answer_text: str | None) -> str | None:
+        """The key majority voting groups answers by (no label needed): answers with equal
+        keys say the same thing. Default: the answer with all whitespace removed."""
+        if answer_text is None or not answer_text.strip():
+            return None
+        return "".join(answer_text.split())
+
     def check(self, problem: Problem, answer_text: str | None) -> bool:
         """Whether ``answer_text`` (an extracted answer, not a whole solution) is correct.
 

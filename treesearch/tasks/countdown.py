@@ -250,6 +250,18 @@ class Countdown(Task):
         numbers = " ".join(map(str, problem.inputs["numbers"]))
         return f"Numbers: {numbers}{self.step_delimiter}Target: {problem.inputs['target']}{self.step_delimiter}"
 
+    def answer_key(self, answer_text: str | None) -> str | None:
+        """Different expressions can be equally right, so votes group by what an answer
+        claims: its exact value and the multiset of numbers it uses (every correct answer
+        of a problem shares one key). Unparseable answers keep their text as the key."""
+        if answer_text is None or not answer_text.strip():
+            return None
+        try:
+            value, literals = evaluate(answer_text)
+        except ValueError:
+            return "".join(answer_text.split())
+        return f"{value}|{','.join(map(str, sorted(literals)))}"
+
     def _check(self, problem: Problem, answer: str) -> bool:
         return expression_solves(answer, problem.inputs["numbers"], problem.inputs["target"])
 

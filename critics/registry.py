@@ -1,0 +1,75 @@
+"""Critics by name: ``critics.value``, ``critics.process`` and ``critics.outcome`` in a
+config each choose an implementation and a model, or ``none``.
+
+    build_critic("outcome", "head", "runs/x/critics/outcome", policy_tokenizer=tok)
+    build_scorer({"value": "head:tiny-countdown", "outcome": "none"}, policy_tokenizer=tok)
+
+Implementations: ``head`` (``critics.head.HeadCritic``: a saved critic directory, or any
+local model / zoo name as a fresh trunk), ``generative`` (``critics.generative``: an LM
+asked True/False), ``verifier`` (``critics.verifier.RuleVerifier``: labelled TRAINING
+problems only; needs ``task`` and ``problems``), and ``none``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from critics.base import KINDS, CriticError, check_kind
+from critics.compose import RewardWeights, StepScorer
+
+IMPLEMENTATIONS = ("head", "generative", "verifier", "none")
+
+
+def parse_spec(spec) -> tuple[str, str | None]:
+    """"impl:model", "impl" or "none" (or None) -> (impl, model or None)."""
+    if spec is None:
+        return "none", None
+    text = str(spec).strip()
+    impl, _, model = text.partition(":")
+    return impl.strip(), (model.strip() or None)
+
+
+def build_critic(kind: str, implementation: str, model: str | None = None, *,
+                 policy_tokenizer=None, device: str = "cpu", task=None, problems=None):
+    """One critic of ``kind``, or None for ``none``. Unknown names raise, listing the known."""
+    check_kind(kind, "build_critic")
+    if implementation not in IMPLEMENTATIONS:
+        raise CriticError(f"critics.{kind}: unknown critic {implementation!r}; known: "
+                          f"{', '.join(IMPLEMENTATIONS)}")
+    if implementation == "none":
+        return None
+    if implementation == "verifier":
+        if task is None or problems is None:
+            raise CriticError(f"critics.{kind}: the verifier needs the task and labelled "
+                              "training problems (it makes training targets only)")
+        from critics.verifier import RuleVerifier
+
+        return RuleVerifier(task, policy_tokenizer, problems, kind=kind)
+    if not model:
+        raise CriticError(f"critics.{kind}: implementation {implementation!r} needs a model "
+                          f"(write '{implementation}:<model dir or zoo name>')")
+    from policies.zoo import resolve
+
+    path = resolve(model)
+    if implementation == "head":
+        from critics.head import HeadCritic
+
+        return HeadCritic(path, kind, policy_tokenizer=policy_tokenizer, device=device)
+    from critics.generative import GenerativeCritic
+
+    return GenerativeCritic(path, kind, policy_tokenizer=policy_tokenizer, device=device)
+
+
+def build_scorer(specs: Mapping[str, object], *, weights: RewardWeights = RewardWeights(),
+                 policy_tokenizer=None, device: str = "cpu", task=None,
+                 problems=None) -> StepScorer:
+    """A StepScorer from {kind: spec}; kinds left out are ``none``."""
+    unknown = set(specs) - set(KINDS)
+    if unknown:
+        raise CriticError(f"unknown critic slot(s) {sorted(unknown)}; known: {', '.join(KINDS)}")
+    built = {}
+    for kind in KINDS:
+        impl, model = parse_spec(specs.get(kind))
+        built[kind] = build_critic(kind, impl, model, policy_tokenizer=policy_tokenizer,
+                                   device=device, task=task, problems=problems)
+    return StepScorer(built["value"], built["process"], built["outcome"], weights)

@@ -1,0 +1,94 @@
+"""Decoding strategies: refusals before model work, budgets, votes, labels kept out."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from critics.compose import StepScorer
+from policies.hf import HFPolicy
+from policies.rollout import generate_solutions
+from policies.zoo import resolve
+from treesearch.decode import STRATEGIES, _pick_by_vote, decode
+from treesearch.stepsearch import SearchConfig
+from treesearch.tasks import get_task
+
+SENTINEL = "LEAK-SENTINEL-8801"
+
+
+@pytest.fixture(scope="module")
+def policy():
+    torch.set_num_threads(1)
+    return HFPolicy(resolve("tiny-countdown"), temperature=1.0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return get_task("countdown")
+
+
+class _NoModel:
+    """A policy that must not be called: refusals happen before any model work."""
+
+    tokenizer = None
+    temperature = 1.0
+
+    def propose(self, *a, **k):
+        raise AssertionError("model work started before the request was checked")
+
+
+class _Recorder:
+    def __init__(self, kind, value=0.5):
+        self.kind, self.value, self.name, self.seen = kind, value, f"rec-{kind}", []
+
+    def score(self, states):
+        self.seen.extend(states)
+        return np.linspace(0.1, 0.9, len(states)).astype(np.float32) if len(states) else np.zeros(0, np.float32)
+
+
+def test_bad_requests_fail_before_model_work(task):
+    problems = task.problems("test", 2, seed=0)
+    none = StepScorer()
+    with pytest.raises(ValueError, match="outcome"):
+        decode(_NoModel(), none, problems, "best_of_n", 256, task=task)
+    with pytest.raises(ValueError, match="process or value"):
+        decode(_NoModel(), none, problems, "beam", 256, task=task)
+    with pytest.raises(ValueError, match="empty problem list"):
+        decode(_NoModel(), none, [], "greedy", 256, task=task)
+    with pytest.raises(ValueError, match="too small"):
+        decode(_NoModel(), none, problems, "majority", 8, task=task)
+    with pytest.raises(ValueError, match="known"):
+        decode(_NoModel(), none, problems, "nucleus", 256, task=task)
+
+
+def test_greedy_matches_step_by_step_greedy_decoding(policy, task):
+    problems = task.problems("test", 3, seed=0)
+    out = decode(policy, StepScorer(), problems, "greedy", 256, task=task)
+    expected = generate_solutions(policy, policy.tokenizer, task, problems, n=1, temperature=0.0,
+                                  max_steps=6, max_step_tokens=32)
+    assert out.answers == [e[0] for e in expected]
+    assert np.all(out.tokens == [len(policy.tokenizer(a[0])["input_ids"]) for a in expected])
+
+
+def test_majority_vote_groups_equivalent_answers(task):
+    pools = [["5*4=20\nA:5*4\n", "A:4*5\n", "A:20+0\n"]]
+    # 5*4 and 4*5 claim the same value with the same numbers: they outvote 20+0
+    assert _pick_by_vote(pools, None, task, None, None) == ["5*4=20\nA:5*4\n"]
+
+
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "greedy"])
+def test_every_strategy_runs_within_budget_without_labels(policy, task, strategy):
+    problems = [dataclasses.replace(p, label=SENTINEL) for p in task.problems("test", 2, seed=3)]
+    critics = StepScorer(value=_Recorder("value"), process=_Recorder("process"),
+                         outcome=_Recorder("outcome"))
+    budget = 96
+    out = decode(policy, critics, problems, strategy, budget, task=task,
+                 search=SearchConfig(simulations=50, branching=2, horizon=6))
+    assert len(out.answers) == 2 and out.tokens.shape == (2,)
+    if strategy != "sample":
+        # budgets are met up to one solution / one round of overrun
+        assert np.all(out.tokens >= min(budget, 20)) and np.all(out.tokens <= budget + 4 * 6 * 32)
+    seen = [s for c in critics.critics.values() for s in c.seen]
+    texts = [policy.tokenizer.decode([t for s in steps for t in s]) for _, steps in seen]
+    assert not any(SENTINEL in t for t in texts)

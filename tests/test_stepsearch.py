@@ -1,0 +1,149 @@
+"""The step search: real tiny prior end to end, merging and widening on a scripted policy,
+budgets, and the rule that labels never reach the search."""
+
+import numpy as np
+import pytest
+import torch
+
+from critics.base import CriticError
+from critics.compose import StepScorer
+from critics.verifier import RuleVerifier
+from policies.hf import HFPolicy
+from policies.zoo import resolve
+from treesearch.interfaces import StepProposal, TokenCounts
+from treesearch.stepsearch import SearchConfig, StepSearch
+from treesearch.tasks import get_task
+
+SENTINEL = "LEAK-SENTINEL-4417"
+
+
+@pytest.fixture(scope="module")
+def policy():
+    torch.set_num_threads(1)
+    return HFPolicy(resolve("tiny-countdown"), temperature=1.0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return get_task("countdown")
+
+
+class _Const:
+    def __init__(self, kind, value=0.5):
+        self.kind, self.value, self.name, self.seen = kind, value, f"const-{kind}", []
+
+    def score(self, states):
+        self.seen.extend(states)
+        return np.full(len(states), self.value, np.float32)
+
+
+class _Recording:
+    """Wraps a task and fails if the search hands it a problem that still has its label."""
+
+    def __init__(self, task):
+        self.task, self.name, self.step_delimiter = task, task.name, task.step_delimiter
+
+    def prompt(self, problem):
+        assert problem.label is None and problem.reference == ()
+        return self.task.prompt(problem)
+
+    def is_answer_step(self, step):
+        return self.task.is_answer_step(step)
+
+
+def test_search_with_the_tiny_prior_is_sound_and_accounted(policy, task):
+    problems = task.problems("train", 4, seed=2)
+    scorer = StepScorer(value=_Const("value"), outcome=RuleVerifier(task, policy.tokenizer, problems))
+    config = SearchConfig(simulations=12, branching=2, horizon=2, max_depth=5)
+    result = StepSearch(policy, scorer, task, policy.tokenizer, config).run(problems)
+    forest = result.forest
+    assert forest.check_invariants(strict_visits=False) == []
+    assert np.all(forest.n_nodes > 1) and len(result.answers) == 4
+    for b in range(4):
+        stored = sum(len(forest.tokens.get(int(forest.payload[b, n])))
+                     for n in range(1, int(forest.n_nodes[b])) if forest.depth[b, n] >= 0)
+        assert result.stats.generated[b] >= stored > 0  # merged duplicates were still paid for
+        # the answer is the text of the chosen node's path
+        steps = result.steps(b, int(result.chosen_node[b]))
+        assert result.answers[b] == "".join(policy.tokenizer.decode(s.tolist()) for s in steps)
+    assert result.stats.processed.sum() > 0 and result.stats.critic_calls.sum() > 0
+    assert set(result.stats.seconds) == {"select", "propose", "score", "expand", "backup", "other"}
+    # parts are stored per node: terminal answers carry the verifier's verdict
+    outcome = forest.extra("c_outcome")
+    scored = ~np.isnan(outcome) & (forest.depth > 0)
+    assert scored.any() and set(np.unique(outcome[scored])) <= {0.0, 1.0}
+
+
+def test_labels_never_reach_the_search(policy, task):
+    import dataclasses
+
+    problems = [dataclasses.replace(p, label=SENTINEL) for p in task.problems("test", 3, seed=0)]
+    value = _Const("value")
+    result = StepSearch(policy, StepScorer(value=value), _Recording(task), policy.tokenizer,
+                        SearchConfig(simulations=4)).run(problems)
+    texts = [policy.tokenizer.decode([t for s in steps for t in s]) for _, steps in value.seen]
+    assert value.seen and not any(SENTINEL in t for t in texts + result.answers)
+    # the rule verifier refuses held-out problems outright
+    with pytest.raises(CriticError, match="held out"):
+        RuleVerifier(task, policy.tokenizer, task.problems("test", 2, seed=0))
+
+
+class _Scripted:
+    """Always proposes the same steps: '1+2=3' then the answer line."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.counts, self.temperature = tokenizer, TokenCounts(), 1.0
+
+    def propose(self, prefixes, n, max_step_tokens):
+        out = []
+        for prefix in prefixes:
+            text = self.tokenizer.decode(prefix, skip_special_tokens=True)
+            step = "A:1+2\n" if "1+2=3" in text else "1+2=3\n"
+            ids = np.array(self.tokenizer(step, add_special_tokens=False)["input_ids"], np.int32)
+            out.append([StepProposal(ids, -1.0, len(ids), False) for _ in range(n)])
+            self.counts.generated += n * len(ids)
+            self.counts.processed += len(prefix) + n * len(ids)
+        return out
+
+
+def test_identical_steps_merge_and_fruitless_widening_is_capped(policy, task):
+    scripted = _Scripted(policy.tokenizer)
+    problems = task.problems("test", 2, seed=1)
+    config = SearchConfig(simulations=10, branching=4, horizon=1, widen_c=2.0, max_children=8,
+                          early_stop=False)
+    result = StepSearch(scripted, StepScorer(value=_Const("value", 0.3)), task,
+                        policy.tokenizer, config).run(problems)
+    forest = result.forest
+    for b in range(2):
+        assert int(forest.n_nodes[b]) == 3  # root -> '1+2=3' -> 'A:1+2', nothing duplicated
+        assert forest.n_children[b, 0] == 1 and forest.extra("child_cap")[b, 0] == 1
+        assert forest.terminal[b, 2] == 1
+        assert result.answers[b] == "1+2=3\nA:1+2\n"
+    # both steps were sampled 4 times at least (6 tokens each), the same in both trees
+    assert result.stats.generated[0] == result.stats.generated[1] >= 2 * 4 * 6
+
+
+def test_widening_adds_children_and_budgets_stop_trees(policy, task):
+    problems = task.problems("train", 3, seed=5)
+    config = SearchConfig(simulations=40, branching=2, horizon=1, widen_c=1.5, max_children=6,
+                          max_tokens=120, max_depth=5, early_stop=False)
+    result = StepSearch(policy, StepScorer(value=_Const("value")), task, policy.tokenizer,
+                        config).run(problems)
+    forest = result.forest
+    assert forest.check_invariants(strict_visits=False) == []
+    assert forest.n_children[:, 0].max() > 2  # the root was widened beyond one expansion
+    assert np.all(forest.n_children[:, 0] <= 6)
+    # a tree stops once its budget is spent: at most one round (2 steps) over it
+    assert np.all(result.stats.generated <= 120 + 2 * config.max_step_tokens)
+    assert np.all(result.stats.rounds < 40)
+
+
+def test_bad_requests_are_refused_before_model_work(policy, task):
+    with pytest.raises(ValueError, match="at least one critic"):
+        StepSearch(policy, StepScorer(), task, policy.tokenizer)
+    with pytest.raises(ValueError, match="empty problem list"):
+        StepSearch(policy, StepScorer(value=_Const("value")), task, policy.tokenizer).run([])
+    with pytest.raises(ValueError, match="max_tokens"):
+        SearchConfig(max_tokens=8, max_step_tokens=32)
+    with pytest.raises(ValueError, match="answer"):
+        SearchConfig(answer="best")
