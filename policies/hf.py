@@ -303,6 +303,10 @@ class HFPolicy:
             out.append(props)
         return out
 
+    def reset_cache(self) -> None:
+        """Forget every cached prefix (call it after changing the model's weights)."""
+        self.kv = PrefixKVCache(self.kv.max_tokens)
+
     # -- internals ----------------------------------------------------------------------
 
     def _forward(self, ids, mask, positions, cache) -> torch.Tensor:

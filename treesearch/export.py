@@ -23,6 +23,7 @@ so writing all trees, reading, and writing again gives byte-identical files.
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import math
 import os
@@ -144,9 +145,14 @@ def tree_records(forest: Forest, trees: Iterable[int] | None = None) -> list[dic
 
 
 def write_jsonl(forest: Forest, path, trees: Iterable[int] | None = None) -> None:
-    """Write one JSON line per tree (all trees by default), atomically."""
+    """Write one JSON line per tree (all trees by default), atomically; gzip-compressed
+    when ``path`` ends in ``.gz``."""
     lines = [json.dumps(r, allow_nan=False) + "\n" for r in tree_records(forest, trees)]
-    _atomic_write(path, lambda fh: fh.writelines(lines), binary=False)
+    if os.fspath(path).endswith(".gz"):
+        data = gzip.compress("".join(lines).encode("utf-8"), mtime=0)
+        _atomic_write(path, lambda fh: fh.write(data), binary=True)
+    else:
+        _atomic_write(path, lambda fh: fh.writelines(lines), binary=False)
 
 
 def read_jsonl(path) -> Forest:
@@ -156,8 +162,17 @@ def read_jsonl(path) -> Forest:
     fields and token spans are restored. Raises ValueError naming the file and line (1-based)
     of any malformed line.
     """
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
+    try:
+        if os.fspath(path).endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: unreadable tree file ({exc})") from exc
     if not lines:
         raise ValueError(f"{path}: no trees (empty file)")
     parsed = []

@@ -1,8 +1,11 @@
-"""The MCTS loop: select -> evaluate (propose + score) -> expand -> backup, over a forest.
+"""The MCTS loops: select -> evaluate (propose + score) -> expand -> backup, over a forest.
 
-``run_rounds`` drives any ``Evaluator`` (a toy environment, or an LLM policy with critics)
-with one jitted call to select and one to expand-and-backup per round, so all trees and all
-their leaves move together.
+``run_rounds`` drives any ``Evaluator`` (a toy environment, or anything that answers a batch
+of leaves with CSR children) with one jitted call to select and one to expand-and-backup
+per round, so all trees and all their leaves move together.
+
+``StepSearch`` (in ``treesearch.stepsearch``, re-exported here) is the search over
+reasoning steps: a policy proposes steps, critics score them, for a batch of problems.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from tqdm.auto import tqdm
 
 from treesearch.forest import Forest, MCTSParams
 from treesearch.interfaces import Evaluator
+from treesearch.stepsearch import SearchConfig, SearchResult, SearchStats, StepSearch
+
+__all__ = ["run_rounds", "StepSearch", "SearchConfig", "SearchResult", "SearchStats"]
 
 
 def run_rounds(forest: Forest, evaluator: Evaluator, params: MCTSParams, rounds: int, *,

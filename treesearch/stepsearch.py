@@ -116,14 +116,16 @@ class SearchStats:
 
     generated: tokens sampled for the problem; processed: tokens the policy ran through
     its model, shared out over problems in proportion to what each generated in the same
-    call; critic_calls: states scored; rounds: rounds the tree took part in; seconds: wall
-    time per stage (whole search).
+    call; critic_calls: states scored; rounds: rounds the tree took part in; selected:
+    nodes selected (leaves expanded, nodes widened, terminals backed up again); seconds:
+    wall time per stage (whole search).
     """
 
     generated: np.ndarray
     processed: np.ndarray
     critic_calls: np.ndarray
     rounds: np.ndarray
+    selected: np.ndarray
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     @property
@@ -208,8 +210,7 @@ class StepSearch:
         self.prompts = [[self.tokenizer.bos_token_id] + list(
             self.tokenizer(self.task.prompt(p), add_special_tokens=False)["input_ids"])
             for p in problems]
-        stats = SearchStats(np.zeros(b, np.int64), np.zeros(b, np.int64), np.zeros(b, np.int64),
-                            np.zeros(b, np.int64))
+        stats = SearchStats(*(np.zeros(b, np.int64) for _ in range(5)))
         forest = Forest(b, capacity=64, root_values=self._root_values(stats),
                         extra_fields=EXTRA_FIELDS)
         forest.extra("prm_agg")[:, 0] = np.nan
@@ -223,6 +224,7 @@ class StepSearch:
             keep = active[leaf_tree]
             leaf_tree, leaf_node = leaf_tree[keep], leaf_node[keep]
             stats.rounds += active
+            np.add.at(stats.selected, leaf_tree, 1)
             stats.seconds["select"] += time.perf_counter() - t0
             self._round(forest, stats, leaf_tree, leaf_node)
             t0 = time.perf_counter()

@@ -1,0 +1,528 @@
+"""Distil what the search found back into the policy: SFT on ranked paths, DPO on siblings.
+
+The self-improvement step of AlphaLLM-style training. After a round of search:
+
+- the good root-to-leaf paths (correct answers, high values) become ``SFTExample``s:
+  prompt tokens (``<bos>`` + task prompt) and completion tokens (the steps, ending with
+  the answer line, then EOS), each with a weight (e.g. 1, or the path's value);
+- pairs of sibling steps that the search ranked (one led to a better value than the
+  other) become ``PreferencePair``s: the shared prefix (prompt + earlier steps), the
+  chosen step and the rejected step.
+
+``sft`` minimises the weighted token cross-entropy of the completions; ``dpo`` minimises
+the Direct Preference Optimization loss (Rafailov et al. 2023) against a frozen
+reference (by default the model as it is when the call starts). Both train the given
+model IN PLACE and leave it in eval mode:
+
+    from policies.distill import DistillConfig, sft, sft_example, dpo, save_policy
+    examples = [sft_example(tok, prompt_ids(tok, task, p), path_step_tokens) for ...]
+    model, stats = sft(policy.model, tok, examples, DistillConfig(epochs=2))
+    model, stats = dpo(model, tok, pairs, DistillConfig(dpo_beta=0.1))
+    save_policy(model, tok, "runs/round-1/policy")
+
+Both return ``(model, stats)``. ``model`` is the very object passed in, updated, also with
+``lora=True``: the LoRA adapters (peft) are trained with the base weights frozen, then
+merged into the base weights and removed, so the caller always holds a plain transformers
+model (peft restores the original module objects; the parameters' ``requires_grad``
+flags are restored too). Use the returned model all the same: it is the one guaranteed
+to hold the result.
+
+An ``HFPolicy`` built on the model keeps a prefix KV cache computed with the OLD
+weights: after distilling into ``policy.model``, build a new ``HFPolicy((model, tok))``
+(or give it a fresh ``PrefixKVCache``) before searching again.
+
+Batches: the sequences prompt + completion of a minibatch are right-padded to the
+longest one (padding is masked out of attention and out of the loss; under causal
+attention it never reaches a real token). Plain AdamW at a constant learning rate
+(fine-tuning runs here are short), gradient-norm clipping, minibatches in an order
+shuffled per epoch by a ``torch.Generator`` seeded from ``config.seed``: the same seed,
+data and starting weights give the same weights (on CPU). Nothing reads or changes torch's
+global random state (the LoRA initialisation draws from a forked, seeded CPU one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+# ----------------------------------------------------------------------------- data
+
+@dataclass
+class SFTExample:
+    """One sequence to imitate, in the policy's token ids.
+
+    prompt_ids: the conditioning prefix, ``<bos>`` included (no loss on it).
+    completion_ids: the tokens to learn (the solution steps, ending with the answer line,
+        plus EOS when the caller wants the model to stop there).
+    weight: multiplies this example's token losses (>= 0; 1 = plain SFT).
+    """
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    weight: float = 1.0
+
+
+@dataclass
+class PreferencePair:
+    """Two sibling continuations of one prefix, the first preferred (for DPO).
+
+    prompt_ids: the shared prefix: ``<bos>`` + prompt + the earlier steps.
+    chosen_ids / rejected_ids: the two sibling steps' tokens.
+    """
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+
+
+def _ids(span, tokenizer=None) -> list[int]:
+    """Token ids from a sequence of ints (list, tuple, numpy or torch 1-D) or, with a
+    tokenizer, from text (tokenized without special tokens)."""
+    if isinstance(span, str):
+        if tokenizer is None:
+            raise TypeError("distill: a text span needs a tokenizer")
+        return list(tokenizer(span, add_special_tokens=False)["input_ids"])
+    if isinstance(span, torch.Tensor):
+        span = span.tolist()
+    return [int(t) for t in span]
+
+
+def sft_example(tokenizer, prompt_ids, step_spans, add_eos: bool = True,
+                weight: float = 1.0) -> SFTExample:
+    """An ``SFTExample`` from a prompt and the steps of a path.
+
+    prompt_ids: token ids of the prefix, ``<bos>`` included (``rollout.prompt_ids``).
+    step_spans: the path's steps in order, each a sequence of token ids (e.g. a
+        ``StepProposal.tokens`` array) or a text; concatenated into the completion.
+    add_eos: append ``tokenizer.eos_token_id`` after the last step.
+    """
+    completion = [t for span in step_spans for t in _ids(span, tokenizer)]
+    if add_eos:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("sft_example: add_eos=True but the tokenizer has no eos_token_id")
+        completion.append(int(tokenizer.eos_token_id))
+    return SFTExample(_ids(prompt_ids), completion, float(weight))
+
+
+# ----------------------------------------------------------------------------- config
+
+@dataclass
+class DistillConfig:
+    """Knobs of one ``sft`` or ``dpo`` call.
+
+    lr: AdamW learning rate (constant). epochs: passes over the data. batch_size:
+    examples (SFT) or pairs (DPO) per optimizer step. weight_decay: AdamW decay on the
+    matrices (not on norms/biases). grad_clip: max gradient norm (0 = off). seed: the
+    shuffling (and LoRA init) seed. threads: torch CPU threads during the call (None =
+    leave torch's setting; the old setting is restored after). dpo_beta: DPO's beta, the
+    strength of the KL anchor to the reference. lora: train LoRA adapters (rank lora_r,
+    scale lora_alpha / lora_r, dropout lora_dropout) on the modules named lora_targets,
+    then merge them. progress: a tqdm bar. max_steps: stop after this many optimizer
+    steps even if epochs are left (None = no cap).
+    """
+
+    lr: float = 3e-4
+    epochs: int = 1
+    batch_size: int = 16
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    threads: int | None = None
+    dpo_beta: float = 0.1
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    progress: bool = False
+    max_steps: int | None = None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate(config: DistillConfig) -> DistillConfig:
+    """Raise ValueError naming the first bad field; returns the config."""
+    c = config
+    checks = [
+        ("lr", _is_number(c.lr) and c.lr > 0, "a finite number > 0"),
+        ("epochs", _is_int(c.epochs) and c.epochs >= 1, "an int >= 1"),
+        ("batch_size", _is_int(c.batch_size) and c.batch_size >= 1, "an int >= 1"),
+        ("weight_decay", _is_number(c.weight_decay) and c.weight_decay >= 0,
+         "a finite number >= 0"),
+        ("grad_clip", _is_number(c.grad_clip) and c.grad_clip >= 0,
+         "a finite number >= 0 (0 = off)"),
+        ("seed", _is_int(c.seed) and c.seed >= 0, "an int >= 0"),
+        ("threads", c.threads is None or (_is_int(c.threads) and c.threads >= 1),
+         "None or an int >= 1"),
+        ("dpo_beta", _is_number(c.dpo_beta) and c.dpo_beta > 0, "a finite number > 0"),
+        ("lora", isinstance(c.lora, bool), "a bool"),
+        ("lora_r", _is_int(c.lora_r) and c.lora_r >= 1, "an int >= 1"),
+        ("lora_alpha", _is_number(c.lora_alpha) and c.lora_alpha > 0, "a finite number > 0"),
+        ("lora_dropout", _is_number(c.lora_dropout) and 0 <= c.lora_dropout < 1,
+         "a number in [0, 1)"),
+        ("lora_targets", isinstance(c.lora_targets, (list, tuple)) and len(c.lora_targets) > 0
+         and all(isinstance(t, str) and t for t in c.lora_targets),
+         "a non-empty list of module names"),
+        ("progress", isinstance(c.progress, bool), "a bool"),
+        ("max_steps", c.max_steps is None or (_is_int(c.max_steps) and c.max_steps >= 1),
+         "None or an int >= 1"),
+    ]
+    for name, ok, want in checks:
+        if not ok:
+            raise ValueError(f"distill: {name} must be {want}, got {getattr(c, name)!r}")
+    return c
+
+
+def _check_sequences(model, what: str, sequences) -> None:
+    """Every (prompt, completion) has a prompt, a completion, ids in the vocabulary and
+    fits the model's context; ValueError naming the item otherwise."""
+    vocab = model.get_input_embeddings().num_embeddings
+    room = getattr(model.config, "max_position_embeddings", None)
+    for i, (prompt, completion) in enumerate(sequences):
+        if not prompt or not completion:
+            raise ValueError(f"distill: {what} {i} has an empty "
+                             f"{'prompt' if not prompt else 'completion'}")
+        bad = [t for t in (*prompt, *completion) if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"distill: {what} {i} has token id {bad[0]} outside the "
+                             f"model's vocabulary of {vocab}")
+        if room is not None and len(prompt) + len(completion) > room:
+            raise ValueError(f"distill: {what} {i} has {len(prompt) + len(completion)} tokens, "
+                             f"more than the model's max_position_embeddings={room}")
+
+
+# ----------------------------------------------------------------------------- batches
+
+def collate(sequences: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int = 0,
+            device="cpu") -> dict[str, torch.Tensor]:
+    """Right-padded batch of prompt + completion sequences.
+
+    Returns input_ids long [B, T], attention_mask long [B, T] (1 on real tokens) and
+    labels long [B, T]: the input id on completion tokens, -100 on prompt and padding.
+    """
+    width = max(len(p) + len(c) for p, c in sequences)
+    B = len(sequences)
+    ids = torch.full((B, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, width), dtype=torch.long)
+    labels = torch.full((B, width), -100, dtype=torch.long)
+    for b, (prompt, completion) in enumerate(sequences):
+        n, m = len(prompt), len(completion)
+        ids[b, :n + m] = torch.tensor([*prompt, *completion], dtype=torch.long)
+        mask[b, :n + m] = 1
+        labels[b, n:n + m] = torch.tensor(completion, dtype=torch.long)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+            "labels": labels.to(device)}
+
+
+def token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log p(token | earlier tokens) of every completion token, float32 [B, T-1]
+    (column t scores token t+1), 0 on prompt and padding positions."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   use_cache=False).logits[:, :-1].float()
+    targets = batch["labels"][:, 1:]
+    # cross_entropy wants the classes in dim 1: [B, V, T-1]; ignored targets give 0
+    return -F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
+                            reduction="none")
+
+
+def sft_loss(model, batch: dict[str, torch.Tensor], weights: torch.Tensor | None = None):
+    """(loss, completion tokens) of a batch from ``collate``.
+
+    loss = sum over examples b and completion tokens t of weights[b] * -log p(token)
+    divided by the number of completion tokens in the batch (with unit weights: the mean
+    token cross-entropy in nats). weights: float [B] (None = ones).
+    """
+    logp = token_logprobs(model, batch)
+    n_tokens = int((batch["labels"][:, 1:] != -100).sum())
+    if weights is not None:
+        logp = logp * weights.to(logp.device, logp.dtype)[:, None]
+    return -logp.sum() / max(n_tokens, 1), n_tokens
+
+
+@torch.no_grad()
+def completion_logprobs(model, sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
+                        batch_size: int = 16, pad_id: int = 0) -> torch.Tensor:
+    """Summed log-probability (nats) of each completion given its prompt, float32 [N] on
+    CPU, computed in eval mode (the model's train/eval mode is restored after)."""
+    sequences = list(sequences)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    try:
+        for lo in range(0, len(sequences), batch_size):
+            batch = collate(sequences[lo:lo + batch_size], pad_id, device)
+            out.append(token_logprobs(model, batch).sum(-1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+# ----------------------------------------------------------------------------- training
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """torch CPU threads set to n inside the block (None: untouched)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _start(model, config: DistillConfig):
+    """(module to train, finish). Without ``config.lora`` the module is the model and
+    ``finish(merge)`` returns it. With it, the module is the model wrapped with fresh
+    LoRA adapters (base weights frozen) and ``finish(merge=True)`` merges the adapters
+    into the base weights and removes them, ``finish(merge=False)`` (after an error)
+    removes them unmerged, leaving the base weights as they were. Either way it returns
+    the plain transformers model, with its requires_grad flags as before."""
+    if not config.lora:
+        return model, lambda merge: model
+    from peft import LoraConfig, get_peft_model
+
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=list(config.lora_targets),
+                      bias="none", task_type="CAUSAL_LM")
+    with torch.random.fork_rng(devices=[]):  # peft initialises adapters on the CPU
+        torch.random.default_generator.manual_seed(config.seed)
+        wrapped = get_peft_model(model, lora)
+
+    def finish(merge: bool):
+        base = wrapped.merge_and_unload() if merge else wrapped.unload()
+        for name, p in base.named_parameters():
+            p.requires_grad_(flags.get(name, True))
+        return base.eval()
+
+    return wrapped, finish
+
+
+def _fit(model, config: DistillConfig, n: int, batch_loss: Callable, what: str) -> dict:
+    """The shared loop: ``config.epochs`` passes over n items in seeded random order,
+    minibatches of ``config.batch_size``, AdamW on the parameters that require grad,
+    gradient clipping, at most ``config.max_steps`` steps; model left in eval mode.
+
+    batch_loss(model, indices: list[int]) -> (scalar loss tensor, dict of floats).
+    Returns {"losses": the per-step losses, "last": the last step's dict,
+    "steps": optimizer steps taken}.
+    """
+    from tqdm import tqdm
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("distill: the model has no parameter that requires grad")
+    opt = torch.optim.AdamW([
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ], lr=config.lr, betas=(0.9, 0.95), eps=1e-8)
+    total = config.epochs * math.ceil(n / config.batch_size)
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    losses, last = [], {}
+    bar = tqdm(total=total, desc=what, unit="step", disable=not config.progress,
+               dynamic_ncols=True)
+    model.train()
+    try:
+        for _ in range(config.epochs):
+            order = torch.randperm(n, generator=generator).tolist()
+            for lo in range(0, n, config.batch_size):
+                if len(losses) >= total:
+                    break
+                loss, last = batch_loss(model, order[lo:lo + config.batch_size])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                opt.step()
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    finally:
+        bar.close()
+        model.eval()
+        opt.zero_grad(set_to_none=True)  # free the gradients
+    return {"losses": losses, "last": last, "steps": len(losses)}
+
+
+def _train(model, config: DistillConfig, n: int, batch_loss: Callable, what: str):
+    """``_fit`` on the model or its LoRA wrapper; returns (plain model, ``_fit`` result)."""
+    with _threads(config.threads):
+        trainee, finish = _start(model, config)
+        try:
+            run = _fit(trainee, config, n, batch_loss, what)
+        except BaseException:
+            finish(merge=False)
+            raise
+        return finish(merge=True), run
+
+
+def _pad_id(tokenizer) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return int(pad) if pad is not None else 0
+
+
+def sft(model, tokenizer, examples: Sequence[SFTExample], config: DistillConfig | None = None):
+    """Supervised fine-tuning on completions, in place. Returns ``(model, stats)``.
+
+    model: a transformers causal LM (e.g. ``HFPolicy.model``), on any device.
+    tokenizer: gives the padding id (any id works: padding is masked).
+    examples: the ``SFTExample``s; the loss of a batch is ``sft_loss`` (weighted token
+        cross-entropy on completion tokens only, per completion token of the batch).
+    stats: loss_first / loss_last (the first and last optimizer step's batch loss, nats
+        per token; None without steps), examples, tokens (completion tokens seen, all
+        epochs), steps (optimizer steps), seconds.
+    Empty ``examples``: nothing happens (steps 0), as when a round found no correct path.
+    """
+    config = validate(config or DistillConfig())
+    examples = list(examples)
+    start = time.perf_counter()
+    stats = {"loss_first": None, "loss_last": None, "examples": len(examples), "tokens": 0,
+             "steps": 0, "seconds": 0.0}
+    if not examples:
+        return model, stats
+    _check_sequences(model, "example", [(e.prompt_ids, e.completion_ids) for e in examples])
+    for i, e in enumerate(examples):
+        if not _is_number(e.weight) or e.weight < 0:
+            raise ValueError(f"distill: example {i} has weight {e.weight!r}; need a finite "
+                             f"number >= 0")
+    pad = _pad_id(tokenizer)
+    device = next(model.parameters()).device
+    seen = 0
+
+    def batch_loss(module, idx):
+        nonlocal seen
+        chunk = [examples[i] for i in idx]
+        batch = collate([(e.prompt_ids, e.completion_ids) for e in chunk], pad, device)
+        loss, n_tokens = sft_loss(module, batch, torch.tensor([float(e.weight) for e in chunk]))
+        seen += n_tokens
+        return loss, {}
+
+    model, run = _train(model, config, len(examples), batch_loss, "sft")
+    losses = run["losses"]
+    stats.update(loss_first=losses[0] if losses else None,
+                 loss_last=losses[-1] if losses else None, tokens=seen, steps=run["steps"],
+                 seconds=round(time.perf_counter() - start, 3))
+    return model, stats
+
+
+def dpo(model, tokenizer, pairs: Sequence[PreferencePair], config: DistillConfig | None = None,
+        reference=None):
+    """Direct Preference Optimization on sibling pairs, in place. Returns ``(model, stats)``.
+
+    For a pair with summed completion log-probs logp_c, logp_r under the model and
+    ref_c, ref_r under the reference, the loss is
+
+        -log sigmoid(beta * ((logp_c - ref_c) - (logp_r - ref_r)))
+
+    averaged over the pairs of a batch; beta * (logp - ref) is the implicit reward.
+    reference: a frozen causal LM with the same tokenizer; None = the model as it is when
+        the call starts (like a frozen deepcopy: its log-probs never change, so they are
+        computed once, before training, and no copy is kept). The reference log-probs of
+        every pair are computed up front in eval mode, in either case.
+    stats: loss_first / loss_last (nats; the first is log 2 when the reference is the
+        starting model and the model has no dropout), reward_margin_last (mean implicit
+        reward of chosen minus rejected on the last batch, nats), reward_accuracy_last
+        (share of the last batch's pairs with a positive margin), pairs, steps, seconds.
+    Empty ``pairs``: nothing happens (steps 0).
+    """
+    config = validate(config or DistillConfig())
+    pairs = list(pairs)
+    start = time.perf_counter()
+    stats = {"loss_first": None, "loss_last": None, "reward_margin_last": None,
+             "reward_accuracy_last": None, "pairs": len(pairs), "steps": 0, "seconds": 0.0}
+    if not pairs:
+        return model, stats
+    chosen = [(p.prompt_ids, p.chosen_ids) for p in pairs]
+    rejected = [(p.prompt_ids, p.rejected_ids) for p in pairs]
+    _check_sequences(model, "pair (chosen)", chosen)
+    _check_sequences(model, "pair (rejected)", rejected)
+    pad = _pad_id(tokenizer)
+    device = next(model.parameters()).device
+    beta = float(config.dpo_beta)
+    with _threads(config.threads):
+        ref = model if reference is None else reference
+        ref_c = completion_logprobs(ref, chosen, config.batch_size, pad).to(device)
+        ref_r = completion_logprobs(ref, rejected, config.batch_size, pad).to(device)
+
+    def batch_loss(module, idx):
+        # the batch's chosen and rejected sequences in one forward: rows [0, B) and [B, 2B)
+        batch = collate([chosen[i] for i in idx] + [rejected[i] for i in idx], pad, device)
+        logp = token_logprobs(module, batch).sum(-1)
+        B = len(idx)
+        margin = beta * ((logp[:B] - ref_c[idx]) - (logp[B:] - ref_r[idx]))
+        loss = -F.logsigmoid(margin).mean()
+        return loss, {"reward_margin": margin.mean().item(),
+                      "reward_accuracy": (margin > 0).float().mean().item()}
+
+    model, run = _train(model, config, len(pairs), batch_loss, "dpo")
+    losses = run["losses"]
+    stats.update(loss_first=losses[0] if losses else None,
+                 loss_last=losses[-1] if losses else None,
+                 reward_margin_last=run["last"].get("reward_margin"),
+                 reward_accuracy_last=run["last"].get("reward_accuracy"),
+                 steps=run["steps"], seconds=round(time.perf_counter() - start, 3))
+    return model, stats
+
+
+# ----------------------------------------------------------------------------- saving
+
+def save_policy(model, tokenizer, path) -> str:
+    """Write model + tokenizer with ``save_pretrained`` to ``path``, atomically.
+
+    Everything goes to a temporary sibling directory first; only when it is complete
+    does it replace ``path`` (an existing directory there is moved aside, then removed),
+    so a crash leaves either the old directory or the new one. The result loads with
+    ``policies.hf.load_model`` / ``HFPolicy(path)``. Returns the path as a string.
+    """
+    if type(model).__module__.split(".")[0] == "peft":
+        raise TypeError("save_policy: got a peft model; merge its adapters first "
+                        "(sft/dpo return merged models)")
+    out = Path(path).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            if old is not None:
+                os.replace(old, out)
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return str(out)

@@ -1,0 +1,383 @@
+"""``python -m treesearch.selfplay``: rounds of search -> refit critics -> distill -> evaluate.
+
+    python -m treesearch.selfplay                                  # configs/default.yaml
+    python -m treesearch.selfplay rounds=5 critics.process=none    # dotlist overrides
+    python -m treesearch.selfplay --config configs/smollm2.yaml
+    python -m treesearch.selfplay --resume runs/selfplay-20261126-221500
+
+Round 0 evaluates the starting policy. Then every round:
+
+    search    MCTS over this round's training problems (policy + learned value critic;
+              outcomes scored by the rule verifier on these LABELLED TRAINING problems,
+              or by the learned ORM with critics.train_outcome=learned); trees saved
+    critics   value targets (node Q) and ORM targets (verifier labels of answer nodes)
+              from the trees; each learned critic refit and its held-out calibration saved
+    distill   SFT on the best verified-correct path of each problem (and DPO on sibling
+              steps with distill.method=sft+dpo); the policy checkpoint saved
+    eval      on held-out problems, never labelled during decoding: greedy accuracy,
+              sampled pass@k, and MCTS decoding at a fixed token budget with the learned
+              critics only
+
+Everything lands in the run directory (``treesearch.runs``): the resolved config,
+metrics.jsonl, each round's trees (compressed JSONL), checkpoints, calibration plots,
+``accuracy.png`` and ``summary.md``. A killed run continues with ``--resume`` from the last
+finished stage; every stage seeds itself from (seed, round, stage) and reloads its inputs
+from disk, so a resumed run computes what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from treesearch.config import ConfigError, load_config
+from treesearch.runs import RunDir, RunError, write_text
+from treesearch.tasks.base import stable_hash
+
+STAGES = ("search", "critics", "distill", "eval")
+
+
+def stage_seed(seed: int, round_: int, stage: str) -> int:
+    return stable_hash("selfplay", seed, round_, stage) % 2**31
+
+
+class SelfPlay:
+    """One self-play run over a config (``treesearch.config.SelfPlayConfig``)."""
+
+    def __init__(self, cfg, run: RunDir):
+        import torch
+
+        from treesearch.tasks import get_task
+
+        self.cfg, self.run = cfg, run
+        self.task = get_task(cfg.task)
+        torch.set_num_threads(cfg.policy.threads)
+        self.eval_problems = self.task.problems("test", cfg.eval.problems, seed=cfg.seed)
+
+    # -- checkpoints -------------------------------------------------------------------
+    def policy_dir(self, round_: int) -> Path:
+        """The policy after ``round_`` (round 0: the starting model)."""
+        from policies.zoo import resolve
+
+        for r in range(round_, 0, -1):
+            if self.run.is_done(r, "distill"):
+                return self.run.path / f"round_{r}" / "policy"
+        return resolve(self.cfg.policy.model)
+
+    def critic_dir(self, round_: int, kind: str) -> Path | None:
+        """The learned critic of ``kind`` after ``round_`` (None: not trained yet)."""
+        for r in range(round_, 0, -1):
+            if self.run.is_done(r, "critics"):
+                return self.run.path / f"round_{r}" / "critics" / kind
+        return None
+
+    def load_policy(self, round_: int, seed: int):
+        from policies.hf import HFPolicy
+
+        path = self.policy_dir(round_)
+        p = self.cfg.policy
+        try:
+            if p.backend == "vllm":
+                from policies.vllm import VLLMPolicy as Backend
+
+                return Backend(path, temperature=p.temperature, top_p=p.top_p, seed=seed)
+            return HFPolicy(path, temperature=p.temperature, top_p=p.top_p, device=p.device,
+                            dtype=p.dtype, seed=seed)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise RunError(f"{path}: cannot load the policy checkpoint ({exc})") from exc
+
+    def load_critics(self, round_: int, tokenizer):
+        """{kind: HeadCritic} for the learned critics in the config (fresh heads on the
+        trunk until a round has trained them)."""
+        from critics.head import HeadCritic
+        from critics.registry import build_critic
+
+        trunk = self.cfg.critics.trunk or self.cfg.policy.model
+        out = {}
+        for kind in ("value", "process", "outcome"):
+            impl = getattr(self.cfg.critics, kind)
+            if impl == "none":
+                continue
+            saved = self.critic_dir(round_, kind)
+            if impl == "head" and saved is not None:
+                try:
+                    out[kind] = HeadCritic.load(saved, policy_tokenizer=tokenizer)
+                except Exception as exc:
+                    raise RunError(f"{saved}: cannot load the {kind} critic checkpoint ({exc})") from exc
+            else:
+                out[kind] = build_critic(kind, impl, trunk, policy_tokenizer=tokenizer)
+        return out
+
+    def scorer(self, critics: dict, verifier=None):
+        from critics.compose import RewardWeights, StepScorer
+
+        c = self.cfg.critics
+        weights = RewardWeights(c.weight_value, c.weight_process, c.weight_outcome, c.prm_aggregation)
+        outcome = verifier if verifier is not None else critics.get("outcome")
+        return StepScorer(critics.get("value"), critics.get("process"), outcome, weights)
+
+    def search_config(self, max_tokens=None):
+        from treesearch.stepsearch import SearchConfig
+
+        s = self.cfg.search
+        return SearchConfig(simulations=s.simulations, branching=s.branching, horizon=s.horizon,
+                            max_children=s.max_children, widen_c=s.widen_c,
+                            widen_alpha=s.widen_alpha, max_depth=s.max_depth,
+                            max_step_tokens=s.max_step_tokens, c_explore=s.c_explore,
+                            leaves_per_tree=s.leaves_per_tree, max_tokens=max_tokens)
+
+    def train_problems(self, round_: int):
+        return self.task.problems("train", self.cfg.train_problems,
+                                  seed=stage_seed(self.cfg.seed, round_, "problems"))
+
+    # -- stages ------------------------------------------------------------------------
+    def stage_search(self, r: int) -> dict:
+        from critics.verifier import RuleVerifier
+        from treesearch.export import write_jsonl
+        from treesearch.stepsearch import StepSearch
+
+        policy = self.load_policy(r - 1, stage_seed(self.cfg.seed, r, "search"))
+        problems = self.train_problems(r)
+        critics = self.load_critics(r - 1, policy.tokenizer)
+        verifier = (RuleVerifier(self.task, policy.tokenizer, problems)
+                    if self.cfg.critics.train_outcome == "verifier" else None)
+        search = StepSearch(policy, self.scorer(critics, verifier), self.task, policy.tokenizer,
+                            self.search_config())
+        result = search.run(problems, progress=self.cfg.progress, desc=f"round {r} search")
+        write_jsonl(result.forest, self.run.round_dir(r) / "trees.jsonl.gz")
+        correct = [self.task.check_solution(p, a) for p, a in zip(problems, result.answers)]
+        return {"train_solved": float(np.mean(correct)),
+                "tokens_per_problem": float(result.stats.generated.mean()),
+                "nodes_per_tree": float(result.forest.n_nodes.mean()),
+                "overhead_share": round(result.stats.overhead_share, 4),
+                "policy": policy.describe()}
+
+    def _trees(self, r: int, policy):
+        """The round's search result, rebuilt from its saved trees."""
+        from treesearch.export import read_jsonl
+        from treesearch.stepsearch import SearchResult, SearchStats
+
+        path = self.run.path / f"round_{r}" / "trees.jsonl.gz"
+        try:
+            forest = read_jsonl(path)
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{path}: cannot read the round's trees ({exc})") from exc
+        problems = self.train_problems(r)
+        from policies.rollout import prompt_ids
+
+        prompts = [prompt_ids(policy.tokenizer, self.task, p) for p in problems]
+        zeros = np.zeros(forest.n_trees, np.int64)
+        stats = SearchStats(zeros, zeros, zeros, zeros, zeros)
+        return problems, SearchResult(forest, prompts, [""] * forest.n_trees, zeros, stats)
+
+    def stage_critics(self, r: int) -> dict:
+        import torch
+
+        from critics.train import fit_and_report, outcome_targets, value_targets
+        from critics.verifier import RuleVerifier
+
+        torch.manual_seed(stage_seed(self.cfg.seed, r, "critics"))
+        policy = self.load_policy(r - 1, stage_seed(self.cfg.seed, r, "critics"))
+        problems, result = self._trees(r, policy)
+        verifier = RuleVerifier(self.task, policy.tokenizer, problems)
+        critics = self.load_critics(r - 1, policy.tokenizer)
+        out_dir = self.run.round_dir(r) / "critics"
+        row = {}
+        targets = {"value": lambda: value_targets(result),
+                   "outcome": lambda: outcome_targets(result, problems, self.task,
+                                                      policy.tokenizer, verifier)}
+        for kind, critic in critics.items():
+            if kind not in targets or not hasattr(critic, "fit"):
+                continue
+            data = targets[kind]()
+            if len(np.unique(data.tree)) < 2:
+                row[kind] = {"skipped": f"targets from {len(np.unique(data.tree))} trees"}
+                continue
+            report = fit_and_report(critic, data, seed=stage_seed(self.cfg.seed, r, kind),
+                                    out_dir=out_dir, epochs=self.cfg.critics.epochs,
+                                    lr=self.cfg.critics.lr)
+            critic.save(out_dir / kind)
+            row[kind] = {k: report[k] for k in ("n_train", "n_heldout", "mse_critic",
+                                                 "mse_constant", "skill")}
+            if report.get("calibration"):
+                row[kind].update({k: report["calibration"][k] for k in ("brier", "ece", "auroc")})
+        return row
+
+    def stage_distill(self, r: int) -> dict:
+        from policies.distill import DistillConfig, dpo, save_policy, sft, sft_example
+
+        seed = stage_seed(self.cfg.seed, r, "distill")
+        policy = self.load_policy(r - 1, seed)
+        problems, result = self._trees(r, policy)
+        from critics.verifier import RuleVerifier
+
+        verifier = RuleVerifier(self.task, policy.tokenizer, problems)
+        examples = []
+        for b in range(result.forest.n_trees):
+            for node in self._best_correct(result, b, verifier):
+                steps = [s.tolist() for s in result.steps(b, node)]
+                examples.append(sft_example(policy.tokenizer, result.prompts[b], steps))
+        d = self.cfg.distill
+        config = DistillConfig(lr=d.lr, epochs=d.epochs, batch_size=d.batch_size, seed=seed,
+                               lora=d.lora, dpo_beta=d.dpo_beta, progress=self.cfg.progress)
+        model, stats = sft(policy.model, policy.tokenizer, examples, config)
+        row = {"sft_examples": len(examples), "sft_loss_first": stats.get("loss_first"),
+               "sft_loss_last": stats.get("loss_last")}
+        if d.method == "sft+dpo":
+            pairs = self._pairs(result, d.dpo_margin)
+            model, dstats = dpo(model, policy.tokenizer, pairs, config)
+            row.update({"dpo_pairs": len(pairs), "dpo_loss_last": dstats.get("loss_last")})
+        save_policy(model, policy.tokenizer, self.run.round_dir(r) / "policy")
+        return row
+
+    def _best_correct(self, result, tree: int, verifier) -> list[int]:
+        """Up to ``paths_per_problem`` verified-correct answer nodes of a tree, best first
+        (composed score, then visits)."""
+        f = result.forest
+        n = int(f.n_nodes[tree])
+        cand = [c for c in range(1, n) if f.terminal[tree, c] and f.depth[tree, c] > 0]
+        scored = []
+        for c in cand:
+            state = (result.prompts[tree], [s.tolist() for s in result.steps(tree, c)])
+            if verifier.correct(state):
+                scored.append((-f.value[tree, c], -f.visits[tree, c], c))
+        return [c for *_, c in sorted(scored)[: self.cfg.distill.paths_per_problem]]
+
+    def _pairs(self, result, margin: float):
+        from policies.distill import PreferencePair
+
+        pairs, _ = result.forest.sibling_pairs(margin)
+        out = []
+        for tree, parent, chosen, rejected in pairs.tolist():
+            prefix = list(result.prompts[tree]) + [t for s in result.steps(tree, parent) for t in s.tolist()]
+            out.append(PreferencePair(prefix, result.forest.tokens.get(int(result.forest.payload[tree, chosen])).tolist(),
+                                      result.forest.tokens.get(int(result.forest.payload[tree, rejected])).tolist()))
+        return out
+
+    def stage_eval(self, r: int) -> dict:
+        from policies.rollout import generate_solutions, pass_at_k
+        from treesearch.decode import decode
+
+        seed = stage_seed(self.cfg.seed, r, "eval")
+        policy = self.load_policy(r, seed)
+        e, s = self.cfg.eval, self.cfg.search
+        problems = self.eval_problems
+        greedy = generate_solutions(policy, policy.tokenizer, self.task, problems, n=1,
+                                    temperature=0.0, max_steps=s.max_depth,
+                                    max_step_tokens=s.max_step_tokens)
+        row = {"greedy": float(np.mean([self.task.check_solution(p, g[0])
+                                        for p, g in zip(problems, greedy)]))}
+        samples = generate_solutions(policy, policy.tokenizer, self.task, problems, n=e.samples,
+                                     temperature=self.cfg.policy.temperature,
+                                     max_steps=s.max_depth, max_step_tokens=s.max_step_tokens)
+        correct = [sum(self.task.check_solution(p, x) for x in xs) for p, xs in zip(problems, samples)]
+        k = 1
+        while k <= e.samples:
+            row[f"pass@{k}"] = float(np.mean([pass_at_k(e.samples, c, k) for c in correct]))
+            k *= 2
+        critics = self.load_critics(r, policy.tokenizer)  # learned critics only
+        mcts_problems = problems[: e.mcts_problems]
+        out = decode(policy, self.scorer(critics), mcts_problems, "mcts", e.mcts_budget,
+                     task=self.task, temperature=self.cfg.policy.temperature,
+                     max_steps=s.max_depth, max_step_tokens=s.max_step_tokens,
+                     search=self.search_config(), progress=self.cfg.progress)
+        row["mcts"] = float(np.mean([self.task.check_solution(p, a)
+                                     for p, a in zip(mcts_problems, out.answers)]))
+        row["mcts_tokens"] = float(out.tokens.mean())
+        return row
+
+    # -- the loop ----------------------------------------------------------------------
+    def run_all(self) -> list[dict]:
+        from tqdm.auto import tqdm
+
+        plan = [(0, "eval")] + [(r, st) for r in range(1, self.cfg.rounds + 1) for st in STAGES]
+        todo = [(r, st) for r, st in plan if not self.run.is_done(r, st)]
+        bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="selfplay",
+                   disable=not self.cfg.progress)
+        for r, stage in todo:
+            bar.set_postfix(round=r, stage=stage)
+            start = time.perf_counter()
+            row = getattr(self, f"stage_{stage}")(r)
+            self.run.log({"round": r, "stage": stage, "seconds": round(time.perf_counter() - start, 2),
+                          **row})
+            self.run.mark_done(r, stage)
+            bar.update(1)
+        bar.close()
+        rows = [m for m in self.run.metrics() if m["stage"] == "eval"]
+        self.report(rows)
+        return rows
+
+    def report(self, rows: list[dict]) -> None:
+        keys = [k for k in rows[0] if k == "greedy" or k.startswith("pass@") or k == "mcts"]
+        header = "| round | " + " | ".join(keys) + " |"
+        lines = [header, "|" + "---|" * (len(keys) + 1)]
+        for m in rows:
+            lines.append(f"| {m['round']} | " + " | ".join(f"{m[k]:.3f}" for k in keys) + " |")
+        table = "\n".join(lines)
+        write_text(self.run.path / "summary.md",
+                   f"# Self-play: held-out accuracy per round\n\n{table}\n")
+        _plot(rows, keys, self.run.path / "accuracy.png", f"{self.cfg.task}: held-out accuracy")
+        print(table)
+        print(f"run directory: {self.run.path}")
+
+
+def _plot(rows, keys, path, title) -> None:
+    import os
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    rounds = [m["round"] for m in rows]
+    for k in keys:
+        ax.plot(rounds, [m[k] for m in rows], marker="o", label=k)
+    ax.set_xlabel("round")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_xticks(rounds)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m treesearch.selfplay",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None, help="YAML recipe (default: configs/default.yaml)")
+    parser.add_argument("--resume", default=None, help="continue the run in this directory")
+    parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. rounds=5")
+    args = parser.parse_args(argv)
+    try:
+        if args.resume:
+            if args.overrides or args.config:
+                parser.error("--resume takes no config or overrides: the run's config.yaml rules")
+            run = RunDir.open(args.resume)
+            cfg = load_config(run.path / "config.yaml")
+        else:
+            config = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+            cfg = load_config(config, args.overrides)
+            from omegaconf import OmegaConf
+
+            out = cfg.out or f"runs/selfplay-{time.strftime('%Y%m%d-%H%M%S')}"
+            cfg.out = out
+            run = RunDir.create(out, OmegaConf.to_yaml(cfg))
+    except (ConfigError, RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    SelfPlay(cfg, run).run_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
