@@ -147,3 +147,21 @@ def test_bad_requests_are_refused_before_model_work(policy, task):
         SearchConfig(max_tokens=8, max_step_tokens=32)
     with pytest.raises(ValueError, match="answer"):
         SearchConfig(answer="best")
+
+
+def test_vote_groups_equivalent_answers_and_score_picks_the_best(policy, task):
+    from treesearch.forest import Forest
+    from treesearch.stepsearch import EXTRA_FIELDS
+
+    texts = ["A:5*4\n", "A:4*5\n", "A:20+1\n"]
+    forest = Forest(1, capacity=8, extra_fields=EXTRA_FIELDS)
+    spans = forest.tokens.add_many([policy.tokenizer(t)["input_ids"] for t in texts])
+    forest.expand([0], [0], [0, 3], [1 / 3] * 3, [0.0] * 3, [0.5, 0.5, 0.9], [1, 1, 1], spans)
+    forest.backup([0, 0, 0], [1, 2, 3])
+    chosen = {}
+    for rule in ("vote", "score"):
+        search = StepSearch(policy, StepScorer(value=_Const("value")), task, policy.tokenizer,
+                            SearchConfig(answer=rule))
+        chosen[rule] = int(search.choose(forest)[0])
+    assert chosen["vote"] == 1  # 5*4 and 4*5 claim the same: 2 x 0.5 outweighs 0.9
+    assert chosen["score"] == 3

@@ -49,7 +49,8 @@ class CriticsConfig:
     train_outcome: str = "verifier"
     epochs: int = 3
     lr: float = 1e-3
-    process_rollouts: int = 4
+    max_examples: int = 1024  # per critic per round (drawn at random; ORM: class-balanced)
+    train_trunk: bool = True  # False: fit the scalar head only (much cheaper)
 
 
 @dataclass
@@ -168,6 +169,7 @@ def validate(cfg) -> None:
          "must be 'verifier' or 'learned'")
     need(cfg.critics.prm_aggregation in ("min", "last", "mean"), "critics.prm_aggregation",
          "must be min, last or mean")
+    need(cfg.critics.max_examples >= 2, "critics.max_examples", "must be >= 2")
     for key in ("weight_value", "weight_process", "weight_outcome", "lr"):
         need(getattr(cfg.critics, key) >= 0, f"critics.{key}", "must be >= 0")
     for key in ("simulations", "branching", "horizon", "max_children", "max_depth",

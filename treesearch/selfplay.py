@@ -87,8 +87,9 @@ class SelfPlay:
                 return Backend(path, temperature=p.temperature, top_p=p.top_p, seed=seed)
             return HFPolicy(path, temperature=p.temperature, top_p=p.top_p, device=p.device,
                             dtype=p.dtype, seed=seed)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise RunError(f"{path}: cannot load the policy checkpoint ({exc})") from exc
+        except Exception as exc:  # safetensors, json, torch errors: name the checkpoint
+            raise RunError(f"{path}: cannot load the policy checkpoint "
+                           f"({type(exc).__name__}: {exc})") from exc
 
     def load_critics(self, round_: int, tokenizer):
         """{kind: HeadCritic} for the learned critics in the config (fresh heads on the
@@ -193,13 +194,15 @@ class SelfPlay:
         for kind, critic in critics.items():
             if kind not in targets or not hasattr(critic, "fit"):
                 continue
-            data = targets[kind]()
+            data = _limit(targets[kind](), self.cfg.critics.max_examples,
+                          stage_seed(self.cfg.seed, r, f"{kind}-rows"), balance=kind == "outcome")
             if len(np.unique(data.tree)) < 2:
                 row[kind] = {"skipped": f"targets from {len(np.unique(data.tree))} trees"}
                 continue
             report = fit_and_report(critic, data, seed=stage_seed(self.cfg.seed, r, kind),
                                     out_dir=out_dir, epochs=self.cfg.critics.epochs,
-                                    lr=self.cfg.critics.lr)
+                                    lr=self.cfg.critics.lr,
+                                    train_trunk=self.cfg.critics.train_trunk)
             critic.save(out_dir / kind)
             row[kind] = {k: report[k] for k in ("n_train", "n_heldout", "mse_critic",
                                                  "mse_constant", "skill")}
@@ -325,6 +328,22 @@ class SelfPlay:
         print(f"run directory: {self.run.path}")
 
 
+def _limit(data, max_examples: int, seed: int, balance: bool = False):
+    """At most ``max_examples`` rows of ``data`` (TreeTargets), drawn with ``seed``; with
+    ``balance``, every positive (target >= 0.5) is kept first and negatives fill the rest up
+    to three per positive, so a rare class is not drowned."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(len(data.targets))
+    if balance:
+        pos, neg = rows[data.targets >= 0.5], rows[data.targets < 0.5]
+        pos = rng.permutation(pos)[:max_examples]
+        neg = rng.permutation(neg)[: max(0, min(max_examples - len(pos), 3 * max(len(pos), 1)))]
+        rows = np.sort(np.concatenate([pos, neg]))
+    elif len(rows) > max_examples:
+        rows = np.sort(rng.permutation(rows)[:max_examples])
+    return data.subset(rows)
+
+
 def _plot(rows, keys, path, title) -> None:
     import os
 
@@ -375,7 +394,12 @@ def main(argv=None) -> int:
     except (ConfigError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    SelfPlay(cfg, run).run_all()
+    try:
+        SelfPlay(cfg, run).run_all()
+    except RunError as exc:
+        print(f"error: {exc}\n(the run directory {run.path} is intact; fix the file and "
+              f"resume with --resume {run.path})", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -44,7 +44,7 @@ STAGES = ("select", "propose", "score", "expand", "backup", "other")
 # each step's log-probability (priors are renormalised from it after widening), and each
 # node's cap on children (set once widening it found nothing new)
 EXTRA_FIELDS = ("c_value", "c_process", "c_outcome", "prm_agg", "logprob", "child_cap")
-ANSWER_RULES = ("score", "visits")
+ANSWER_RULES = ("vote", "score", "visits")
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,13 @@ class SearchConfig:
     prior_temperature: softmax temperature turning step log-probs into priors.
     max_tokens: generated-token budget per problem (None: none); a tree stops once spent.
     early_stop: see the module docstring.
-    answer: "score" -- the answer node with the best composed score (ties: more visits);
-        "visits" -- the end of the most visited descent (else the best-scored answer).
+    answer: how the tree answers. "vote" -- answers grouped by ``task.answer_key`` (what
+        they claim, no label needed), each answer node weighted by visits x composed
+        score; the heaviest group's best node (a sampled trajectory that repeats an
+        existing solution counts as a visit, so this is majority voting over every
+        trajectory the search sampled, steered by the critics). "score" -- the answer node
+        with the best composed score (ties: more visits). "visits" -- the end of the most
+        visited descent (else the best-scored answer).
     """
 
     simulations: int = 32
@@ -85,7 +90,7 @@ class SearchConfig:
     prior_temperature: float = 1.0
     max_tokens: int | None = None
     early_stop: bool = True
-    answer: str = "score"
+    answer: str = "vote"
 
     def __post_init__(self):
         positive = ("simulations", "leaves_per_tree", "branching", "horizon", "max_depth",
@@ -258,8 +263,15 @@ class StepSearch:
             if not answers:
                 out[b] = descent
                 continue
-            key = [(forest.value[b, c], forest.visits[b, c], -c) for c in answers]
-            out[b] = answers[max(range(len(answers)), key=key.__getitem__)]
+            if self.config.answer == "vote":
+                groups: dict = {}
+                for c in answers:
+                    claim = self.task.answer_key(self.task.extract_answer(self._node_text(forest, b, c)))
+                    groups.setdefault(claim, []).append(c)
+                weight = {k: sum(forest.visits[b, c] * max(forest.value[b, c], 1e-6) for c in cs)
+                          for k, cs in groups.items()}
+                answers = groups[max(weight, key=weight.get)]  # ties: the earliest group
+            out[b] = max(answers, key=lambda c: (forest.value[b, c], forest.visits[b, c], -c))
         return out
 
     # -- one round ---------------------------------------------------------------------
@@ -277,10 +289,15 @@ class StepSearch:
         paths = self._continuations(forest, stats, open_tree, open_node)
 
         t0 = time.perf_counter()
-        new, ends, fruitless = self._merge(forest, open_tree, open_node, paths)
+        new, ends, repeats, fruitless = self._merge(forest, open_tree, open_node, paths)
         for t, n in fruitless:  # widening found nothing new: cap it where it is
             forest.extra("child_cap")[t, n] = max(1, forest.n_children[t, n])
         stats.seconds["other"] += time.perf_counter() - t0
+        if repeats:
+            t0 = time.perf_counter()
+            forest.backup(np.array([t for t, _ in repeats], np.int64),
+                          np.array([n for _, n in repeats], np.int64), cfg.gamma)
+            stats.seconds["backup"] += time.perf_counter() - t0
         if not new:
             return
 
@@ -341,10 +358,12 @@ class StepSearch:
     def _merge(self, forest, tree, node, paths):
         """Walk each continuation down the existing nodes and this round's new ones while
         its steps match; the rest becomes new nodes. Returns (new nodes in creation order,
-        indices of the new nodes where continuations end, fruitless: (tree, node) of
-        widened nodes that got nothing new)."""
+        indices of the new nodes where continuations end, repeats: (tree, node) of existing
+        terminal nodes a continuation repeated, fruitless: (tree, node) of widened nodes
+        that got nothing new)."""
         new: list[_New] = []
         ends: list[int] = []
+        repeats: list[tuple[int, int]] = []
         fruitless = []
         made: dict[tuple, int] = {}  # (tree, existing parent, new parent, key) -> new index
         for i, per in enumerate(paths):
@@ -361,6 +380,7 @@ class StepSearch:
                         hit = self._existing_child(forest, t, parent, key)
                         if hit >= 0:
                             if forest.terminal[t, hit]:
+                                repeats.append((t, hit))  # sampled again: one more visit
                                 break
                             parent = hit
                             continue
@@ -382,7 +402,7 @@ class StepSearch:
                     ends.append(last)
             if len(new) == before and forest.n_children[t, s] > 0:
                 fruitless.append((t, s))
-        return new, ends, fruitless
+        return new, ends, repeats, fruitless
 
     def _existing_child(self, forest, tree, node, key) -> int:
         for kid in forest.children(tree, node):
@@ -489,6 +509,9 @@ class StepSearch:
         for step in self._steps(forest, tree, node):
             out.extend(step)
         return out
+
+    def _node_text(self, forest, tree, node) -> str:
+        return self._text(forest.tokens.get(int(forest.payload[tree, node])))
 
     def _is_answer(self, forest, tree, node) -> bool:
         if node <= 0 or forest.terminal[tree, node] == 0:

@@ -1,0 +1,112 @@
+"""Self-play: config refusals, kill + resume reproducing an uninterrupted run, corrupt
+checkpoints named in the error."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from treesearch.config import ConfigError, load_config, valid_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["rounds=2", "train_problems=6", "eval.problems=8", "eval.samples=2",
+        "eval.mcts_problems=3", "eval.mcts_budget=96", "search.simulations=6",
+        "critics.epochs=1", "progress=false"]
+
+
+def _selfplay(*args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "treesearch.selfplay", *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _eval_rows(run: Path):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows if r["stage"] == "eval"]
+
+
+def test_overrides_and_unknown_keys():
+    cfg = load_config(None, ["rounds=5", "policy.backend=hf", "critics.process=none"])
+    assert cfg.rounds == 5 and cfg.critics.process == "none"
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["serch.simulations=3"])
+    assert "serch" in str(err.value) and "search.simulations" in str(err.value)
+    assert "search.simulations" in valid_keys()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("search.simulations=-3", "search.simulations"),
+    ("policy.backend=tpu", "policy.backend"),
+    ("policy.model=/no/such/model", "policy.model"),
+    ("eval.mcts_budget=4", "eval.mcts_budget"),
+    ("critics.value=oracle", "critics.value"),
+])
+def test_bad_values_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_cli_refuses_bad_config_before_any_work(tmp_path):
+    proc = _selfplay("rounds=0", f"out={tmp_path / 'run'}")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "rounds" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_kill_and_resume_match_an_uninterrupted_run(tmp_path):
+    straight = tmp_path / "straight"
+    proc = _selfplay(*TINY, f"out={straight}")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    assert (straight / "accuracy.png").is_file() and (straight / "summary.md").is_file()
+    assert (straight / "round_1" / "trees.jsonl.gz").is_file()
+
+    killed = tmp_path / "killed"
+    proc = _selfplay(*TINY, f"out={killed}")
+    deadline = time.time() + 600
+    while time.time() < deadline:  # kill in the middle of round 1, after its search
+        state = killed / "state.json"
+        if state.is_file() and "1/search" in state.read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    done = json.loads((killed / "state.json").read_text())["done"]
+    assert "2/eval" not in done
+    proc = _selfplay("--resume", str(killed))
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    assert _eval_rows(killed) == _eval_rows(straight)
+    assert len(_eval_rows(killed)) == 3  # rounds 0, 1, 2
+
+
+@pytest.mark.slow
+def test_corrupt_checkpoint_is_named_and_nothing_else_is_lost(tmp_path):
+    run = tmp_path / "run"
+    proc = _selfplay(*TINY, "rounds=1", f"out={run}")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    weights = run / "round_1" / "policy" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    state = json.loads((run / "state.json").read_text())
+    state["done"].remove("1/eval")
+    (run / "state.json").write_text(json.dumps(state))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    proc = _selfplay("--resume", str(run))
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2
+    assert "round_1/policy" in err and "cannot load the policy checkpoint" in err
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before
+
+
+@pytest.mark.parametrize("name", ["default", "smollm2", "vllm"])
+def test_shipped_recipes_load(name):
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+    assert cfg.rounds >= 1 and cfg.policy.model
