@@ -165,3 +165,23 @@ def test_vote_groups_equivalent_answers_and_score_picks_the_best(policy, task):
         chosen[rule] = int(search.choose(forest)[0])
     assert chosen["vote"] == 1  # 5*4 and 4*5 claim the same: 2 x 0.5 outweighs 0.9
     assert chosen["score"] == 3
+
+
+def test_a_full_context_ends_the_path_instead_of_failing(task):
+    from tiny_models import save_tiny_llama
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        small = HFPolicy(save_tiny_llama(tmp, 32, max_positions=48), temperature=1.0, seed=0)
+        problems = task.problems("test", 2, seed=4)
+        config = SearchConfig(simulations=6, branching=2, horizon=6, max_depth=6,
+                              max_step_tokens=12, early_stop=False)
+        result = StepSearch(small, StepScorer(value=_Const("value")), task, small.tokenizer,
+                            config).run(problems)
+        forest = result.forest
+        assert forest.check_invariants(strict_visits=False) == []
+        for b in range(2):
+            for n in range(int(forest.n_nodes[b])):
+                if forest.depth[b, n] >= 0:
+                    length = len(result.prompts[b]) + sum(len(s) for s in result.steps(b, n))
+                    assert length <= 48

@@ -284,6 +284,7 @@ class StepSearch:
         t0 = time.perf_counter()
         forest.backup(leaf_tree[closed], leaf_node[closed], cfg.gamma)  # value again
         stats.seconds["backup"] += time.perf_counter() - t0
+        open_tree, open_node = self._drop_full(forest, open_tree, open_node)
         if open_tree.size == 0:
             return
         paths = self._continuations(forest, stats, open_tree, open_node)
@@ -320,6 +321,27 @@ class StepSearch:
         forest.backup(end_tree, end_node, cfg.gamma)
         stats.seconds["backup"] += time.perf_counter() - t0
 
+    def _room(self) -> int:
+        """Tokens a prefix may hold so that one more step still fits the policy's context."""
+        limit = getattr(self.policy, "max_positions", None) or getattr(self.policy, "max_model_len", None)
+        return int(limit) - self.config.max_step_tokens if limit else 1 << 62
+
+    def _drop_full(self, forest, tree, node):
+        """Nodes whose text leaves no room for another step in the policy's context: an
+        unexpanded one ends there (terminal, value 0), an expanded one stops widening.
+        Returns the (tree, node) that can still be continued."""
+        room = self._room()
+        keep = np.ones(tree.size, bool)
+        for i, (t, n) in enumerate(zip(tree.tolist(), node.tolist())):
+            if len(self.prompts[t]) + sum(len(s) for s in self._steps(forest, t, n)) > room:
+                keep[i] = False
+                if forest.n_children[t, n] == 0:
+                    forest.terminal[t, n] = 1
+                    forest.value[t, n] = 0.0
+                else:
+                    forest.extra("child_cap")[t, n] = forest.n_children[t, n]
+        return tree[keep], node[keep]
+
     def _continuations(self, forest, stats, tree, node):
         """``branching`` sampled continuations of each open node, each of up to ``horizon``
         steps (stopping at a terminal step). Returns per open node a list of paths, each a
@@ -335,8 +357,10 @@ class StepSearch:
                  for per in props]
         rows = [(i, j) for i in range(len(paths)) for j in range(cfg.branching)]
         for _ in range(cfg.horizon - 1):
+            room = self._room()
             live = [(i, j) for i, j in rows
-                    if not self._ends(paths[i][j][-1], int(depth[i]) + len(paths[i][j]))]
+                    if not self._ends(paths[i][j][-1], int(depth[i]) + len(paths[i][j]))
+                    and len(prefixes[i]) + sum(len(st[0]) for st in paths[i][j]) <= room]
             if not live:
                 break
             pre = [prefixes[i] + [t for step in paths[i][j] for t in step[0]] for i, j in live]
