@@ -26,14 +26,17 @@ class RuleVerifier:
     problems: labelled training problems whose states it will be asked about;
     kind: "outcome" (default); "value" or "process" are accepted for building targets of
     those critics from finished solutions (the score is still the outcome).
+    clean_steps: ``score`` also requires steps free of false arithmetic (so a search it
+    guides keeps looking for solutions worth learning from).
     """
 
     def __init__(self, task, tokenizer, problems: Sequence, kind: str = "outcome",
-                 name: str | None = None):
+                 name: str | None = None, clean_steps: bool = False):
         self.kind = check_kind(kind, "RuleVerifier")
         self.task, self.tokenizer = task, tokenizer
         self.name = name or f"verifier:{task.name}"
         self.calls = 0
+        self.clean_steps = clean_steps
         self._by_prompt = {}
         for p in problems:
             self._refuse(p)
@@ -58,16 +61,19 @@ class RuleVerifier:
                               f"{text!r}; the verifier only scores problems it was given")
         return problem
 
-    def correct(self, state: State) -> bool:
-        """Whether the state's solution text ends in an answer that passes the check."""
+    def correct(self, state: State, *, clean_steps: bool = False) -> bool:
+        """Whether the state's solution text ends in an answer that passes the check; with
+        ``clean_steps``, also that no step states false arithmetic (``task.step_slips``)."""
         problem = self.problem_of(state)
         text = self.tokenizer.decode(flatten_state(([], state[1])), skip_special_tokens=True)
-        return self.task.check_solution(problem, text)
+        ok = self.task.check_solution(problem, text)
+        return ok and not (clean_steps and self.task.step_slips(text))
 
     def score(self, states: Sequence[State]) -> np.ndarray:
         """float32 [N]: 1.0 where the state's answer is correct, else 0.0."""
         self.calls += len(states)
-        return np.array([1.0 if self.correct(s) else 0.0 for s in states], np.float32)
+        return np.array([1.0 if self.correct(s, clean_steps=self.clean_steps) else 0.0
+                         for s in states], np.float32)
 
     def describe(self) -> str:
         return f"{self.name} kind={self.kind} problems={len(self._by_prompt)} (training targets only)"

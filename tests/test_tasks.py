@@ -311,3 +311,11 @@ def test_registry_builds_tasks_with_overrides():
     assert get_task("countdown", max_target=500).max_target == 500
     with pytest.raises(ValueError, match="n_numbers"):
         get_task("countdown", n_numbers=1)
+
+
+def test_step_slips_count_false_arithmetic_without_labels():
+    task = get_task("countdown")
+    assert task.step_slips("16 + 7 = 23\n23 * 7 = 151\n151 + 10 = 171\nA:((16+7)*7)+10\n") == 2
+    assert task.step_slips("16*8=128\n128/4=32\n25*4=100 (7 3 100)\nA:(16*8)/4\n") == 0
+    assert task.step_slips("9/0=1\n7-9=-2\n") == 1
+    assert get_task("arithmetic").step_slips("12+7=19\n19-5=15\n") == 1

@@ -60,8 +60,8 @@ def test_shipped_default_prior_resolves_without_a_cache(root):
 
 
 def test_built_tiny_prior_resolves_to_its_directory(root):
-    write_checkpoint(root / "tiny-countdown3")
-    assert resolve("tiny-countdown3") == root / "tiny-countdown3"
+    write_checkpoint(root / "tiny-countdown5")  # not shipped: found in the cache
+    assert resolve("tiny-countdown5") == root / "tiny-countdown5"
 
 
 def test_local_directory_passes_through(tmp_path, root):
@@ -268,3 +268,8 @@ def test_smollm2_sampled_proposals_are_well_formed(smol):
     for prop in props:
         _check(policy, prop, 8)
     assert policy.counts.generated == sum(p.n_tokens for p in props)
+
+
+def test_shipped_selfplay_prior_resolves(root):
+    path = resolve("tiny-countdown3")
+    assert path.parent.name == "priors" and (path / "pretrain_command.txt").is_file()

@@ -47,6 +47,9 @@ class CriticsConfig:
     # outcome scores during TRAINING searches: the rule verifier on labelled training
     # problems ("verifier"), or the learned ORM ("learned"); held-out search is always learned
     train_outcome: str = "verifier"
+    # with the verifier: count an answer reached through false arithmetic ("23*7=151") as
+    # wrong, so training searches keep looking for solutions worth distilling
+    train_clean_steps: bool = True
     epochs: int = 3
     lr: float = 1e-3
     max_examples: int = 1024  # per critic per round (drawn at random; ORM: class-balanced)

@@ -144,7 +144,8 @@ class SelfPlay:
         policy = self.load_policy(r - 1, stage_seed(self.cfg.seed, r, "search"))
         problems = self.train_problems(r)
         critics = self.load_critics(r - 1, policy.tokenizer)
-        verifier = (RuleVerifier(self.task, policy.tokenizer, problems)
+        verifier = (RuleVerifier(self.task, policy.tokenizer, problems,
+                                 clean_steps=self.cfg.critics.train_clean_steps)
                     if self.cfg.critics.train_outcome == "verifier" else None)
         search = StepSearch(policy, self.scorer(critics, verifier), self.task, policy.tokenizer,
                             self.search_config())
@@ -238,15 +239,16 @@ class SelfPlay:
         return row
 
     def _best_correct(self, result, tree: int, verifier) -> list[int]:
-        """Up to ``paths_per_problem`` verified-correct answer nodes of a tree, best first
-        (composed score, then visits)."""
+        """Up to ``paths_per_problem`` verified-correct answer nodes of a tree whose steps
+        hold no arithmetic slip (a right answer reached through "23*7=151" would teach the
+        slip), best first (composed score, then visits)."""
         f = result.forest
         n = int(f.n_nodes[tree])
         cand = [c for c in range(1, n) if f.terminal[tree, c] and f.depth[tree, c] > 0]
         scored = []
         for c in cand:
             state = (result.prompts[tree], [s.tolist() for s in result.steps(tree, c)])
-            if verifier.correct(state):
+            if verifier.correct(state, clean_steps=True):
                 scored.append((-f.value[tree, c], -f.visits[tree, c], c))
         return [c for *_, c in sorted(scored)[: self.cfg.distill.paths_per_problem]]
 

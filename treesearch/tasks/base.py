@@ -20,6 +20,7 @@ import abc
 import dataclasses
 import hashlib
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -121,6 +122,13 @@ class Task(abc.ABC):
             return None
         return "".join(answer_text.split())
 
+    def step_slips(self, text: str) -> int:
+        """How many steps of a solution text state arithmetic that is false on its face
+        ("23*7=151"). Needs no label: it checks the steps against themselves, not against
+        the answer. A right answer reached through slipped steps is a bad example to learn
+        from. Default: every ``a op b = c`` with integers and + - * / in the text."""
+        return count_arithmetic_slips(text)
+
     def check(self, problem: Problem, answer_text: str | None) -> bool:
         """Whether ``answer_text`` (an extracted answer, not a whole solution) is correct.
 
@@ -187,3 +195,18 @@ def split_of(key: str, test_fraction: float) -> str:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     u = stable_hash("split", key) / 2.0**64
     return "test" if u < test_fraction else "train"
+
+
+_EQUATION = re.compile(r"(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(-?\d+)")
+
+
+def count_arithmetic_slips(text: str) -> int:
+    """Number of ``a op b = c`` equations in ``text`` (integers, + - * /) that are false."""
+    slips = 0
+    for m in _EQUATION.finditer(text):
+        a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+        if op == "/":
+            slips += b == 0 or a != b * c
+        else:
+            slips += {"+": a + b, "-": a - b, "*": a * b}[op] != c
+    return slips
