@@ -340,3 +340,33 @@ def test_orm_report_on_sampled_solutions(orm_report):
     "use, which needs far more data or a larger trunk"))
 def test_orm_separates_right_from_wrong_answers(orm_report):
     assert orm_report["calibration"]["auroc"] > 0.6
+
+
+@pytest.mark.slow
+def test_orm_on_tree_answers_beats_chance(tmp_path):
+    """The self-play route: an ORM fitted on the answer nodes of verifier-guided search trees
+    of the 3-number prior (class-balanced, as treesearch.selfplay does), measured on the
+    answer nodes of OTHER problems' trees."""
+    from treesearch.selfplay import _limit
+
+    task = get_task("countdown3")
+    policy = HFPolicy(resolve("tiny-countdown3"), temperature=1.0, seed=0)
+    problems = task.problems("train", 160, seed=21)
+    verifier = RuleVerifier(task, policy.tokenizer, problems)
+    config = SearchConfig(simulations=24, branching=2, horizon=6, max_children=6,
+                          max_depth=6, max_step_tokens=24)
+    start = time.perf_counter()
+    result = StepSearch(policy, StepScorer(outcome=verifier), task, policy.tokenizer,
+                        config).run(problems)
+    data = _limit(outcome_targets(result, problems, task, policy.tokenizer, verifier), 768,
+                  seed=0, balance=True)
+    critic = HeadCritic(resolve("tiny-countdown3"), "outcome", policy_tokenizer=policy.tokenizer)
+    report = fit_and_report(critic, data, seed=0, epochs=2, lr=1e-3, out_dir=tmp_path)
+    cal = report["calibration"]
+    print(f"\nORM on tree answers (3 numbers): {report['n_train']} train / "
+          f"{report['n_heldout']} held-out answers ({data.targets.sum():.0f} correct in all), "
+          f"held-out AUROC {cal['auroc']:.3f} Brier {cal['brier']:.3f} ECE {cal['ece']:.3f}, "
+          f"{time.perf_counter() - start:.0f}s")
+    assert report["n_heldout"] >= 50
+    assert cal["auroc"] > 0.55
+    assert (tmp_path / "reliability_outcome.png").is_file()
