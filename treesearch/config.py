@@ -77,6 +77,9 @@ class DistillSection:
     epochs: int = 2
     batch_size: int = 16
     paths_per_problem: int = 1
+    # True: every round fine-tunes the STARTING model on the paths of all rounds so far
+    # (STaR); False: the previous round's policy on this round's paths only
+    cumulative: bool = False
     lora: bool = False
     dpo_beta: float = 0.1
     dpo_margin: float = 0.3

@@ -214,18 +214,20 @@ class SelfPlay:
     def stage_distill(self, r: int) -> dict:
         from policies.distill import DistillConfig, dpo, save_policy, sft, sft_example
 
-        seed = stage_seed(self.cfg.seed, r, "distill")
-        policy = self.load_policy(r - 1, seed)
-        problems, result = self._trees(r, policy)
         from critics.verifier import RuleVerifier
 
-        verifier = RuleVerifier(self.task, policy.tokenizer, problems)
-        examples = []
-        for b in range(result.forest.n_trees):
-            for node in self._best_correct(result, b, verifier):
-                steps = [s.tolist() for s in result.steps(b, node)]
-                examples.append(sft_example(policy.tokenizer, result.prompts[b], steps))
         d = self.cfg.distill
+        seed = stage_seed(self.cfg.seed, r, "distill")
+        # STaR-style (cumulative): restart from the starting model on every round's paths
+        policy = self.load_policy(0 if d.cumulative else r - 1, seed)
+        examples = []
+        for k in range(1 if d.cumulative else r, r + 1):
+            problems, result = self._trees(k, policy)
+            verifier = RuleVerifier(self.task, policy.tokenizer, problems)
+            for b in range(result.forest.n_trees):
+                for node in self._best_correct(result, b, verifier):
+                    steps = [s.tolist() for s in result.steps(b, node)]
+                    examples.append(sft_example(policy.tokenizer, result.prompts[b], steps))
         config = DistillConfig(lr=d.lr, epochs=d.epochs, batch_size=d.batch_size, seed=seed,
                                lora=d.lora, dpo_beta=d.dpo_beta, progress=self.cfg.progress)
         model, stats = sft(policy.model, policy.tokenizer, examples, config)
