@@ -9,7 +9,6 @@ naming what is wrong. Bins are equal-width on [0, 1]: bin i holds i/bins <= p <
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -130,14 +129,12 @@ def reliability_diagram(p, y, path, *, title: str, bins: int = 10) -> Path:
     of perfect calibration; bottom: predictions per bin. Uses matplotlib's Agg canvas
     directly (no pyplot, no display, no global backend change).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from treesearch.plots import new_figure, save_png
 
     p, y = _check(p, y)
     b = reliability_bins(p, y, bins)
     path = Path(os.fspath(path))
-    fig = Figure(figsize=(5, 6))
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(5, 6))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect")
     full = b.count > 0
@@ -150,12 +147,5 @@ def reliability_diagram(p, y, path, *, title: str, bins: int = 10) -> Path:
     bottom.set(xlim=(0, 1), xlabel="confidence (p)", ylabel="count")
     fig.tight_layout()
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_png(fig, path)
     return path

@@ -191,27 +191,12 @@ class StepScorer:
         """Score N new nodes. states: (prompt ids, step spans) per node; answer, terminal:
         bool [N]; parent_agg: float64 [N]; depth: int [N]; rollout_outcome: float64 [N],
         ORM of a fast rollout from each non-terminal node (NaN where none), or None."""
-        answer = np.asarray(answer, bool)
         terminal = np.asarray(terminal, bool)
-        n = len(states)
-        live = np.flatnonzero(~terminal)
-        done = np.flatnonzero(answer)
-        value = process = outcome = None
-        if self.has("value"):
-            value = np.full(n, np.nan)
-            value[live] = self.run("value", [states[i] for i in live])
-        if self.has("process"):
-            scored = np.flatnonzero(~terminal | answer)
-            process = np.full(n, np.nan)
-            process[scored] = self.run("process", [states[i] for i in scored])
-            process = np.where(np.isnan(process), 0.0, process)
-        if self.has("outcome"):
-            outcome = np.full(n, np.nan)
-            outcome[done] = self.run("outcome", [states[i] for i in done])
-            if rollout_outcome is not None:
-                outcome = np.where(terminal, outcome, rollout_outcome)
-        return compose(self.weights, answer, terminal, value, process, outcome,
-                       parent_agg, depth)
+        raw = self.raw(states, answer, terminal)
+        if raw["outcome"] is not None and rollout_outcome is not None:
+            raw["outcome"] = np.where(terminal, raw["outcome"], rollout_outcome)
+        return compose(self.weights, answer, terminal, raw["value"], raw["process"],
+                       raw["outcome"], parent_agg, depth)
 
 
 def _name(critic) -> str:

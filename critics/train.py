@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -35,6 +34,7 @@ import numpy as np
 from critics.base import CriticError, State, check_kind
 from critics.calibration import calibration_report, reliability_diagram
 from policies.rollout import prompt_ids
+from treesearch.runs import write_text
 
 VALUE_SOURCES = ("q", "outcome")
 
@@ -423,15 +423,7 @@ def _write_calibration(out_dir, kind: str, p, y, report: dict) -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
 def _jsonable(obj):

@@ -4,28 +4,13 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from critics.compose import StepScorer
-from policies.hf import HFPolicy
 from policies.rollout import generate_solutions
-from policies.zoo import resolve
 from treesearch.decode import STRATEGIES, _pick_by_vote, decode
 from treesearch.stepsearch import SearchConfig
-from treesearch.tasks import get_task
 
 SENTINEL = "LEAK-SENTINEL-8801"
-
-
-@pytest.fixture(scope="module")
-def policy():
-    torch.set_num_threads(1)
-    return HFPolicy(resolve("tiny-countdown"), temperature=1.0, seed=0)
-
-
-@pytest.fixture(scope="module")
-def task():
-    return get_task("countdown")
 
 
 class _NoModel:

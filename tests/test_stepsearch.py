@@ -3,29 +3,15 @@ budgets, and the rule that labels never reach the search."""
 
 import numpy as np
 import pytest
-import torch
 
 from critics.base import CriticError
 from critics.compose import StepScorer
 from critics.verifier import RuleVerifier
 from policies.hf import HFPolicy
-from policies.zoo import resolve
 from treesearch.interfaces import StepProposal, TokenCounts
 from treesearch.stepsearch import SearchConfig, StepSearch
-from treesearch.tasks import get_task
 
 SENTINEL = "LEAK-SENTINEL-4417"
-
-
-@pytest.fixture(scope="module")
-def policy():
-    torch.set_num_threads(1)
-    return HFPolicy(resolve("tiny-countdown"), temperature=1.0, seed=0)
-
-
-@pytest.fixture(scope="module")
-def task():
-    return get_task("countdown")
 
 
 class _Const:

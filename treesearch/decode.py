@@ -256,32 +256,18 @@ def format_table(rows) -> str:
 
 def plot(rows, path, title: str) -> None:
     """Accuracy vs tokens generated per problem, one line per strategy (PNG, atomic)."""
-    import os
+    from treesearch.plots import line_plot
 
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    series = {}
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
         pts = sorted((r["tokens"], r["accuracy"]) for r in rows if r["strategy"] == strategy)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=strategy)
-    ax.set_xscale("log")
-    ax.set_xlabel("tokens generated per problem")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+        series[strategy] = ([p[0] for p in pts], [p[1] for p in pts])
+    line_plot(series, path, xlabel="tokens generated per problem", ylabel="accuracy",
+              title=title, xscale="log")
 
 
 def main(argv=None) -> None:
     import argparse
-    import json
-    import os
     from pathlib import Path
 
     parser = argparse.ArgumentParser(description="Compare decoding strategies at matched "
@@ -308,6 +294,7 @@ def main(argv=None) -> None:
     import torch
 
     from critics.registry import build_scorer
+    from treesearch.runs import write_json
     from policies.hf import HFPolicy
     from policies.zoo import resolve
     from treesearch.tasks import get_task
@@ -334,9 +321,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     table = format_table(rows)
     print(table)
-    tmp = out / "decode.json.tmp"
-    tmp.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    os.replace(tmp, out / "decode.json")
+    write_json(out / "decode.json", {"args": vars(args), "rows": rows})
     plot(rows, out / "decode.png", f"{args.task}: {args.problems} held-out problems")
     print(f"wrote {out / 'decode.json'} and {out / 'decode.png'}")
 

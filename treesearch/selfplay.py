@@ -349,26 +349,11 @@ def _limit(data, max_examples: int, seed: int, balance: bool = False):
 
 
 def _plot(rows, keys, path, title) -> None:
-    import os
+    from treesearch.plots import line_plot
 
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
     rounds = [m["round"] for m in rows]
-    for k in keys:
-        ax.plot(rounds, [m[k] for m in rows], marker="o", label=k)
-    ax.set_xlabel("round")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_xticks(rounds)
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    line_plot({k: (rounds, [m[k] for m in rows]) for k in keys}, path, xlabel="round",
+              ylabel="held-out accuracy", title=title, xticks=rounds)
 
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
