@@ -27,7 +27,8 @@ def prompt_ids(tokenizer, task, problem) -> list[int]:
 def generate_solutions(policy, tokenizer, task, problems: Sequence, n: int = 1,
                        temperature: float = 0.0, max_steps: int = 8,
                        max_step_tokens: int = 48, batch_rows: int = 1024,
-                       max_positions: int | None = None, return_counts: bool = False):
+                       max_positions: int | None = None, return_counts: bool = False,
+                       return_tokens: bool = False):
     """n solution texts (without the prompt) per problem, decoded step by step.
 
     policy: has ``propose(prefixes, n, max_step_tokens)`` and a ``temperature`` attribute
@@ -42,6 +43,10 @@ def generate_solutions(policy, tokenizer, task, problems: Sequence, n: int = 1,
     Returns ``len(problems)`` lists of n strings, each the concatenated steps (special
     tokens dropped), ending with the answer line when one was written; with
     ``return_counts``, also int64 [len(problems), n]: tokens generated for each solution.
+    With ``return_tokens``, also (after the counts when both are asked for)
+    ``len(problems)`` lists of n lists of int: the exact token ids each solution sampled,
+    in order, special tokens (EOS) included, never re-tokenised from the text
+    (``len(tokens[i][j]) == counts[i, j]``).
     """
     if n < 1 or max_steps < 1 or max_step_tokens < 1 or batch_rows < 1:
         raise ValueError(f"generate_solutions: need n, max_steps, max_step_tokens, batch_rows "
@@ -54,18 +59,25 @@ def generate_solutions(policy, tokenizer, task, problems: Sequence, n: int = 1,
     try:
         out: list[list[str]] = []
         counts: list[list[int]] = []
+        tokens: list[list[list[int]]] = []
         per_chunk = max(1, batch_rows // n)
         for lo in range(0, len(problems), per_chunk):
             chunk = problems[lo:lo + per_chunk]
-            texts, used = _decode_chunk(policy, tokenizer, task, chunk, n, max_steps,
-                                        max_step_tokens, room)
+            texts, used, toks = _decode_chunk(policy, tokenizer, task, chunk, n, max_steps,
+                                              max_step_tokens, room)
             out.extend(texts)
             counts.extend(used)
+            tokens.extend(toks)
+        if not (return_counts or return_tokens):
+            return out
+        result: tuple = (out,)
         if return_counts:
             import numpy as np
 
-            return out, np.asarray(counts, np.int64).reshape(len(problems), n)
-        return out
+            result += (np.asarray(counts, np.int64).reshape(len(problems), n),)
+        if return_tokens:
+            result += (tokens,)
+        return result
     finally:
         policy.temperature = old
 
@@ -101,7 +113,8 @@ def _decode_chunk(policy, tokenizer, task, problems, n, max_steps, max_step_toke
             take(r, per[0])
     texts = [["".join(steps[i * n + j]) for j in range(n)] for i in range(len(problems))]
     used = [[len(rows[i * n + j]) - len(prompts[i]) for j in range(n)] for i in range(len(problems))]
-    return texts, used
+    toks = [[rows[i * n + j][len(prompts[i]):] for j in range(n)] for i in range(len(problems))]
+    return texts, used, toks
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

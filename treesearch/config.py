@@ -80,6 +80,9 @@ class DistillSection:
     # True: every round fine-tunes the STARTING model on the paths of all rounds so far
     # (STaR); False: the previous round's policy on this round's paths only
     cumulative: bool = False
+    # True: only paths whose steps hold no false arithmetic are imitated (fewer, cleaner
+    # examples); False: every path that reaches a verified answer
+    clean_steps: bool = True
     lora: bool = False
     dpo_beta: float = 0.1
     dpo_margin: float = 0.3
@@ -89,6 +92,7 @@ class DistillSection:
 class EvalSection:
     problems: int = 100
     samples: int = 8  # n of sampled pass@k
+    sample_problems: int = 0  # problems for sampled pass@k: the first ones (0: all)
     mcts_problems: int = 40
     mcts_budget: int = 384  # generated tokens per problem
 
@@ -186,6 +190,8 @@ def validate(cfg) -> None:
     need(cfg.distill.epochs >= 1, "distill.epochs", "must be >= 1")
     need(cfg.eval.problems >= 1, "eval.problems", "must be >= 1")
     need(cfg.eval.samples >= 1, "eval.samples", "must be >= 1")
+    need(0 <= cfg.eval.sample_problems <= cfg.eval.problems, "eval.sample_problems",
+         f"must be in [0, eval.problems = {cfg.eval.problems}] (0: all)")
     need(cfg.eval.mcts_budget >= cfg.search.max_step_tokens, "eval.mcts_budget",
          f"must pay for at least one step (search.max_step_tokens = {cfg.search.max_step_tokens})")
     _check_model(cfg.policy.model, "policy.model")

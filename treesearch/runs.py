@@ -32,6 +32,8 @@ class RunError(RuntimeError):
 
 
 def write_text(path, text: str) -> None:
+    """Write ``text`` atomically (temp file + rename), creating missing parent folders."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, lambda fh: fh.write(text), binary=False)
 
 

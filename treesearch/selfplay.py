@@ -212,9 +212,10 @@ class SelfPlay:
         return row
 
     def stage_distill(self, r: int) -> dict:
-        from policies.distill import DistillConfig, dpo, save_policy, sft, sft_example
+        from policies.distill import DistillConfig, dpo, save_policy, sft
 
         from critics.verifier import RuleVerifier
+        from treesearch.harvest import sft_examples, sibling_preference_pairs
 
         d = self.cfg.distill
         seed = stage_seed(self.cfg.seed, r, "distill")
@@ -224,46 +225,19 @@ class SelfPlay:
         for k in range(1 if d.cumulative else r, r + 1):
             problems, result = self._trees(k, policy)
             verifier = RuleVerifier(self.task, policy.tokenizer, problems)
-            for b in range(result.forest.n_trees):
-                for node in self._best_correct(result, b, verifier):
-                    steps = [s.tolist() for s in result.steps(b, node)]
-                    examples.append(sft_example(policy.tokenizer, result.prompts[b], steps))
+            examples += sft_examples(result, policy.tokenizer, verifier, d.paths_per_problem,
+                                     clean_steps=d.clean_steps)
         config = DistillConfig(lr=d.lr, epochs=d.epochs, batch_size=d.batch_size, seed=seed,
                                lora=d.lora, dpo_beta=d.dpo_beta, progress=self.cfg.progress)
         model, stats = sft(policy.model, policy.tokenizer, examples, config)
         row = {"sft_examples": len(examples), "sft_loss_first": stats.get("loss_first"),
                "sft_loss_last": stats.get("loss_last")}
         if d.method == "sft+dpo":
-            pairs = self._pairs(result, d.dpo_margin)
+            pairs = sibling_preference_pairs(result, d.dpo_margin)
             model, dstats = dpo(model, policy.tokenizer, pairs, config)
             row.update({"dpo_pairs": len(pairs), "dpo_loss_last": dstats.get("loss_last")})
         save_policy(model, policy.tokenizer, self.run.round_dir(r) / "policy")
         return row
-
-    def _best_correct(self, result, tree: int, verifier) -> list[int]:
-        """Up to ``paths_per_problem`` verified-correct answer nodes of a tree whose steps
-        hold no arithmetic slip (a right answer reached through "23*7=151" would teach the
-        slip), best first (composed score, then visits)."""
-        f = result.forest
-        n = int(f.n_nodes[tree])
-        cand = [c for c in range(1, n) if f.terminal[tree, c] and f.depth[tree, c] > 0]
-        scored = []
-        for c in cand:
-            state = (result.prompts[tree], [s.tolist() for s in result.steps(tree, c)])
-            if verifier.correct(state, clean_steps=True):
-                scored.append((-f.value[tree, c], -f.visits[tree, c], c))
-        return [c for *_, c in sorted(scored)[: self.cfg.distill.paths_per_problem]]
-
-    def _pairs(self, result, margin: float):
-        from policies.distill import PreferencePair
-
-        pairs, _ = result.forest.sibling_pairs(margin)
-        out = []
-        for tree, parent, chosen, rejected in pairs.tolist():
-            prefix = list(result.prompts[tree]) + [t for s in result.steps(tree, parent) for t in s.tolist()]
-            out.append(PreferencePair(prefix, result.forest.tokens.get(int(result.forest.payload[tree, chosen])).tolist(),
-                                      result.forest.tokens.get(int(result.forest.payload[tree, rejected])).tolist()))
-        return out
 
     def stage_eval(self, r: int) -> dict:
         from policies.rollout import generate_solutions, pass_at_k
@@ -278,10 +252,11 @@ class SelfPlay:
                                     max_step_tokens=s.max_step_tokens)
         row = {"greedy": float(np.mean([self.task.check_solution(p, g[0])
                                         for p, g in zip(problems, greedy)]))}
-        samples = generate_solutions(policy, policy.tokenizer, self.task, problems, n=e.samples,
+        sampled = problems[: e.sample_problems or len(problems)]
+        samples = generate_solutions(policy, policy.tokenizer, self.task, sampled, n=e.samples,
                                      temperature=self.cfg.policy.temperature,
                                      max_steps=s.max_depth, max_step_tokens=s.max_step_tokens)
-        correct = [sum(self.task.check_solution(p, x) for x in xs) for p, xs in zip(problems, samples)]
+        correct = [sum(self.task.check_solution(p, x) for x in xs) for p, xs in zip(sampled, samples)]
         k = 1
         while k <= e.samples:
             row[f"pass@{k}"] = float(np.mean([pass_at_k(e.samples, c, k) for c in correct]))

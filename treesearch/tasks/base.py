@@ -129,6 +129,15 @@ class Task(abc.ABC):
         from. Default: every ``a op b = c`` with integers and + - * / in the text."""
         return count_arithmetic_slips(text)
 
+    def style_of(self, text: str) -> int | None:
+        """Which of the ``n_styles`` solution formats a solution text is written in (the
+        ``style`` of ``solution_trace``), from its first step line; ``None`` when it has
+        no step before the answer or matches no format. Default: style 0 for any text
+        with a step (one-format tasks)."""
+        steps = [l for l in text.split(self.step_delimiter)
+                 if l.strip() and not self.is_answer_step(l)]
+        return 0 if steps else None
+
     def check(self, problem: Problem, answer_text: str | None) -> bool:
         """Whether ``answer_text`` (an extracted answer, not a whole solution) is correct.
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import random
+import re
 from fractions import Fraction
 from typing import Sequence
 
@@ -265,6 +266,22 @@ class Countdown(Task):
     def _check(self, problem: Problem, answer: str) -> bool:
         return expression_solves(answer, problem.inputs["numbers"], problem.inputs["target"])
 
+    def style_of(self, text: str) -> int | None:
+        """0 ``25*4=100``, 1 ``25 * 4 = 100``, 2 ``25*4=100 (7 3 100)``, read off the
+        first step line; None without a step line or when it fits none of them."""
+        for line in text.split(self.step_delimiter):
+            line = line.strip()
+            if not line or self.is_answer_step(line):
+                continue
+            if _STYLE2.fullmatch(line):
+                return 2
+            if _STYLE1.fullmatch(line):
+                return 1
+            if _STYLE0.fullmatch(line):
+                return 0
+            return None
+        return None
+
     # ---- traces ----
     def render(self, numbers: Sequence[int], steps: Sequence[Step], answer: str, style: int) -> str:
         """Write steps and the answer line in the given style."""
@@ -358,7 +375,12 @@ class Countdown(Task):
         return steps, expr[:i] + op + expr[i + 1:]
 
 
+_STYLE0 = re.compile(r"-?\d+[-+*/]-?\d+=-?\d+")
+_STYLE1 = re.compile(r"-?\d+ [-+*/] -?\d+ = -?\d+")
+_STYLE2 = re.compile(r"-?\d+[-+*/]-?\d+=-?\d+ \((-?\d+ ?)*\)")
+
 PRESETS = {
+    "countdown2": dict(n_numbers=2, min_target=10),  # two numbers cannot reach 100-999 often enough
     "countdown": dict(n_numbers=4),
     "countdown3": dict(n_numbers=3),
     "countdown5": dict(n_numbers=5),

@@ -1,0 +1,394 @@
+"""On-policy optimizers at matched generated-token budgets: GRPO, expert iteration, PSR, NSR.
+
+The optimizer baselines of the study. Each trains a transformers causal LM IN PLACE on
+LABELLED TRAINING problems with the binary reward ``task.check_solution`` (1 or 0), and
+stops once the tokens it has generated reach ``config.token_budget``, so that methods are
+compared at equal sampling cost:
+
+- ``grpo``: Group Relative Policy Optimization (Shao et al. 2024, DeepSeekMath,
+  arXiv 2402.03300). G samples per problem; advantage (r - mean_group) / (std_group + eps)
+  on every token of a sample; PPO-style clipped ratio (Schulman et al. 2017) over
+  ``updates_per_batch`` passes, optional k3 KL penalty to the frozen starting model.
+- ``expert_iteration``: rejection-sampling fine-tuning (Anthony et al. 2017, "Thinking Fast
+  and Slow with Deep Learning and Tree Search"; Yuan et al. 2023, RFT, arXiv 2308.01825;
+  STaR, Zelikman et al. 2022): keep the correct samples, SFT on them (``distill.sft_loss``).
+- ``psr``: positive sample reinforcement (Zhu et al. 2025, "The Surprising Effectiveness
+  of Negative Reinforcement in LLM Reasoning", arXiv 2506.01347): REINFORCE with reward +1
+  on the correct samples only; incorrect samples are ignored.
+- ``nsr``: negative sample reinforcement (same paper): reward -1 on the incorrect samples
+  only (push their log-probability down); correct samples are ignored.
+
+One iteration:
+
+1. take ``problems_per_step`` problems, cycling through a shuffle of ``problems`` seeded by
+   ``config.seed`` (reshuffled, with the same seeded generator, on every pass);
+2. sample ``group_size`` solutions per problem at ``temperature`` with the CURRENT weights
+   (``rollout.generate_solutions`` over an ``HFPolicy`` whose sampler is seeded from
+   ``config.seed`` and the iteration), keeping the exact sampled token ids (EOS included
+   when sampled; never re-tokenised from text);
+3. reward = ``task.check_solution(problem, text)`` (the labels are read only here);
+4. ``updates_per_batch`` passes over the samples that carry a gradient, in minibatches of
+   ``batch_size`` shuffled by a seeded ``torch.Generator``, one AdamW step per minibatch
+   (one optimizer for the whole run, its moments kept across iterations).
+
+Policy-gradient loss (grpo, psr, nsr), per token t of sample i with advantage A_i:
+
+    l_it = -min(rho_it * A_i, clip(rho_it, 1 - clip_eps, 1 + clip_eps) * A_i)
+           + kl_beta * (exp(ref_it - logp_it) - (ref_it - logp_it) - 1)
+
+averaged over the sample's tokens, then over the minibatch's samples. On the first pass
+rho = exp(logp - logp.detach()) = 1 exactly (plain on-policy policy gradient, every
+minibatch); on later passes rho = exp(logp - old) with ``old`` the per-token log-probs under
+the weights that sampled the batch (one no-grad forward before the first update, only when
+``updates_per_batch > 1``). psr uses A = +1 on correct samples, nsr A = -1 on incorrect
+ones, GRPO the group-normalised reward. With ``kl_beta = 0`` (default) samples with A = 0
+(e.g. every sample of a group whose rewards are all equal) are dropped from the gradient
+batch and no reference forward is run; an iteration without any sample left makes no
+optimizer step, so the weights stay exactly as they were.
+
+Budget: every generated token of every sample counts. An iteration starts only while
+``tokens_generated < token_budget``, so the run overshoots the budget by less than one
+iteration's tokens; ``stats["tokens_generated"]`` is the actual count.
+
+    from policies.rl import RLConfig, train
+    model, stats = train(model, tok, get_task("countdown3"), task.problems("train", 256),
+                         RLConfig(method="grpo", token_budget=200_000, lr=1e-5))
+
+Deterministic on CPU for a fixed seed (and thread count); nothing reads or changes torch's
+global random state. The model is left in eval mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from policies.distill import (_is_int, _is_number, _pad_id, _threads, collate, sft_loss,
+                              token_logprobs)
+from policies.rollout import generate_solutions, prompt_ids
+
+METHODS = ("grpo", "expert_iteration", "psr", "nsr")
+
+
+# ----------------------------------------------------------------------------- config
+
+@dataclass
+class RLConfig:
+    """Knobs of one ``train`` call.
+
+    method: one of ``METHODS``. token_budget: generated tokens to spend (every sampled token
+    counts; the run stops before an iteration that would start with the budget spent).
+    group_size: samples per problem per iteration (G; >= 2 for grpo). problems_per_step:
+    problems per iteration. lr: AdamW learning rate (constant, no weight decay).
+    temperature: sampling temperature (> 0: on-policy sampling). max_steps /
+    max_step_tokens: steps per solution (answer line included) and tokens per step, as in
+    ``rollout.generate_solutions``. clip_eps: PPO clip range of the ratio. kl_beta: weight
+    of the k3 KL penalty to the frozen starting model (0 = off, no reference model kept;
+    policy-gradient methods only). updates_per_batch: passes over each iteration's samples
+    (for expert_iteration: SFT epochs per iteration). batch_size: samples per gradient
+    minibatch (one optimizer step each). grad_clip: max gradient norm (0 = off). seed:
+    problem order, sampling and minibatch order. threads: torch CPU threads during the call
+    (None = untouched). progress: a tqdm bar over the token budget.
+    """
+
+    method: str
+    token_budget: int
+    group_size: int = 8
+    problems_per_step: int = 16
+    lr: float = 1e-5
+    temperature: float = 1.0
+    max_steps: int = 8
+    max_step_tokens: int = 48
+    clip_eps: float = 0.2
+    kl_beta: float = 0.0
+    updates_per_batch: int = 1
+    batch_size: int = 32
+    grad_clip: float = 1.0
+    seed: int = 0
+    threads: int | None = None
+    progress: bool = False
+
+
+def validate(config: RLConfig) -> RLConfig:
+    """Raise ValueError naming the first bad field; returns the config."""
+    c = config
+    checks = [
+        ("method", c.method in METHODS, f"one of {', '.join(METHODS)}"),
+        ("token_budget", _is_int(c.token_budget) and c.token_budget >= 1, "an int >= 1"),
+        ("group_size", _is_int(c.group_size) and c.group_size >= (2 if c.method == "grpo" else 1),
+         "an int >= 1 (>= 2 for grpo: a group of one has zero advantage)"),
+        ("problems_per_step", _is_int(c.problems_per_step) and c.problems_per_step >= 1,
+         "an int >= 1"),
+        ("lr", _is_number(c.lr) and c.lr > 0, "a finite number > 0"),
+        ("temperature", _is_number(c.temperature) and c.temperature > 0,
+         "a finite number > 0 (on-policy sampling)"),
+        ("max_steps", _is_int(c.max_steps) and c.max_steps >= 1, "an int >= 1"),
+        ("max_step_tokens", _is_int(c.max_step_tokens) and c.max_step_tokens >= 1,
+         "an int >= 1"),
+        ("clip_eps", _is_number(c.clip_eps) and c.clip_eps > 0, "a finite number > 0"),
+        ("kl_beta", _is_number(c.kl_beta) and c.kl_beta >= 0
+         and not (c.method == "expert_iteration" and c.kl_beta > 0),
+         "a finite number >= 0 (0 for expert_iteration, which has no KL term)"),
+        ("updates_per_batch", _is_int(c.updates_per_batch) and c.updates_per_batch >= 1,
+         "an int >= 1"),
+        ("batch_size", _is_int(c.batch_size) and c.batch_size >= 1, "an int >= 1"),
+        ("grad_clip", _is_number(c.grad_clip) and c.grad_clip >= 0,
+         "a finite number >= 0 (0 = off)"),
+        ("seed", _is_int(c.seed) and c.seed >= 0, "an int >= 0"),
+        ("threads", c.threads is None or (_is_int(c.threads) and c.threads >= 1),
+         "None or an int >= 1"),
+        ("progress", isinstance(c.progress, bool), "a bool"),
+    ]
+    for name, ok, want in checks:
+        if not ok:
+            raise ValueError(f"rl: {name} must be {want}, got {getattr(c, name)!r}")
+    return c
+
+
+# ----------------------------------------------------------------------------- advantages
+
+def group_advantages(rewards: np.ndarray, method: str, eps: float = 1e-6) -> np.ndarray:
+    """Per-sample advantages, float32 [P, G], from rewards float [P, G] (1 = correct).
+
+    grpo: (r - mean of the group) / (population std of the group + eps), 0 for a group
+    whose rewards are all equal; psr: 1 where r > 0 else 0; nsr: -1 where r <= 0 else 0;
+    expert_iteration: 1 where r > 0 else 0 (the SFT selection mask).
+    """
+    r = np.asarray(rewards, np.float64)
+    if method == "grpo":
+        std = r.std(axis=1, keepdims=True)
+        adv = (r - r.mean(axis=1, keepdims=True)) / (std + eps)
+        adv[np.broadcast_to(std == 0, adv.shape)] = 0.0
+    elif method in ("psr", "expert_iteration"):
+        adv = (r > 0).astype(np.float64)
+    elif method == "nsr":
+        adv = -(r <= 0).astype(np.float64)
+    else:
+        raise ValueError(f"rl: method must be one of {', '.join(METHODS)}, got {method!r}")
+    return adv.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+def _sampling_seed(seed: int, iteration: int) -> int:
+    """The HFPolicy sampler seed of one iteration (distinct per seed and iteration)."""
+    return (seed * 1_000_003 + iteration * 7919 + 1) % (1 << 63)
+
+
+class _ProblemCycle:
+    """Problems in a seeded shuffled order, reshuffled (same generator) after each pass."""
+
+    def __init__(self, problems: Sequence, seed: int):
+        self.problems = list(problems)
+        self.rng = random.Random(seed)
+        self.order: list[int] = []
+
+    def take(self, k: int) -> list:
+        out = []
+        while len(out) < k:
+            if not self.order:
+                self.order = list(range(len(self.problems)))
+                self.rng.shuffle(self.order)
+            out.append(self.problems[self.order.pop(0)])
+        return out
+
+
+# ----------------------------------------------------------------------------- losses
+
+def _pg_loss(model, batch, adv, old, ref, first: bool, clip_eps: float, kl_beta: float):
+    """Clipped policy-gradient loss of a minibatch (scalar tensor).
+
+    batch: ``collate`` output, B sequences of T tokens; adv: float [B] advantages;
+    old / ref: float [B, T-1] per-token log-probs under the sampling weights / the
+    reference (None when unused), aligned with ``token_logprobs``; first: ratio = 1
+    exactly. Per-token losses are averaged over each sequence's completion tokens, then
+    over the B sequences.
+    """
+    logp = token_logprobs(model, batch)                      # [B, T-1], 0 off-completion
+    mask = (batch["labels"][:, 1:] != -100).to(logp.dtype)   # [B, T-1]
+    a = adv.to(logp.device, logp.dtype)[:, None]
+    ratio = torch.exp(logp - (logp.detach() if first else old))
+    tok = -torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
+    if kl_beta > 0:
+        diff = ref - logp
+        tok = tok + kl_beta * (torch.exp(diff) - diff - 1)
+    per_seq = (tok * mask).sum(1) / mask.sum(1).clamp_min(1)
+    return per_seq.mean()
+
+
+def _scatter(values: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Per-sample 1-D per-token values -> float [B, T-1] at the completion positions."""
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    out[mask] = torch.cat(values).to(mask.device)
+    return out
+
+
+@torch.no_grad()
+def _per_token_logprobs(model, sequences, batch_size: int, pad: int, device) -> list[torch.Tensor]:
+    """For each (prompt, completion), float32 [len(completion)] log-probs of its tokens,
+    in eval mode (the mode is restored after)."""
+    was = model.training
+    model.eval()
+    out = []
+    try:
+        for lo in range(0, len(sequences), batch_size):
+            batch = collate(sequences[lo:lo + batch_size], pad, device)
+            logp = token_logprobs(model, batch)
+            mask = batch["labels"][:, 1:] != -100
+            out.extend(logp[b][mask[b]].cpu() for b in range(logp.shape[0]))
+    finally:
+        model.train(was)
+    return out
+
+
+# ----------------------------------------------------------------------------- training
+
+def train(model, tokenizer, task, problems: Sequence, config: RLConfig,
+          on_samples: Callable | None = None):
+    """Train ``model`` in place with ``config.method`` until the token budget is spent.
+
+    model: a transformers causal LM (any device; sampling and training run there).
+    tokenizer: its tokenizer (prompts via ``rollout.prompt_ids``; padding id).
+    task: gives prompts, step ends and ``check_solution`` (the only reward).
+    problems: LABELLED TRAINING problems (ValueError for a held-out or unlabelled one).
+    on_samples: optional ``on_samples(iteration, problems, texts, rewards)`` after each
+        iteration's sampling, before its update: iteration int (0-based), problems the P
+        problems sampled, texts P lists of G solution strings, rewards float32 [P, G].
+    Returns ``(model, stats)`` with the model in eval mode and stats: method, iterations,
+    tokens_generated (actual, >= token_budget, less than one iteration over it), budget,
+    tokens_per_iteration (list of int), samples (total sampled solutions), trained_samples
+    (samples that entered a gradient minibatch, counted once per iteration),
+    mean_reward (list, per iteration, share of correct samples), zero_advantage_groups
+    (groups whose rewards were all equal: zero GRPO advantage), steps (optimizer steps),
+    loss (list, per iteration: mean minibatch loss, None without a step), seconds.
+    """
+    from tqdm import tqdm
+
+    from policies.hf import HFPolicy
+
+    config = validate(config)
+    problems = list(problems)
+    if not problems:
+        raise ValueError("rl: problems is empty; need at least one labelled training problem")
+    for p in problems:
+        if getattr(p, "held_out", False) or getattr(p, "label", None) is None:
+            raise ValueError(f"rl: problem {getattr(p, 'id', p)!r} is held out or has no label; "
+                             "train only on labelled training problems")
+    start = time.perf_counter()
+    method, G = config.method, config.group_size
+    device = next(model.parameters()).device
+    pad = _pad_id(tokenizer)
+    stats = {"method": method, "iterations": 0, "tokens_generated": 0,
+             "budget": config.token_budget, "tokens_per_iteration": [], "samples": 0,
+             "trained_samples": 0, "mean_reward": [], "zero_advantage_groups": 0, "steps": 0,
+             "loss": [], "seconds": 0.0}
+
+    with _threads(config.threads):
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("rl: the model has no parameter that requires grad")
+        opt = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.95), eps=1e-8,
+                                weight_decay=0.0)
+        reference = None
+        if config.kl_beta > 0:
+            reference = copy.deepcopy(model).eval()
+            for p in reference.parameters():
+                p.requires_grad_(False)
+        policy = HFPolicy((model, tokenizer), temperature=config.temperature, device=str(device),
+                          seed=config.seed)
+        cycle = _ProblemCycle(problems, config.seed)
+        bar = tqdm(total=config.token_budget, desc=f"rl {method}", unit="tok",
+                   disable=not config.progress, dynamic_ncols=True)
+        try:
+            while stats["tokens_generated"] < config.token_budget:
+                it = stats["iterations"]
+                # -- sample with the current weights
+                batch_problems = cycle.take(config.problems_per_step)
+                model.eval()
+                policy.reset_cache()
+                policy.generator.manual_seed(_sampling_seed(config.seed, it))
+                texts, counts, tokens = generate_solutions(
+                    policy, tokenizer, task, batch_problems, n=G,
+                    temperature=config.temperature, max_steps=config.max_steps,
+                    max_step_tokens=config.max_step_tokens, return_counts=True,
+                    return_tokens=True)
+                used = int(counts.sum())
+                if used == 0:
+                    raise ValueError("rl: an iteration generated no token (the prompts fill "
+                                     "the model's context)")
+                rewards = np.asarray([[float(task.check_solution(p, t)) for t in row]
+                                      for p, row in zip(batch_problems, texts)], np.float32)
+                stats["iterations"] += 1
+                stats["tokens_generated"] += used
+                stats["tokens_per_iteration"].append(used)
+                stats["samples"] += rewards.size
+                stats["mean_reward"].append(float(rewards.mean()))
+                stats["zero_advantage_groups"] += int((rewards.std(axis=1) == 0).sum())
+                bar.update(used)
+                if on_samples is not None:
+                    on_samples(it, batch_problems, texts, rewards)
+
+                # -- the samples that carry a gradient
+                adv = group_advantages(rewards, method)
+                prompts = [prompt_ids(tokenizer, task, p) for p in batch_problems]
+                keep = [(i, j) for i in range(len(batch_problems)) for j in range(G)
+                        if tokens[i][j] and (adv[i, j] != 0 or config.kl_beta > 0)]
+                seqs = [(prompts[i], tokens[i][j]) for i, j in keep]
+                sample_adv = torch.tensor([float(adv[i, j]) for i, j in keep])
+                losses: list[float] = []
+                if seqs:
+                    losses = _update(model, opt, params, seqs, sample_adv, reference, config,
+                                     it, pad, device)
+                stats["trained_samples"] += len(seqs)
+                stats["steps"] += len(losses)
+                stats["loss"].append(float(np.mean(losses)) if losses else None)
+                bar.set_postfix(reward=f"{stats['mean_reward'][-1]:.3f}", steps=stats["steps"])
+        finally:
+            bar.close()
+            model.eval()
+            opt.zero_grad(set_to_none=True)
+    stats["seconds"] = round(time.perf_counter() - start, 3)
+    return model, stats
+
+
+def _update(model, opt, params, seqs, adv, reference, config: RLConfig, iteration: int,
+            pad: int, device) -> list[float]:
+    """``updates_per_batch`` passes over seqs (N (prompt, completion) pairs, advantages
+    float [N]) in seeded random minibatches; returns the per-step losses."""
+    n = len(seqs)
+    pg = config.method != "expert_iteration"
+    old = ref = None
+    if pg and config.updates_per_batch > 1:
+        old = _per_token_logprobs(model, seqs, config.batch_size, pad, device)
+    if pg and reference is not None:
+        ref = _per_token_logprobs(reference, seqs, config.batch_size, pad, device)
+    generator = torch.Generator().manual_seed(_sampling_seed(config.seed, iteration) + 17)
+    losses = []
+    model.train()
+    for epoch in range(config.updates_per_batch):
+        order = torch.randperm(n, generator=generator).tolist()
+        for lo in range(0, n, config.batch_size):
+            idx = order[lo:lo + config.batch_size]
+            batch = collate([seqs[i] for i in idx], pad, device)
+            if pg:
+                mask = batch["labels"][:, 1:] != -100
+                loss = _pg_loss(model, batch, adv[idx],
+                                _scatter([old[i] for i in idx], mask) if old and epoch else None,
+                                _scatter([ref[i] for i in idx], mask) if ref else None,
+                                epoch == 0, config.clip_eps, config.kl_beta)
+            else:
+                loss, _ = sft_loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            opt.step()
+            losses.append(loss.item())
+    model.eval()
+    return losses

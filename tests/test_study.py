@@ -1,0 +1,203 @@
+"""The prior-vs-optimizer study: config checks, prior variants, measurements, the report,
+and one small end-to-end grid with resume."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from treesearch.config import ConfigError
+from treesearch.study_config import load_study_config
+from treesearch.study_report import crossover, write_report
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ROOT / "configs" / "study_quick.yaml"
+
+
+# ---------------------------------------------------------------------------- config
+
+@pytest.mark.parametrize("override, key", [
+    ("eval.bogus=1", "eval.bogus"),
+    ("optimizers=[ppo]", "optimizers.0"),
+    ("budget_tokens=10", "budget_tokens"),
+    ("eval.samples=0", "eval.samples"),
+    ("task=nonsense", "task"),
+    ("ood_tasks=[countdown, nonsense]", "ood_tasks.1"),
+    ("priors.1.pretrain={bogus: 1}", "priors.1.pretrain"),
+    ("priors.1.reference=nobody", "priors.1.reference"),
+    ("priors.0.model=/no/such/model", "priors.0.model"),
+])
+def test_bad_study_config_is_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_study_config(QUICK, [override])
+
+
+def test_a_prior_needs_a_model_or_a_reference():
+    with pytest.raises(ConfigError, match="priors.1"):
+        load_study_config(QUICK, ["priors.1.model=tiny-countdown3"])  # both set
+
+
+def test_list_overrides_reach_list_items():
+    cfg = load_study_config(QUICK, ["priors.1.pretrain={tokens: 1234}", "seeds=[3, 4]"])
+    assert cfg.priors[1].pretrain == {"tokens": 1234}
+    assert list(cfg.seeds) == [3, 4]
+
+
+def test_variant_prior_differs_from_the_reference_in_one_factor(tmp_path):
+    """The shipped reference was trained for 240 s; the variant replays it by the tokens
+    it saw and changes only what it names."""
+    from treesearch.runs import RunDir, read_json
+    from treesearch.study import Study
+
+    cfg = load_study_config(QUICK, [f"out={tmp_path / 'run'}",
+                                    "priors.1.pretrain={n_styles_used: 1}"])
+    study = Study(cfg, RunDir.create(tmp_path / "run", "x: 1\n"))
+    ref = read_json(study.prior_path("reference") / "metrics.json")
+    variant = study.pretrain_config(cfg.priors[1])
+    assert variant.tokens == ref["train"]["tokens"] and variant.time_budget_s is None
+    assert variant.n_styles_used == 1
+    same = {k: v for k, v in ref["config"].items()
+            if k not in ("n_styles_used", "tokens", "time_budget_s", "progress")}
+    assert all(getattr(variant, k) == v for k, v in same.items())
+    amount = study.pretrain_config(load_study_config(QUICK).priors[1])
+    assert amount.tokens == 330000 and amount.n_styles_used == ref["config"]["n_styles_used"]
+
+
+# ---------------------------------------------------------------------------- report
+
+def test_crossover_k():
+    base = {"1": 0.1, "2": 0.2, "4": 0.4, "8": 0.6}
+    assert crossover(base, {"1": 0.2, "2": 0.3, "4": 0.4, "8": 0.5}) == 4
+    assert crossover(base, {"1": 0.2, "2": 0.3, "4": 0.5, "8": 0.7}) == "-"
+    assert crossover(base, {"1": 0.05, "2": 0.2, "4": 0.4, "8": 0.6}) == "below"
+
+
+def _fake_cell(path, prior, optimizer, seed, counts, n, ood_counts):
+    from treesearch.estimators import default_ks, pass_at_k_curve
+
+    def m(c):
+        c = np.asarray(c)
+        return {"n": n, "counts": c.tolist(), "coverage": float((c > 0).mean()),
+                "pass_at": {str(k): float(v) for k, v in zip(default_ks(n), pass_at_k_curve(c, n, default_ks(n)))},
+                "distinct_correct": 1.0, "entropy": 0.3, "brier": 0.1, "ece": 0.05,
+                "confidence": 0.5, "format_share": {"0": 1.0}, "tokens_per_sample": 30.0}
+    row = {"prior": prior, "optimizer": optimizer, "eval": {"id": m(counts), "ood": m(ood_counts)}}
+    if seed is not None:
+        row.update(seed=seed, train_tokens=1000,
+                   sparsity={"fp32": {"0": 0.1, "1e-05": 0.5}, "bf16": {"0": 0.2, "1e-05": 0.6}},
+                   rank={"mean_rank_share": 0.9})
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "measure.json").write_text(json.dumps(row))
+
+
+def test_report_on_a_synthetic_grid(tmp_path):
+    """A grid where the prior decides pass@1 (A high, B low) and the optimizer adds a little:
+    eta squared must give the prior most of the variance; newly solved is counted per
+    problem against the base."""
+    n = 8
+    for prior, level in (("A", 6), ("B", 1)):
+        _fake_cell(tmp_path / "cells" / prior / "base", prior, "base", None, [level, 0, level], n, [0, 0])
+        for opt, bump in (("x", 0), ("y", 1)):
+            for seed in (0, 1):
+                counts = [level + bump, seed, level]   # problem 2 newly solved by seed 1
+                _fake_cell(tmp_path / "cells" / prior / opt / f"seed{seed}", prior, opt, seed,
+                           counts, n, [0, 1])
+    report = write_report(tmp_path)
+    res = json.loads((tmp_path / "results.json").read_text())
+    eta = res["eta_squared"]["pass@1"]
+    assert eta["a"] > 0.8 and eta["b"] < 0.2 and eta["replicates"] == 2
+    assert math.isclose(eta["a"] + eta["b"] + eta["interaction"] + eta["residual"], 1.0)
+    ns = {(c["prior"], c["optimizer"], c["seed"]): c["newly_solved"]["newly_solved"] for c in res["cells"]}
+    assert ns[("A", "x", 1)] == 1 and ns[("A", "x", 0)] == 0
+    text = report.read_text()
+    assert "| A | (prior) |" in text and "passk_A.png" in text and (tmp_path / "eta2.png").is_file()
+
+
+# ---------------------------------------------------------------------------- measurements
+
+def test_token_entropy_matches_a_manual_computation():
+    import torch
+
+    from policies.hf import load_model
+    from policies.zoo import resolve
+    from treesearch.study_eval import token_entropy
+
+    model, tok = load_model(resolve("tiny-countdown3"))
+    seqs = [([1, 5, 6], [7, 8]), ([1, 9], [10, 11, 12])]
+    got = token_entropy(model, seqs)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for prompt, completion in seqs:
+            ids = torch.tensor([prompt + completion])
+            logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+            for t in range(len(prompt) - 1, len(prompt) + len(completion) - 1):
+                total += float(-(logp[t].exp() * logp[t]).sum())
+                count += 1
+    assert got == pytest.approx(total / count, rel=1e-5)
+
+
+def test_measure_counts_correct_samples_only_after_decoding():
+    import torch
+
+    from policies.hf import HFPolicy
+    from policies.zoo import resolve
+    from treesearch.study_eval import measure
+    from treesearch.tasks import get_task
+
+    torch.set_num_threads(1)
+    task = get_task("countdown3")
+    problems = task.problems("test", 3, seed=0)
+    seen = []
+    real = task.check_solution
+
+    def recording(problem, text):
+        seen.append(problem.label)
+        return real(problem, text)
+
+    task.check_solution = recording
+    policy = HFPolicy(resolve("tiny-countdown3"), seed=0)
+    prompts = []
+    propose = policy.propose
+    policy.propose = lambda prefixes, n, m: (prompts.append(len(prefixes)), propose(prefixes, n, m))[1]
+    m = measure(policy, task, problems, n=16, entropy_samples=4)
+    assert len(m.counts) == 3 and all(0 <= c <= 16 for c in m.counts)
+    assert all(label is not None for label in seen)   # labelled only when checking
+    assert m.pass_at["16"] == pytest.approx(np.mean([c > 0 for c in m.counts]))
+    assert m.pass_at["1"] == pytest.approx(np.mean(m.counts) / 16)
+    assert sum(m.format_share.values()) == pytest.approx(1.0)
+    assert 0.0 < m.entropy < math.log(policy.tokenizer.vocab_size if hasattr(policy.tokenizer, "vocab_size") else 64)
+    assert 0.0 <= m.brier <= 1.0 and 0.0 <= m.confidence <= 1.0
+
+
+# ---------------------------------------------------------------------------- end to end
+
+@pytest.mark.slow
+def test_small_grid_end_to_end_and_resume(tmp_path):
+    """Two shipped priors x two optimizers (one tree-based, one on-policy), tiny budgets:
+    every cell is measured, the report is written, and a resume redoes only a missing cell."""
+    from treesearch.study import main
+
+    out = tmp_path / "study"
+    args = ["--quick", f"out={out}", "priors=[{name: p3, model: tiny-countdown3}, "
+            "{name: p4, model: tiny-countdown}]", "optimizers=[mcts, grpo]",
+            "budget_tokens=1500", "train_problems=6", "eval.problems=3", "eval.ood_problems=1",
+            "eval.samples=8", "eval.entropy_samples=2", "progress=false"]
+    assert main(args) == 0
+    cells = sorted(p.relative_to(out).as_posix() for p in out.glob("cells/**/measure.json"))
+    assert cells == ["cells/p3/base/measure.json", "cells/p3/grpo/seed0/measure.json",
+                     "cells/p3/mcts/seed0/measure.json", "cells/p4/base/measure.json",
+                     "cells/p4/grpo/seed0/measure.json", "cells/p4/mcts/seed0/measure.json"]
+    grpo = json.loads((out / "cells/p3/grpo/seed0/measure.json").read_text())
+    assert grpo["train_tokens"] >= 1500 and set(grpo["eval"]) == {"id", "countdown2", "countdown"}
+    assert 0.0 <= grpo["sparsity"]["fp32"]["0"] < 1.0   # training changed the weights
+    assert not (out / "cells/p3/grpo/seed0/policy").exists()
+    report = (out / "report.md").read_text()
+    assert "eta squared" in report and "| p4 | mcts |" in report
+
+    keep = (out / "cells/p4/grpo/seed0/measure.json").stat().st_mtime_ns
+    (out / "cells/p3/mcts/seed0/measure.json").unlink()
+    assert main(["--resume", str(out)]) == 0
+    assert (out / "cells/p3/mcts/seed0/measure.json").is_file()
+    assert (out / "cells/p4/grpo/seed0/measure.json").stat().st_mtime_ns == keep

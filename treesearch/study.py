@@ -1,0 +1,386 @@
+"""``python -m treesearch.study``: does the prior bound what search and RL reach, more than
+the optimizer does?
+
+    python -m treesearch.study --quick                 # configs/study_quick.yaml, CPU, <= 30 min
+    python -m treesearch.study --config configs/study.yaml   # the full grid (GPU-sized)
+    python -m treesearch.study --resume runs/study-20261127-020000
+
+For every prior (a model, or a pretraining run that differs from a reference prior in
+one factor, built on first use and cached), every optimizer and every seed:
+
+1. train the prior on LABELLED TRAINING problems with the optimizer, all at one budget
+   of generated tokens (``budget_tokens``):
+     mcts               one MCTS over the training problems (rule verifier on their
+                        answers), then SFT on the best correct paths (this project)
+     dpo                the same search trees, DPO on sibling steps whose Q differ
+     grpo, expert_iteration, psr, nsr   on-policy, ``policies.rl``
+   (mcts and dpo share the search of a (prior, seed); its generated tokens are their
+   budget);
+2. measure the trained policy and its prior on HELD-OUT problems, labels read only to
+   count correct samples (``treesearch.study_eval.measure``): n >= 256 samples per
+   problem, pass@k for k = 1..n, coverage, newly solved problems, distinct correct
+   solutions, token entropy, calibration, solution formats; in distribution and on the
+   out-of-distribution tasks (countdown with one fewer / one more number);
+3. compare weights: share of unchanged parameters at several tolerances in fp32 and
+   bf16, and the rank of every matrix's update (``policies.updates``).
+
+Then ``treesearch.study_report`` writes ``report.md`` with tables, eta squared of prior
+vs optimizer (pass@1, pass@n, OOD drop) and PNG plots (pass@k crossover curves).
+
+Run directory: ``config.yaml``; ``priors.json``; ``search/<prior>/seed<s>/`` (trees and
+stats); ``cells/<prior>/<optimizer>/seed<s>/`` with ``train.json`` and ``measure.json``
+(written last and atomically: a cell with it is done, so ``--resume`` skips it) and
+``cells/<prior>/base/measure.json``. Policies are kept only while a cell is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from treesearch.config import ConfigError
+from treesearch.runs import RunDir, RunError, read_json, write_json
+from treesearch.study_config import load_study_config
+from treesearch.tasks.base import stable_hash
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK_CONFIG = ROOT / "configs" / "study_quick.yaml"
+BUDGET_KEYS = ("steps", "tokens", "time_budget_s")
+
+
+def cell_seed(*parts) -> int:
+    return stable_hash("study", *parts) % 2**31
+
+
+class Study:
+    """One study run over a ``StudyConfig`` in a run directory."""
+
+    def __init__(self, cfg, run: RunDir):
+        import torch
+
+        from treesearch.tasks import get_task
+
+        self.cfg, self.run = cfg, run
+        torch.set_num_threads(cfg.threads)
+        self.task = get_task(cfg.task)
+        self.ood = {name: get_task(name) for name in cfg.ood_tasks}
+        self.specs = {p.name: p for p in cfg.priors}
+        self._prior_paths: dict[str, Path] = {}
+
+    # -- priors ----------------------------------------------------------------------
+    def prior_path(self, name: str) -> Path:
+        """The prior's model directory; a pretraining variant is built once and cached."""
+        if name in self._prior_paths:
+            return self._prior_paths[name]
+        from policies.zoo import resolve
+
+        spec = self.specs[name]
+        if spec.model:
+            path = Path(resolve(spec.model))
+        else:
+            path = self._pretrained(spec)
+        self._prior_paths[name] = path
+        return path
+
+    def pretrain_config(self, spec):
+        """The reference's recorded pretraining config with ``spec.pretrain`` on top. A
+        reference trained for a time budget is replayed by the tokens it actually saw, so
+        a variant differs in the one factor it names, not in machine speed."""
+        from policies.pretrain import PretrainConfig
+
+        ref = self.prior_path(spec.reference)
+        try:
+            recorded = read_json(ref / "metrics.json")
+        except (OSError, ValueError) as exc:
+            raise RunError(f"prior {spec.name!r}: reference {spec.reference!r} at {ref} has no "
+                           f"readable metrics.json with its pretraining config ({exc})") from exc
+        base = dict(recorded["config"])
+        if base.get("time_budget_s") is not None:
+            base.update(time_budget_s=None, steps=None, tokens=int(recorded["train"]["tokens"]))
+        changes = dict(spec.pretrain)
+        if any(k in changes for k in BUDGET_KEYS):  # a new budget replaces the old one
+            base.update({k: None for k in BUDGET_KEYS})
+        base.update(changes)
+        base.update(progress=self.cfg.progress)
+        return PretrainConfig(**base)
+
+    def _pretrained(self, spec) -> Path:
+        from policies.pretrain import pretrain
+
+        config = self.pretrain_config(spec)
+        key = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "progress")}
+        cache = Path(self.cfg.prior_cache).expanduser()
+        path = cache / f"{spec.name}-{stable_hash(json.dumps(key, sort_keys=True)) % 16**10:010x}"
+        if not (path / "metrics.json").is_file():
+            print(f"study: pretraining prior {spec.name!r} ({spec.factor or 'variant'}) -> {path}")
+            pretrain(dataclasses.replace(config, out=str(path)))
+        return path
+
+    # -- problems ----------------------------------------------------------------------
+    def train_problems(self, seed: int):
+        return self.task.problems("train", self.cfg.train_problems, seed=seed)
+
+    def eval_sets(self) -> dict:
+        """{name: (task, problems)}: "id" and every OOD task, held-out problems."""
+        e = self.cfg.eval
+        sets = {"id": (self.task, self.task.problems("test", e.problems, seed=0))}
+        if e.ood_problems:
+            for name, task in self.ood.items():
+                sets[name] = (task, task.problems("test", e.ood_problems, seed=0))
+        return sets
+
+    # -- training ----------------------------------------------------------------------
+    def _policy(self, path_or_model, seed: int):
+        from policies.hf import HFPolicy
+
+        return HFPolicy(path_or_model, temperature=self.cfg.eval.temperature, seed=seed)
+
+    def search(self, prior: str, seed: int):
+        """The (prior, seed) MCTS over the training problems, run once and saved; returns
+        (SearchResult rebuilt from disk, search stats dict)."""
+        from critics.compose import StepScorer
+        from critics.verifier import RuleVerifier
+        from policies.rollout import prompt_ids
+        from treesearch.export import read_jsonl, write_jsonl
+        from treesearch.stepsearch import SearchConfig, SearchResult, SearchStats, StepSearch
+
+        where = self.run.path / "search" / prior / f"seed{seed}"
+        problems = self.train_problems(seed)
+        policy = self._policy(self.prior_path(prior), cell_seed(prior, seed, "search"))
+        if not (where / "search.json").is_file():
+            t = self.cfg.tree
+            config = SearchConfig(simulations=t.simulations, branching=t.branching,
+                                  horizon=t.horizon, max_children=t.max_children,
+                                  max_depth=self.cfg.max_steps,
+                                  max_step_tokens=self.cfg.max_step_tokens,
+                                  max_tokens=max(self.cfg.max_step_tokens,
+                                                 self.cfg.budget_tokens // len(problems)),
+                                  early_stop=False)
+            verifier = RuleVerifier(self.task, policy.tokenizer, problems)
+            search = StepSearch(policy, StepScorer(outcome=verifier), self.task,
+                                policy.tokenizer, config)
+            start = time.perf_counter()
+            result = search.run(problems, progress=self.cfg.progress,
+                                desc=f"search {prior} seed {seed}")
+            where.mkdir(parents=True, exist_ok=True)
+            write_jsonl(result.forest, where / "trees.jsonl.gz")
+            solved = [self.task.check_solution(p, a) for p, a in zip(problems, result.answers)]
+            write_json(where / "search.json", {
+                "tokens_generated": int(result.stats.generated.sum()),
+                "train_solved": float(np.mean(solved)),
+                "nodes_per_tree": float(result.forest.n_nodes.mean()),
+                "seconds": round(time.perf_counter() - start, 2)})
+        try:
+            forest = read_jsonl(where / "trees.jsonl.gz")
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{where / 'trees.jsonl.gz'}: cannot read the search trees ({exc})") from exc
+        prompts = [prompt_ids(policy.tokenizer, self.task, p) for p in problems]
+        zeros = np.zeros(forest.n_trees, np.int64)
+        result = SearchResult(forest, prompts, [""] * forest.n_trees, zeros,
+                              SearchStats(zeros, zeros, zeros, zeros, zeros))
+        return problems, result, read_json(where / "search.json"), policy.tokenizer
+
+    def train(self, prior: str, optimizer: str, seed: int):
+        """Train a fresh copy of the prior; returns (model, tokenizer, stats)."""
+        from policies.hf import load_model
+
+        model, tokenizer = load_model(self.prior_path(prior))
+        if optimizer in ("mcts", "dpo"):
+            return self._train_from_trees(model, tokenizer, prior, optimizer, seed)
+        from policies.rl import RLConfig, train
+
+        r = self.cfg.rl
+        config = RLConfig(method=optimizer, token_budget=self.cfg.budget_tokens,
+                          group_size=r.group_size, problems_per_step=r.problems_per_step,
+                          lr=r.lr, temperature=self.cfg.eval.temperature,
+                          max_steps=self.cfg.max_steps, max_step_tokens=self.cfg.max_step_tokens,
+                          clip_eps=r.clip_eps, kl_beta=r.kl_beta,
+                          updates_per_batch=r.updates_per_batch, batch_size=r.batch_size,
+                          seed=cell_seed(prior, optimizer, seed), progress=self.cfg.progress)
+        formats: list[dict] = []
+
+        def on_samples(iteration, problems, texts, rewards):
+            formats.append(_format_share(self.task, [t for ts in texts for t in ts]))
+
+        model, stats = train(model, tokenizer, self.task, self.train_problems(seed), config,
+                             on_samples=on_samples)
+        stats = {k: v for k, v in stats.items()}
+        stats["format_over_training"] = formats
+        return model, tokenizer, stats
+
+    def _train_from_trees(self, model, tokenizer, prior, optimizer, seed):
+        from critics.verifier import RuleVerifier
+        from policies.distill import DistillConfig, dpo, sft
+        from treesearch.harvest import sft_examples, sibling_preference_pairs
+
+        problems, result, search_stats, _ = self.search(prior, seed)
+        t = self.cfg.tree
+        dseed = cell_seed(prior, optimizer, seed)
+        if optimizer == "mcts":
+            verifier = RuleVerifier(self.task, tokenizer, problems)
+            examples = sft_examples(result, tokenizer, verifier, t.paths_per_problem)
+            config = DistillConfig(lr=t.sft_lr, epochs=t.sft_epochs, batch_size=t.batch_size,
+                                   seed=dseed, progress=self.cfg.progress)
+            model, stats = sft(model, tokenizer, examples, config)
+            texts = [tokenizer.decode(e.completion_ids, skip_special_tokens=True) for e in examples]
+            stats["format_over_training"] = [_format_share(self.task, texts)] if texts else []
+        else:
+            pairs = sibling_preference_pairs(result, t.dpo_margin)
+            config = DistillConfig(lr=t.dpo_lr, epochs=t.dpo_epochs, batch_size=t.batch_size,
+                                   dpo_beta=t.dpo_beta, seed=dseed, progress=self.cfg.progress)
+            model, stats = dpo(model, tokenizer, pairs, config)
+            stats["pairs"] = len(pairs)
+        stats["tokens_generated"] = search_stats["tokens_generated"]
+        stats["search"] = search_stats
+        return model, tokenizer, stats
+
+    # -- measuring ---------------------------------------------------------------------
+    def measure(self, model_or_path, seed: int) -> dict:
+        from treesearch.study_eval import measure
+
+        e = self.cfg.eval
+        policy = self._policy(model_or_path, seed)
+        out = {}
+        for name, (task, problems) in self.eval_sets().items():
+            m = measure(policy, task, problems, n=e.samples, temperature=e.temperature,
+                        max_steps=self.cfg.max_steps, max_step_tokens=self.cfg.max_step_tokens,
+                        entropy_samples=e.entropy_samples)
+            out[name] = m.to_dict()
+        return out
+
+    def cell_dir(self, prior: str, optimizer: str, seed: int | None = None) -> Path:
+        d = self.run.path / "cells" / prior / optimizer
+        return d if seed is None else d / f"seed{seed}"
+
+    def run_base(self, prior: str) -> None:
+        where = self.cell_dir(prior, "base")
+        if (where / "measure.json").is_file():
+            return
+        measured = self.measure(self.prior_path(prior), cell_seed(prior, "base", "measure"))
+        write_json(where / "measure.json", {"prior": prior, "optimizer": "base",
+                                            "prior_path": str(self.prior_path(prior)),
+                                            "eval": measured})
+
+    def run_cell(self, prior: str, optimizer: str, seed: int) -> None:
+        import torch
+
+        from policies.distill import save_policy
+        from policies.hf import load_model
+        from policies.updates import summarise_ranks, update_rank, update_sparsity
+
+        where = self.cell_dir(prior, optimizer, seed)
+        if (where / "measure.json").is_file():
+            return
+        torch.manual_seed(cell_seed(prior, optimizer, seed, "torch"))
+        start = time.perf_counter()
+        model, tokenizer, stats = self.train(prior, optimizer, seed)
+        train_s = time.perf_counter() - start
+        save_policy(model, tokenizer, where / "policy")
+        write_json(where / "train.json", {**_jsonable(stats), "seconds": round(train_s, 2)})
+        before, _ = load_model(self.prior_path(prior))
+        b, a = before.state_dict(), model.state_dict()
+        ranks = update_rank(b, a)
+        measured = self.measure(where / "policy",
+                                cell_seed(prior, optimizer, seed, "measure"))
+        write_json(where / "measure.json", {
+            "prior": prior, "optimizer": optimizer, "seed": seed,
+            "train_tokens": int(stats.get("tokens_generated", 0)),
+            "train_seconds": round(train_s, 2),
+            "sparsity": {k: v for k, v in update_sparsity(b, a).items() if k != "per_tensor"},
+            "rank": {**summarise_ranks(ranks),
+                     "per_matrix": [{k: r[k] for k in ("name", "rank", "full_rank")} for r in ranks]},
+            "eval": measured})
+        shutil.rmtree(where / "policy", ignore_errors=True)
+
+    def run_all(self) -> Path:
+        from tqdm.auto import tqdm
+
+        from treesearch.study_report import write_report
+
+        c = self.cfg
+        plan = [(p, "base", None) for p in self.specs]
+        plan += [(p, o, s) for p in self.specs for s in c.seeds for o in c.optimizers]
+        bar = tqdm(plan, desc="study", disable=not c.progress)
+        for prior, optimizer, seed in bar:
+            bar.set_postfix(prior=prior, optimizer=optimizer, seed=seed)
+            if optimizer == "base":
+                self.run_base(prior)
+            else:
+                self.run_cell(prior, optimizer, seed)
+        write_json(self.run.path / "priors.json", {
+            name: {"path": str(self.prior_path(name)), "factor": spec.factor,
+                   "reference": spec.reference, "pretrain": dict(spec.pretrain)}
+            for name, spec in self.specs.items()})
+        return write_report(self.run.path, c)
+
+
+def _format_share(task, texts) -> dict:
+    from collections import Counter
+
+    styles = Counter(task.style_of(t) for t in texts)
+    total = max(sum(styles.values()), 1)
+    return {("none" if s is None else str(s)): c / total for s, c in styles.items()}
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m treesearch.study",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"the small CPU grid ({QUICK_CONFIG.relative_to(ROOT)})")
+    parser.add_argument("--config", default=None, help="YAML study recipe")
+    parser.add_argument("--resume", default=None, help="continue the study in this directory")
+    parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. seeds=[0,1]")
+    args = parser.parse_args(argv)
+    try:
+        if args.resume:
+            if args.overrides or args.config or args.quick:
+                parser.error("--resume takes no config or overrides: the run's config.yaml rules")
+            run = RunDir.open(args.resume)
+            cfg = load_study_config(run.path / "config.yaml")
+        else:
+            if args.quick and args.config:
+                parser.error("give --quick or --config, not both")
+            config = QUICK_CONFIG if args.quick else args.config
+            if config is None:
+                parser.error("give --quick (the CPU grid) or --config FILE (e.g. configs/study.yaml)")
+            cfg = load_study_config(config, args.overrides)
+            from omegaconf import OmegaConf
+
+            cfg.out = cfg.out or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}"
+            run = RunDir.create(cfg.out, OmegaConf.to_yaml(cfg))
+    except (ConfigError, RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = Study(cfg, run).run_all()
+    except RunError as exc:
+        print(f"error: {exc}\n(the run directory {run.path} is intact; fix the file and "
+              f"resume with --resume {run.path})", file=sys.stderr)
+        return 2
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The study's recipe: priors x optimizers x seeds, budgets and measurements (omegaconf).
+
+``configs/study_quick.yaml`` is the CPU grid (``python -m treesearch.study --quick``),
+``configs/study.yaml`` the full grid sized for a GPU. Dotlist overrides work as in
+self-play (``python -m treesearch.study --quick seeds=[0,1] budget_tokens=50000``); an
+unknown key is an error listing the valid keys.
+
+A prior is either a model as it is (``model``: zoo name or directory) or a pretraining
+run (``pretrain``: ``policies.pretrain.PretrainConfig`` fields) built on first use and
+cached; ``pretrain`` fields override the reference prior's recorded pretraining config
+(``reference``: another prior's name whose model has a ``metrics.json``), so each variant
+differs from the reference in the one factor it names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from treesearch.config import ConfigError
+
+_MISSING = object()
+OPTIMIZERS = ("mcts", "dpo", "grpo", "expert_iteration", "psr", "nsr")
+
+
+@dataclass
+class PriorSpec:
+    name: str = ""
+    model: str = ""                       # zoo name or directory (used as is)
+    reference: str = ""                   # prior whose pretraining config is the base
+    factor: str = ""                      # what differs from the reference, for the report
+    pretrain: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RLSection:
+    group_size: int = 8
+    problems_per_step: int = 16
+    lr: float = 1e-4
+    batch_size: int = 32
+    updates_per_batch: int = 1
+    clip_eps: float = 0.2
+    kl_beta: float = 0.0
+
+
+@dataclass
+class TreeSection:
+    """The MCTS + distillation and DPO optimizers: one search over the training problems
+    (the rule verifier scores answers: these are LABELLED TRAINING problems), then SFT on
+    the best correct paths or DPO on sibling steps."""
+
+    simulations: int = 64
+    branching: int = 2
+    horizon: int = 6
+    max_children: int = 6
+    paths_per_problem: int = 4
+    sft_lr: float = 1e-4
+    sft_epochs: int = 2
+    dpo_lr: float = 1e-4
+    dpo_epochs: int = 2
+    dpo_beta: float = 0.1
+    dpo_margin: float = 0.3
+    batch_size: int = 16
+
+
+@dataclass
+class StudyEval:
+    problems: int = 24                     # held-out, in distribution
+    ood_problems: int = 12                 # per OOD task
+    samples: int = 256                     # n per problem (>= 256 for pass@256)
+    temperature: float = 1.0
+    entropy_samples: int = 16
+
+
+@dataclass
+class StudyConfig:
+    task: str = "countdown3"
+    ood_tasks: List[str] = field(default_factory=lambda: ["countdown2", "countdown"])
+    priors: List[PriorSpec] = field(default_factory=list)
+    optimizers: List[str] = field(default_factory=lambda: list(OPTIMIZERS))
+    seeds: List[int] = field(default_factory=lambda: [0])
+    budget_tokens: int = 100_000           # generated tokens per training run
+    train_problems: int = 128
+    max_steps: int = 6
+    max_step_tokens: int = 24
+    threads: int = 2
+    out: str = ""                          # empty: runs/study-<date>-<time>
+    prior_cache: str = "~/.cache/treesearch/study-priors"
+    progress: bool = True
+    rl: RLSection = field(default_factory=RLSection)
+    tree: TreeSection = field(default_factory=TreeSection)
+    eval: StudyEval = field(default_factory=StudyEval)
+
+
+def study_keys(node=None, prefix: str = "") -> list[str]:
+    node = OmegaConf.structured(StudyConfig) if node is None else node
+    out = []
+    for key in node:
+        value = node[key]
+        if OmegaConf.is_dict(value) and key != "pretrain":
+            out.extend(study_keys(value, f"{prefix}{key}."))
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def load_study_config(path: str | Path | None, overrides=()) -> StudyConfig:
+    """Defaults <- YAML <- dotlist overrides, then ``validate_study``."""
+    cfg = OmegaConf.structured(StudyConfig)
+    where = ""
+    try:
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file {str(path)!r} does not exist")
+            where = f" in {str(path)!r}"
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        where = " (command-line override)"
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not key=value")
+            key = item.split("=", 1)[0]
+            if any(part.isdigit() for part in key.split(".")):
+                # a list item (priors.1.pretrain=...): dotlist merging cannot index lists
+                if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+                    raise ConfigKeyError(f"unknown key {key}")
+                value = OmegaConf.from_dotlist([f"x={item.split('=', 1)[1]}"]).x
+                OmegaConf.update(cfg, key, value, merge=False)
+            else:
+                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+    except ConfigKeyError as exc:
+        key = getattr(exc, "full_key", None) or str(exc).removeprefix("unknown key ")
+        raise ConfigError(f"unknown config key {key!r}{where}; valid keys: "
+                          f"{', '.join(study_keys())}") from None
+    except (ValidationError, TypeError) as exc:
+        key = getattr(exc, "full_key", None) or ""
+        msg = str(getattr(exc, "msg", exc)).splitlines()[0]
+        raise ConfigError(f"bad value for config key {key!r}{where}: {msg}") from None
+    validate_study(cfg)
+    return cfg
+
+
+def validate_study(cfg) -> None:
+    """Refuse values that cannot work, naming the key, before any model work."""
+    from policies.pretrain import PretrainConfig
+    from treesearch.tasks import get_task
+
+    def need(ok: bool, key: str, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"config key {key!r}: {why}")
+
+    for key in ["task", *[f"ood_tasks.{i}" for i in range(len(cfg.ood_tasks))]]:
+        name = OmegaConf.select(cfg, key)
+        try:
+            get_task(name)
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"config key {key!r}: unknown task {name!r} ({exc})") from None
+    need(len(cfg.priors) >= 1, "priors", "list at least one prior")
+    names = [p.name for p in cfg.priors]
+    need(all(names) and len(set(names)) == len(names), "priors",
+         f"every prior needs a distinct name, got {names}")
+    fields = set(PretrainConfig.__dataclass_fields__)
+    for i, p in enumerate(cfg.priors):
+        need(bool(p.model) != bool(p.reference), f"priors.{i}",
+             f"prior {p.name!r}: give either model (use as is) or reference + pretrain")
+        if p.reference:
+            need(p.reference in names and p.reference != p.name, f"priors.{i}.reference",
+                 f"{p.reference!r} is not another prior of this study ({names})")
+            bad = sorted(set(p.pretrain) - fields)
+            need(not bad, f"priors.{i}.pretrain", f"unknown pretrain fields {bad}; valid: "
+                 f"{sorted(fields)}")
+    need(len(cfg.optimizers) >= 1, "optimizers", "list at least one optimizer")
+    for i, o in enumerate(cfg.optimizers):
+        need(o in OPTIMIZERS, f"optimizers.{i}", f"unknown optimizer {o!r}; known: {list(OPTIMIZERS)}")
+    need(len(cfg.seeds) >= 1, "seeds", "list at least one seed")
+    need(cfg.budget_tokens >= 1000, "budget_tokens", "must be >= 1000 generated tokens")
+    need(cfg.train_problems >= 1, "train_problems", "must be >= 1")
+    need(cfg.eval.problems >= 1, "eval.problems", "must be >= 1")
+    need(cfg.eval.ood_problems >= 0, "eval.ood_problems", "must be >= 0")
+    need(cfg.eval.samples >= 1, "eval.samples", "must be >= 1")
+    need(cfg.eval.temperature > 0, "eval.temperature", "must be > 0 (pass@k samples)")
+    need(cfg.threads >= 1, "threads", "must be >= 1")
+    need(cfg.rl.lr > 0 and cfg.tree.sft_lr > 0 and cfg.tree.dpo_lr > 0, "rl.lr / tree.*_lr",
+         "learning rates must be > 0")
+    from treesearch.config import _check_model
+
+    for i, p in enumerate(cfg.priors):
+        if p.model:
+            _check_model(p.model, f"priors.{i}.model")

@@ -1,0 +1,135 @@
+"""Sample-based measurements of one policy on one problem set, for ``treesearch.study``.
+
+``measure(policy, task, problems, n=256)`` draws n solutions per problem at the sampling
+temperature (labels are read only AFTER decoding, to count correct samples) and returns
+a ``Measurement``:
+
+- ``counts`` int [P]: correct samples per problem (the input of every pass@k, coverage
+  and newly-solved figure; kept per problem so two policies compare problem by problem);
+- pass@k for k = 1, 2, 4, ..., n by the unbiased estimator (``treesearch.estimators``);
+- diversity: distinct correct solutions per problem (whitespace-insensitive), and the
+  mean token entropy in nats, computed EXACTLY (entropy of the full next-token
+  distribution at every generated position, one teacher-forced forward pass) over the
+  first ``entropy_samples`` samples of each problem;
+- calibration of the policy's own confidence, label-free: a problem's confidence is the
+  share of its n samples that give the modal answer (grouped by ``task.answer_key``),
+  its outcome whether that modal answer is right; Brier score and ECE (10 bins) over
+  problems;
+- ``format_share``: share of samples in each solution format (``task.style_of``;
+  "none" for no step line or an unknown format).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from treesearch.estimators import (coverage, default_ks, distinct_correct,
+                                   pass_at_k_curve)
+
+
+@dataclass
+class Measurement:
+    """What ``measure`` found on one problem set (all floats are shares or nats)."""
+
+    n: int                                   # samples per problem
+    counts: list[int]                        # [P] correct samples per problem
+    pass_at: dict[str, float]                # {"k": pass@k}, k = 1, 2, 4, ..., n
+    coverage: float                          # share of problems with a correct sample
+    distinct_correct: float                  # mean distinct correct solutions per problem
+    entropy: float                           # mean next-token entropy, nats per token
+    brier: float                             # modal-answer confidence vs its correctness
+    ece: float
+    confidence: float                        # mean modal-answer share
+    format_share: dict[str, float] = field(default_factory=dict)
+    tokens_per_sample: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: float = 1.0,
+            max_steps: int = 6, max_step_tokens: int = 24, entropy_samples: int = 16,
+            batch_rows: int = 1024) -> Measurement:
+    """Sample ``n`` solutions per problem with ``policy`` (an ``HFPolicy``: the entropy
+    pass needs ``policy.model``) and measure them; see the module docstring."""
+    from critics.calibration import brier, ece
+    from policies.rollout import generate_solutions, prompt_ids
+
+    if n < 1 or not problems:
+        raise ValueError(f"measure: need n >= 1 and at least one problem, got n={n}, "
+                         f"{len(problems)} problems")
+    blind = [p.without_label() for p in problems]
+    texts, used, tokens = generate_solutions(
+        policy, policy.tokenizer, task, blind, n=n, temperature=temperature,
+        max_steps=max_steps, max_step_tokens=max_step_tokens, batch_rows=batch_rows,
+        return_counts=True, return_tokens=True)
+    correct = [[task.check_solution(p, t) for t in ts] for p, ts in zip(problems, texts)]
+    counts = np.array([sum(c) for c in correct], np.int64)
+    ks = default_ks(n)
+    curve = pass_at_k_curve(counts, n, ks)
+
+    confidence, outcome = [], []
+    for p, ts in zip(problems, texts):
+        keys = [task.answer_key(task.extract_answer(t)) for t in ts]
+        votes = Counter(k for k in keys if k is not None)
+        if not votes:
+            confidence.append(0.0)
+            outcome.append(0)
+            continue
+        key, count = votes.most_common(1)[0]
+        modal = next(t for t, k in zip(ts, keys) if k == key)
+        confidence.append(count / n)
+        outcome.append(int(task.check_solution(p, modal)))
+
+    styles = Counter(task.style_of(t) for ts in texts for t in ts)
+    total = sum(styles.values())
+    format_share = {("none" if s is None else str(s)): c / total
+                    for s, c in sorted(styles.items(), key=lambda kv: str(kv[0]))}
+
+    prompts = [prompt_ids(policy.tokenizer, task, p) for p in blind]
+    pairs = [(prompts[i], tokens[i][j]) for i in range(len(problems))
+             for j in range(min(n, entropy_samples)) if tokens[i][j]]
+    return Measurement(
+        n=n, counts=counts.tolist(),
+        pass_at={str(k): float(v) for k, v in zip(ks, curve)},
+        coverage=coverage(counts),
+        distinct_correct=float(np.mean([distinct_correct(ts, cs)
+                                        for ts, cs in zip(texts, correct)])),
+        entropy=token_entropy(policy.model, pairs, temperature=temperature),
+        brier=brier(confidence, outcome), ece=ece(confidence, outcome),
+        confidence=float(np.mean(confidence)), format_share=format_share,
+        tokens_per_sample=float(used.mean()))
+
+
+def token_entropy(model, sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
+                  temperature: float = 1.0, batch_size: int = 32) -> float:
+    """Mean entropy (nats) of the next-token distribution softmax(logits / temperature)
+    over every completion position of ``sequences`` [(prompt ids, completion ids)], each
+    position weighted equally; nan for no completion tokens."""
+    import torch
+
+    from policies.distill import collate
+
+    total, positions = 0.0, 0
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for lo in range(0, len(sequences), batch_size):
+                batch = collate(sequences[lo:lo + batch_size], 0, device)
+                logits = model(input_ids=batch["input_ids"],
+                               attention_mask=batch["attention_mask"],
+                               use_cache=False).logits[:, :-1].float() / temperature
+                logp = torch.log_softmax(logits, dim=-1)
+                ent = -(logp.exp() * logp).sum(-1)           # [B, T-1]
+                mask = batch["labels"][:, 1:] != -100        # positions that predict a sample token
+                total += float(ent[mask].sum())
+                positions += int(mask.sum())
+    finally:
+        model.train(was_training)
+    return total / positions if positions else float("nan")
