@@ -67,6 +67,7 @@ class PretrainConfig:
     flawed_share: float = 0.2
     n_styles_used: int | None = None     # None: every style not held out
     held_out_style: int | None = None
+    held_out_strategy: str | None = None  # e.g. "division": no trace ever uses it
     loss_on: str = "solution"            # "solution" or "all"
     # budget: the first reached stops training; none set means tokens=DEFAULT_TOKENS
     steps: int | None = None
@@ -152,6 +153,9 @@ def validate(config: PretrainConfig):
                              f"{c.task!r} ({n} styles), got {c.held_out_style!r}")
         if n == 1:
             raise ValueError(f"pretrain: held_out_style: task {c.task!r} has one style only")
+    if c.held_out_strategy is not None and c.held_out_strategy not in task.strategies:
+        raise ValueError(f"pretrain: held_out_strategy must be one of task {c.task!r}'s "
+                         f"strategies {list(task.strategies)}, got {c.held_out_strategy!r}")
     kept = [s for s in range(n) if s != c.held_out_style]
     used = len(kept) if c.n_styles_used is None else c.n_styles_used
     if isinstance(used, bool) or not isinstance(used, int) or not 1 <= used <= len(kept):
@@ -163,11 +167,13 @@ def validate(config: PretrainConfig):
 # ----------------------------------------------------------------------------- data
 
 def encode_example(tokenizer, task, problem, rng: random.Random, flawed: bool, style: int,
-                   loss_on: str = "solution") -> tuple[list[int], list[int]]:
-    """(input ids, labels) of one sequence; labels are -100 where there is no loss."""
+                   loss_on: str = "solution", trace: str | None = None) -> tuple[list[int], list[int]]:
+    """(input ids, labels) of one sequence; labels are -100 where there is no loss.
+    ``trace``: the solution text (default: drawn with ``task.solution_trace``)."""
     prompt = tokenizer(task.prompt(problem), add_special_tokens=False)["input_ids"]
-    trace = tokenizer(task.solution_trace(problem, rng, flawed=flawed, style=style),
-                      add_special_tokens=False)["input_ids"]
+    if trace is None:
+        trace = task.solution_trace(problem, rng, flawed=flawed, style=style)
+    trace = tokenizer(trace, add_special_tokens=False)["input_ids"]
     ids = [tokenizer.bos_token_id] + prompt + trace + [tokenizer.eos_token_id]
     if loss_on == "all":
         labels = [-100] + ids[1:]
@@ -180,11 +186,12 @@ class TraceSampler:
     """Batches of freshly drawn traces over the train problems, deterministic for a seed."""
 
     def __init__(self, tokenizer, task, problems, styles, flawed_share, loss_on, seed,
-                 max_positions):
+                 max_positions, held_out_strategy: str | None = None):
         self.tokenizer, self.task, self.problems = tokenizer, task, problems
         self.styles, self.flawed_share, self.loss_on = list(styles), flawed_share, loss_on
         self.rng = random.Random(f"pretrain-data:{seed}")
         self.max_positions = max_positions
+        self.held_out_strategy = held_out_strategy
         self.order: list[int] = []
 
     def _next_problem(self):
@@ -193,17 +200,29 @@ class TraceSampler:
             self.rng.shuffle(self.order)
         return self.problems[self.order.pop()]
 
+    def _draw(self, tries: int = 200):
+        """(problem, flawed, style, trace); a trace using the held-out strategy is drawn
+        again (another problem, or another of the shuffled solver's solutions)."""
+        for _ in range(tries):
+            problem = self._next_problem()
+            flawed = self.rng.random() < self.flawed_share
+            style = self.rng.choice(self.styles)
+            trace = self.task.solution_trace(problem, self.rng, flawed=flawed, style=style)
+            if (self.held_out_strategy is None
+                    or not self.task.uses_strategy(trace, self.held_out_strategy)):
+                return problem, flawed, style, trace
+        raise ValueError(f"pretrain: {tries} traces in a row used the held-out strategy "
+                         f"{self.held_out_strategy!r}; it cannot be held out of {self.task.name}")
+
     def batch(self, size: int):
         """(input ids long [B, T], labels long [B, T], real tokens), right-padded."""
         import torch
 
         seqs = []
         for _ in range(size):
-            problem = self._next_problem()
-            flawed = self.rng.random() < self.flawed_share
-            style = self.rng.choice(self.styles)
+            problem, flawed, style, trace = self._draw()
             ids, labels = encode_example(self.tokenizer, self.task, problem, self.rng, flawed,
-                                         style, self.loss_on)
+                                         style, self.loss_on, trace=trace)
             if len(ids) > self.max_positions:
                 raise ValueError(f"pretrain: a {self.task.name} sequence of {len(ids)} tokens "
                                  f"exceeds max_positions={self.max_positions}; raise it")
@@ -348,7 +367,7 @@ def pretrain(config: PretrainConfig, command: str | None = None) -> PretrainResu
     test = task.problems("test", c.eval_problems, seed=c.seed + 1_000_003)
     data_s = time.perf_counter() - t0
     sampler = TraceSampler(tokenizer, task, train, styles, c.flawed_share, c.loss_on, c.seed,
-                           c.max_positions)
+                           c.max_positions, c.held_out_strategy)
     model = build_model(c, tokenizer, c.seed)
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -455,7 +474,7 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
             continue
         kind = {"int": int, "int | None": int, "float": float, "float | None": float,
-                "str": str}[f.type]
+                "str": str, "str | None": str}[f.type]
         p.add_argument(flag, type=kind, default=f.default, dest=f.name)
     return p
 

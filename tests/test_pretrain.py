@@ -170,3 +170,25 @@ def test_pretrained_prior_beats_a_random_model(tmp_path):
     assert trained["pass@8"] >= 0.08, trained
     assert trained["pass@8"] - baseline["pass@8"] >= 0.06
     assert trained["answer_rate"] > 0.8 > baseline["answer_rate"] + 0.5
+
+
+def test_held_out_strategy_never_reaches_the_traces():
+    """Division held out: no pretraining sequence divides; without the hold-out some do
+    (so the check can fail). An unknown strategy is refused naming the knob."""
+    from policies.pretrain import TraceSampler
+
+    tok = build_char_tokenizer()
+    task = get_task("countdown3")
+    problems = task.problems("train", 200, seed=0)
+
+    def divisions(held_out):
+        sampler = TraceSampler(tok, task, problems, [0, 1, 2], 0.2, "solution", 0, 256,
+                               held_out_strategy=held_out)
+        x, _, _ = sampler.batch(300)
+        texts = [tok.decode(row, skip_special_tokens=True) for row in x.tolist()]
+        return sum(task.uses_strategy(t.split("\n", 2)[2], "division") for t in texts)
+
+    assert divisions(None) > 0
+    assert divisions("division") == 0
+    with pytest.raises(ValueError, match="held_out_strategy"):
+        validate(PretrainConfig(task="countdown3", steps=1, held_out_strategy="telepathy"))

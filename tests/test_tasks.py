@@ -319,3 +319,40 @@ def test_step_slips_count_false_arithmetic_without_labels():
     assert task.step_slips("16*8=128\n128/4=32\n25*4=100 (7 3 100)\nA:(16*8)/4\n") == 0
     assert task.step_slips("9/0=1\n7-9=-2\n") == 1
     assert get_task("arithmetic").step_slips("12+7=19\n19-5=15\n") == 1
+
+
+def test_countdown_style_of_reads_the_format_of_every_style():
+    import random
+
+    from treesearch.tasks import get_task
+
+    task = get_task("countdown3")
+    problems = task.problems("train", 12, seed=3)
+    for style in range(task.n_styles):
+        for i, p in enumerate(problems):
+            trace = task.solution_trace(p, random.Random(i), flawed=i % 3 == 0, style=style)
+            assert task.style_of(trace) == style, trace
+    assert task.style_of("A:3+4\n") is None
+    assert task.style_of("three plus four\nA:3+4\n") is None
+
+
+def test_countdown_strategies():
+    from treesearch.tasks import get_task
+
+    task = get_task("countdown3")
+    assert task.uses_strategy("24/3=8\nA:24/3+5\n", "division")
+    assert not task.uses_strategy("24*3=72\nA:(24*3)+5\n", "division")
+    assert task.uses_strategy("25 - 3 = 22\nA:25-3\n", "subtraction")
+    assert not task.uses_strategy("3+5=8\nA:-3+5\n", "subtraction")
+    assert not task.uses_strategy("3*5=15 (15 -2)\nA:3*5\n", "subtraction")
+    with pytest.raises(ValueError, match="unknown strategy"):
+        task.uses_strategy("A:1", "telepathy")
+
+
+def test_countdown2_preset_has_enough_held_out_problems():
+    from treesearch.tasks import get_task
+
+    task = get_task("countdown2")
+    problems = task.problems("test", 24, seed=0)
+    assert all(len(p.inputs["numbers"]) == 2 for p in problems)
+    assert all(task.check(p, p.label) for p in problems)

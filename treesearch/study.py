@@ -95,6 +95,9 @@ class Study:
         a variant differs in the one factor it names, not in machine speed."""
         from policies.pretrain import PretrainConfig
 
+        if not spec.reference:
+            fields = {"task": self.cfg.task, **dict(spec.pretrain), "progress": self.cfg.progress}
+            return PretrainConfig(**fields)
         ref = self.prior_path(spec.reference)
         try:
             recorded = read_json(ref / "metrics.json")
@@ -140,7 +143,8 @@ class Study:
     def _policy(self, path_or_model, seed: int):
         from policies.hf import HFPolicy
 
-        return HFPolicy(path_or_model, temperature=self.cfg.eval.temperature, seed=seed)
+        return HFPolicy(path_or_model, temperature=self.cfg.eval.temperature, seed=seed,
+                        device=self.cfg.device)
 
     def search(self, prior: str, seed: int):
         """The (prior, seed) MCTS over the training problems, run once and saved; returns
@@ -191,7 +195,7 @@ class Study:
         """Train a fresh copy of the prior; returns (model, tokenizer, stats)."""
         from policies.hf import load_model
 
-        model, tokenizer = load_model(self.prior_path(prior))
+        model, tokenizer = load_model(self.prior_path(prior), device=self.cfg.device)
         if optimizer in ("mcts", "dpo"):
             return self._train_from_trees(model, tokenizer, prior, optimizer, seed)
         from policies.rl import RLConfig, train
@@ -285,7 +289,8 @@ class Study:
         save_policy(model, tokenizer, where / "policy")
         write_json(where / "train.json", {**_jsonable(stats), "seconds": round(train_s, 2)})
         before, _ = load_model(self.prior_path(prior))
-        b, a = before.state_dict(), model.state_dict()
+        b = before.state_dict()
+        a = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         ranks = update_rank(b, a)
         measured = self.measure(where / "policy",
                                 cell_seed(prior, optimizer, seed, "measure"))

@@ -7,9 +7,10 @@ unknown key is an error listing the valid keys.
 
 A prior is either a model as it is (``model``: zoo name or directory) or a pretraining
 run (``pretrain``: ``policies.pretrain.PretrainConfig`` fields) built on first use and
-cached; ``pretrain`` fields override the reference prior's recorded pretraining config
-(``reference``: another prior's name whose model has a ``metrics.json``), so each variant
-differs from the reference in the one factor it names.
+cached. With ``reference`` (another prior's name whose model has a ``metrics.json``), the
+``pretrain`` fields override the reference's recorded pretraining config, so the variant
+differs from the reference in the one factor it names; without, they are the whole
+pretraining config.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class StudyConfig:
     max_steps: int = 6
     max_step_tokens: int = 24
     threads: int = 2
+    device: str = "cpu"                    # policies train and sample here ("cuda" on a GPU)
     out: str = ""                          # empty: runs/study-<date>-<time>
     prior_cache: str = "~/.cache/treesearch/study-priors"
     progress: bool = True
@@ -165,14 +167,16 @@ def validate_study(cfg) -> None:
          f"every prior needs a distinct name, got {names}")
     fields = set(PretrainConfig.__dataclass_fields__)
     for i, p in enumerate(cfg.priors):
-        need(bool(p.model) != bool(p.reference), f"priors.{i}",
-             f"prior {p.name!r}: give either model (use as is) or reference + pretrain")
+        built = bool(p.reference) or bool(p.pretrain)
+        need(bool(p.model) != built, f"priors.{i}",
+             f"prior {p.name!r}: give either model (use as is) or pretrain (and optionally "
+             f"a reference), not both or neither")
         if p.reference:
             need(p.reference in names and p.reference != p.name, f"priors.{i}.reference",
                  f"{p.reference!r} is not another prior of this study ({names})")
-            bad = sorted(set(p.pretrain) - fields)
-            need(not bad, f"priors.{i}.pretrain", f"unknown pretrain fields {bad}; valid: "
-                 f"{sorted(fields)}")
+        bad = sorted(set(p.pretrain) - fields)
+        need(not bad, f"priors.{i}.pretrain", f"unknown pretrain fields {bad}; valid: "
+             f"{sorted(fields)}")
     need(len(cfg.optimizers) >= 1, "optimizers", "list at least one optimizer")
     for i, o in enumerate(cfg.optimizers):
         need(o in OPTIMIZERS, f"optimizers.{i}", f"unknown optimizer {o!r}; known: {list(OPTIMIZERS)}")

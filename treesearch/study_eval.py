@@ -16,7 +16,10 @@ a ``Measurement``:
   its outcome whether that modal answer is right; Brier score and ECE (10 bins) over
   problems;
 - ``format_share``: share of samples in each solution format (``task.style_of``;
-  "none" for no step line or an unknown format).
+  "none" for no step line or an unknown format);
+- ``strategy_share``: for each of the task's named strategies (countdown: "division",
+  "subtraction"), the share of CORRECT samples that use it (nan without correct ones):
+  does a policy whose pretraining never showed a strategy come to use it?
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Measurement:
     ece: float
     confidence: float                        # mean modal-answer share
     format_share: dict[str, float] = field(default_factory=dict)
+    strategy_share: dict[str, float] = field(default_factory=dict)
     tokens_per_sample: float = 0.0
 
     def to_dict(self) -> dict:
@@ -90,6 +94,10 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
     format_share = {("none" if s is None else str(s)): c / total
                     for s, c in sorted(styles.items(), key=lambda kv: str(kv[0]))}
 
+    right = [t for ts, cs in zip(texts, correct) for t, c in zip(ts, cs) if c]
+    strategy_share = {s: (float(np.mean([task.uses_strategy(t, s) for t in right]))
+                          if right else float("nan")) for s in task.strategies}
+
     prompts = [prompt_ids(policy.tokenizer, task, p) for p in blind]
     pairs = [(prompts[i], tokens[i][j]) for i in range(len(problems))
              for j in range(min(n, entropy_samples)) if tokens[i][j]]
@@ -102,6 +110,7 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
         entropy=token_entropy(policy.model, pairs, temperature=temperature),
         brier=brier(confidence, outcome), ece=ece(confidence, outcome),
         confidence=float(np.mean(confidence)), format_share=format_share,
+        strategy_share=strategy_share,
         tokens_per_sample=float(used.mean()))
 
 

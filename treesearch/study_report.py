@@ -36,7 +36,10 @@ def load_cells(run_dir: Path) -> tuple[dict, list[dict]]:
         row = read_json(path)
         base[row["prior"]] = row
     for path in sorted((run_dir / "cells").glob("*/*/seed*/measure.json")):
-        cells.append(read_json(path))
+        row = read_json(path)
+        train = path.parent / "train.json"
+        row["train"] = read_json(train) if train.is_file() else {}
+        cells.append(row)
     return base, cells
 
 
@@ -63,6 +66,8 @@ def summarise(row: dict, base: dict | None) -> dict:
         "ood_pass@n": {k: v["pass_at"][str(v["n"])] for k, v in ev.items() if k != "id"},
         "ood_drop": float(p1.mean() - np.mean(ood)) if ood else float("nan"),
         "format_share": idm["format_share"],
+        "strategy_share": idm.get("strategy_share", {}),
+        "format_over_training": row.get("train", {}).get("format_over_training", []),
         "curve": {int(k): v for k, v in idm["pass_at"].items()},
     }
     if base is not None:
@@ -185,7 +190,7 @@ def write_report(run_dir, cfg=None) -> Path:
         lines.append("")
 
     if res["cells"] and "sparsity" in res["cells"][0]:
-        tols = list(res["cells"][0]["sparsity"]["fp32"].keys())
+        tols = sorted(res["cells"][0]["sparsity"]["fp32"].keys(), key=float)
         lines += ["## Parameter updates", "",
                   "Share of parameters unchanged (|delta| <= tolerance) after training, and the mean "
                   "numerical rank share of the matrices' updates (singular values > 1e-3 x largest).", "",
@@ -207,6 +212,31 @@ def write_report(run_dir, cfg=None) -> Path:
             if p == prior:
                 lines.append(f"| {prior} | {opt} | {_formats(rows[0]['format_share'])} |")
     lines.append("")
+
+    over = [(k, rows) for k, rows in groups.items() if rows[0]["format_over_training"]]
+    if over:
+        lines += ["## Solution formats over training", "",
+                  "Share of each format among the samples the optimizer trained on (on-policy: "
+                  "each iteration's samples; mcts: the distilled paths).", "",
+                  "| prior | optimizer | first iteration | last iteration |", "|---|---|---|---|"]
+        for (p, opt), rows in over:
+            seq = rows[0]["format_over_training"]
+            lines.append(f"| {p} | {opt} | {_formats(seq[0])} | {_formats(seq[-1])} |")
+        lines.append("")
+
+    strategies = sorted({k for r in [*res["base"].values(), *res["cells"]] for k in r["strategy_share"]})
+    if strategies:
+        lines += ["## Strategies (share of correct held-out samples using each)", "",
+                  "| prior | optimizer | " + " | ".join(strategies) + " |",
+                  "|---|---|" + "---|" * len(strategies)]
+        for prior, b in res["base"].items():
+            rows_by = [("(prior)", [b])] + [(o, rs) for (p, o), rs in groups.items() if p == prior]
+            for opt, rows in rows_by:
+                vals = [np.nanmean([r["strategy_share"].get(st, np.nan) for r in rows])
+                        if any(not np.isnan(r["strategy_share"].get(st, np.nan)) for r in rows)
+                        else float("nan") for st in strategies]
+                lines.append(f"| {prior} | {opt} | " + " | ".join(_fmt(v) for v in vals) + " |")
+        lines.append("")
 
     lines += ["## Prior vs optimizer: eta squared", "",
               "Two-way decomposition over the trained cells (prior x optimizer, seeds as "

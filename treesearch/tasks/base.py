@@ -79,6 +79,7 @@ class Task(abc.ABC):
     step_delimiter: str = "\n"
     answer_prefix: str = "A:"
     n_styles: int = 1
+    strategies: tuple[str, ...] = ()
 
     # ---- problems -------------------------------------------------------------------
     @abc.abstractmethod
@@ -128,6 +129,13 @@ class Task(abc.ABC):
         the answer. A right answer reached through slipped steps is a bad example to learn
         from. Default: every ``a op b = c`` with integers and + - * / in the text."""
         return count_arithmetic_slips(text)
+
+    def uses_strategy(self, text: str, strategy: str) -> bool:
+        """True if a solution text uses ``strategy`` (one of ``self.strategies``: named
+        ways of solving, e.g. countdown's "division"). Pretraining can hold one out
+        entirely, and the study measures whether training discovers it."""
+        raise ValueError(f"{self.name}: unknown strategy {strategy!r}; this task has "
+                         f"{list(self.strategies) or 'none'}")
 
     def style_of(self, text: str) -> int | None:
         """Which of the ``n_styles`` solution formats a solution text is written in (the

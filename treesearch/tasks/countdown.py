@@ -179,6 +179,7 @@ class Countdown(Task):
     """
 
     n_styles = 3
+    strategies = ("division", "subtraction")
 
     def __init__(self, n_numbers: int = 4, min_value: int = 1, max_value: int = 25,
                  min_target: int = 100, max_target: int = 999, test_fraction: float = 0.2,
@@ -265,6 +266,14 @@ class Countdown(Task):
 
     def _check(self, problem: Problem, answer: str) -> bool:
         return expression_solves(answer, problem.inputs["numbers"], problem.inputs["target"])
+
+    def uses_strategy(self, text: str, strategy: str) -> bool:
+        """"division" / "subtraction": the operator appears between two operands in a
+        step or the answer (a negative literal like ``-3`` alone does not count)."""
+        if strategy not in _STRATEGY_OPS:
+            return super().uses_strategy(text, strategy)
+        lines = [_REMAINING.sub("", line) for line in text.split(self.step_delimiter)]
+        return any(_STRATEGY_OPS[strategy].search(line) for line in lines)
 
     def style_of(self, text: str) -> int | None:
         """0 ``25*4=100``, 1 ``25 * 4 = 100``, 2 ``25*4=100 (7 3 100)``, read off the
@@ -378,6 +387,10 @@ class Countdown(Task):
 _STYLE0 = re.compile(r"-?\d+[-+*/]-?\d+=-?\d+")
 _STYLE1 = re.compile(r"-?\d+ [-+*/] -?\d+ = -?\d+")
 _STYLE2 = re.compile(r"-?\d+[-+*/]-?\d+=-?\d+ \((-?\d+ ?)*\)")
+
+_REMAINING = re.compile(r"\s\((-?\d+ ?)*\)\s*$")  # style 2's "(7 3 100)" annotation
+_STRATEGY_OPS = {"division": re.compile(r"[\d)]\s*/\s*[-\d(]"),
+                 "subtraction": re.compile(r"[\d)]\s*-\s*[-\d(]")}
 
 PRESETS = {
     "countdown2": dict(n_numbers=2, min_target=10),  # two numbers cannot reach 100-999 often enough
