@@ -14,7 +14,6 @@ model's context. It needs only the Policy protocol (``propose`` over token ids, 
 
 from __future__ import annotations
 
-from math import comb
 from typing import Sequence
 
 
@@ -118,9 +117,8 @@ def _decode_chunk(policy, tokenizer, task, problems, n, max_steps, max_step_toke
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples with c correct (Chen et al. 2021): 1 - C(n-c,k)/C(n,k)."""
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass_at_k: need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - comb(n - c, k) / comb(n, k)
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021): 1 - C(n-c,k)/C(n,k).
+    (``treesearch.estimators.pass_at_k``, also vectorised, for scalars.)"""
+    from treesearch.estimators import pass_at_k as estimate
+
+    return estimate(int(n), int(c), int(k))

@@ -28,6 +28,8 @@ QUICK = ROOT / "configs" / "study_quick.yaml"
     ("priors.1.pretrain={bogus: 1}", "priors.1.pretrain"),
     ("priors.1.reference=nobody", "priors.1.reference"),
     ("priors.0.model=/no/such/model", "priors.0.model"),
+    ("rl.method_lr={ppo: 0.1}", "rl.method_lr.ppo"),
+    ("rl.method_lr={nsr: -1}", "rl.method_lr.nsr"),
 ])
 def test_bad_study_config_is_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

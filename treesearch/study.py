@@ -203,7 +203,8 @@ class Study:
         r = self.cfg.rl
         config = RLConfig(method=optimizer, token_budget=self.cfg.budget_tokens,
                           group_size=r.group_size, problems_per_step=r.problems_per_step,
-                          lr=r.lr, temperature=self.cfg.eval.temperature,
+                          lr=float(r.method_lr.get(optimizer, r.lr)),
+                          temperature=self.cfg.eval.temperature,
                           max_steps=self.cfg.max_steps, max_step_tokens=self.cfg.max_step_tokens,
                           clip_eps=r.clip_eps, kl_beta=r.kl_beta,
                           updates_per_batch=r.updates_per_batch, batch_size=r.batch_size,
@@ -255,7 +256,8 @@ class Study:
         for name, (task, problems) in self.eval_sets().items():
             m = measure(policy, task, problems, n=e.samples, temperature=e.temperature,
                         max_steps=self.cfg.max_steps, max_step_tokens=self.cfg.max_step_tokens,
-                        entropy_samples=e.entropy_samples)
+                        entropy_samples=e.entropy_samples, progress=self.cfg.progress,
+                        desc=f"measure {name}")
             out[name] = m.to_dict()
         return out
 

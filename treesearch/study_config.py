@@ -42,6 +42,7 @@ class RLSection:
     group_size: int = 8
     problems_per_step: int = 16
     lr: float = 1e-4
+    method_lr: Dict[str, float] = field(default_factory=dict)  # e.g. {nsr: 1e-5}
     batch_size: int = 32
     updates_per_batch: int = 1
     clip_eps: float = 0.2
@@ -190,6 +191,10 @@ def validate_study(cfg) -> None:
     need(cfg.threads >= 1, "threads", "must be >= 1")
     need(cfg.rl.lr > 0 and cfg.tree.sft_lr > 0 and cfg.tree.dpo_lr > 0, "rl.lr / tree.*_lr",
          "learning rates must be > 0")
+    for method, lr in cfg.rl.method_lr.items():
+        need(method in ("grpo", "expert_iteration", "psr", "nsr"), f"rl.method_lr.{method}",
+             "not an on-policy optimizer (grpo, expert_iteration, psr, nsr)")
+        need(isinstance(lr, (int, float)) and lr > 0, f"rl.method_lr.{method}", "must be > 0")
     from treesearch.config import _check_model
 
     for i, p in enumerate(cfg.priors):

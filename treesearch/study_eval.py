@@ -57,9 +57,12 @@ class Measurement:
 
 def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: float = 1.0,
             max_steps: int = 6, max_step_tokens: int = 24, entropy_samples: int = 16,
-            batch_rows: int = 1024) -> Measurement:
+            batch_rows: int = 1024, progress: bool = False, desc: str = "measure") -> Measurement:
     """Sample ``n`` solutions per problem with ``policy`` (an ``HFPolicy``: the entropy
-    pass needs ``policy.model``) and measure them; see the module docstring."""
+    pass needs ``policy.model``) and measure them; see the module docstring. Problems are
+    decoded in chunks of about ``batch_rows`` samples (a tqdm bar with ``progress``)."""
+    from tqdm.auto import tqdm
+
     from critics.calibration import brier, ece
     from policies.rollout import generate_solutions, prompt_ids
 
@@ -67,10 +70,20 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
         raise ValueError(f"measure: need n >= 1 and at least one problem, got n={n}, "
                          f"{len(problems)} problems")
     blind = [p.without_label() for p in problems]
-    texts, used, tokens = generate_solutions(
-        policy, policy.tokenizer, task, blind, n=n, temperature=temperature,
-        max_steps=max_steps, max_step_tokens=max_step_tokens, batch_rows=batch_rows,
-        return_counts=True, return_tokens=True)
+    texts, used, tokens = [], [], []
+    per_chunk = max(1, batch_rows // n)
+    with tqdm(total=len(blind), desc=desc, unit="problem", disable=not progress, leave=False) as bar:
+        for lo in range(0, len(blind), per_chunk):
+            chunk = blind[lo:lo + per_chunk]
+            t, u, k = generate_solutions(
+                policy, policy.tokenizer, task, chunk, n=n, temperature=temperature,
+                max_steps=max_steps, max_step_tokens=max_step_tokens, batch_rows=batch_rows,
+                return_counts=True, return_tokens=True)
+            texts += t
+            used.append(u)
+            tokens += k
+            bar.update(len(chunk))
+    used = np.concatenate(used)
     correct = [[task.check_solution(p, t) for t in ts] for p, ts in zip(problems, texts)]
     counts = np.array([sum(c) for c in correct], np.int64)
     ks = default_ks(n)
