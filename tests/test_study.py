@@ -184,7 +184,7 @@ def test_small_grid_end_to_end_and_resume(tmp_path):
     out = tmp_path / "study"
     args = ["--quick", f"out={out}", "priors=[{name: p3, model: tiny-countdown3}, "
             "{name: p4, model: tiny-countdown}]", "optimizers=[mcts, grpo]",
-            "budget_tokens=1500", "train_problems=6", "eval.problems=3", "eval.ood_problems=1",
+            "seeds=[0]", "budget_tokens=1500", "train_problems=6", "eval.problems=3", "eval.ood_problems=1",
             "eval.samples=8", "eval.entropy_samples=2", "progress=false"]
     assert main(args) == 0
     cells = sorted(p.relative_to(out).as_posix() for p in out.glob("cells/**/measure.json"))
