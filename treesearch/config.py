@@ -116,41 +116,64 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the key."""
 
 
-def valid_keys(node=None, prefix: str = "") -> list[str]:
-    """Every dotted key of ``SelfPlayConfig``."""
-    node = OmegaConf.structured(SelfPlayConfig) if node is None else node
+def valid_keys(node=None, prefix: str = "", schema=None) -> list[str]:
+    """Every dotted key of ``schema`` (default ``SelfPlayConfig``); free-form dicts (e.g. a
+    prior's ``pretrain`` fields) count as one key."""
+    node = OmegaConf.structured(schema or SelfPlayConfig) if node is None else node
     out = []
     for key in node:
         value = node[key]
-        if OmegaConf.is_config(value):
+        if OmegaConf.is_dict(value) and OmegaConf.get_type(value) is not dict:
             out.extend(valid_keys(value, f"{prefix}{key}."))
         else:
             out.append(f"{prefix}{key}")
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> SelfPlayConfig:
-    """Defaults <- YAML file <- dotlist overrides, then ``validate``. Returns an omegaconf
-    DictConfig typed as ``SelfPlayConfig``."""
-    cfg = OmegaConf.structured(SelfPlayConfig)
+_MISSING = object()
+
+
+def load_recipe(schema, path: str | Path | None = None, overrides=()):
+    """Defaults of the dataclass ``schema`` <- YAML file <- dotlist overrides, as an
+    omegaconf DictConfig. An override may index a list (``priors.1.pretrain={tokens: 9}``).
+    Unknown keys and ill-typed values raise ``ConfigError`` naming the key and where it
+    came from; nothing is validated beyond types (the caller's ``validate`` does that)."""
+    cfg = OmegaConf.structured(schema)
+    where = ""
     try:
         if path is not None:
             path = Path(path)
             if not path.is_file():
                 raise ConfigError(f"config file {str(path)!r} does not exist")
+            where = f" in {str(path)!r}"
             cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        where = " (command-line override)"
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not key=value")
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except (ConfigKeyError, ValidationError) as exc:
+            key, value = item.split("=", 1)
+            if any(part.isdigit() for part in key.split(".")):
+                # dotlist merging cannot index a list: update the item in place
+                if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+                    raise ConfigKeyError(f"unknown key {key}")
+                OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"x={value}"]).x, merge=False)
+            else:
+                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+    except ConfigKeyError as exc:
+        key = getattr(exc, "full_key", None) or str(exc).removeprefix("unknown key ")
+        raise ConfigError(f"unknown config key {key!r}{where}; valid keys: "
+                          f"{', '.join(valid_keys(schema=schema))}") from None
+    except (ValidationError, TypeError) as exc:
         key = getattr(exc, "full_key", None) or ""
-        where = f" in {str(path)!r}" if path is not None else ""
-        if isinstance(exc, ConfigKeyError):
-            raise ConfigError(f"unknown config key {key!r}{where}; valid keys: "
-                              f"{', '.join(valid_keys())}") from None
-        raise ConfigError(f"bad value for config key {key!r}{where}: "
-                          f"{str(exc.msg).splitlines()[0]}") from None
+        msg = str(getattr(exc, "msg", exc)).splitlines()[0]
+        raise ConfigError(f"bad value for config key {key!r}{where}: {msg}") from None
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> SelfPlayConfig:
+    """Defaults <- YAML file <- dotlist overrides, then ``validate``. Returns an omegaconf
+    DictConfig typed as ``SelfPlayConfig``."""
+    cfg = load_recipe(SelfPlayConfig, path, overrides)
     validate(cfg)
     return cfg
 

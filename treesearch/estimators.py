@@ -15,7 +15,6 @@ samples drawn per problem; every share is a float in [0, 1] (or nan where undefi
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Callable, Hashable, Sequence
 

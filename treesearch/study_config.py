@@ -17,14 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, ValidationError
 
-from treesearch.config import ConfigError
+from treesearch.config import ConfigError, load_recipe
 
-_MISSING = object()
 OPTIMIZERS = ("mcts", "dpo", "grpo", "expert_iteration", "psr", "nsr")
 
 
@@ -99,50 +97,10 @@ class StudyConfig:
     eval: StudyEval = field(default_factory=StudyEval)
 
 
-def study_keys(node=None, prefix: str = "") -> list[str]:
-    node = OmegaConf.structured(StudyConfig) if node is None else node
-    out = []
-    for key in node:
-        value = node[key]
-        if OmegaConf.is_dict(value) and key != "pretrain":
-            out.extend(study_keys(value, f"{prefix}{key}."))
-        else:
-            out.append(f"{prefix}{key}")
-    return out
-
-
 def load_study_config(path: str | Path | None, overrides=()) -> StudyConfig:
-    """Defaults <- YAML <- dotlist overrides, then ``validate_study``."""
-    cfg = OmegaConf.structured(StudyConfig)
-    where = ""
-    try:
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"config file {str(path)!r} does not exist")
-            where = f" in {str(path)!r}"
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
-        where = " (command-line override)"
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} is not key=value")
-            key = item.split("=", 1)[0]
-            if any(part.isdigit() for part in key.split(".")):
-                # a list item (priors.1.pretrain=...): dotlist merging cannot index lists
-                if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
-                    raise ConfigKeyError(f"unknown key {key}")
-                value = OmegaConf.from_dotlist([f"x={item.split('=', 1)[1]}"]).x
-                OmegaConf.update(cfg, key, value, merge=False)
-            else:
-                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
-    except ConfigKeyError as exc:
-        key = getattr(exc, "full_key", None) or str(exc).removeprefix("unknown key ")
-        raise ConfigError(f"unknown config key {key!r}{where}; valid keys: "
-                          f"{', '.join(study_keys())}") from None
-    except (ValidationError, TypeError) as exc:
-        key = getattr(exc, "full_key", None) or ""
-        msg = str(getattr(exc, "msg", exc)).splitlines()[0]
-        raise ConfigError(f"bad value for config key {key!r}{where}: {msg}") from None
+    """Defaults <- YAML <- dotlist overrides (``treesearch.config.load_recipe``), then
+    ``validate_study``."""
+    cfg = load_recipe(StudyConfig, path, overrides)
     validate_study(cfg)
     return cfg
 
