@@ -210,18 +210,19 @@ def write_report(run_dir, cfg=None) -> Path:
         lines.append(f"| {prior} | (prior) | {_formats(b['format_share'])} |")
         for (p, opt), rows in groups.items():
             if p == prior:
-                lines.append(f"| {prior} | {opt} | {_formats(rows[0]['format_share'])} |")
+                lines.append(f"| {prior} | {opt} | {_formats(_mean_shares([r['format_share'] for r in rows]))} |")
     lines.append("")
 
     over = [(k, rows) for k, rows in groups.items() if rows[0]["format_over_training"]]
     if over:
         lines += ["## Solution formats over training", "",
                   "Share of each format among the samples the optimizer trained on (on-policy: "
-                  "each iteration's samples; mcts: the distilled paths).", "",
+                  "each iteration's samples; mcts: the distilled paths), mean over seeds.", "",
                   "| prior | optimizer | first iteration | last iteration |", "|---|---|---|---|"]
         for (p, opt), rows in over:
-            seq = rows[0]["format_over_training"]
-            lines.append(f"| {p} | {opt} | {_formats(seq[0])} | {_formats(seq[-1])} |")
+            first = _mean_shares([r["format_over_training"][0] for r in rows if r["format_over_training"]])
+            last = _mean_shares([r["format_over_training"][-1] for r in rows if r["format_over_training"]])
+            lines.append(f"| {p} | {opt} | {_formats(first)} | {_formats(last)} |")
         lines.append("")
 
     strategies = sorted({k for r in [*res["base"].values(), *res["cells"]] for k in r["strategy_share"]})
@@ -248,8 +249,13 @@ def write_report(run_dir, cfg=None) -> Path:
         else:
             lines.append(f"| {metric} | {_fmt(e['a'])} | {_fmt(e['b'])} | {_fmt(e['interaction'])} "
                          f"| {_fmt(e['residual'])} |")
-    lines += ["", "With one seed the interaction and residual cannot be told apart (reported together "
-              "as interaction). With two priors, the prior share rests on one contrast.", ""]
+    replicates = {e.get("replicates") for e in res["eta_squared"].values() if "error" not in e}
+    if replicates == {1}:
+        lines += ["", "With one seed the interaction and residual cannot be told apart (reported "
+                  "together as interaction)."]
+    if len(res["base"]) == 2:
+        lines += ["", "With two priors, the prior share rests on one contrast."]
+    lines.append("")
 
     plots = _plots(run_dir, res)
     if plots:
@@ -257,6 +263,12 @@ def write_report(run_dir, cfg=None) -> Path:
     path = run_dir / "report.md"
     write_text(path, "\n".join(lines))
     return path
+
+
+def _mean_shares(shares: list[dict]) -> dict:
+    """Key-wise mean of share dicts (a key missing from one counts as 0 there)."""
+    keys = sorted({k for s in shares for k in s})
+    return {k: float(np.mean([s.get(k, 0.0) for s in shares])) for k in keys} if shares else {}
 
 
 def _formats(share: dict) -> str:
