@@ -147,8 +147,9 @@ class Study:
                         device=self.cfg.device)
 
     def search(self, prior: str, seed: int):
-        """The (prior, seed) MCTS over the training problems, run once and saved; returns
-        (SearchResult rebuilt from disk, search stats dict)."""
+        """The (prior, seed) MCTS over the training problems, run once and saved (trees
+        first, then ``search.json``, so a kill in between redoes it). Returns (training
+        problems, SearchResult rebuilt from disk, search stats dict, tokenizer)."""
         from critics.compose import StepScorer
         from critics.verifier import RuleVerifier
         from policies.rollout import prompt_ids
