@@ -13,6 +13,26 @@ Used by self-play and by the study's tree-based optimizers (MCTS + SFT, DPO on s
 from __future__ import annotations
 
 
+def load_result(path, prompts):
+    """A ``SearchResult`` rebuilt from trees saved with ``export.write_jsonl`` (forest and
+    prompts; answers and per-tree stats are not stored and come back empty). ``prompts``:
+    the token ids of each tree's prompt, in tree order. A missing or corrupt file raises
+    ``treesearch.runs.RunError`` naming it."""
+    import numpy as np
+
+    from treesearch.export import read_jsonl
+    from treesearch.runs import RunError
+    from treesearch.stepsearch import SearchResult, SearchStats
+
+    try:
+        forest = read_jsonl(path)
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: cannot read the search trees ({exc})") from exc
+    zeros = np.zeros(forest.n_trees, np.int64)
+    return SearchResult(forest, list(prompts), [""] * forest.n_trees, zeros,
+                        SearchStats(zeros, zeros, zeros, zeros, zeros))
+
+
 def best_correct(result, tree: int, verifier, k: int, clean_steps: bool = False) -> list[int]:
     """Up to ``k`` verified-correct answer nodes of ``tree``, best first (composed score,
     then visits, then node index); with ``clean_steps`` only those whose steps hold no

@@ -159,22 +159,13 @@ class SelfPlay:
                 "policy": policy.describe()}
 
     def _trees(self, r: int, policy):
-        """The round's search result, rebuilt from its saved trees."""
-        from treesearch.export import read_jsonl
-        from treesearch.stepsearch import SearchResult, SearchStats
-
-        path = self.run.path / f"round_{r}" / "trees.jsonl.gz"
-        try:
-            forest = read_jsonl(path)
-        except (OSError, ValueError) as exc:
-            raise RunError(f"{path}: cannot read the round's trees ({exc})") from exc
-        problems = self.train_problems(r)
+        """The round's training problems and search result, rebuilt from its saved trees."""
         from policies.rollout import prompt_ids
+        from treesearch.harvest import load_result
 
+        problems = self.train_problems(r)
         prompts = [prompt_ids(policy.tokenizer, self.task, p) for p in problems]
-        zeros = np.zeros(forest.n_trees, np.int64)
-        stats = SearchStats(zeros, zeros, zeros, zeros, zeros)
-        return problems, SearchResult(forest, prompts, [""] * forest.n_trees, zeros, stats)
+        return problems, load_result(self.run.path / f"round_{r}" / "trees.jsonl.gz", prompts)
 
     def stage_critics(self, r: int) -> dict:
         import torch

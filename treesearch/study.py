@@ -48,6 +48,7 @@ import numpy as np
 from treesearch.config import ConfigError
 from treesearch.runs import RunDir, RunError, read_json, write_json
 from treesearch.study_config import load_study_config
+from treesearch.study_eval import format_share
 from treesearch.tasks.base import stable_hash
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,8 +154,9 @@ class Study:
         from critics.compose import StepScorer
         from critics.verifier import RuleVerifier
         from policies.rollout import prompt_ids
-        from treesearch.export import read_jsonl, write_jsonl
-        from treesearch.stepsearch import SearchConfig, SearchResult, SearchStats, StepSearch
+        from treesearch.export import write_jsonl
+        from treesearch.harvest import load_result
+        from treesearch.stepsearch import SearchConfig, StepSearch
 
         where = self.run.path / "search" / prior / f"seed{seed}"
         problems = self.train_problems(seed)
@@ -182,14 +184,8 @@ class Study:
                 "train_solved": float(np.mean(solved)),
                 "nodes_per_tree": float(result.forest.n_nodes.mean()),
                 "seconds": round(time.perf_counter() - start, 2)})
-        try:
-            forest = read_jsonl(where / "trees.jsonl.gz")
-        except (OSError, ValueError) as exc:
-            raise RunError(f"{where / 'trees.jsonl.gz'}: cannot read the search trees ({exc})") from exc
         prompts = [prompt_ids(policy.tokenizer, self.task, p) for p in problems]
-        zeros = np.zeros(forest.n_trees, np.int64)
-        result = SearchResult(forest, prompts, [""] * forest.n_trees, zeros,
-                              SearchStats(zeros, zeros, zeros, zeros, zeros))
+        result = load_result(where / "trees.jsonl.gz", prompts)
         return problems, result, read_json(where / "search.json"), policy.tokenizer
 
     def train(self, prior: str, optimizer: str, seed: int):
@@ -213,11 +209,10 @@ class Study:
         formats: list[dict] = []
 
         def on_samples(iteration, problems, texts, rewards):
-            formats.append(_format_share(self.task, [t for ts in texts for t in ts]))
+            formats.append(format_share(self.task, [t for ts in texts for t in ts]))
 
         model, stats = train(model, tokenizer, self.task, self.train_problems(seed), config,
                              on_samples=on_samples)
-        stats = {k: v for k, v in stats.items()}
         stats["format_over_training"] = formats
         return model, tokenizer, stats
 
@@ -236,7 +231,7 @@ class Study:
                                    seed=dseed, progress=self.cfg.progress)
             model, stats = sft(model, tokenizer, examples, config)
             texts = [tokenizer.decode(e.completion_ids, skip_special_tokens=True) for e in examples]
-            stats["format_over_training"] = [_format_share(self.task, texts)] if texts else []
+            stats["format_over_training"] = [format_share(self.task, texts)] if texts else []
         else:
             pairs = sibling_preference_pairs(result, t.dpo_margin)
             config = DistillConfig(lr=t.dpo_lr, epochs=t.dpo_epochs, batch_size=t.batch_size,
@@ -327,14 +322,6 @@ class Study:
                    "reference": spec.reference, "pretrain": dict(spec.pretrain)}
             for name, spec in self.specs.items()})
         return write_report(self.run.path, c)
-
-
-def _format_share(task, texts) -> dict:
-    from collections import Counter
-
-    styles = Counter(task.style_of(t) for t in texts)
-    total = max(sum(styles.values()), 1)
-    return {("none" if s is None else str(s)): c / total for s, c in styles.items()}
 
 
 def _jsonable(obj):

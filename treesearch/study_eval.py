@@ -102,10 +102,7 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
         confidence.append(count / n)
         outcome.append(int(task.check_solution(p, modal)))
 
-    styles = Counter(task.style_of(t) for ts in texts for t in ts)
-    total = sum(styles.values())
-    format_share = {("none" if s is None else str(s)): c / total
-                    for s, c in sorted(styles.items(), key=lambda kv: str(kv[0]))}
+    formats = format_share(task, [t for ts in texts for t in ts])
 
     right = [t for ts, cs in zip(texts, correct) for t, c in zip(ts, cs) if c]
     strategy_share = {s: (float(np.mean([task.uses_strategy(t, s) for t in right]))
@@ -122,9 +119,18 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
                                         for ts, cs in zip(texts, correct)])),
         entropy=token_entropy(policy.model, pairs, temperature=temperature),
         brier=brier(confidence, outcome), ece=ece(confidence, outcome),
-        confidence=float(np.mean(confidence)), format_share=format_share,
+        confidence=float(np.mean(confidence)), format_share=formats,
         strategy_share=strategy_share,
         tokens_per_sample=float(used.mean()))
+
+
+def format_share(task, texts: Sequence[str]) -> dict[str, float]:
+    """Share of ``texts`` in each solution format (``task.style_of``), keys "0", "1", ...
+    and "none" (no step line or an unknown format), sorted; {} for no texts."""
+    styles = Counter(task.style_of(t) for t in texts)
+    total = sum(styles.values())
+    return {("none" if s is None else str(s)): c / total
+            for s, c in sorted(styles.items(), key=lambda kv: str(kv[0]))}
 
 
 def token_entropy(model, sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
