@@ -17,7 +17,7 @@ Engines:
   three jitted calls per round, capacity pre-sized so nothing grows in the timed loop;
   K = 1 (256 rounds) and K = 8 (32 rounds, collided descents do not count as simulations);
   also the same loop through the ``Forest`` methods, to show the wrapper overhead;
-- the plain-Python object-tree reference (``treesearch.reference``), same maths;
+- the plain-Python object-tree reference (``treesearch.engine.reference``), same maths;
 - mctx ``muzero_policy`` under ``jax.jit`` on CPU, the evaluator jitted into the search
   (optional: the ``bench`` extra; null when jax or mctx is missing).
 
@@ -45,9 +45,9 @@ import time
 import numpy as np
 from numba import njit
 
-from treesearch import kernels
-from treesearch.forest import Forest, MCTSParams
-from treesearch.reference import ReferenceForest
+from treesearch.engine import kernels
+from treesearch.engine.forest import Forest, MCTSParams
+from treesearch.engine.reference import ReferenceForest
 
 WIDTH = 8  # children per expansion
 MASK32 = 0xFFFFFFFF
@@ -304,8 +304,8 @@ def check_evaluators_agree(jax_fns) -> None:
         assert pl[sl].tolist() == kids and pr[sl].tolist() == p and va[sl].tolist() == v
     if jax_fns is None:
         return
-    import jax.numpy as jnp
     import jax
+    import jax.numpy as jnp
 
     root_fn, recurrent_fn, _ = jax_fns
     h = jnp.asarray(root_hashes(3).astype(np.uint32))

@@ -32,7 +32,6 @@ import time
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in this process
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; the default takes ~8.6 GiB
 
-import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
@@ -123,8 +122,9 @@ def main(argv=None) -> None:
     repeats = 1 if args.quick else 3
     tree_prompts = 2 if args.quick else 8
 
-    from policies.hf import HFPolicy
     from transformers import AutoTokenizer
+
+    from policies.hf import HFPolicy
 
     scratch = tempfile.mkdtemp(prefix="bench_policies_")
     models = {}

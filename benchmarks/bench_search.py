@@ -26,7 +26,7 @@ def run(model: str, problems: int, simulations: int, branching: int, horizon: in
     from critics.head import HeadCritic
     from policies.hf import HFPolicy
     from policies.zoo import resolve
-    from treesearch.stepsearch import SearchConfig, StepSearch
+    from treesearch.search import SearchConfig, StepSearch
     from treesearch.tasks import get_task
 
     torch.set_num_threads(1)

@@ -2,7 +2,7 @@
 
 A critic scores states. A state is ``(prompt_ids, step_spans)``: the prompt's token ids
 (``<bos>`` included) and the token ids of each step written so far, all in the POLICY's
-tokenizer (token ids cross the door, see ``treesearch.interfaces``). What a score means
+tokenizer (token ids cross the door, see ``treesearch.engine.interfaces``). What a score means
 depends on the critic's ``kind``; every kind scores in [0, 1]:
 
     value    V(s): the chance that a solution continued from s ends correct

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from treesearch.utils.plots import new_figure, save_png
+
 
 class Bins(NamedTuple):
     """Reliability bins (``bins`` of them).
@@ -129,8 +131,6 @@ def reliability_diagram(p, y, path, *, title: str, bins: int = 10) -> Path:
     of perfect calibration; bottom: predictions per bin. Uses matplotlib's Agg canvas
     directly (no pyplot, no display, no global backend change).
     """
-    from treesearch.plots import new_figure, save_png
-
     p, y = _check(p, y)
     b = reliability_bins(p, y, bins)
     path = Path(os.fspath(path))

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from critics.base import CriticError, State, TokenBridge, check_kind, check_scores
-from treesearch.interfaces import TokenCounts
+from treesearch.engine.interfaces import TokenCounts
+from treesearch.utils.checkpoints import load_model
 
 TEMPLATES = {
     "process": "{solution}\nCheck the last step above. "
@@ -60,7 +61,6 @@ class GenerativeCritic:
             model, tokenizer = model
             model = model.to(device)
         else:
-            from policies.hf import load_model
             model, tokenizer = load_model(model, device)
         self.model, self.tokenizer = model.eval(), tokenizer
         self.device = torch.device(device)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -26,10 +24,14 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer
 
 from critics.base import CriticError, State, TokenBridge, check_kind, check_scores
-from policies.contract import model_directory
-from treesearch.interfaces import TokenCounts
+from treesearch.engine.interfaces import TokenCounts
+from treesearch.utils.atomic import atomic_dir
+from treesearch.utils.checkpoints import model_directory
 
 FORMAT_VERSION = 1
 CRITIC_FILE = "critic.json"
@@ -53,8 +55,6 @@ class HeadCritic:
 
     def __init__(self, model_dir, kind, *, policy_tokenizer=None, device="cpu",
                  batch_size: int = 64, name: str | None = None, seed: int = 0):
-        from transformers import AutoModel, AutoTokenizer
-
         path = model_directory("HeadCritic", model_dir)
         meta = _read_meta(path)
         if meta is not None:
@@ -85,8 +85,6 @@ class HeadCritic:
             torch.nn.init.zeros_(self.head.weight)
             torch.nn.init.zeros_(self.head.bias)
         else:
-            from safetensors.torch import load_file
-
             if meta["hidden_size"] != self.hidden_size:
                 raise CriticError(f"HeadCritic: {str(path)!r}: critic.json says hidden size "
                                   f"{meta['hidden_size']}, trunk has {self.hidden_size}")
@@ -229,15 +227,11 @@ class HeadCritic:
         place; an existing critic directory at ``path`` is replaced only then. Refuses
         (FileExistsError) to replace anything that is not a saved critic.
         """
-        from safetensors.torch import save_file
-
         path = Path(os.fspath(path)).expanduser()
         if path.exists() and not (path.is_dir() and (_read_meta(path) is not None
                                                      or not any(path.iterdir()))):
             raise FileExistsError(f"HeadCritic.save: {str(path)!r} exists and is not a saved critic")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
+        with atomic_dir(path) as tmp:
             self.trunk.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
@@ -245,16 +239,6 @@ class HeadCritic:
             meta = {"format": FORMAT_VERSION, "kind": self.kind, "name": self.name,
                     "hidden_size": self.hidden_size, "trunk_source": self.source}
             (tmp / CRITIC_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-            old = None
-            if path.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-                os.replace(path, old / "critic")
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
         return path
 
     def describe(self) -> str:
@@ -292,6 +276,5 @@ def _check_vector(what: str, values, n: int) -> np.ndarray:
 def _progress(total: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="fit critic", unit="batch")

@@ -33,8 +33,8 @@ import numpy as np
 
 from critics.base import CriticError, State, check_kind
 from critics.calibration import calibration_report, reliability_diagram
-from policies.rollout import prompt_ids
-from treesearch.runs import write_text
+from treesearch.tasks import prompt_ids
+from treesearch.utils.atomic import write_text
 
 VALUE_SOURCES = ("q", "outcome")
 

@@ -5,20 +5,7 @@ Each function takes the backend's name (``"HFPolicy"``, ``"VLLMPolicy"``) for it
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Sequence
-
-
-def model_directory(backend: str, model_dir) -> Path:
-    """The path of a local ``save_pretrained`` directory; FileNotFoundError naming it if not."""
-    path = Path(os.fspath(model_dir)).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"{backend}: model directory {str(path)!r} does not exist")
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{backend}: {str(path / 'config.json')!r} not found "
-                                "(expected a directory written by save_pretrained)")
-    return path
 
 
 def check_sampling(backend: str, temperature: float, top_p: float) -> None:

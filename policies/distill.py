@@ -44,9 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +51,9 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
+from treesearch.utils.atomic import atomic_dir
 
 # ----------------------------------------------------------------------------- data
 
@@ -300,7 +299,10 @@ def _start(model, config: DistillConfig):
     the plain transformers model, with its requires_grad flags as before."""
     if not config.lora:
         return model, lambda merge: model
-    from peft import LoraConfig, get_peft_model
+    from peft import (  # lazy: peft takes seconds to import, LoRA only
+        LoraConfig,
+        get_peft_model,
+    )
 
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
@@ -328,8 +330,6 @@ def _fit(model, config: DistillConfig, n: int, batch_loss: Callable, what: str) 
     Returns {"losses": the per-step losses, "last": the last step's dict,
     "steps": optimizer steps taken}.
     """
-    from tqdm import tqdm
-
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("distill: the model has no parameter that requires grad")
@@ -502,27 +502,7 @@ def save_policy(model, tokenizer, path) -> str:
         raise TypeError("save_policy: got a peft model; merge its adapters first "
                         "(sft/dpo return merged models)")
     out = Path(path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        try:
-            os.replace(tmp, out)
-        except BaseException:
-            if old is not None:
-                os.replace(old, out)
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return str(out)

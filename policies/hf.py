@@ -38,11 +38,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
-from policies.contract import check_sampling, eos_token_ids, model_directory, propose_keys
+from policies.contract import check_sampling, eos_token_ids, propose_keys
 from policies.tokenization import step_delimiter_ids
-from treesearch.interfaces import StepProposal, TokenCounts
-
+from treesearch.engine.interfaces import StepProposal, TokenCounts
+from treesearch.utils.checkpoints import as_dtype, load_model
 
 # ----------------------------------------------------------------------------- prefix cache
 
@@ -181,30 +182,6 @@ def _snapshot(cache, row: int, cols) -> tuple[list[torch.Tensor], list[torch.Ten
 
 # ----------------------------------------------------------------------------- policy
 
-def _as_dtype(dtype) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    resolved = getattr(torch, str(dtype).replace("torch.", ""), None)
-    if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"HFPolicy: unknown dtype {dtype!r}")
-    return resolved
-
-
-def load_model(model_dir, device="cpu", dtype=None):
-    """(model, tokenizer) from a local directory written by ``save_pretrained``.
-
-    Never touches the network. Raises FileNotFoundError naming the path when the
-    directory or its config.json is missing.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = model_directory("HFPolicy", model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
-                                                 dtype=_as_dtype(dtype) or torch.float32)
-    return model.to(device), tokenizer
-
-
 @dataclass
 class _Rows:
     """Per-sample state of one propose call (B rows)."""
@@ -235,7 +212,7 @@ class HFPolicy:
                  cache_tokens: int = 1 << 16):
         if isinstance(model, (tuple, list)):
             model, tokenizer = model
-            model = model.to(device=device, dtype=_as_dtype(dtype) or model.dtype)
+            model = model.to(device=device, dtype=as_dtype(dtype) or model.dtype)
         else:
             model, tokenizer = load_model(model, device, dtype)
         check_sampling("HFPolicy", temperature, top_p)
@@ -323,8 +300,6 @@ class HFPolicy:
         Returns (cache with U rows, mask long [U, S], logits float32 [U, vocab] for the
         first step token, entry of each full prefix or None).
         """
-        from transformers import DynamicCache
-
         dev = self.device
         hits = [self.kv.longest(k) for k in uniq]
         # at least the last token is run, for its logits

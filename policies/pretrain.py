@@ -35,16 +35,22 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import random
 import shlex
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+import transformers
+from tqdm import tqdm
+
+from policies.hf import HFPolicy
+from policies.rollout import generate_solutions, pass_at_k
+from policies.tokenization import build_char_tokenizer
+from treesearch.tasks import get_task
+from treesearch.utils.atomic import atomic_dir, write_text
 
 DEFAULT_TOKENS = 4_000_000  # training tokens when no budget is given
 
@@ -109,8 +115,6 @@ def _positive_int(name, value, allow_none=False, minimum=1):
 def validate(config: PretrainConfig):
     """Check every knob before any work; returns (task, styles used). ValueError names the
     knob; an unknown task raises the task registry's ValueError."""
-    from treesearch.tasks import get_task
-
     c = config
     for name in ("hidden", "layers", "heads", "max_positions", "train_problems",
                  "batch_size", "threads", "eval_samples", "eval_max_steps",
@@ -216,8 +220,6 @@ class TraceSampler:
 
     def batch(self, size: int):
         """(input ids long [B, T], labels long [B, T], real tokens), right-padded."""
-        import torch
-
         seqs = []
         for _ in range(size):
             problem, flawed, style, trace = self._draw()
@@ -241,8 +243,6 @@ class TraceSampler:
 
 def build_model(config: PretrainConfig, tokenizer, seed: int):
     """A fresh LlamaForCausalLM of the configured shape, initialised from ``seed``."""
-    import torch
-    import transformers
 
     heads = config.heads
     llama = transformers.LlamaConfig(
@@ -277,8 +277,6 @@ def lr_at(progress: float, step: int, config: PretrainConfig) -> float:
 def evaluate(model_dir, task, problems, config: PretrainConfig, seed: int,
              policy=None) -> dict:
     """Greedy accuracy and pass@k on ``problems`` with the model in ``model_dir``."""
-    from policies.hf import HFPolicy
-    from policies.rollout import generate_solutions, pass_at_k
 
     if policy is None:
         policy = HFPolicy(model_dir, seed=seed)
@@ -322,37 +320,10 @@ def command_line(config: PretrainConfig) -> str:
     return shlex.join(args)
 
 
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _install(tmp: Path, out: Path) -> None:
-    """Move the finished directory ``tmp`` to ``out``, replacing an older one."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def pretrain(config: PretrainConfig, command: str | None = None) -> PretrainResult:
     """Train, save, evaluate. ``command``: the command line to record (default: the
     equivalent of ``config``)."""
     task, styles = validate(config)
-    import torch
-    from tqdm import tqdm
-
-    from policies.tokenization import build_char_tokenizer
 
     c = config
     if c.steps is None and c.tokens is None and c.time_budget_s is None:
@@ -424,9 +395,7 @@ def pretrain(config: PretrainConfig, command: str | None = None) -> PretrainResu
     print(f"pretrain: {step} steps, {seen} tokens in {train_s:.1f}s = {tok_s:.0f} tokens/s "
           f"(training throughput), final loss {sum(tail) / len(tail):.4f}")
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
+    with atomic_dir(out) as tmp:
         model.eval()
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -439,12 +408,8 @@ def pretrain(config: PretrainConfig, command: str | None = None) -> PretrainResu
                       "data_seconds": round(data_s, 2)},
         }
         metrics["eval"] = evaluate(tmp, task, test, c, c.seed)
-        _write_json(tmp / "metrics.json", metrics)
-        (tmp / "pretrain_command.txt").write_text((command or command_line(c)) + "\n")
-        _install(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_text(tmp / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        write_text(tmp / "pretrain_command.txt", (command or command_line(c)) + "\n")
     print_table(metrics)
     print(f"pretrain: saved to {out}")
     return PretrainResult(out=str(out), metrics=metrics)

@@ -68,10 +68,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from policies.distill import (_is_int, _is_number, _pad_id, _threads, collate, sft_loss,
-                              token_logprobs)
-from policies.rollout import generate_solutions, prompt_ids
+from policies.distill import (
+    _is_int,
+    _is_number,
+    _pad_id,
+    _threads,
+    collate,
+    sft_loss,
+    token_logprobs,
+)
+from policies.hf import HFPolicy
+from policies.rollout import generate_solutions
+from treesearch.tasks import prompt_ids
 
 METHODS = ("grpo", "expert_iteration", "psr", "nsr")
 
@@ -268,10 +278,6 @@ def train(model, tokenizer, task, problems: Sequence, config: RLConfig,
     (groups whose rewards were all equal: zero GRPO advantage), steps (optimizer steps),
     loss (list, per iteration: mean minibatch loss, None without a step), seconds.
     """
-    from tqdm import tqdm
-
-    from policies.hf import HFPolicy
-
     config = validate(config)
     problems = list(problems)
     if not problems:

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 
-def prompt_ids(tokenizer, task, problem) -> list[int]:
-    """``<bos>`` + the task's prompt, as token ids (the prefix a solution continues)."""
-    return [tokenizer.bos_token_id] + list(tokenizer(task.prompt(problem),
-                                                     add_special_tokens=False)["input_ids"])
+from treesearch.tasks import prompt_ids
+from treesearch.utils.estimators import pass_at_k as estimate
 
 
 def generate_solutions(policy, tokenizer, task, problems: Sequence, n: int = 1,
@@ -71,8 +70,6 @@ def generate_solutions(policy, tokenizer, task, problems: Sequence, n: int = 1,
             return out
         result: tuple = (out,)
         if return_counts:
-            import numpy as np
-
             result += (np.asarray(counts, np.int64).reshape(len(problems), n),)
         if return_tokens:
             result += (tokens,)
@@ -118,7 +115,5 @@ def _decode_chunk(policy, tokenizer, task, problems, n, max_steps, max_step_toke
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples with c correct (Chen et al. 2021): 1 - C(n-c,k)/C(n,k).
-    (``treesearch.estimators.pass_at_k``, also vectorised, for scalars.)"""
-    from treesearch.estimators import pass_at_k as estimate
-
+    (``treesearch.utils.estimators.pass_at_k``, also vectorised, for scalars.)"""
     return estimate(int(n), int(c), int(k))

@@ -17,6 +17,9 @@ from __future__ import annotations
 import string
 from typing import Iterable
 
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
 # Arithmetic, countdown and answer lines ("25*4=100", "A:(25*4)+7"): digits, operators,
 # brackets, space, newline, and the letters a task may use as markers.
@@ -41,8 +44,6 @@ def build_char_tokenizer(chars: Iterable[str] = DEFAULT_CHARS, model_max_length:
         ``char_vocab``. Returns a tokenizer with pad/bos/eos set, decoding without
         inserted spaces (``decode(encode(s)) == s``).
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     vocab = char_vocab(chars)
     # No unk_token: an out-of-vocabulary character raises instead of becoming <unk>.

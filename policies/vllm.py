@@ -40,10 +40,12 @@ import time
 from typing import Sequence
 
 import numpy as np
+from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-from policies.contract import check_sampling, eos_token_ids, model_directory, propose_keys
+from policies.contract import check_sampling, eos_token_ids, propose_keys
 from policies.tokenization import step_delimiter_ids
-from treesearch.interfaces import StepProposal, TokenCounts
+from treesearch.engine.interfaces import StepProposal, TokenCounts
+from treesearch.utils.checkpoints import model_directory
 
 
 class VLLMPolicy:
@@ -64,7 +66,6 @@ class VLLMPolicy:
                  enable_prefix_caching: bool = True, dtype: str = "float32", **engine_kwargs):
         path = model_directory("VLLMPolicy", model_dir)
         check_sampling("VLLMPolicy", temperature, top_p)
-        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
         self.path, self.name = path, str(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -80,7 +81,7 @@ class VLLMPolicy:
             generation_config = None
         self.eos_ids = eos_token_ids(self.tokenizer, generation_config, config)
 
-        from vllm import LLM
+        from vllm import LLM  # lazy: vllm is optional; this module imports without it
 
         engine_kwargs.setdefault("logprobs_mode", "raw_logprobs")
         self.dtype = dtype
@@ -117,7 +118,7 @@ class VLLMPolicy:
         token (finished=False), EOS (finished=True), max_step_tokens tokens
         (finished=False), or when the model's context is full (finished=True).
         """
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import SamplingParams, TokensPrompt  # lazy: vllm is optional
 
         keys = [list(k) for k in propose_keys("VLLMPolicy", self.name, prefixes, n,
                                                max_step_tokens, self.max_model_len,
@@ -177,7 +178,7 @@ def _shield_llvmlite_from_vllm_module_scan() -> None:
 def _device_type() -> str:
     """The platform vLLM runs on ("cpu", "cuda", ...)."""
     try:
-        from vllm.platforms import current_platform
+        from vllm.platforms import current_platform  # lazy: vllm is optional
         return str(current_platform.device_type)
     except Exception:  # an old vLLM without the platform registry
         return "unknown"

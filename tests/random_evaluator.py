@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from treesearch.interfaces import Expansion
+from treesearch.engine.interfaces import Expansion
 
 
 def random_children(seed: int, tree: int, node: int, max_children: int, p_terminal: float,

@@ -5,8 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from critics.calibration import (auroc, brier, calibration_report, ece, reliability_bins,
-                                 reliability_diagram)
+from critics.calibration import (
+    auroc,
+    brier,
+    calibration_report,
+    ece,
+    reliability_bins,
+    reliability_diagram,
+)
 
 
 def test_brier_small_arrays():

@@ -9,11 +9,12 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from optional import missing, require_module  # noqa: E402
+from tiny_models import save_tiny_llama  # noqa: E402
+
 from critics.base import CriticError  # noqa: E402
 from critics.generative import TEMPLATES, GenerativeCritic  # noqa: E402
-from optional import missing, require_module  # noqa: E402
 from policies.tokenization import DEFAULT_CHARS, build_char_tokenizer  # noqa: E402
-from tiny_models import save_tiny_llama  # noqa: E402
 
 MAX_POS = 160
 TEXTS = [("12+7=19\n", ["19-3=16\n"]), ("3*4", []), ("A:(25*4)+7=107\n", ["8-", "1\n", "x"]),

@@ -8,10 +8,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from tiny_models import save_tiny_llama  # noqa: E402
+
 from critics.base import CriticError  # noqa: E402
 from critics.head import HeadCritic  # noqa: E402
 from policies.tokenization import DEFAULT_CHARS, build_char_tokenizer  # noqa: E402
-from tiny_models import save_tiny_llama  # noqa: E402
 
 MAX_POS = 96
 

@@ -1,12 +1,12 @@
 """Critics by name: unknown names list the known ones; specs build real critics."""
 
 import pytest
+from tiny_models import save_tiny_llama
 
 from critics.base import CriticError
 from critics.head import HeadCritic
-from critics.registry import IMPLEMENTATIONS, build_critic, build_scorer, parse_spec
 from policies.tokenization import build_char_tokenizer
-from tiny_models import save_tiny_llama
+from treesearch.backends import IMPLEMENTATIONS, build_critic, build_scorer, parse_spec
 
 
 def test_unknown_critic_lists_the_known_ones():

@@ -17,14 +17,21 @@ pytest.importorskip("transformers")
 from critics.base import CriticError  # noqa: E402
 from critics.compose import StepScorer  # noqa: E402
 from critics.head import HeadCritic  # noqa: E402
-from critics.train import (TreeTargets, fit_and_report, live_nodes, outcome_targets,  # noqa: E402
-                           outcome_targets_from_samples, process_targets, split_by_tree,
-                           value_targets)
+from critics.train import (  # noqa: E402
+    TreeTargets,
+    fit_and_report,
+    live_nodes,
+    outcome_targets,
+    outcome_targets_from_samples,
+    process_targets,
+    split_by_tree,
+    value_targets,
+)
 from critics.verifier import RuleVerifier  # noqa: E402
 from policies.hf import HFPolicy  # noqa: E402
 from policies.zoo import resolve  # noqa: E402
-from treesearch.interfaces import StepProposal  # noqa: E402
-from treesearch.stepsearch import SearchConfig, StepSearch  # noqa: E402
+from treesearch.engine.interfaces import StepProposal  # noqa: E402
+from treesearch.search import SearchConfig, StepSearch  # noqa: E402
 from treesearch.tasks import get_task  # noqa: E402
 
 N_TREES = 24

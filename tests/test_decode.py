@@ -7,8 +7,8 @@ import pytest
 
 from critics.compose import StepScorer
 from policies.rollout import generate_solutions
-from treesearch.decode import STRATEGIES, _pick_by_vote, decode
-from treesearch.stepsearch import SearchConfig
+from treesearch.search import SearchConfig
+from treesearch.search.strategies import STRATEGIES, _pick_by_vote, decode
 
 SENTINEL = "LEAK-SENTINEL-8801"
 

@@ -10,14 +10,28 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from policies import zoo  # noqa: E402
-from policies.distill import (DistillConfig, PreferencePair, SFTExample, collate,  # noqa: E402
-                              completion_logprobs, dpo, save_policy, sft, sft_example,
-                              sft_loss, validate)
-from policies.hf import HFPolicy, load_model  # noqa: E402
-from policies.rollout import generate_solutions, prompt_ids  # noqa: E402
 from tiny_models import save_tiny_llama  # noqa: E402
-from treesearch.tasks import get_task  # noqa: E402
+
+from policies import zoo  # noqa: E402
+from policies.distill import (  # noqa: E402
+    DistillConfig,
+    PreferencePair,
+    SFTExample,
+    collate,
+    completion_logprobs,
+    dpo,
+    save_policy,
+    sft,
+    sft_example,
+    sft_loss,
+    validate,
+)
+from policies.hf import HFPolicy, load_model  # noqa: E402
+from policies.rollout import generate_solutions
+from treesearch.tasks import (
+    get_task,  # noqa: E402
+    prompt_ids,  # noqa: E402
+)
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""treesearch.estimators: pass@k against enumeration, coverage, eta squared, entropy."""
+"""treesearch.utils.estimators: pass@k against enumeration, coverage, eta squared, entropy."""
 
 import ast
 import itertools
@@ -8,10 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from treesearch.estimators import (coverage, default_ks, distinct_correct, eta_squared,
-                                   mean_token_entropy, newly_solved, pass_at_k,
-                                   pass_at_k_curve)
-
+from treesearch.utils.estimators import (
+    coverage,
+    default_ks,
+    distinct_correct,
+    eta_squared,
+    mean_token_entropy,
+    newly_solved,
+    pass_at_k,
+    pass_at_k_curve,
+)
 
 # ----------------------------------------------------------------------------- pass@k
 
@@ -259,7 +265,7 @@ def test_distinct_correct():
 
 
 def test_module_imports_numpy_only():
-    src = Path(__file__).parent.parent / "treesearch" / "estimators.py"
+    src = Path(__file__).parent.parent / "treesearch" / "utils" / "estimators.py"
     tree = ast.parse(src.read_text())
     roots = set()
     for node in ast.walk(tree):

@@ -6,11 +6,17 @@ import os
 import networkx as nx
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from treesearch.export import (read_jsonl, to_networkx, tree_records, write_graphml,
-                               write_jsonl)
-from treesearch.forest import FLOAT_FIELDS, INT_FIELDS, Forest, MCTSParams
+from treesearch.engine.export import (
+    read_jsonl,
+    to_networkx,
+    tree_records,
+    write_graphml,
+    write_jsonl,
+)
+from treesearch.engine.forest import FLOAT_FIELDS, INT_FIELDS, Forest, MCTSParams
 
 
 def grow_forest(seed: int, n_trees: int = 3, rounds: int = 12, k: int = 3,

@@ -11,7 +11,7 @@ def searched():
     from critics.verifier import RuleVerifier
     from policies.hf import HFPolicy
     from policies.zoo import resolve
-    from treesearch.stepsearch import SearchConfig, StepSearch
+    from treesearch.search import SearchConfig, StepSearch
     from treesearch.tasks import get_task
 
     torch.set_num_threads(1)
@@ -25,7 +25,7 @@ def searched():
 
 
 def test_best_correct_paths_are_verified_ranked_and_clean_ones_a_subset(searched):
-    from treesearch.harvest import best_correct, sft_examples
+    from treesearch.search.harvest import best_correct, sft_examples
 
     task, tok, problems, verifier, result = searched
     f = result.forest
@@ -48,7 +48,7 @@ def test_best_correct_paths_are_verified_ranked_and_clean_ones_a_subset(searched
 
 
 def test_sibling_pairs_share_a_prefix_and_differ(searched):
-    from treesearch.harvest import sibling_preference_pairs
+    from treesearch.search.harvest import sibling_preference_pairs
 
     task, tok, problems, verifier, result = searched
     pairs = sibling_preference_pairs(result, margin=0.3)

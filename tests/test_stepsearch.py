@@ -8,8 +8,8 @@ from critics.base import CriticError
 from critics.compose import StepScorer
 from critics.verifier import RuleVerifier
 from policies.hf import HFPolicy
-from treesearch.interfaces import StepProposal, TokenCounts
-from treesearch.stepsearch import SearchConfig, StepSearch
+from treesearch.engine.interfaces import StepProposal, TokenCounts
+from treesearch.search import SearchConfig, StepSearch
 
 SENTINEL = "LEAK-SENTINEL-4417"
 
@@ -136,8 +136,8 @@ def test_bad_requests_are_refused_before_model_work(policy, task):
 
 
 def test_vote_groups_equivalent_answers_and_score_picks_the_best(policy, task):
-    from treesearch.forest import Forest
-    from treesearch.stepsearch import EXTRA_FIELDS
+    from treesearch.engine.forest import Forest
+    from treesearch.search import EXTRA_FIELDS
 
     texts = ["A:5*4\n", "A:4*5\n", "A:20+1\n"]
     forest = Forest(1, capacity=8, extra_fields=EXTRA_FIELDS)
@@ -154,8 +154,9 @@ def test_vote_groups_equivalent_answers_and_score_picks_the_best(policy, task):
 
 
 def test_a_full_context_ends_the_path_instead_of_failing(task):
-    from tiny_models import save_tiny_llama
     import tempfile
+
+    from tiny_models import save_tiny_llama
 
     with tempfile.TemporaryDirectory() as tmp:
         small = HFPolicy(save_tiny_llama(tmp, 32, max_positions=48), temperature=1.0, seed=0)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from treesearch.config import ConfigError
-from treesearch.study_config import load_study_config
-from treesearch.study_report import crossover, write_report
+from treesearch.study.config import load_study_config
+from treesearch.study.report import crossover, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ROOT / "configs" / "study_quick.yaml"
@@ -50,8 +50,8 @@ def test_list_overrides_reach_list_items():
 def test_variant_prior_differs_from_the_reference_in_one_factor(tmp_path):
     """The shipped reference was trained for 240 s; the variant replays it by the tokens
     it saw and changes only what it names."""
-    from treesearch.runs import RunDir, read_json
-    from treesearch.study import Study
+    from treesearch.study.run import Study
+    from treesearch.utils.runs import RunDir, read_json
 
     cfg = load_study_config(QUICK, [f"out={tmp_path / 'run'}",
                                     "priors.1.pretrain={n_styles_used: 1}"])
@@ -77,7 +77,7 @@ def test_crossover_k():
 
 
 def _fake_cell(path, prior, optimizer, seed, counts, n, ood_counts):
-    from treesearch.estimators import default_ks, pass_at_k_curve
+    from treesearch.utils.estimators import default_ks, pass_at_k_curve
 
     def m(c):
         c = np.asarray(c)
@@ -124,7 +124,7 @@ def test_token_entropy_matches_a_manual_computation():
 
     from policies.hf import load_model
     from policies.zoo import resolve
-    from treesearch.study_eval import token_entropy
+    from treesearch.study.measure import token_entropy
 
     model, tok = load_model(resolve("tiny-countdown3"))
     seqs = [([1, 5, 6], [7, 8]), ([1, 9], [10, 11, 12])]
@@ -145,7 +145,7 @@ def test_measure_counts_correct_samples_only_after_decoding():
 
     from policies.hf import HFPolicy
     from policies.zoo import resolve
-    from treesearch.study_eval import measure
+    from treesearch.study.measure import measure
     from treesearch.tasks import get_task
 
     torch.set_num_threads(1)
@@ -179,7 +179,7 @@ def test_measure_counts_correct_samples_only_after_decoding():
 def test_small_grid_end_to_end_and_resume(tmp_path):
     """Two shipped priors x two optimizers (one tree-based, one on-policy), tiny budgets:
     every cell is measured, the report is written, and a resume redoes only a missing cell."""
-    from treesearch.study import main
+    from treesearch.study.run import main
 
     out = tmp_path / "study"
     args = ["--quick", f"out={out}", "priors=[{name: p3, model: tiny-countdown3}, "

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from treesearch.forest import MCTSParams
-from treesearch.toy import RewardTree, solve
+from treesearch.engine.forest import MCTSParams
+from treesearch.engine.toy import RewardTree, solve
 
 
 def clear_instances(n, branching, depth, margin):

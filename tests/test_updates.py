@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from policies.updates import summarise_ranks, tolerance_key, update_rank, update_sparsity
+from policies.updates import (
+    summarise_ranks,
+    tolerance_key,
+    update_rank,
+    update_sparsity,
+)
 
 
 def test_three_of_hundred_changed():

@@ -4,9 +4,8 @@ import pytest
 
 from critics.base import CriticError
 from critics.verifier import RuleVerifier
-from policies.rollout import prompt_ids
 from policies.tokenization import build_char_tokenizer
-from treesearch.tasks import get_task
+from treesearch.tasks import get_task, prompt_ids
 
 
 @pytest.fixture(scope="module")

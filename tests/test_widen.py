@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from treesearch.export import to_networkx
-from treesearch.forest import ExpansionError, Forest, MCTSParams
-from treesearch.interfaces import Expansion
-from treesearch.search import run_rounds
+from treesearch.engine.export import to_networkx
+from treesearch.engine.forest import ExpansionError, Forest, MCTSParams
+from treesearch.engine.interfaces import Expansion
+from treesearch.engine.loop import run_rounds
 
 
 def _grow_some(forest, rounds=12, seed=0):

@@ -8,8 +8,8 @@ import socket
 
 import numpy as np
 import pytest
-
 from optional import missing, require_module
+
 from policies import zoo
 from policies.zoo import MARKER, ZooModel, resolve
 

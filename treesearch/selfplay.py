@@ -18,7 +18,7 @@ Round 0 evaluates the starting policy. Then every round:
               sampled pass@k, and MCTS decoding at a fixed token budget with the learned
               critics only
 
-Everything lands in the run directory (``treesearch.runs``): the resolved config,
+Everything lands in the run directory (``treesearch.utils.runs``): the resolved config,
 metrics.jsonl, each round's trees (compressed JSONL), checkpoints, calibration plots,
 ``accuracy.png`` and ``summary.md``. A killed run continues with ``--resume`` from the last
 finished stage; every stage seeds itself from (seed, round, stage) and reloads its inputs
@@ -33,10 +33,34 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
 
+from critics.compose import RewardWeights, StepScorer
+from critics.head import HeadCritic
+from critics.train import fit_and_report, outcome_targets, value_targets
+from critics.verifier import RuleVerifier
+from policies.distill import DistillConfig, dpo, save_policy, sft
+from policies.hf import HFPolicy
+from policies.rollout import generate_solutions, pass_at_k
+from policies.zoo import resolve
+from treesearch.backends import build_critic
 from treesearch.config import ConfigError, load_config
-from treesearch.runs import RunDir, RunError, write_text
+from treesearch.engine.export import write_jsonl
+from treesearch.search import SearchConfig, StepSearch
+from treesearch.search.harvest import (
+    load_result,
+    sft_examples,
+    sibling_preference_pairs,
+)
+from treesearch.search.strategies import decode
+from treesearch.tasks import get_task, prompt_ids
 from treesearch.tasks.base import stable_hash
+from treesearch.utils.atomic import write_text
+from treesearch.utils.plots import line_plot
+from treesearch.utils.recipes import shipped_recipes
+from treesearch.utils.runs import RunDir, RunError
 
 STAGES = ("search", "critics", "distill", "eval")
 
@@ -49,10 +73,6 @@ class SelfPlay:
     """One self-play run over a config (``treesearch.config.SelfPlayConfig``)."""
 
     def __init__(self, cfg, run: RunDir):
-        import torch
-
-        from treesearch.tasks import get_task
-
         self.cfg, self.run = cfg, run
         self.task = get_task(cfg.task)
         torch.set_num_threads(cfg.policy.threads)
@@ -61,8 +81,6 @@ class SelfPlay:
     # -- checkpoints -------------------------------------------------------------------
     def policy_dir(self, round_: int) -> Path:
         """The policy after ``round_`` (round 0: the starting model)."""
-        from policies.zoo import resolve
-
         for r in range(round_, 0, -1):
             if self.run.is_done(r, "distill"):
                 return self.run.path / f"round_{r}" / "policy"
@@ -76,13 +94,13 @@ class SelfPlay:
         return None
 
     def load_policy(self, round_: int, seed: int):
-        from policies.hf import HFPolicy
-
         path = self.policy_dir(round_)
         p = self.cfg.policy
         try:
             if p.backend == "vllm":
-                from policies.vllm import VLLMPolicy as Backend
+                from policies.vllm import (
+                    VLLMPolicy as Backend,  # lazy: vllm is optional
+                )
 
                 return Backend(path, temperature=p.temperature, top_p=p.top_p, seed=seed)
             return HFPolicy(path, temperature=p.temperature, top_p=p.top_p, device=p.device,
@@ -94,8 +112,6 @@ class SelfPlay:
     def load_critics(self, round_: int, tokenizer):
         """{kind: HeadCritic} for the learned critics in the config (fresh heads on the
         trunk until a round has trained them)."""
-        from critics.head import HeadCritic
-        from critics.registry import build_critic
 
         trunk = self.cfg.critics.trunk or self.cfg.policy.model
         out = {}
@@ -114,22 +130,14 @@ class SelfPlay:
         return out
 
     def scorer(self, critics: dict, verifier=None):
-        from critics.compose import RewardWeights, StepScorer
-
         c = self.cfg.critics
         weights = RewardWeights(c.weight_value, c.weight_process, c.weight_outcome, c.prm_aggregation)
         outcome = verifier if verifier is not None else critics.get("outcome")
         return StepScorer(critics.get("value"), critics.get("process"), outcome, weights)
 
-    def search_config(self, max_tokens=None):
-        from treesearch.stepsearch import SearchConfig
-
-        s = self.cfg.search
-        return SearchConfig(simulations=s.simulations, branching=s.branching, horizon=s.horizon,
-                            max_children=s.max_children, widen_c=s.widen_c,
-                            widen_alpha=s.widen_alpha, max_depth=s.max_depth,
-                            max_step_tokens=s.max_step_tokens, c_explore=s.c_explore,
-                            leaves_per_tree=s.leaves_per_tree, max_tokens=max_tokens)
+    def search_config(self) -> SearchConfig:
+        """The ``search`` section as the dataclass the search takes."""
+        return OmegaConf.to_object(self.cfg.search)
 
     def train_problems(self, round_: int):
         return self.task.problems("train", self.cfg.train_problems,
@@ -137,9 +145,6 @@ class SelfPlay:
 
     # -- stages ------------------------------------------------------------------------
     def stage_search(self, r: int) -> dict:
-        from critics.verifier import RuleVerifier
-        from treesearch.export import write_jsonl
-        from treesearch.stepsearch import StepSearch
 
         policy = self.load_policy(r - 1, stage_seed(self.cfg.seed, r, "search"))
         problems = self.train_problems(r)
@@ -160,18 +165,12 @@ class SelfPlay:
 
     def _trees(self, r: int, policy):
         """The round's training problems and search result, rebuilt from its saved trees."""
-        from policies.rollout import prompt_ids
-        from treesearch.harvest import load_result
 
         problems = self.train_problems(r)
         prompts = [prompt_ids(policy.tokenizer, self.task, p) for p in problems]
         return problems, load_result(self.run.path / f"round_{r}" / "trees.jsonl.gz", prompts)
 
     def stage_critics(self, r: int) -> dict:
-        import torch
-
-        from critics.train import fit_and_report, outcome_targets, value_targets
-        from critics.verifier import RuleVerifier
 
         torch.manual_seed(stage_seed(self.cfg.seed, r, "critics"))
         policy = self.load_policy(r - 1, stage_seed(self.cfg.seed, r, "critics"))
@@ -203,10 +202,6 @@ class SelfPlay:
         return row
 
     def stage_distill(self, r: int) -> dict:
-        from policies.distill import DistillConfig, dpo, save_policy, sft
-
-        from critics.verifier import RuleVerifier
-        from treesearch.harvest import sft_examples, sibling_preference_pairs
 
         d = self.cfg.distill
         seed = stage_seed(self.cfg.seed, r, "distill")
@@ -231,8 +226,6 @@ class SelfPlay:
         return row
 
     def stage_eval(self, r: int) -> dict:
-        from policies.rollout import generate_solutions, pass_at_k
-        from treesearch.decode import decode
 
         seed = stage_seed(self.cfg.seed, r, "eval")
         policy = self.load_policy(r, seed)
@@ -265,8 +258,6 @@ class SelfPlay:
 
     # -- the loop ----------------------------------------------------------------------
     def run_all(self) -> list[dict]:
-        from tqdm.auto import tqdm
-
         plan = [(0, "eval")] + [(r, st) for r in range(1, self.cfg.rounds + 1) for st in STAGES]
         todo = [(r, st) for r, st in plan if not self.run.is_done(r, st)]
         bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="selfplay",
@@ -315,20 +306,16 @@ def _limit(data, max_examples: int, seed: int, balance: bool = False):
 
 
 def _plot(rows, keys, path, title) -> None:
-    from treesearch.plots import line_plot
-
     rounds = [m["round"] for m in rows]
     line_plot({k: (rounds, [m[k] for m in rows]) for k in keys}, path, xlabel="round",
               ylabel="held-out accuracy", title=title, xticks=rounds)
 
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m treesearch.selfplay",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None, help="YAML recipe (default: configs/default.yaml)")
+    parser.add_argument("--config", default=None, help="YAML recipe: a file, or a shipped recipe by name "
+                        f"({', '.join(shipped_recipes())}; default: default)")
     parser.add_argument("--resume", default=None, help="continue the run in this directory")
     parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. rounds=5")
     args = parser.parse_args(argv)
@@ -339,10 +326,7 @@ def main(argv=None) -> int:
             run = RunDir.open(args.resume)
             cfg = load_config(run.path / "config.yaml")
         else:
-            config = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-            cfg = load_config(config, args.overrides)
-            from omegaconf import OmegaConf
-
+            cfg = load_config(args.config or "default", args.overrides)
             out = cfg.out or f"runs/selfplay-{time.strftime('%Y%m%d-%H%M%S')}"
             cfg.out = out
             run = RunDir.create(out, OmegaConf.to_yaml(cfg))

@@ -18,7 +18,7 @@ from typing import Callable
 
 from . import arithmetic, countdown
 from .arithmetic import ArithmeticChain
-from .base import SPLITS, Problem, Task
+from .base import SPLITS, Problem, Task, prompt_ids
 from .countdown import Countdown
 from .gsm import GSMTask
 
@@ -36,5 +36,5 @@ def get_task(name: str, **kwargs) -> Task:
     return TASKS[name](**kwargs)
 
 
-__all__ = ["TASKS", "get_task", "Task", "Problem", "SPLITS", "Countdown", "ArithmeticChain",
+__all__ = ["TASKS", "get_task", "Task", "Problem", "SPLITS", "prompt_ids", "Countdown", "ArithmeticChain",
            "GSMTask"]

@@ -16,6 +16,8 @@ import random
 import re
 from decimal import Decimal, InvalidOperation
 
+from reasoning_gym.arithmetic.chain_sum import ChainSumConfig, ChainSumDataset
+
 from .base import Problem, Task, check_split, split_of, stable_hash
 
 _TOKEN = re.compile(r"\s*([+-])\s*(\d+)")
@@ -76,8 +78,6 @@ class ArithmeticChain(Task):
 
     def problems(self, split: str, n: int | None, seed: int = 0) -> list[Problem]:
         """``n`` distinct problems of ``split``, split by a hash of the expression."""
-        from reasoning_gym.arithmetic.chain_sum import ChainSumConfig, ChainSumDataset
-
         check_split(split)
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"{self.name}: n must be a non-negative int, got {n!r}")

@@ -190,6 +190,12 @@ class Task(abc.ABC):
         return f"<{type(self).__name__} {self.name!r}>"
 
 
+def prompt_ids(tokenizer, task, problem) -> list[int]:
+    """``<bos>`` + the task's prompt, as token ids (the prefix a solution continues)."""
+    return [tokenizer.bos_token_id] + list(tokenizer(task.prompt(problem),
+                                                     add_special_tokens=False)["input_ids"])
+
+
 # ---- helpers shared by the tasks --------------------------------------------------------
 
 def check_split(split: str) -> str:

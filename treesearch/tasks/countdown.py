@@ -27,6 +27,8 @@ import re
 from fractions import Fraction
 from typing import Sequence
 
+from reasoning_gym.games.countdown import CountdownConfig, CountdownDataset
+
 from .base import Problem, Task, check_split, split_of, stable_hash
 
 # a step as written: (left operand, operator, right operand, claimed result)
@@ -199,8 +201,6 @@ class Countdown(Task):
 
     # ---- problems ----
     def _dataset(self, seed: int, size: int):
-        from reasoning_gym.games.countdown import CountdownConfig, CountdownDataset
-
         config = CountdownConfig(
             min_numbers=self.n_numbers, max_numbers=self.n_numbers,
             min_value=self.min_value, max_value=self.max_value,

@@ -22,6 +22,8 @@ import threading
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from math_verify import parse, verify
+
 from .base import Problem, Task, check_split, stable_hash
 
 SAMPLE_PATH = Path(__file__).parent / "data" / "gsm_sample.jsonl"
@@ -86,8 +88,6 @@ def math_equal(gold: str, answer: str) -> bool:
     math-verify times itself out with SIGALRM, which only works in the main thread; in
     other threads it runs without a timeout (answers are capped in length instead).
     """
-    from math_verify import parse, verify
-
     main = threading.current_thread() is threading.main_thread()
     limit = 5 if main else None
     gold_parsed = parse(gold, parsing_timeout=limit)

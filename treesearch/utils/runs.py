@@ -17,24 +17,14 @@ and the stage, so the redo is the same computation).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from treesearch.export import _atomic_write
+from treesearch.utils.atomic import write_text
 
 
 class RunError(RuntimeError):
     """A run directory or checkpoint that cannot be used; the message names the file."""
-
-
-def write_text(path, text: str) -> None:
-    """Write ``text`` atomically (temp file + rename), creating missing parent folders."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda fh: fh.write(text), binary=False)
 
 
 def write_json(path, obj) -> None:
@@ -50,27 +40,6 @@ def read_json(path):
         raise RunError(f"{path}: missing") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise RunError(f"{path}: corrupt JSON ({exc})") from None
-
-
-@contextlib.contextmanager
-def atomic_dir(path):
-    """Yield a temporary directory next to ``path``; on success it replaces ``path``
-    (an old ``path`` is moved aside first and removed after), on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 class RunDir:

@@ -21,7 +21,10 @@ from typing import Any, Dict, List
 
 from omegaconf import OmegaConf
 
-from treesearch.config import ConfigError, load_recipe
+from policies.pretrain import PretrainConfig
+from treesearch.config import ConfigError, check_model, load_recipe
+from treesearch.search import SearchConfig
+from treesearch.tasks import get_task
 
 OPTIMIZERS = ("mcts", "dpo", "grpo", "expert_iteration", "psr", "nsr")
 
@@ -50,13 +53,9 @@ class RLSection:
 @dataclass
 class TreeSection:
     """The MCTS + distillation and DPO optimizers: one search over the training problems
-    (the rule verifier scores answers: these are LABELLED TRAINING problems), then SFT on
-    the best correct paths or DPO on sibling steps."""
+    (``search``; the rule verifier scores answers: these are LABELLED TRAINING problems),
+    then SFT on the best correct paths or DPO on sibling steps."""
 
-    simulations: int = 64
-    branching: int = 2
-    horizon: int = 6
-    max_children: int = 6
     paths_per_problem: int = 4
     sft_lr: float = 1e-4
     sft_epochs: int = 2
@@ -85,14 +84,16 @@ class StudyConfig:
     seeds: List[int] = field(default_factory=lambda: [0])
     budget_tokens: int = 100_000           # generated tokens per training run
     train_problems: int = 128
-    max_steps: int = 6
-    max_step_tokens: int = 24
     threads: int = 2
     device: str = "cpu"                    # policies train and sample here ("cuda" on a GPU)
     out: str = ""                          # empty: runs/study-<date>-<time>
     prior_cache: str = "~/.cache/treesearch/study-priors"
     progress: bool = True
     rl: RLSection = field(default_factory=RLSection)
+    # the training search of the mcts and dpo optimizers; search.max_depth and
+    # search.max_step_tokens also bound every rollout (RL samples, measurements)
+    search: SearchConfig = field(default_factory=lambda: SearchConfig(simulations=64,
+                                                                      early_stop=False))
     tree: TreeSection = field(default_factory=TreeSection)
     eval: StudyEval = field(default_factory=StudyEval)
 
@@ -107,8 +108,6 @@ def load_study_config(path: str | Path | None, overrides=()) -> StudyConfig:
 
 def validate_study(cfg) -> None:
     """Refuse values that cannot work, naming the key, before any model work."""
-    from policies.pretrain import PretrainConfig
-    from treesearch.tasks import get_task
 
     def need(ok: bool, key: str, why: str) -> None:
         if not ok:
@@ -147,14 +146,17 @@ def validate_study(cfg) -> None:
     need(cfg.eval.samples >= 1, "eval.samples", "must be >= 1")
     need(cfg.eval.temperature > 0, "eval.temperature", "must be > 0 (pass@k samples)")
     need(cfg.threads >= 1, "threads", "must be >= 1")
+    try:
+        OmegaConf.to_object(cfg.search)  # SearchConfig checks its own values
+    except ValueError as exc:
+        raise ConfigError(f"config key {str(exc).replace('SearchConfig.', 'search.')}") from None
     need(cfg.rl.lr > 0 and cfg.tree.sft_lr > 0 and cfg.tree.dpo_lr > 0, "rl.lr / tree.*_lr",
          "learning rates must be > 0")
     for method, lr in cfg.rl.method_lr.items():
         need(method in ("grpo", "expert_iteration", "psr", "nsr"), f"rl.method_lr.{method}",
              "not an on-policy optimizer (grpo, expert_iteration, psr, nsr)")
         need(isinstance(lr, (int, float)) and lr > 0, f"rl.method_lr.{method}", "must be > 0")
-    from treesearch.config import _check_model
 
     for i, p in enumerate(cfg.priors):
         if p.model:
-            _check_model(p.model, f"priors.{i}.model")
+            check_model(p.model, f"priors.{i}.model")

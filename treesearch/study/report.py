@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from treesearch.estimators import eta_squared, newly_solved, pass_at_k
-from treesearch.runs import read_json, write_json, write_text
+from treesearch.utils.atomic import write_text
+from treesearch.utils.estimators import eta_squared, newly_solved, pass_at_k
+from treesearch.utils.plots import new_figure, save_png
+from treesearch.utils.runs import read_json, write_json
 
 ETA_METRICS = ("pass@1", "pass@n", "ood_drop")
 
@@ -283,8 +285,6 @@ def _groups(cells: list[dict]) -> dict:
 
 
 def _plots(run_dir: Path, res: dict) -> list[Path]:
-    from treesearch.plots import new_figure, save_png
-
     out = []
     groups = _groups(res["cells"])
     for prior, b in res["base"].items():

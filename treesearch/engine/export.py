@@ -22,18 +22,17 @@ so writing all trees, reading, and writing again gives byte-identical files.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import json
 import math
 import os
-import tempfile
 from typing import Callable, Iterable
 
 import networkx as nx
 import numpy as np
 
-from treesearch.forest import FLOAT_FIELDS, INT_FIELDS, Forest
+from treesearch.engine.forest import FLOAT_FIELDS, INT_FIELDS, Forest
+from treesearch.utils.atomic import atomic_write
 
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 _RECORD_KEYS = ("tree", "n_nodes", "collisions", "qbounds", "ints", "floats", "extras", "spans")
@@ -104,7 +103,7 @@ def write_graphml(forest: Forest, path, tree: int, *, gamma: float = 1.0,
         attrs["tokens"] = " ".join(map(str, attrs["tokens"]))
         for key in [k for k, v in attrs.items() if v is None]:
             del attrs[key]
-    _atomic_write(path, lambda fh: nx.write_graphml(graph, fh), binary=True)
+    atomic_write(path, lambda fh: nx.write_graphml(graph, fh), binary=True)
 
 
 # -- JSONL ---------------------------------------------------------------------------
@@ -150,9 +149,9 @@ def write_jsonl(forest: Forest, path, trees: Iterable[int] | None = None) -> Non
     lines = [json.dumps(r, allow_nan=False) + "\n" for r in tree_records(forest, trees)]
     if os.fspath(path).endswith(".gz"):
         data = gzip.compress("".join(lines).encode("utf-8"), mtime=0)
-        _atomic_write(path, lambda fh: fh.write(data), binary=True)
+        atomic_write(path, lambda fh: fh.write(data), binary=True)
     else:
-        _atomic_write(path, lambda fh: fh.writelines(lines), binary=False)
+        atomic_write(path, lambda fh: fh.writelines(lines), binary=False)
 
 
 def read_jsonl(path) -> Forest:
@@ -278,32 +277,3 @@ def _floats(values, what: str, n: int) -> np.ndarray:
         else:
             raise ValueError(f"{what}[{i}] is not a float: {x!r}")
     return out
-
-
-# -- files ---------------------------------------------------------------------------
-@functools.cache
-def _new_file_mode() -> int:
-    """The mode ``open`` would give a new file (mkstemp's temp files get 0600)."""
-    umask = os.umask(0)  # the umask can only be read by setting it; restore at once
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write(path, write: Callable, *, binary: bool) -> None:
-    """Write via a temporary file in the target's directory, then ``os.replace`` it."""
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                               prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _new_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

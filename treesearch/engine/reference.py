@@ -1,10 +1,10 @@
-"""Plain-Python MCTS over object trees, with the same maths as ``treesearch.kernels``.
+"""Plain-Python MCTS over object trees, with the same maths as ``treesearch.engine.kernels``.
 
 This is the executable spec for differential tests, and the "Python objects" engine of the
 kernel benchmark. Each tree is a list of ``Node`` objects linked by parent and children
 references, walked one node at a time, the way most LLM tree-search projects do it. The
 formulas, their evaluation order and the tie-breaking are those of the kernels (see the
-docstring of ``treesearch.kernels``), so both engines select the same leaves and reach the
+docstring of ``treesearch.engine.kernels``), so both engines select the same leaves and reach the
 same float64 sums.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from treesearch.forest import MCTSParams
+from treesearch.engine.forest import MCTSParams
 
 
 @dataclass(eq=False)

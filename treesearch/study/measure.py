@@ -6,7 +6,7 @@ a ``Measurement``:
 
 - ``counts`` int [P]: correct samples per problem (the input of every pass@k, coverage
   and newly-solved figure; kept per problem so two policies compare problem by problem);
-- pass@k for k = 1, 2, 4, ..., n by the unbiased estimator (``treesearch.estimators``);
+- pass@k for k = 1, 2, 4, ..., n by the unbiased estimator (``treesearch.utils.estimators``);
 - diversity: distinct correct solutions per problem (whitespace-insensitive), and the
   mean token entropy in nats, computed EXACTLY (entropy of the full next-token
   distribution at every generated position, one teacher-forced forward pass) over the
@@ -29,9 +29,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
-from treesearch.estimators import (coverage, default_ks, distinct_correct,
-                                   pass_at_k_curve)
+from critics.calibration import brier, ece
+from policies.distill import collate
+from policies.rollout import generate_solutions
+from treesearch.tasks import prompt_ids
+from treesearch.utils.estimators import (
+    coverage,
+    default_ks,
+    distinct_correct,
+    pass_at_k_curve,
+)
 
 
 @dataclass
@@ -61,10 +71,6 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
     """Sample ``n`` solutions per problem with ``policy`` (an ``HFPolicy``: the entropy
     pass needs ``policy.model``) and measure them; see the module docstring. Problems are
     decoded in chunks of about ``batch_rows`` samples (a tqdm bar with ``progress``)."""
-    from tqdm.auto import tqdm
-
-    from critics.calibration import brier, ece
-    from policies.rollout import generate_solutions, prompt_ids
 
     if n < 1 or not problems:
         raise ValueError(f"measure: need n >= 1 and at least one problem, got n={n}, "
@@ -138,10 +144,6 @@ def token_entropy(model, sequences: Sequence[tuple[Sequence[int], Sequence[int]]
     """Mean entropy (nats) of the next-token distribution softmax(logits / temperature)
     over every completion position of ``sequences`` [(prompt ids, completion ids)], each
     position weighted equally; nan for no completion tokens."""
-    import torch
-
-    from policies.distill import collate
-
     total, positions = 0.0, 0
     was_training = model.training
     model.eval()

@@ -6,23 +6,25 @@ Used by self-play and by the study's tree-based optimizers (MCTS + SFT, DPO on s
     examples = sft_examples(result, verifier, k=4, clean_steps=False)
     pairs = sibling_preference_pairs(result, margin=0.3)
 
-``result`` is a ``treesearch.stepsearch.SearchResult`` (forest + prompts); ``verifier`` a
+``result`` is a ``treesearch.search.stepsearch.SearchResult`` (forest + prompts); ``verifier`` a
 ``critics.verifier.RuleVerifier`` over the forest's LABELLED TRAINING problems.
 """
 
 from __future__ import annotations
+
+import numpy as np
+
+from policies.distill import PreferencePair, sft_example
+from treesearch.engine.export import read_jsonl
+from treesearch.search.result import SearchResult, SearchStats
+from treesearch.utils.runs import RunError
 
 
 def load_result(path, prompts):
     """A ``SearchResult`` rebuilt from trees saved with ``export.write_jsonl`` (forest and
     prompts; answers and per-tree stats are not stored and come back empty). ``prompts``:
     the token ids of each tree's prompt, in tree order. A missing or corrupt file raises
-    ``treesearch.runs.RunError`` naming it."""
-    import numpy as np
-
-    from treesearch.export import read_jsonl
-    from treesearch.runs import RunError
-    from treesearch.stepsearch import SearchResult, SearchStats
+    ``treesearch.utils.runs.RunError`` naming it."""
 
     try:
         forest = read_jsonl(path)
@@ -50,8 +52,6 @@ def best_correct(result, tree: int, verifier, k: int, clean_steps: bool = False)
 
 def sft_examples(result, tokenizer, verifier, k: int, clean_steps: bool = False) -> list:
     """``policies.distill.SFTExample`` for the ``best_correct`` paths of every tree."""
-    from policies.distill import sft_example
-
     out = []
     for b in range(result.forest.n_trees):
         for node in best_correct(result, b, verifier, k, clean_steps):
@@ -63,8 +63,6 @@ def sft_examples(result, tokenizer, verifier, k: int, clean_steps: bool = False)
 def sibling_preference_pairs(result, margin: float) -> list:
     """``policies.distill.PreferencePair`` for every pair of sibling steps whose Q differ
     by at least ``margin`` (the better one chosen), prefix = prompt + earlier steps."""
-    from policies.distill import PreferencePair
-
     forest = result.forest
     pairs, _ = forest.sibling_pairs(margin)
     out = []

@@ -16,6 +16,10 @@ from typing import Mapping
 
 from critics.base import KINDS, CriticError, check_kind
 from critics.compose import RewardWeights, StepScorer
+from critics.generative import GenerativeCritic
+from critics.head import HeadCritic
+from critics.verifier import RuleVerifier
+from policies.zoo import resolve
 
 IMPLEMENTATIONS = ("head", "generative", "verifier", "none")
 
@@ -42,20 +46,15 @@ def build_critic(kind: str, implementation: str, model: str | None = None, *,
         if task is None or problems is None:
             raise CriticError(f"critics.{kind}: the verifier needs the task and labelled "
                               "training problems (it makes training targets only)")
-        from critics.verifier import RuleVerifier
 
         return RuleVerifier(task, policy_tokenizer, problems, kind=kind)
     if not model:
         raise CriticError(f"critics.{kind}: implementation {implementation!r} needs a model "
                           f"(write '{implementation}:<model dir or zoo name>')")
-    from policies.zoo import resolve
 
     path = resolve(model)
     if implementation == "head":
-        from critics.head import HeadCritic
-
         return HeadCritic(path, kind, policy_tokenizer=policy_tokenizer, device=device)
-    from critics.generative import GenerativeCritic
 
     return GenerativeCritic(path, kind, policy_tokenizer=policy_tokenizer, device=device)
 

@@ -1,11 +1,11 @@
-"""The MCTS loops: select -> evaluate (propose + score) -> expand -> backup, over a forest.
+"""The generic MCTS round loop: select -> evaluate -> expand + backup, over a forest.
 
 ``run_rounds`` drives any ``Evaluator`` (a toy environment, or anything that answers a batch
 of leaves with CSR children) with one jitted call to select and one to expand-and-backup
 per round, so all trees and all their leaves move together.
 
-``StepSearch`` (in ``treesearch.stepsearch``, re-exported here) is the search over
-reasoning steps: a policy proposes steps, critics score them, for a batch of problems.
+The search over reasoning steps (a policy proposes, critics score) is
+``treesearch.search.StepSearch``, a layer above this one.
 """
 
 from __future__ import annotations
@@ -13,18 +13,15 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from treesearch.forest import Forest, MCTSParams
-from treesearch.interfaces import Evaluator
-from treesearch.stepsearch import SearchConfig, SearchResult, SearchStats, StepSearch
-
-__all__ = ["run_rounds", "StepSearch", "SearchConfig", "SearchResult", "SearchStats"]
+from treesearch.engine.forest import Forest, MCTSParams
+from treesearch.engine.interfaces import Evaluator
 
 
 def run_rounds(forest: Forest, evaluator: Evaluator, params: MCTSParams, rounds: int, *,
                progress: bool = False) -> np.ndarray:
     """Run ``rounds`` search rounds on every tree of ``forest``.
 
-    Each round selects up to K = params.leaves_per_tree leaves per tree, asks the evaluator
+    Each round selects up to params.leaves_per_tree leaves per tree, asks the evaluator
     for their children in one call, then expands and backs up in one kernel call.
 
     Returns:

@@ -1,4 +1,4 @@
-"""A toy environment whose best action is known, and a demo: ``python -m treesearch.toy``.
+"""A toy environment whose best action is known, and a demo: ``python -m treesearch.engine.toy``.
 
 ``RewardTree``: a deterministic decision tree of fixed ``branching`` and ``depth``. Every
 edge carries a reward drawn (by hash) from [0, 1); the episode ends at ``depth``. The
@@ -17,9 +17,9 @@ import functools
 
 import numpy as np
 
-from treesearch.forest import Forest, MCTSParams
-from treesearch.interfaces import Expansion
-from treesearch.search import run_rounds
+from treesearch.engine.forest import Forest, MCTSParams
+from treesearch.engine.interfaces import Expansion
+from treesearch.engine.loop import run_rounds
 
 _MASK64 = (1 << 64) - 1
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from treesearch.export import _atomic_write
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from treesearch.utils.atomic import atomic_write
 
 
 def new_figure(figsize=(6, 4)):
     """A matplotlib Figure on an Agg canvas."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
@@ -20,7 +21,7 @@ def new_figure(figsize=(6, 4)):
 
 def save_png(fig, path) -> None:
     """Write ``fig`` as PNG atomically (temp file in the same directory, then rename)."""
-    _atomic_write(path, lambda fh: fig.savefig(fh, format="png"), binary=True)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png"), binary=True)
 
 
 def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path, *,

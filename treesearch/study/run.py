@@ -17,14 +17,14 @@ one factor, built on first use and cached), every optimizer and every seed:
    (mcts and dpo share the search of a (prior, seed); its generated tokens are their
    budget);
 2. measure the trained policy and its prior on HELD-OUT problems, labels read only to
-   count correct samples (``treesearch.study_eval.measure``): n >= 256 samples per
+   count correct samples (``treesearch.study.measure.measure``): n >= 256 samples per
    problem, pass@k for k = 1..n, coverage, newly solved problems, distinct correct
    solutions, token entropy, calibration, solution formats; in distribution and on the
    out-of-distribution tasks (countdown with one fewer / one more number);
 3. compare weights: share of unchanged parameters at several tolerances in fp32 and
    bf16, and the rank of every matrix's update (``policies.updates``).
 
-Then ``treesearch.study_report`` writes ``report.md`` with tables, eta squared of prior
+Then ``treesearch.study.report`` writes ``report.md`` with tables, eta squared of prior
 vs optimizer (pass@1, pass@n, OOD drop) and PNG plots (pass@k crossover curves).
 
 Run directory: ``config.yaml``; ``priors.json``; ``search/<prior>/seed<s>/`` (trees and
@@ -44,15 +44,34 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
 
+from critics.compose import StepScorer
+from critics.verifier import RuleVerifier
+from policies.distill import DistillConfig, dpo, save_policy, sft
+from policies.hf import HFPolicy, load_model
+from policies.pretrain import PretrainConfig, pretrain
+from policies.rl import RLConfig, train
+from policies.updates import summarise_ranks, update_rank, update_sparsity
+from policies.zoo import resolve
 from treesearch.config import ConfigError
-from treesearch.runs import RunDir, RunError, read_json, write_json
-from treesearch.study_config import load_study_config
-from treesearch.study_eval import format_share
+from treesearch.engine.export import write_jsonl
+from treesearch.search import StepSearch
+from treesearch.search.harvest import (
+    load_result,
+    sft_examples,
+    sibling_preference_pairs,
+)
+from treesearch.study.config import load_study_config
+from treesearch.study.measure import format_share, measure
+from treesearch.study.report import write_report
+from treesearch.tasks import get_task, prompt_ids
 from treesearch.tasks.base import stable_hash
+from treesearch.utils.runs import RunDir, RunError, read_json, write_json
 
-ROOT = Path(__file__).resolve().parent.parent
-QUICK_CONFIG = ROOT / "configs" / "study_quick.yaml"
+QUICK_CONFIG = "study_quick"  # a shipped recipe (configs/study_quick.yaml)
 BUDGET_KEYS = ("steps", "tokens", "time_budget_s")
 
 
@@ -64,10 +83,6 @@ class Study:
     """One study run over a ``StudyConfig`` in a run directory."""
 
     def __init__(self, cfg, run: RunDir):
-        import torch
-
-        from treesearch.tasks import get_task
-
         self.cfg, self.run = cfg, run
         torch.set_num_threads(cfg.threads)
         self.task = get_task(cfg.task)
@@ -80,7 +95,6 @@ class Study:
         """The prior's model directory; a pretraining variant is built once and cached."""
         if name in self._prior_paths:
             return self._prior_paths[name]
-        from policies.zoo import resolve
 
         spec = self.specs[name]
         if spec.model:
@@ -94,8 +108,6 @@ class Study:
         """The reference's recorded pretraining config with ``spec.pretrain`` on top. A
         reference trained for a time budget is replayed by the tokens it actually saw, so
         a variant differs in the one factor it names, not in machine speed."""
-        from policies.pretrain import PretrainConfig
-
         if not spec.reference:
             fields = {"task": self.cfg.task, **dict(spec.pretrain), "progress": self.cfg.progress}
             return PretrainConfig(**fields)
@@ -116,8 +128,6 @@ class Study:
         return PretrainConfig(**base)
 
     def _pretrained(self, spec) -> Path:
-        from policies.pretrain import pretrain
-
         config = self.pretrain_config(spec)
         key = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "progress")}
         cache = Path(self.cfg.prior_cache).expanduser()
@@ -142,8 +152,6 @@ class Study:
 
     # -- training ----------------------------------------------------------------------
     def _policy(self, path_or_model, seed: int):
-        from policies.hf import HFPolicy
-
         return HFPolicy(path_or_model, temperature=self.cfg.eval.temperature, seed=seed,
                         device=self.cfg.device)
 
@@ -151,25 +159,14 @@ class Study:
         """The (prior, seed) MCTS over the training problems, run once and saved (trees
         first, then ``search.json``, so a kill in between redoes it). Returns (training
         problems, SearchResult rebuilt from disk, search stats dict, tokenizer)."""
-        from critics.compose import StepScorer
-        from critics.verifier import RuleVerifier
-        from policies.rollout import prompt_ids
-        from treesearch.export import write_jsonl
-        from treesearch.harvest import load_result
-        from treesearch.stepsearch import SearchConfig, StepSearch
 
         where = self.run.path / "search" / prior / f"seed{seed}"
         problems = self.train_problems(seed)
         policy = self._policy(self.prior_path(prior), cell_seed(prior, seed, "search"))
         if not (where / "search.json").is_file():
-            t = self.cfg.tree
-            config = SearchConfig(simulations=t.simulations, branching=t.branching,
-                                  horizon=t.horizon, max_children=t.max_children,
-                                  max_depth=self.cfg.max_steps,
-                                  max_step_tokens=self.cfg.max_step_tokens,
-                                  max_tokens=max(self.cfg.max_step_tokens,
-                                                 self.cfg.budget_tokens // len(problems)),
-                                  early_stop=False)
+            s = OmegaConf.to_object(self.cfg.search)
+            config = dataclasses.replace(
+                s, max_tokens=max(s.max_step_tokens, self.cfg.budget_tokens // len(problems)))
             verifier = RuleVerifier(self.task, policy.tokenizer, problems)
             search = StepSearch(policy, StepScorer(outcome=verifier), self.task,
                                 policy.tokenizer, config)
@@ -190,19 +187,17 @@ class Study:
 
     def train(self, prior: str, optimizer: str, seed: int):
         """Train a fresh copy of the prior; returns (model, tokenizer, stats)."""
-        from policies.hf import load_model
-
         model, tokenizer = load_model(self.prior_path(prior), device=self.cfg.device)
         if optimizer in ("mcts", "dpo"):
             return self._train_from_trees(model, tokenizer, prior, optimizer, seed)
-        from policies.rl import RLConfig, train
 
         r = self.cfg.rl
         config = RLConfig(method=optimizer, token_budget=self.cfg.budget_tokens,
                           group_size=r.group_size, problems_per_step=r.problems_per_step,
                           lr=float(r.method_lr.get(optimizer, r.lr)),
                           temperature=self.cfg.eval.temperature,
-                          max_steps=self.cfg.max_steps, max_step_tokens=self.cfg.max_step_tokens,
+                          max_steps=self.cfg.search.max_depth,
+                        max_step_tokens=self.cfg.search.max_step_tokens,
                           clip_eps=r.clip_eps, kl_beta=r.kl_beta,
                           updates_per_batch=r.updates_per_batch, batch_size=r.batch_size,
                           seed=cell_seed(prior, optimizer, seed), progress=self.cfg.progress)
@@ -217,9 +212,6 @@ class Study:
         return model, tokenizer, stats
 
     def _train_from_trees(self, model, tokenizer, prior, optimizer, seed):
-        from critics.verifier import RuleVerifier
-        from policies.distill import DistillConfig, dpo, sft
-        from treesearch.harvest import sft_examples, sibling_preference_pairs
 
         problems, result, search_stats, _ = self.search(prior, seed)
         t = self.cfg.tree
@@ -244,14 +236,13 @@ class Study:
 
     # -- measuring ---------------------------------------------------------------------
     def measure(self, model_or_path, seed: int) -> dict:
-        from treesearch.study_eval import measure
-
         e = self.cfg.eval
         policy = self._policy(model_or_path, seed)
         out = {}
         for name, (task, problems) in self.eval_sets().items():
             m = measure(policy, task, problems, n=e.samples, temperature=e.temperature,
-                        max_steps=self.cfg.max_steps, max_step_tokens=self.cfg.max_step_tokens,
+                        max_steps=self.cfg.search.max_depth,
+                          max_step_tokens=self.cfg.search.max_step_tokens,
                         entropy_samples=e.entropy_samples, progress=self.cfg.progress,
                         desc=f"measure {name}")
             out[name] = m.to_dict()
@@ -271,11 +262,6 @@ class Study:
                                             "eval": measured})
 
     def run_cell(self, prior: str, optimizer: str, seed: int) -> None:
-        import torch
-
-        from policies.distill import save_policy
-        from policies.hf import load_model
-        from policies.updates import summarise_ranks, update_rank, update_sparsity
 
         where = self.cell_dir(prior, optimizer, seed)
         if (where / "measure.json").is_file():
@@ -303,10 +289,6 @@ class Study:
         shutil.rmtree(where / "policy", ignore_errors=True)
 
     def run_all(self) -> Path:
-        from tqdm.auto import tqdm
-
-        from treesearch.study_report import write_report
-
         c = self.cfg
         plan = [(p, "base", None) for p in self.specs]
         plan += [(p, o, s) for p in self.specs for s in c.seeds for o in c.optimizers]
@@ -342,7 +324,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m treesearch.study",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help=f"the small CPU grid ({QUICK_CONFIG.relative_to(ROOT)})")
+                        help="the small CPU grid (configs/study_quick.yaml)")
     parser.add_argument("--config", default=None, help="YAML study recipe")
     parser.add_argument("--resume", default=None, help="continue the study in this directory")
     parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. seeds=[0,1]")
@@ -360,8 +342,6 @@ def main(argv=None) -> int:
             if config is None:
                 parser.error("give --quick (the CPU grid) or --config FILE (e.g. configs/study.yaml)")
             cfg = load_study_config(config, args.overrides)
-            from omegaconf import OmegaConf
-
             cfg.out = cfg.out or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}"
             run = RunDir.create(cfg.out, OmegaConf.to_yaml(cfg))
     except (ConfigError, RunError) as exc:

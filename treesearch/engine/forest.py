@@ -1,7 +1,7 @@
 """Forest: B search trees stored as struct-of-arrays, and the token store for node payloads.
 
 Node fields are views into two packed blocks (``ints`` int64 [B, capacity, 8] and
-``floats`` float64 [B, capacity, 4], see ``treesearch.kernels``), so the kernels take few
+``floats`` float64 [B, capacity, 4], see ``treesearch.engine.kernels``), so the kernels take few
 arguments while callers read ``forest.visits[b, n]`` and friends by name. Node 0 of every
 tree is its root; children of a node sit in one contiguous, bump-allocated block.
 
@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from treesearch import kernels as K
+from treesearch.engine import kernels
 
 INT_FIELDS = ("parent", "first_child", "n_children", "visits", "vloss", "terminal", "depth",
               "payload")
@@ -80,11 +80,11 @@ class MCTSParams:
 
     @property
     def rule_code(self) -> int:
-        return K.RULE_PUCT if self.rule == "puct" else K.RULE_UCT
+        return kernels.RULE_PUCT if self.rule == "puct" else kernels.RULE_UCT
 
     @property
     def first_play_code(self) -> int:
-        return K.FIRST_PLAY_CONSTANT if self.first_play_mode == "constant" else K.FIRST_PLAY_CRITIC
+        return kernels.FIRST_PLAY_CONSTANT if self.first_play_mode == "constant" else kernels.FIRST_PLAY_CRITIC
 
 
 class TokenStore:
@@ -150,7 +150,7 @@ class Forest:
         self.tokens = TokenStore()
         self.extra_names = tuple(extra_fields)
         self.ints = _empty_ints(n_trees, capacity)
-        self.floats = np.zeros((n_trees, capacity, K.N_FLOAT_FIELDS), np.float64)
+        self.floats = np.zeros((n_trees, capacity, kernels.N_FLOAT_FIELDS), np.float64)
         self.extras = np.zeros((len(self.extra_names), n_trees, capacity), np.float64)
         self.n_nodes = np.ones(n_trees, np.int64)
         self.qbounds = np.empty((2, n_trees), np.float64)
@@ -170,18 +170,18 @@ class Forest:
     def capacity(self) -> int:
         return self.ints.shape[1]
 
-    parent = property(lambda self: self.ints[:, :, K.PARENT])
-    first_child = property(lambda self: self.ints[:, :, K.FIRST_CHILD])
-    n_children = property(lambda self: self.ints[:, :, K.N_CHILDREN])
-    visits = property(lambda self: self.ints[:, :, K.VISITS])
-    vloss = property(lambda self: self.ints[:, :, K.VLOSS])
-    terminal = property(lambda self: self.ints[:, :, K.TERMINAL])
-    depth = property(lambda self: self.ints[:, :, K.DEPTH])
-    payload = property(lambda self: self.ints[:, :, K.PAYLOAD])
-    prior = property(lambda self: self.floats[:, :, K.PRIOR])
-    value_sum = property(lambda self: self.floats[:, :, K.VALUE_SUM])
-    reward = property(lambda self: self.floats[:, :, K.REWARD])
-    value = property(lambda self: self.floats[:, :, K.VALUE])
+    parent = property(lambda self: self.ints[:, :, kernels.PARENT])
+    first_child = property(lambda self: self.ints[:, :, kernels.FIRST_CHILD])
+    n_children = property(lambda self: self.ints[:, :, kernels.N_CHILDREN])
+    visits = property(lambda self: self.ints[:, :, kernels.VISITS])
+    vloss = property(lambda self: self.ints[:, :, kernels.VLOSS])
+    terminal = property(lambda self: self.ints[:, :, kernels.TERMINAL])
+    depth = property(lambda self: self.ints[:, :, kernels.DEPTH])
+    payload = property(lambda self: self.ints[:, :, kernels.PAYLOAD])
+    prior = property(lambda self: self.floats[:, :, kernels.PRIOR])
+    value_sum = property(lambda self: self.floats[:, :, kernels.VALUE_SUM])
+    reward = property(lambda self: self.floats[:, :, kernels.REWARD])
+    value = property(lambda self: self.floats[:, :, kernels.VALUE])
 
     def extra(self, name: str) -> np.ndarray:
         """View of an extra float field, [B, capacity]."""
@@ -197,7 +197,7 @@ class Forest:
 
     def q(self, gamma: float = 1.0) -> np.ndarray:
         """Q of every node, float64 [B, capacity], NaN where unvisited or unused."""
-        return K.node_q(self.ints, self.floats, self.n_nodes, gamma)
+        return kernels.node_q(self.ints, self.floats, self.n_nodes, gamma)
 
     # -- growth ----------------------------------------------------------------------
     def grow(self, capacity: int) -> None:
@@ -207,7 +207,7 @@ class Forest:
             return
         ints = _empty_ints(self.n_trees, capacity)
         ints[:, :old] = self.ints
-        floats = np.zeros((self.n_trees, capacity, K.N_FLOAT_FIELDS), np.float64)
+        floats = np.zeros((self.n_trees, capacity, kernels.N_FLOAT_FIELDS), np.float64)
         floats[:, :old] = self.floats
         extras = np.zeros((len(self.extra_names), self.n_trees, capacity), np.float64)
         extras[:, :, :old] = self.extras
@@ -221,7 +221,7 @@ class Forest:
         Returns (leaf_tree int64 [L], leaf_node int64 [L], collisions int64 [B]).
         """
         cap = self.extra("child_cap") if "child_cap" in self.extra_names else _NO_CAP
-        leaf_tree, leaf_node, collisions = K.select(
+        leaf_tree, leaf_node, collisions = kernels.select(
             self.ints, self.floats, self.n_nodes, self.qbounds, params.leaves_per_tree,
             params.rule_code, params.c_explore, params.first_play, params.first_play_code,
             params.gamma, params.widen_c, params.widen_alpha, params.max_children, cap)
@@ -233,13 +233,13 @@ class Forest:
         args = self._expansion_args(leaf_tree, leaf_node, offsets, prior, reward, value,
                                     terminal, payload)
         while True:
-            status = K.expand(self.ints, self.floats, self.n_nodes, *args)
+            status = kernels.expand(self.ints, self.floats, self.n_nodes, *args)
             if not self._retry_after(status, args):
                 return
 
     def backup(self, leaf_tree, leaf_node, gamma: float = 1.0) -> None:
         """Back up the leaves' values and clear their virtual loss (see ``kernels.backup``)."""
-        K.backup(self.ints, self.floats, self.qbounds, np.asarray(leaf_tree, np.int64),
+        kernels.backup(self.ints, self.floats, self.qbounds, np.asarray(leaf_tree, np.int64),
                  np.asarray(leaf_node, np.int64), gamma)
 
     def expand_and_backup(self, leaf_tree, leaf_node, offsets, prior, reward, value, terminal,
@@ -248,7 +248,7 @@ class Forest:
         args = self._expansion_args(leaf_tree, leaf_node, offsets, prior, reward, value,
                                     terminal, payload)
         while True:
-            status = K.expand_and_backup(self.ints, self.floats, self.n_nodes, self.qbounds,
+            status = kernels.expand_and_backup(self.ints, self.floats, self.n_nodes, self.qbounds,
                                          *args, gamma)
             if not self._retry_after(status, args):
                 return
@@ -290,12 +290,12 @@ class Forest:
             while capacity < need.max():
                 capacity *= 2
             self.grow(capacity)
-        K.widen(self.ints, self.floats, self.extras, self.n_nodes, tree, node, offsets, prior,
+        kernels.widen(self.ints, self.floats, self.extras, self.n_nodes, tree, node, offsets, prior,
                 reward, value, terminal, payload)
 
     def cancel(self, leaf_tree, leaf_node) -> None:
         """Drop leaves selected this round without evaluating them (virtual loss removed)."""
-        K.cancel_selection(self.ints, np.asarray(leaf_tree, np.int64),
+        kernels.cancel_selection(self.ints, np.asarray(leaf_tree, np.int64),
                            np.asarray(leaf_node, np.int64))
 
     def detached(self) -> np.ndarray:
@@ -312,9 +312,9 @@ class Forest:
     def _retry_after(self, status, args) -> bool:
         """Grow and ask for a retry after a capacity error; raise on any other error."""
         code, tree, where, slot = (int(x) for x in status)
-        if code == K.OK:
+        if code == kernels.OK:
             return False
-        if code == K.ERR_CAPACITY:
+        if code == kernels.ERR_CAPACITY:
             if not self.growable:
                 raise CapacityError(
                     f"tree {tree} needs {where} nodes but capacity is {self.capacity} and "
@@ -330,19 +330,19 @@ class Forest:
     def root_stats(self, gamma: float = 1.0):
         """Root children per tree: (child, visits, q, prior, best), see ``kernels.root_stats``."""
         width = max(int(self.n_children[:, 0].max()), 1)
-        return K.root_stats(self.ints, self.floats, gamma, width)
+        return kernels.root_stats(self.ints, self.floats, gamma, width)
 
     def ranked_paths(self, top_k: int = 4, gamma: float = 1.0, terminal_only: bool = False,
                      min_visits: int = 1):
         """Best root-to-leaf paths per tree: (paths, lengths, scores), see the kernel."""
-        return K.ranked_paths(self.ints, self.floats, self.n_nodes, gamma, top_k,
+        return kernels.ranked_paths(self.ints, self.floats, self.n_nodes, gamma, top_k,
                               terminal_only, min_visits)
 
     def sibling_pairs(self, margin: float, gamma: float = 1.0, min_visits: int = 1):
         """(pairs [P, 4] of tree, parent, chosen, rejected; q [P, 2]), see the kernel."""
         if not margin > 0:
             raise ValueError(f"sibling_pairs margin must be > 0, got {margin}")
-        return K.sibling_pairs(self.ints, self.floats, self.n_nodes, gamma, margin, min_visits)
+        return kernels.sibling_pairs(self.ints, self.floats, self.n_nodes, gamma, margin, min_visits)
 
     def reroot(self, new_root, gamma: float = 1.0) -> np.ndarray:
         """Make ``new_root[b]`` the root of tree b (<= 0: unchanged); returns the remap."""
@@ -356,7 +356,7 @@ class Forest:
                              f"({int(self.n_nodes[b])} nodes)")
         if np.any(self.vloss != 0):
             raise RuntimeError("reroot during a round: back up the selected leaves first")
-        remap = K.reroot(self.ints, self.floats, self.n_nodes, self.qbounds, new_root, gamma)
+        remap = kernels.reroot(self.ints, self.floats, self.n_nodes, self.qbounds, new_root, gamma)
         for e in range(len(self.extra_names)):
             self.extras[e] = _remap_field(self.extras[e], remap, self.n_nodes)
         return remap
@@ -400,10 +400,10 @@ _NO_CAP = np.zeros((0, 0), np.float64)
 
 
 def _empty_ints(n_trees: int, capacity: int) -> np.ndarray:
-    ints = np.zeros((n_trees, capacity, K.N_INT_FIELDS), np.int64)
-    ints[:, :, K.PARENT] = -1
-    ints[:, :, K.FIRST_CHILD] = -1
-    ints[:, :, K.PAYLOAD] = -1
+    ints = np.zeros((n_trees, capacity, kernels.N_INT_FIELDS), np.int64)
+    ints[:, :, kernels.PARENT] = -1
+    ints[:, :, kernels.FIRST_CHILD] = -1
+    ints[:, :, kernels.PAYLOAD] = -1
     return ints
 
 
@@ -417,14 +417,14 @@ def _remap_field(field: np.ndarray, remap: np.ndarray, n_nodes: np.ndarray) -> n
 
 def _expansion_message(code, tree, node, slot, args) -> str:
     what = {
-        K.ERR_NOT_FINITE: f"child {slot} of node {node} in tree {tree} has a NaN or infinite "
+        kernels.ERR_NOT_FINITE: f"child {slot} of node {node} in tree {tree} has a NaN or infinite "
                           "prior, reward or value",
-        K.ERR_BAD_PRIOR: f"child {slot} of node {node} in tree {tree} has a negative prior",
-        K.ERR_EXPANDED: f"node {node} in tree {tree} already has children",
-        K.ERR_TERMINAL: f"node {node} in tree {tree} is terminal and cannot be expanded",
-        K.ERR_BAD_LEAF: f"leaf (tree {tree}, node {node}) does not exist",
-        K.ERR_DUPLICATE: f"node {node} in tree {tree} is given children twice in one expansion",
-        K.ERR_BAD_OFFSETS: f"offsets must be non-decreasing, start at 0, have one entry per "
+        kernels.ERR_BAD_PRIOR: f"child {slot} of node {node} in tree {tree} has a negative prior",
+        kernels.ERR_EXPANDED: f"node {node} in tree {tree} already has children",
+        kernels.ERR_TERMINAL: f"node {node} in tree {tree} is terminal and cannot be expanded",
+        kernels.ERR_BAD_LEAF: f"leaf (tree {tree}, node {node}) does not exist",
+        kernels.ERR_DUPLICATE: f"node {node} in tree {tree} is given children twice in one expansion",
+        kernels.ERR_BAD_OFFSETS: f"offsets must be non-decreasing, start at 0, have one entry per "
                            f"leaf plus one ({len(args[0]) + 1}) and end at the number of "
                            f"children ({len(args[3])})",
     }.get(code, f"unknown expansion error {code}")

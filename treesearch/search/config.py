@@ -1,0 +1,83 @@
+"""``SearchConfig``: every option of one step search, defined once.
+
+Self-play (``search.*`` keys), the study (``search.*``) and decoding (``search.*``
+overrides on the command line) all use this dataclass as it is (omegaconf structured
+configs accept it), so a knob has one name, one default and one check. The defaults are
+the embedded default recipe's (``configs/default.yaml``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from treesearch.engine.forest import MCTSParams
+
+ANSWER_RULES = ("vote", "score", "visits")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Options of one step search (counts are per problem).
+
+    simulations: rounds; each selects up to ``leaves_per_tree`` nodes per tree.
+    branching: next-step samples per selected node (identical ones merge).
+    horizon: steps each sample is continued for (1: step expansion; >= max_depth: full
+        rollouts, every one kept in the tree).
+    max_children, widen_c, widen_alpha: progressive widening (widen_c = 0: off, nodes are
+        expanded once).
+    max_depth: steps per solution, the answer line included; a step at this depth ends
+        the episode (wrong unless it is an answer).
+    max_step_tokens: tokens per step; a step cut there is malformed (terminal, wrong).
+    c_explore, rule, first_play_mode, first_play, gamma: selection (``MCTSParams``).
+    prior_temperature: softmax temperature turning step log-probs into priors.
+    max_tokens: generated-token budget per problem (None: none); a tree stops once spent.
+    early_stop: see the module docstring.
+    answer: how the tree answers. "vote" -- answers grouped by ``task.answer_key`` (what
+        they claim, no label needed), each answer node weighted by visits x composed
+        score; the heaviest group's best node (a sampled trajectory that repeats an
+        existing solution counts as a visit, so this is majority voting over every
+        trajectory the search sampled, steered by the critics). "score" -- the answer node
+        with the best composed score (ties: more visits). "visits" -- the end of the most
+        visited descent (else the best-scored answer).
+    """
+
+    simulations: int = 24
+    leaves_per_tree: int = 1
+    branching: int = 2
+    horizon: int = 6
+    max_children: int = 6
+    widen_c: float = 1.0
+    widen_alpha: float = 0.5
+    max_depth: int = 6
+    max_step_tokens: int = 24
+    c_explore: float = 1.25
+    rule: str = "puct"
+    first_play_mode: str = "critic"
+    first_play: float = 0.0
+    gamma: float = 1.0
+    prior_temperature: float = 1.0
+    max_tokens: int | None = None
+    early_stop: bool = True
+    answer: str = "vote"
+
+    def __post_init__(self):
+        positive = ("simulations", "leaves_per_tree", "branching", "horizon", "max_depth",
+                    "max_step_tokens", "max_children")
+        for name in positive:
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"SearchConfig.{name} must be an int >= 1, got {getattr(self, name)!r}")
+        if not self.prior_temperature > 0:
+            raise ValueError(f"SearchConfig.prior_temperature must be > 0, got {self.prior_temperature}")
+        if self.max_tokens is not None and self.max_tokens < self.max_step_tokens:
+            raise ValueError(f"SearchConfig.max_tokens ({self.max_tokens}) cannot pay for one "
+                             f"step of up to max_step_tokens ({self.max_step_tokens}) tokens")
+        if self.answer not in ANSWER_RULES:
+            raise ValueError(f"SearchConfig.answer must be one of {ANSWER_RULES}, got {self.answer!r}")
+        self.params  # validates the selection options
+
+    @property
+    def params(self) -> MCTSParams:
+        return MCTSParams(rule=self.rule, c_explore=self.c_explore, first_play=self.first_play,
+                          first_play_mode=self.first_play_mode, gamma=self.gamma,
+                          leaves_per_tree=self.leaves_per_tree, widen_c=self.widen_c,
+                          widen_alpha=self.widen_alpha, max_children=self.max_children)

@@ -1,0 +1,294 @@
+"""MCTS over reasoning steps: a policy proposes steps, critics score them, kernels do the rest.
+
+One node is one step (one line). Every round, for all problems at once:
+
+    select leaves_per_tree nodes per tree (kernels: PUCT/UCT, virtual loss, progressive widening)
+    -> one batched ``policy.propose`` of ``branching`` next steps for every selected node
+       that is not terminal, then each continued for up to ``horizon - 1`` more steps
+       (one batched call per step): ``horizon = 1`` is classic step expansion, a horizon
+       reaching ``max_depth`` makes every sample a fast rollout kept in the tree
+    -> merge: a continuation follows the existing nodes while its steps match them (state
+       merge: steps equal up to whitespace are one node) and only its new remainder
+       becomes nodes
+    -> one batched call per critic over all new nodes (``scorer``), composed into one
+       score per node (the dense step reward, see ``critics.compose``)
+    -> attach the new nodes (expand leaves, widen expanded nodes) and back up from the end
+       of every continuation; a selected terminal node backs up its value again.
+
+Adaptive branching (eta-MCTS): a node takes a new child once
+``floor(widen_c * N ** widen_alpha)`` exceeds its children, up to ``max_children``;
+a node whose widening found nothing new is capped where it is. Early stop: a tree
+stops once its most visited root step cannot be overtaken in the rounds left and the
+most visited descent ends in an answer, or when its token budget is spent.
+
+The search sees problems WITHOUT labels (it strips them itself): only the policy and the
+scorer's critics guide it. This module imports nothing from ``policies/`` or
+``critics/``: the policy and the scorer arrive as objects (``treesearch.engine.interfaces``,
+``critics.compose.StepScorer``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from treesearch.engine.forest import Forest
+from treesearch.search.answer import choose_answers, most_visited_descent
+from treesearch.search.attach import attach_nodes
+from treesearch.search.config import SearchConfig
+from treesearch.search.merge import merge_continuations
+from treesearch.search.result import SearchResult, SearchStats, node_path
+
+# extra float fields of a search forest: the critics' parts, the running PRM aggregate,
+# each step's log-probability (priors are renormalised from it after widening), and each
+# node's cap on children (set once widening it found nothing new)
+EXTRA_FIELDS = ("c_value", "c_process", "c_outcome", "prm_agg", "logprob", "child_cap")
+
+
+class StepSearch:
+    """Batched MCTS over reasoning steps for a batch of problems.
+
+    policy: ``propose(prefixes, n, max_step_tokens)`` and ``counts`` (Policy protocol).
+    scorer: ``raw``/``compose_raw``/``run``/``has`` (``critics.compose.StepScorer``), with
+        at least one critic.
+    task: prompts, answer lines (``is_answer_step``) -- the search reads nothing else.
+    tokenizer: the policy's tokenizer (prompt ids, step text).
+    """
+
+    def __init__(self, policy, scorer, task, tokenizer, config: SearchConfig | None = None):
+        if not scorer:
+            raise ValueError("StepSearch needs at least one critic to score steps "
+                             "(value, process or outcome)")
+        self.policy, self.scorer, self.task, self.tokenizer = policy, scorer, task, tokenizer
+        self.config = config if config is not None else SearchConfig()
+
+    # -- public ------------------------------------------------------------------------
+    def run(self, problems: Sequence, *, progress: bool = False, desc: str = "mcts") -> SearchResult:
+        """Search every problem; returns the trees, chosen answers and the accounting."""
+        if not problems:
+            raise ValueError("StepSearch.run: empty problem list")
+        cfg = self.config
+        problems = [p.without_label() for p in problems]  # labels never reach the search
+        b = len(problems)
+        self.prompts = [[self.tokenizer.bos_token_id] + list(
+            self.tokenizer(self.task.prompt(p), add_special_tokens=False)["input_ids"])
+            for p in problems]
+        stats = SearchStats(*(np.zeros(b, np.int64) for _ in range(5)))
+        forest = Forest(b, capacity=64, root_values=self._root_values(stats),
+                        extra_fields=EXTRA_FIELDS)
+        forest.extra("prm_agg")[:, 0] = np.nan
+        active = np.ones(b, bool)
+        params = cfg.params
+        bar = tqdm(range(cfg.simulations), desc=desc, disable=not progress, leave=False)
+        for r in bar:
+            t0 = time.perf_counter()
+            leaf_tree, leaf_node, _ = forest.select(params)
+            forest.cancel(leaf_tree, leaf_node)  # new nodes carry the backups, not the leaves
+            keep = active[leaf_tree]
+            leaf_tree, leaf_node = leaf_tree[keep], leaf_node[keep]
+            stats.rounds += active
+            np.add.at(stats.selected, leaf_tree, 1)
+            stats.seconds["select"] += time.perf_counter() - t0
+            self._round(forest, stats, leaf_tree, leaf_node)
+            t0 = time.perf_counter()
+            active &= self._still_active(forest, stats, cfg.simulations - r - 1)
+            if progress:
+                bar.set_postfix(active=int(active.sum()), tokens=int(stats.generated.sum()))
+            stats.seconds["other"] += time.perf_counter() - t0
+            if not active.any():
+                break
+        bar.close()
+        t0 = time.perf_counter()
+        chosen = self.choose(forest)
+        answers = ["".join(self._text(s) for s in self._steps(forest, t, int(n)))
+                   for t, n in enumerate(chosen)]
+        stats.seconds["other"] += time.perf_counter() - t0
+        return SearchResult(forest, self.prompts, answers, chosen, stats)
+
+    def choose(self, forest: Forest) -> np.ndarray:
+        """The node each tree answers with (``treesearch.search.answer``), int64 [B]."""
+        return choose_answers(self, forest)
+
+    # -- one round ---------------------------------------------------------------------
+    def _round(self, forest, stats, leaf_tree, leaf_node):
+        cfg = self.config
+        t0 = time.perf_counter()
+        closed = forest.terminal[leaf_tree, leaf_node] == 1
+        open_tree, open_node = leaf_tree[~closed], leaf_node[~closed]
+        stats.seconds["other"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        forest.backup(leaf_tree[closed], leaf_node[closed], cfg.gamma)  # value again
+        stats.seconds["backup"] += time.perf_counter() - t0
+        open_tree, open_node = self._drop_full(forest, open_tree, open_node)
+        if open_tree.size == 0:
+            return
+        paths = self._continuations(forest, stats, open_tree, open_node)
+
+        t0 = time.perf_counter()
+        new, ends, repeats, fruitless = merge_continuations(self, forest, open_tree, open_node, paths)
+        for t, n in fruitless:  # widening found nothing new: cap it where it is
+            forest.extra("child_cap")[t, n] = max(1, forest.n_children[t, n])
+        stats.seconds["other"] += time.perf_counter() - t0
+        if repeats:
+            t0 = time.perf_counter()
+            forest.backup(np.array([t for t, _ in repeats], np.int64),
+                          np.array([n for _, n in repeats], np.int64), cfg.gamma)
+            stats.seconds["backup"] += time.perf_counter() - t0
+        if not new:
+            return
+
+        t0 = time.perf_counter()
+        states = [(self.prompts[x.tree], self._new_steps(forest, new, i)) for i, x in enumerate(new)]
+        answer = np.array([x.answer for x in new])
+        terminal = np.array([x.terminal for x in new])
+        calls = sum(self.scorer.calls.values())
+        raw = self.scorer.raw(states, answer, terminal)
+        per_state = (sum(self.scorer.calls.values()) - calls) / len(new)
+        np.add.at(stats.critic_calls, [x.tree for x in new], int(round(per_state)))
+        stats.seconds["score"] += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        index = attach_nodes(self, forest, new, raw, answer, terminal)
+        stats.seconds["expand"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        end_tree = np.array([new[i].tree for i in ends], np.int64)
+        end_node = np.array([index[i] for i in ends], np.int64)
+        forest.backup(end_tree, end_node, cfg.gamma)
+        stats.seconds["backup"] += time.perf_counter() - t0
+
+    def _room(self) -> int:
+        """Tokens a prefix may hold so that one more step still fits the policy's context."""
+        limit = getattr(self.policy, "max_positions", None) or getattr(self.policy, "max_model_len", None)
+        return int(limit) - self.config.max_step_tokens if limit else 1 << 62
+
+    def _drop_full(self, forest, tree, node):
+        """Nodes whose text leaves no room for another step in the policy's context: an
+        unexpanded one ends there (terminal, value 0), an expanded one stops widening.
+        Returns the (tree, node) that can still be continued."""
+        room = self._room()
+        keep = np.ones(tree.size, bool)
+        for i, (t, n) in enumerate(zip(tree.tolist(), node.tolist())):
+            if len(self.prompts[t]) + sum(len(s) for s in self._steps(forest, t, n)) > room:
+                keep[i] = False
+                if forest.n_children[t, n] == 0:
+                    forest.terminal[t, n] = 1
+                    forest.value[t, n] = 0.0
+                else:
+                    forest.extra("child_cap")[t, n] = forest.n_children[t, n]
+        return tree[keep], node[keep]
+
+    def _continuations(self, forest, stats, tree, node):
+        """``branching`` sampled continuations of each open node, each of up to ``horizon``
+        steps (stopping at a terminal step). Returns per open node a list of paths, each a
+        list of (tokens, logprob, finished)."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        prefixes = [self._prefix(forest, int(t), int(n)) for t, n in zip(tree, node)]
+        depth = forest.depth[tree, node]
+        before = self.policy.counts.processed
+        props = self.policy.propose(prefixes, cfg.branching, cfg.max_step_tokens)
+        self._charge(stats, tree, [sum(p.n_tokens for p in per) for per in props], before)
+        paths = [[[(list(map(int, p.tokens)), float(p.logprob), bool(p.finished))] for p in per]
+                 for per in props]
+        rows = [(i, j) for i in range(len(paths)) for j in range(cfg.branching)]
+        for _ in range(cfg.horizon - 1):
+            room = self._room()
+            live = [(i, j) for i, j in rows
+                    if not self._ends(paths[i][j][-1], int(depth[i]) + len(paths[i][j]))
+                    and len(prefixes[i]) + sum(len(st[0]) for st in paths[i][j]) <= room]
+            if not live:
+                break
+            pre = [prefixes[i] + [t for step in paths[i][j] for t in step[0]] for i, j in live]
+            before = self.policy.counts.processed
+            more = self.policy.propose(pre, 1, cfg.max_step_tokens)
+            self._charge(stats, tree[[i for i, _ in live]], [m[0].n_tokens for m in more], before)
+            for (i, j), m in zip(live, more):
+                paths[i][j].append((list(map(int, m[0].tokens)), float(m[0].logprob),
+                                    bool(m[0].finished)))
+        stats.seconds["propose"] += time.perf_counter() - t0
+        return paths
+
+    def _ends(self, step, depth: int) -> bool:
+        """Whether a step (tokens, logprob, finished) at ``depth`` ends the episode."""
+        tokens, _, finished = step
+        return (finished or depth >= self.config.max_depth or not self._delimited(tokens)
+                or self.task.is_answer_step(self._text(tokens)))
+
+    # -- pieces ------------------------------------------------------------------------
+    def _root_values(self, stats) -> np.ndarray:
+        if not self.scorer.has("value"):
+            return np.full(len(self.prompts), 0.5)
+        t0 = time.perf_counter()
+        values = self.scorer.run("value", [(p, []) for p in self.prompts])
+        stats.critic_calls += 1
+        stats.seconds["score"] += time.perf_counter() - t0
+        return values
+
+    @staticmethod
+    def _key(text: str) -> str:
+        return "".join(text.split())
+
+    def _text(self, tokens) -> str:
+        return self.tokenizer.decode([int(t) for t in tokens], skip_special_tokens=True)
+
+    def _delimited(self, tokens) -> bool:
+        """Whether a step ended at the delimiter (a step cut at max_step_tokens did not)."""
+        return len(tokens) < self.config.max_step_tokens or \
+            self.task.step_delimiter in self._text(tokens[-1:])
+
+    def _steps(self, forest, tree, node) -> list[list[int]]:
+        return [forest.tokens.get(int(forest.payload[tree, n])).tolist()
+                for n in node_path(forest, tree, node)[1:]]
+
+    def _new_steps(self, forest, new, i) -> list[list[int]]:
+        """Steps from the root to new node i: existing ancestors, then new ones."""
+        tree, chain = new[i].tree, []
+        while i >= 0:
+            chain.append(new[i].tokens)
+            parent, i = new[i].parent, new[i].parent_new
+        return self._steps(forest, tree, parent) + chain[::-1]
+
+    def _prefix(self, forest, tree, node) -> list[int]:
+        out = list(self.prompts[tree])
+        for step in self._steps(forest, tree, node):
+            out.extend(step)
+        return out
+
+    def _node_text(self, forest, tree, node) -> str:
+        return self._text(forest.tokens.get(int(forest.payload[tree, node])))
+
+    def _is_answer(self, forest, tree, node) -> bool:
+        if node <= 0 or forest.terminal[tree, node] == 0:
+            return False
+        return self.task.is_answer_step(self._text(forest.tokens.get(int(forest.payload[tree, node]))))
+
+    def _charge(self, stats, trees, generated_per_request, processed_before) -> None:
+        """Add a policy call's tokens to the problems it served."""
+        gen = np.asarray(generated_per_request, np.float64)
+        if gen.size == 0:
+            return
+        np.add.at(stats.generated, trees, gen.astype(np.int64))
+        processed = self.policy.counts.processed - processed_before
+        share = gen / gen.sum() if gen.sum() else np.full(gen.size, 1 / gen.size)
+        np.add.at(stats.processed, trees, np.round(processed * share).astype(np.int64))
+
+    def _still_active(self, forest, stats, rounds_left: int) -> np.ndarray:
+        cfg = self.config
+        alive = forest.terminal[:, 0] == 0  # a root with nothing to search
+        if cfg.max_tokens is not None:
+            alive &= stats.generated < cfg.max_tokens
+        if cfg.early_stop:
+            # settled: the most visited root step cannot be overtaken in the rounds left,
+            # and the most visited descent already ends in an answer
+            _, visits, _, _, _ = forest.root_stats(cfg.gamma)
+            top2 = -np.sort(-np.maximum(visits, 0), axis=1)[:, :2]
+            lead = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0)
+            settled = lead > rounds_left * cfg.leaves_per_tree * cfg.branching
+            for b in np.flatnonzero(settled & alive):
+                settled[b] = self._is_answer(forest, int(b), most_visited_descent(forest, int(b)))
+            alive &= ~settled
+        return alive
+

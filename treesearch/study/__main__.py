@@ -1,0 +1,5 @@
+import sys
+
+from treesearch.study.run import main
+
+sys.exit(main())

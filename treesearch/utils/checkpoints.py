@@ -1,0 +1,47 @@
+"""Local model checkpoints: the one check that a path is a ``save_pretrained`` directory,
+and the one loader of a causal LM from it.
+
+Policies and critics load only from local directories (nothing is downloaded at run time);
+both go through here, so a bad path fails the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def model_directory(backend: str, model_dir) -> Path:
+    """The path of a local ``save_pretrained`` directory; FileNotFoundError naming it if not."""
+    path = Path(os.fspath(model_dir)).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{backend}: model directory {str(path)!r} does not exist")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{backend}: {str(path / 'config.json')!r} not found "
+                                "(expected a directory written by save_pretrained)")
+    return path
+
+
+def as_dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype).replace("torch.", ""), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"unknown torch dtype {dtype!r}")
+    return resolved
+
+
+def load_model(model_dir, device="cpu", dtype=None):
+    """(model, tokenizer) from a local directory written by ``save_pretrained``.
+
+    Never touches the network. Raises FileNotFoundError naming the path when the
+    directory or its config.json is missing.
+    """
+    path = model_directory("load_model", model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                 dtype=as_dtype(dtype) or torch.float32)
+    return model.to(device), tokenizer
