@@ -12,11 +12,17 @@ one cheap synthetic evaluator that gives the same priors and values for the same
 
 Engines:
 
-- ours: the loop an LLM search runs, in Python, one round at a time: ``kernels.select`` ->
-  the evaluator (one numba function reading leaf payloads) -> ``kernels.expand_and_backup``,
-  three jitted calls per round, capacity pre-sized so nothing grows in the timed loop;
-  K = 1 (256 rounds) and K = 8 (32 rounds, collided descents do not count as simulations);
-  also the same loop through the ``Forest`` methods, to show the wrapper overhead;
+- ours (the headline): the loop an LLM search runs, in Python, one round at a time, through
+  the path the search uses: ``Forest.select`` -> the evaluator (one numba function reading
+  leaf payloads) -> ``Forest.expand_and_backup``, three jitted calls per round, capacity
+  pre-sized so nothing grows in the timed loop. Selection gets the widening arguments the
+  step search passes (``widen_c = 1``, ``widen_alpha = 0.5``, the forest's ``child_cap``
+  field), with ``max_children = 8`` = the children of every expansion, so no node is ever
+  due another child and the search stays the one the reference and mctx run (the widening
+  test is still paid at every step of every descent). ``k`` = leaves per tree per round:
+  k = 1 (256 rounds) and k = 8 (32 rounds, collided descents do not count as simulations);
+  also the same loop calling the kernels directly (every argument explicit), to show the
+  ``Forest`` wrapper overhead;
 - the plain-Python object-tree reference (``treesearch.engine.reference``), same maths;
 - mctx ``muzero_policy`` under ``jax.jit`` on CPU, the evaluator jitted into the search
   (optional: the ``bench`` extra; null when jax or mctx is missing).
@@ -34,6 +40,8 @@ Usage: ``PYTHONPATH=. python benchmarks/bench_kernels.py [--quick] [--json PATH]
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import math
 import os
@@ -54,7 +62,11 @@ MASK32 = 0xFFFFFFFF
 SALT_PRIOR = 0x5BD1E995
 SALT_VALUE = 0x27D4EB2F
 INV_2_32 = 1.0 / 4294967296.0
-PARAMS = MCTSParams()  # PUCT, c = 1.25, first play 0, gamma 1; leaves_per_tree set per call
+# PUCT, c = 1.25, first play 0, gamma 1, and widening as the step search passes it (its
+# SearchConfig defaults), capped at the WIDTH children every expansion gives, so widening
+# never fires; leaves_per_tree set per call
+SEARCH_PARAMS = MCTSParams(widen_c=1.0, widen_alpha=0.5, max_children=WIDTH)
+EXTRA_FIELDS = ("child_cap",)  # the one extra field of a step-search forest select reads
 
 
 # -- the synthetic evaluator, three times ---------------------------------------------------
@@ -203,38 +215,25 @@ def make_jax_fns():
 
 # -- our engine ---------------------------------------------------------------------------
 
+def search_params(k: int) -> MCTSParams:
+    """The step search's selection arguments with ``k`` leaves per tree per round."""
+    return dataclasses.replace(SEARCH_PARAMS, leaves_per_tree=k)
+
+
 def new_forest(n_trees: int, sims_per_tree: int) -> Forest:
-    """A forest sized for the whole search (no growth while timed), roots carry their hash."""
+    """A forest sized for the whole search (no growth while timed), roots carry their hash,
+    with the ``child_cap`` field a step-search forest has (all 0: no node capped)."""
     hashes = root_hashes(n_trees)
     return Forest(n_trees, capacity=sims_per_tree * WIDTH + 1, growable=False,
-                  root_values=root_values(hashes), root_payloads=hashes)
+                  root_values=root_values(hashes), root_payloads=hashes,
+                  extra_fields=EXTRA_FIELDS)
 
 
-def run_kernels(forest: Forest, rounds: int, k: int) -> tuple[int, int]:
-    """The search loop with direct kernel calls: 3 jitted calls per round.
-
-    Returns (simulations = leaves expanded, collisions).
-    """
-    ints, floats, n_nodes, qbounds = forest.ints, forest.floats, forest.n_nodes, forest.qbounds
-    rule, c, fp, fpm, gamma = (PARAMS.rule_code, PARAMS.c_explore, PARAMS.first_play,
-                               PARAMS.first_play_code, PARAMS.gamma)
-    sims = 0
-    hits = []
-    for _ in range(rounds):
-        lt, ln, col = kernels.select(ints, floats, n_nodes, qbounds, k, rule, c, fp, fpm, gamma)
-        off, pr, rw, va, te, pl = synthetic_eval_nb(ints, lt, ln)
-        status = kernels.expand_and_backup(ints, floats, n_nodes, qbounds, lt, ln, off, pr, rw,
-                                           va, te, pl, gamma)
-        if status[0] != kernels.OK:
-            raise RuntimeError(f"expand_and_backup failed: status {status.tolist()}")
-        sims += lt.shape[0]
-        hits.append(col)
-    return sims, int(np.sum(hits))
-
-
-def run_forest_api(forest: Forest, rounds: int, k: int) -> tuple[int, int]:
-    """The same loop through ``Forest.select`` / ``Forest.expand_and_backup`` (wrappers)."""
-    params = MCTSParams(leaves_per_tree=k)
+def run_forest(forest: Forest, rounds: int, k: int) -> tuple[int, int]:
+    """The search loop the step search runs: ``Forest.select`` (widening arguments and
+    ``child_cap`` passed) -> evaluator -> ``Forest.expand_and_backup``; 3 jitted calls a
+    round. Returns (simulations = leaves expanded, collisions)."""
+    params = search_params(k)
     sims = 0
     hits = []
     for _ in range(rounds):
@@ -246,8 +245,29 @@ def run_forest_api(forest: Forest, rounds: int, k: int) -> tuple[int, int]:
     return sims, int(np.sum(hits))
 
 
+def run_kernels(forest: Forest, rounds: int, k: int) -> tuple[int, int]:
+    """The same loop calling the kernels directly, every argument explicit (no wrappers)."""
+    ints, floats, n_nodes, qbounds = forest.ints, forest.floats, forest.n_nodes, forest.qbounds
+    p = search_params(k)
+    cap = forest.extra("child_cap")
+    sims = 0
+    hits = []
+    for _ in range(rounds):
+        lt, ln, col = kernels.select(ints, floats, n_nodes, qbounds, k, p.rule_code,
+                                     p.c_explore, p.first_play, p.first_play_code, p.gamma,
+                                     p.widen_c, p.widen_alpha, p.max_children, cap)
+        off, pr, rw, va, te, pl = synthetic_eval_nb(ints, lt, ln)
+        status = kernels.expand_and_backup(ints, floats, n_nodes, qbounds, lt, ln, off, pr, rw,
+                                           va, te, pl, p.gamma)
+        if status[0] != kernels.OK:
+            raise RuntimeError(f"expand_and_backup failed: status {status.tolist()}")
+        sims += lt.shape[0]
+        hits.append(col)
+    return sims, int(np.sum(hits))
+
+
 def run_reference(ref: ReferenceForest, rounds: int, k: int) -> tuple[int, int]:
-    """The same loop on the plain-Python reference engine."""
+    """The same loop on the plain-Python reference engine (it has no widening)."""
     params = MCTSParams(leaves_per_tree=k)
     sims = 0
     hits = 0
@@ -268,28 +288,31 @@ def new_reference(n_trees: int) -> ReferenceForest:
 # -- checks -------------------------------------------------------------------------------
 
 def check_same_search(n_trees: int = 4, sims: int = 64) -> None:
-    """Assert ours and the reference run the same search (K = 1 and K = 8).
+    """Assert both our loops and the reference run the same search (k = 1 and k = 8).
 
     Every node's visit count must match exactly (node numbering is shared: creation order),
     value sums to float64 round-off.
     """
     for k in (1, 8):
-        forest, ref = new_forest(n_trees, sims), new_reference(n_trees)
-        run_kernels(forest, sims // k, k)
+        ref = new_reference(n_trees)
         run_reference(ref, sims // k, k)
-        for b, tree in enumerate(ref.trees):
-            n = len(tree.nodes)
-            assert forest.n_nodes[b] == n, (k, b, int(forest.n_nodes[b]), n)
-            ref_visits = np.array([node.visits for node in tree.nodes])
-            ref_sums = np.array([node.value_sum for node in tree.nodes])
-            root_children = [c.index for c in tree.root.children]
-            assert np.array_equal(forest.visits[b, root_children], ref_visits[root_children]), \
-                f"K={k} tree {b}: root visit counts differ"
-            assert np.array_equal(forest.visits[b, :n], ref_visits), \
-                f"K={k} tree {b}: node visit counts differ"
-            assert np.allclose(forest.value_sum[b, :n], ref_sums, rtol=1e-12, atol=1e-12), \
-                f"K={k} tree {b}: value sums differ"
-            assert np.array_equal(forest.payload[b, :n], [node.payload for node in tree.nodes])
+        for runner in (run_forest, run_kernels):
+            forest = new_forest(n_trees, sims)
+            runner(forest, sims // k, k)
+            _assert_same_trees(forest, ref, f"{runner.__name__}, k={k}")
+
+
+def _assert_same_trees(forest: Forest, ref: ReferenceForest, what: str) -> None:
+    for b, tree in enumerate(ref.trees):
+        n = len(tree.nodes)
+        assert forest.n_nodes[b] == n, (what, b, int(forest.n_nodes[b]), n)
+        ref_visits = np.array([node.visits for node in tree.nodes])
+        ref_sums = np.array([node.value_sum for node in tree.nodes])
+        assert np.array_equal(forest.visits[b, :n], ref_visits), \
+            f"{what} tree {b}: node visit counts differ"
+        assert np.allclose(forest.value_sum[b, :n], ref_sums, rtol=1e-12, atol=1e-12), \
+            f"{what} tree {b}: value sums differ"
+        assert np.array_equal(forest.payload[b, :n], [node.payload for node in tree.nodes])
 
 
 def check_evaluators_agree(jax_fns) -> None:
@@ -345,8 +368,7 @@ def depth_stats(depth: np.ndarray) -> dict:
     return {"mean_depth": float(depth.mean()), "max_depth": int(depth.max())}
 
 
-def bench_ours(n_trees: int, sims: int, k: int, repeats: int, api: bool = False) -> dict:
-    runner = run_forest_api if api else run_kernels
+def bench_ours(n_trees: int, sims: int, k: int, repeats: int, runner=run_forest) -> dict:
     runner(new_forest(n_trees, sims), 4, k)  # compile / load the cache
     seconds, (done, hits), forest = best_of(repeats, lambda: new_forest(n_trees, sims),
                                             lambda f: runner(f, sims // k, k))
@@ -396,48 +418,50 @@ def bench_mctx(jax_fns, n_trees: int, sims: int, repeats: int) -> dict:
 
 
 def bench_round(n_trees: int, k: int, warm_rounds: int, repeats: int) -> dict:
-    """One select + evaluator + expand_and_backup round (3 calls), K leaves per tree.
+    """One round on the search path (``Forest.select`` + evaluator +
+    ``Forest.expand_and_backup``, 3 jitted calls), k leaves per tree.
 
     The forest is grown by ``warm_rounds`` rounds first; each repetition copies it (not
     timed) and times one round. Returns the median and best milliseconds and the leaves.
     """
     base = new_forest(n_trees, (warm_rounds + 1) * k)
-    run_kernels(base, warm_rounds, k)
-    ints0, floats0, nodes0, qb0 = base.ints, base.floats, base.n_nodes, base.qbounds
-    rule, c, fp, fpm, gamma = (PARAMS.rule_code, PARAMS.c_explore, PARAMS.first_play,
-                               PARAMS.first_play_code, PARAMS.gamma)
+    run_forest(base, warm_rounds, k)
+    params = search_params(k)
     times, leaves, hits = [], 0, 0
     for _ in range(repeats):
-        ints, floats, n_nodes, qbounds = ints0.copy(), floats0.copy(), nodes0.copy(), qb0.copy()
+        forest = copy.deepcopy(base)
         t0 = time.perf_counter()
-        lt, ln, col = kernels.select(ints, floats, n_nodes, qbounds, k, rule, c, fp, fpm, gamma)
-        off, pr, rw, va, te, pl = synthetic_eval_nb(ints, lt, ln)
-        status = kernels.expand_and_backup(ints, floats, n_nodes, qbounds, lt, ln, off, pr, rw,
-                                           va, te, pl, gamma)
+        lt, ln, col = forest.select(params)
+        off, pr, rw, va, te, pl = synthetic_eval_nb(forest.ints, lt, ln)
+        forest.expand_and_backup(lt, ln, off, pr, rw, va, te, pl, params.gamma)
         times.append(time.perf_counter() - t0)
-        assert status[0] == kernels.OK
         leaves, hits = lt.shape[0], int(col.sum())
     return {"median_ms": 1e3 * float(np.median(times)), "best_ms": 1e3 * min(times),
             "leaves": leaves, "collisions": hits, "warm_rounds": warm_rounds,
-            "mean_depth_before": float(base.depth[:, : int(nodes0.min())].mean())}
+            "mean_depth_before": float(base.depth[:, : int(base.n_nodes.min())].mean())}
 
 
 @njit(cache=True)
-def _noop13(a, b, c, d, e, f, g, h, i, j, k, l, m):  # noqa: E741
+def _noop14(a, b, c, d, e, f, g, h, i, j, k, l, m, n):  # noqa: E741
     return 0
 
 
 def bench_dispatch(n_trees: int, sims: int, repeats: int = 2000) -> dict:
-    """Microseconds per call of each kernel on empty work (dispatch + allocation + checks)."""
+    """Microseconds per call of each kernel on empty work (dispatch + allocation + checks),
+    every argument passed as the search passes it."""
     forest = new_forest(n_trees, sims)
-    run_kernels(forest, 8, 1)
+    run_forest(forest, 8, 1)
     ints, floats, n_nodes, qbounds = forest.ints, forest.floats, forest.n_nodes, forest.qbounds
+    cap = forest.extra("child_cap")
+    p = SEARCH_PARAMS
     e_i, e_f, off0 = np.empty(0, np.int64), np.empty(0), np.zeros(1, np.int64)
     calls = {
-        "noop_13_args": lambda: _noop13(ints, floats, n_nodes, qbounds, e_i, e_i, off0, e_f,
-                                        e_f, e_f, e_i, e_i, 1.0),
-        "select_k0": lambda: kernels.select(ints, floats, n_nodes, qbounds, 0, 0, 1.25, 0.0,
-                                            0, 1.0),
+        "noop_14_args": lambda: _noop14(ints, floats, n_nodes, qbounds, e_i, e_i, off0, e_f,
+                                        e_f, e_f, e_i, e_i, 1.0, cap),
+        "select_k0": lambda: kernels.select(ints, floats, n_nodes, qbounds, 0, p.rule_code,
+                                            p.c_explore, p.first_play, p.first_play_code,
+                                            p.gamma, p.widen_c, p.widen_alpha, p.max_children,
+                                            cap),
         "evaluator_0_leaves": lambda: synthetic_eval_nb(ints, e_i, e_i),
         "expand_and_backup_0_leaves": lambda: kernels.expand_and_backup(
             ints, floats, n_nodes, qbounds, e_i, e_i, off0, e_f, e_f, e_f, e_i, e_i, 1.0),
@@ -484,80 +508,114 @@ def write_json_atomic(path: str, data: dict) -> None:
         raise
 
 
-def print_table(rows: list[tuple[str, dict | None]], ours: float) -> None:
-    print(f"{'engine':<34} {'trees':>5} {'K':>2} {'sims':>7} {'coll':>5} {'best s':>8} "
+ROWS = (("ours: Forest methods (search path), k=1", "ours"),
+        ("ours: Forest methods (search path), k=8", "ours_k8"),
+        ("ours: kernel calls (no wrappers), k=1", "ours_kernels"),
+        ("reference (plain Python), k=1", "reference"),
+        ("mctx muzero_policy (jit, CPU)", "mctx"))
+
+
+def print_table(runs: dict) -> None:
+    """One row per engine; "ours x" = the headline's sims/s over the row's."""
+    ours = runs["ours"]["sims_per_s"]
+    print(f"{'engine':<41} {'trees':>5} {'k':>2} {'sims':>7} {'coll':>5} {'best s':>8} "
           f"{'sims/s':>11} {'ours x':>8} {'depth':>9}")
-    for name, r in rows:
+    for name, key in ROWS:
+        r = runs[key]
         if r is None:
-            print(f"{name:<34} {'(not installed)':>40}")
+            print(f"{name:<41} {'(not installed)':>40}")
             continue
-        print(f"{name:<34} {r['trees']:>5} {r['k']:>2} {r['sims']:>7} {r['collisions']:>5} "
+        print(f"{name:<41} {r['trees']:>5} {r['k']:>2} {r['sims']:>7} {r['collisions']:>5} "
               f"{r['seconds']:>8.4f} {r['sims_per_s']:>11,.0f} {ours / r['sims_per_s']:>8.1f} "
               f"{r['mean_depth']:>5.2f}/{r['max_depth']:<3}")
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats; under 60 s")
     parser.add_argument("--json", metavar="PATH", help="write the results here (atomically)")
     parser.add_argument("--no-mctx", action="store_true", help="skip the mctx comparison")
-    args = parser.parse_args(argv)
-    t_start = time.perf_counter()
-    n_trees, sims = 64, 256
-    repeats = 3 if args.quick else 7
-    round_reps = 200 if args.quick else 1000
+    return parser.parse_args(argv)
 
-    jax_fns = None if args.no_mctx else load_jax()
-    check_evaluators_agree(jax_fns)
-    check_same_search()
 
-    ours = bench_ours(n_trees, sims, 1, repeats)
-    ours_k8 = bench_ours(n_trees, sims, 8, repeats)
-    ours_api = bench_ours(n_trees, sims, 1, repeats, api=True)
-    ref = bench_reference(n_trees, sims, 1 if args.quick else 3)
-    mc = bench_mctx(jax_fns, n_trees, sims, repeats) if jax_fns is not None else None
-    rnd = bench_round(n_trees, 8, 16, round_reps)
-    dispatch = bench_dispatch(n_trees, sims)
+def run_all(jax_fns, n_trees: int, sims: int, quick: bool) -> dict:
+    """Every measurement, in one process: the engines, one 512-leaf round, dispatch costs."""
+    repeats = 3 if quick else 7
+    return {
+        "ours": bench_ours(n_trees, sims, 1, repeats),
+        "ours_k8": bench_ours(n_trees, sims, 8, repeats),
+        "ours_kernels": bench_ours(n_trees, sims, 1, repeats, runner=run_kernels),
+        "reference": bench_reference(n_trees, sims, 1 if quick else 3),
+        "mctx": bench_mctx(jax_fns, n_trees, sims, repeats) if jax_fns is not None else None,
+        "round": bench_round(n_trees, 8, 16, 200 if quick else 1000),
+        "dispatch": bench_dispatch(n_trees, sims),
+    }
 
-    rate = ours["sims_per_s"]
-    print_table([("ours: kernel calls, K=1", ours), ("ours: kernel calls, K=8", ours_k8),
-                 ("ours: Forest methods, K=1", ours_api), ("reference (plain Python), K=1", ref),
-                 ("mctx muzero_policy (jit, CPU)", mc)], rate)
-    print(f"one round, B={n_trees} K=8 after 16 rounds: median {rnd['median_ms']:.3f} ms, "
-          f"best {rnd['best_ms']:.3f} ms, {rnd['leaves']} leaves ({rnd['collisions']} collided)")
-    print("per-call overhead on empty work (us): "
-          + ", ".join(f"{k[:-3]} {v:.2f}" for k, v in dispatch.items()))
 
-    vs_ref = rate / ref["sims_per_s"]
+def summarise(runs: dict, n_trees: int, sims: int, quick: bool) -> dict:
+    """The JSON result: headline figures, ratios, targets, every run's details."""
+    rate = runs["ours"]["sims_per_s"]
+    mc = runs["mctx"]
+    vs_ref = rate / runs["reference"]["sims_per_s"]
     vs_mctx = rate / mc["sims_per_s"] if mc else None
-    result = {
+    return {
         "numba_sims_per_s": rate,
-        "reference_sims_per_s": ref["sims_per_s"],
+        "reference_sims_per_s": runs["reference"]["sims_per_s"],
         "mctx_sims_per_s": mc["sims_per_s"] if mc else None,
-        "round_512_leaves_ms": rnd["median_ms"],
-        "numba_k8_sims_per_s": ours_k8["sims_per_s"],
-        "numba_forest_api_sims_per_s": ours_api["sims_per_s"],
+        "round_512_leaves_ms": runs["round"]["median_ms"],
+        "numba_k8_sims_per_s": runs["ours_k8"]["sims_per_s"],
+        "numba_kernel_calls_sims_per_s": runs["ours_kernels"]["sims_per_s"],
         "ratio_vs_reference": vs_ref,
         "ratio_vs_mctx": vs_mctx,
         "targets_met": {"vs_reference_50x": vs_ref >= 50,
                         "vs_mctx_30x": None if vs_mctx is None else vs_mctx >= 30,
-                        "round_512_le_1ms": rnd["median_ms"] <= 1.0},
-        "details": {"ours_k1": ours, "ours_k8": ours_k8, "ours_forest_api": ours_api,
-                    "reference": ref, "mctx": mc, "round": rnd, "dispatch": dispatch},
-        "method": ("throughputs: best (min wall time) of repeats on fresh forests, Python's "
-                   "garbage collector on; round: median over repetitions on fresh copies of "
-                   "a forest grown 16 rounds; depth: mean/max depth of evaluated nodes"),
+                        "round_512_le_1ms": runs["round"]["median_ms"] <= 1.0},
+        "details": {"ours_k1": runs["ours"], "ours_k8": runs["ours_k8"],
+                    "ours_kernel_calls": runs["ours_kernels"], "reference": runs["reference"],
+                    "mctx": mc, "round": runs["round"], "dispatch": runs["dispatch"]},
+        "method": ("headline (numba_sims_per_s, round): the search path, Forest.select with "
+                   "the step search's widening arguments and child_cap field, then "
+                   "Forest.expand_and_backup; throughputs: best (min wall time) of repeats "
+                   "on fresh forests, Python's garbage collector on; round: median over "
+                   "repetitions on fresh copies of a forest grown 16 rounds; depth: mean/max "
+                   "depth of evaluated nodes"),
         "config": {"trees": n_trees, "children": WIDTH, "sims_per_tree": sims,
-                   "quick": args.quick, "repeats": repeats, "python": platform.python_version(),
+                   "widen_c": SEARCH_PARAMS.widen_c, "widen_alpha": SEARCH_PARAMS.widen_alpha,
+                   "max_children": SEARCH_PARAMS.max_children, "quick": quick,
+                   "repeats": 3 if quick else 7, "python": platform.python_version(),
                    "cpu_count": os.cpu_count()},
     }
-    result["wall_s"] = time.perf_counter() - t_start
+
+
+def report(runs: dict, result: dict) -> None:
+    n_trees = result["config"]["trees"]
+    rnd = runs["round"]
+    print_table(runs)
+    print(f"one round, B={n_trees} k=8 after 16 rounds (Forest methods): median "
+          f"{rnd['median_ms']:.3f} ms, best {rnd['best_ms']:.3f} ms, {rnd['leaves']} leaves "
+          f"({rnd['collisions']} collided)")
+    print("per-call overhead on empty work (us): "
+          + ", ".join(f"{k[:-3]} {v:.2f}" for k, v in runs["dispatch"].items()))
     headline = {k: result[k] for k in ("numba_sims_per_s", "reference_sims_per_s",
                                        "mctx_sims_per_s", "round_512_leaves_ms")}
     print(json.dumps(headline, indent=2))
-    print(f"ours / reference = {vs_ref:.1f}x (target 50x), ours / mctx = "
+    vs_mctx = result["ratio_vs_mctx"]
+    print(f"ours / reference = {result['ratio_vs_reference']:.1f}x (target 50x), ours / mctx = "
           + (f"{vs_mctx:.1f}x" if vs_mctx else "n/a") + " (target 30x); "
           f"total {result['wall_s']:.1f} s")
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    n_trees, sims = 64, 256
+    jax_fns = None if args.no_mctx else load_jax()
+    check_evaluators_agree(jax_fns)
+    check_same_search()
+    runs = run_all(jax_fns, n_trees, sims, args.quick)
+    result = summarise(runs, n_trees, sims, args.quick)
+    result["wall_s"] = time.perf_counter() - t_start
+    report(runs, result)
     if args.json:
         write_json_atomic(args.json, result)
     return result

@@ -105,7 +105,7 @@ def random_tiny_prior(path: str) -> str:
     return str(save_tiny_llama(path, hidden_size=128, max_positions=512))
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="under 60 s: the tiny prior only, fewer repeats and prompts")
@@ -117,53 +117,62 @@ def main(argv=None) -> None:
     parser.add_argument("--vllm-dtype", default="float32",
                         help="vLLM model dtype (HF runs float32); bfloat16 is vLLM-CPU's fast path")
     parser.add_argument("--step-tokens", type=int, default=16)
-    args = parser.parse_args(argv)
-    t0 = time.perf_counter()
-    repeats = 1 if args.quick else 3
-    tree_prompts = 2 if args.quick else 8
+    return parser.parse_args(argv)
 
-    from transformers import AutoTokenizer
 
-    from policies.hf import HFPolicy
-
-    scratch = tempfile.mkdtemp(prefix="bench_policies_")
+def model_paths(args) -> dict[str, str]:
+    """Name -> local path of each model to measure (a random tiny prior unless ``--tiny``)."""
     models = {}
     if not args.no_tiny:
+        scratch = tempfile.mkdtemp(prefix="bench_policies_")
         models["tiny"] = args.tiny or random_tiny_prior(os.path.join(scratch, "tiny"))
     if not (args.no_smollm2 or args.quick):
         from policies.zoo import resolve
 
         models["smollm2"] = str(resolve("smollm2-135m"))
+    return models
 
-    results = {"hf_tok_s": {}, "vllm_tok_s": {}, "processed_per_generated_hf": {},
-               "processed_per_generated_vllm": {}, "vllm_prefix_hit_rate": {}, "describe": {}}
-    for name, path in models.items():
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        prompts = countdown_prompts(tokenizer, sum(BATCHES) * (1 + repeats) + tree_prompts)
-        print(f"[{name}] HF ...", flush=True)
-        policy, rates, tree, _ = bench_backend(
-            lambda: HFPolicy(path, temperature=1.0, seed=0), prompts, args.step_tokens,
-            repeats, tree_prompts)
-        results["hf_tok_s"][name] = rates
-        results["processed_per_generated_hf"][name] = tree["processed_per_generated"]
-        results.setdefault("tree_work", {})[f"hf/{name}"] = tree
-        results["describe"][f"hf/{name}"] = policy.describe()
-        del policy
-        if not args.no_vllm:
-            from policies.vllm import VLLMPolicy
 
-            print(f"[{name}] vLLM (engine start) ...", flush=True)
-            policy, rates, tree, hit = bench_backend(
-                lambda: VLLMPolicy(path, temperature=1.0, seed=0, block_size=32,
-                                   max_num_seqs=128, dtype=args.vllm_dtype),
-                prompts, args.step_tokens, repeats, tree_prompts)
-            results["vllm_tok_s"][name] = rates
-            results["processed_per_generated_vllm"][name] = tree["processed_per_generated"]
-            results["tree_work"][f"vllm/{name}"] = tree
-            results["vllm_prefix_hit_rate"][name] = hit
-            results["describe"][f"vllm/{name}"] = policy.describe()
-            del policy
+def record(results: dict, backend: str, name: str, policy, rates, tree, hit=None) -> None:
+    """File one backend's measurements on one model under ``results``."""
+    results[f"{backend}_tok_s"][name] = rates
+    results[f"processed_per_generated_{backend}"][name] = tree["processed_per_generated"]
+    results["tree_work"][f"{backend}/{name}"] = tree
+    if backend == "vllm":
+        results["vllm_prefix_hit_rate"][name] = hit
+    results["describe"][f"{backend}/{name}"] = policy.describe()
 
+
+def measure_model(results: dict, name: str, path: str, args, repeats: int,
+                  tree_prompts: int) -> None:
+    """HF, then (unless ``--no-vllm``) vLLM, on one model; one policy alive at a time."""
+    from transformers import AutoTokenizer
+
+    from policies.hf import HFPolicy
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    prompts = countdown_prompts(tokenizer, sum(BATCHES) * (1 + repeats) + tree_prompts)
+    print(f"[{name}] HF ...", flush=True)
+    policy, rates, tree, _ = bench_backend(
+        lambda: HFPolicy(path, temperature=1.0, seed=0), prompts, args.step_tokens,
+        repeats, tree_prompts)
+    record(results, "hf", name, policy, rates, tree)
+    del policy
+    if args.no_vllm:
+        return
+    from policies.vllm import VLLMPolicy
+
+    print(f"[{name}] vLLM (engine start) ...", flush=True)
+    policy, rates, tree, hit = bench_backend(
+        lambda: VLLMPolicy(path, temperature=1.0, seed=0, block_size=32,
+                           max_num_seqs=128, dtype=args.vllm_dtype),
+        prompts, args.step_tokens, repeats, tree_prompts)
+    record(results, "vllm", name, policy, rates, tree, hit)
+    del policy
+
+
+def print_table(results: dict, models) -> None:
+    """Tokens/s per batch, processed per generated, tree tokens and hit rate per row."""
     print(f"\n{'model':<8} {'backend':<7} " + " ".join(f"{'b=' + str(b):>9}" for b in BATCHES)
           + f" {'proc/gen':>9} {'tree gen':>9} {'hit rate':>9}")
     for name in models:
@@ -177,21 +186,44 @@ def main(argv=None) -> None:
             ppg = f"{ppg:>9.2f}" if ppg is not None else f"{'-':>9}"
             print(f"{name:<8} {backend:<7} " + " ".join(f"{rates[b]:>9.0f}" for b in BATCHES)
                   + f" {ppg} {gen:>9} " + (f"{hit:>9.2f}" if hit is not None else f"{'-':>9}"))
+
+
+def report_ratio(results: dict) -> None:
+    """vLLM over HF at batch 64 on SmolLM2, when both ran; describe every policy."""
     if "smollm2" in results["vllm_tok_s"]:
         ratio = results["vllm_tok_s"]["smollm2"][64] / results["hf_tok_s"]["smollm2"][64]
         results["vllm_over_hf_smollm2_b64"] = ratio
         print(f"vLLM / HF at batch 64 on SmolLM2: {ratio:.2f}x (target >= 2x)")
     for key, text in results["describe"].items():
         print(f"{key}: {text}")
+
+
+def write_json(path: str, results: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(results, fh, indent=2, default=float)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    repeats = 1 if args.quick else 3
+    tree_prompts = 2 if args.quick else 8
+    models = model_paths(args)
+    results = {"hf_tok_s": {}, "vllm_tok_s": {}, "processed_per_generated_hf": {},
+               "processed_per_generated_vllm": {}, "vllm_prefix_hit_rate": {}, "describe": {},
+               "tree_work": {}}
+    for name, path in models.items():
+        measure_model(results, name, path, args, repeats, tree_prompts)
+    print_table(results, models)
+    report_ratio(results)
     results["quick"] = args.quick
     results["vllm_dtype"] = args.vllm_dtype
     results["seconds"] = time.perf_counter() - t0
     print(f"total {results['seconds']:.1f} s")
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(results, fh, indent=2, default=float)
-        os.replace(tmp, args.json)
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,7 @@ each weighted (``RewardWeights``). For a node s reached by step a_t (depth t):
 
     value part    V(s)                                   non-terminal nodes only
     process part  agg(PRM(a_1), ..., PRM(a_t))           agg: "min", "last" or "mean"
-    outcome part  ORM(s)                                 terminal nodes (a finished answer);
-                  ORM(rollout from s)                    non-terminal, when fast rollouts
-                                                         scored it (NaN otherwise)
+    outcome part  ORM(s)                                 answer nodes only
     score(s) = sum_k w_k * part_k / sum_k w_k            over the parts present at s
 
 Every part lies in [0, 1] (see ``critics.base``), so the score does too. A terminal node
@@ -91,9 +89,9 @@ def compose(weights: RewardWeights, answer: np.ndarray, terminal: np.ndarray,
 
     answer: bool [N], the node's step is an answer line; terminal: bool [N], the node ends
     the episode (answers, malformed steps, depth limit). value / process / outcome: float
-    [N] or None when that critic is absent; entries not scored are NaN (value at terminal
-    nodes, outcome at non-terminal nodes without a rollout). parent_agg, depth: see
-    ``aggregate_prm``.
+    [N] in [0, 1] or None when that critic is absent; entries not scored are NaN (value at
+    terminal nodes, outcome at non-answer nodes). parent_agg, depth: see ``aggregate_prm``.
+    A node with no part present (of weight > 0) scores 0.5; a dead end scores 0.
     """
     answer = np.asarray(answer, bool)
     terminal = np.asarray(terminal, bool)
@@ -186,15 +184,10 @@ class StepScorer:
         return compose(self.weights, answer, terminal, pick["value"], pick["process"],
                        pick["outcome"], parent_agg, depth)
 
-    def score(self, states: Sequence, answer, terminal, parent_agg, depth,
-              rollout_outcome: np.ndarray | None = None) -> ComposedScores:
-        """Score N new nodes. states: (prompt ids, step spans) per node; answer, terminal:
-        bool [N]; parent_agg: float64 [N]; depth: int [N]; rollout_outcome: float64 [N],
-        ORM of a fast rollout from each non-terminal node (NaN where none), or None."""
-        terminal = np.asarray(terminal, bool)
+    def score(self, states: Sequence, answer, terminal, parent_agg, depth) -> ComposedScores:
+        """Score N new nodes: ``raw`` then ``compose``. states: (prompt ids, step spans) per
+        node; answer, terminal: bool [N]; parent_agg: float64 [N]; depth: int [N]."""
         raw = self.raw(states, answer, terminal)
-        if raw["outcome"] is not None and rollout_outcome is not None:
-            raw["outcome"] = np.where(terminal, raw["outcome"], rollout_outcome)
         return compose(self.weights, answer, terminal, raw["value"], raw["process"],
                        raw["outcome"], parent_agg, depth)
 

@@ -243,7 +243,6 @@ class TraceSampler:
 
 def build_model(config: PretrainConfig, tokenizer, seed: int):
     """A fresh LlamaForCausalLM of the configured shape, initialised from ``seed``."""
-
     heads = config.heads
     llama = transformers.LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=config.hidden,
@@ -277,7 +276,6 @@ def lr_at(progress: float, step: int, config: PretrainConfig) -> float:
 def evaluate(model_dir, task, problems, config: PretrainConfig, seed: int,
              policy=None) -> dict:
     """Greedy accuracy and pass@k on ``problems`` with the model in ``model_dir``."""
-
     if policy is None:
         policy = HFPolicy(model_dir, seed=seed)
     tok = policy.tokenizer
@@ -324,10 +322,7 @@ def pretrain(config: PretrainConfig, command: str | None = None) -> PretrainResu
     """Train, save, evaluate. ``command``: the command line to record (default: the
     equivalent of ``config``)."""
     task, styles = validate(config)
-
-    c = config
-    if c.steps is None and c.tokens is None and c.time_budget_s is None:
-        c = dataclasses.replace(c, tokens=DEFAULT_TOKENS)
+    c = _with_default_budget(config)
     torch.set_num_threads(c.threads)
     out = Path(c.out).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -341,71 +336,17 @@ def pretrain(config: PretrainConfig, command: str | None = None) -> PretrainResu
                            c.max_positions, c.held_out_strategy)
     model = build_model(c, tokenizer, c.seed)
     n_params = sum(p.numel() for p in model.parameters())
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=c.lr, betas=(0.9, 0.95), eps=1e-8)
-    head = model.config
-    print(f"pretrain: task={task.name} styles={styles} flawed_share={c.flawed_share} "
-          f"train_problems={len(train)} test_problems={len(test)} (generated in {data_s:.1f}s)")
-    print(f"pretrain: LlamaForCausalLM params={n_params / 1e6:.3f}M hidden={head.hidden_size} "
-          f"layers={head.num_hidden_layers} heads={head.num_attention_heads} "
-          f"head_dim={head.hidden_size // head.num_attention_heads} vocab={head.vocab_size} "
-          f"device=cpu dtype=float32 threads={c.threads}")
+    opt = _build_optimizer(model, c)
+    _print_setup(task, styles, c, len(train), len(test), data_s, model, n_params)
 
-    model.train()
-    step, seen, losses = 0, 0, []
-    start = time.perf_counter()
-    bar = tqdm(total=c.steps, disable=not c.progress, unit="step", dynamic_ncols=True)
-    while True:
-        elapsed = time.perf_counter() - start
-        fractions = [0.0]
-        if c.steps is not None:
-            fractions.append(step / c.steps)
-        if c.tokens is not None:
-            fractions.append(seen / c.tokens)
-        if c.time_budget_s is not None:
-            fractions.append(elapsed / c.time_budget_s)
-        progress = max(fractions)
-        if progress >= 1.0:
-            break
-        lr = lr_at(progress, step, c)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        x, y, n_tok = sampler.batch(c.batch_size)
-        loss = model(input_ids=x, labels=y).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if c.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-        opt.step()
-        step += 1
-        seen += n_tok
-        losses.append(loss.item())
-        bar.update(1)
-        if step % 10 == 0 or step == 1:
-            rate = seen / max(time.perf_counter() - start, 1e-9)
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}",
-                            lr=f"{lr:.1e}", tok_s=f"{rate:.0f}")
-    bar.close()
-    train_s = time.perf_counter() - start
-    tok_s = seen / train_s if train_s > 0 else 0.0
-    tail = losses[-max(1, min(50, len(losses) // 10)):]
-    print(f"pretrain: {step} steps, {seen} tokens in {train_s:.1f}s = {tok_s:.0f} tokens/s "
-          f"(training throughput), final loss {sum(tail) / len(tail):.4f}")
+    run = _train_loop(model, opt, sampler, c)
+    _print_training(run)
 
     with atomic_dir(out) as tmp:
-        model.eval()
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        _save_checkpoint(tmp, model, tokenizer)
         metrics = {
             "task": task.name, "config": dataclasses.asdict(c), "styles_used": styles,
-            "params": n_params,
-            "train": {"steps": step, "tokens": seen, "seconds": round(train_s, 2),
-                      "tokens_per_s": round(tok_s, 1),
-                      "final_loss": sum(tail) / len(tail) if tail else None,
-                      "data_seconds": round(data_s, 2)},
+            "params": n_params, "train": _train_metrics(run, data_s),
         }
         metrics["eval"] = evaluate(tmp, task, test, c, c.seed)
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -413,6 +354,136 @@ def pretrain(config: PretrainConfig, command: str | None = None) -> PretrainResu
     print_table(metrics)
     print(f"pretrain: saved to {out}")
     return PretrainResult(out=str(out), metrics=metrics)
+
+
+def _with_default_budget(config: PretrainConfig) -> PretrainConfig:
+    """``config``, with ``tokens=DEFAULT_TOKENS`` when it sets no budget at all."""
+    if config.steps is None and config.tokens is None and config.time_budget_s is None:
+        return dataclasses.replace(config, tokens=DEFAULT_TOKENS)
+    return config
+
+
+def _build_optimizer(model, config: PretrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices (parameters of >= 2 dims) only."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=config.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def _print_setup(task, styles, c: PretrainConfig, n_train: int, n_test: int, data_s: float,
+                 model, n_params: int) -> None:
+    """Two lines: the data (task, styles, problem counts, seconds to make them) and the model."""
+    head = model.config
+    print(f"pretrain: task={task.name} styles={styles} flawed_share={c.flawed_share} "
+          f"train_problems={n_train} test_problems={n_test} (generated in {data_s:.1f}s)")
+    print(f"pretrain: LlamaForCausalLM params={n_params / 1e6:.3f}M hidden={head.hidden_size} "
+          f"layers={head.num_hidden_layers} heads={head.num_attention_heads} "
+          f"head_dim={head.hidden_size // head.num_attention_heads} vocab={head.vocab_size} "
+          f"device=cpu dtype=float32 threads={c.threads}")
+
+
+# ----------------------------------------------------------------------------- training loop
+
+@dataclass
+class _TrainingRun:
+    """What ``_train_loop`` did: optimizer steps, real (unpadded) training tokens seen, the
+    loss of every step (mean token cross-entropy, nats), wall-clock seconds."""
+
+    steps: int
+    tokens: int
+    losses: list[float]
+    seconds: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def tail(self) -> list[float]:
+        """The last 10% of the step losses (1 to 50 of them): the final loss's window."""
+        return self.losses[-max(1, min(50, len(self.losses) // 10)):]
+
+
+def _budget_progress(config: PretrainConfig, step: int, seen: int, elapsed: float) -> float:
+    """Fraction of the budget used: the furthest along of steps, tokens and seconds (those
+    set); training stops at 1."""
+    fractions = [0.0]
+    if config.steps is not None:
+        fractions.append(step / config.steps)
+    if config.tokens is not None:
+        fractions.append(seen / config.tokens)
+    if config.time_budget_s is not None:
+        fractions.append(elapsed / config.time_budget_s)
+    return max(fractions)
+
+
+def _train_step(model, opt, sampler: TraceSampler, config: PretrainConfig,
+               lr: float) -> tuple[float, int]:
+    """One AdamW step at learning rate ``lr`` on a fresh batch of ``config.batch_size``
+    sequences. Returns (the batch's loss before the step, real tokens in the batch)."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    x, y, n_tok = sampler.batch(config.batch_size)
+    loss = model(input_ids=x, labels=y).loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    opt.step()
+    return loss.item(), n_tok
+
+
+def _train_loop(model, opt, sampler: TraceSampler, config: PretrainConfig) -> _TrainingRun:
+    """Train until the budget is used (``_budget_progress`` reaches 1), the learning rate
+    following ``lr_at``; a tqdm bar shows the mean of the last 10 losses, lr and tokens/s."""
+    model.train()
+    step, seen, losses = 0, 0, []
+    start = time.perf_counter()
+    bar = tqdm(total=config.steps, disable=not config.progress, unit="step", dynamic_ncols=True)
+    while True:
+        progress = _budget_progress(config, step, seen, time.perf_counter() - start)
+        if progress >= 1.0:
+            break
+        lr = lr_at(progress, step, config)
+        loss, n_tok = _train_step(model, opt, sampler, config, lr)
+        step += 1
+        seen += n_tok
+        losses.append(loss)
+        bar.update(1)
+        if step % 10 == 0 or step == 1:
+            rate = seen / max(time.perf_counter() - start, 1e-9)
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}",
+                            lr=f"{lr:.1e}", tok_s=f"{rate:.0f}")
+    bar.close()
+    return _TrainingRun(step, seen, losses, time.perf_counter() - start)
+
+
+def _print_training(run: _TrainingRun) -> None:
+    """One line: steps, tokens, seconds, throughput and the final (tail-mean) loss."""
+    tail = run.tail
+    print(f"pretrain: {run.steps} steps, {run.tokens} tokens in {run.seconds:.1f}s = "
+          f"{run.tokens_per_s:.0f} tokens/s (training throughput), final loss "
+          f"{sum(tail) / len(tail):.4f}")
+
+
+# ----------------------------------------------------------------------------- saving
+
+def _save_checkpoint(directory: Path, model, tokenizer) -> None:
+    """The model (in eval mode) and tokenizer as a Hugging Face checkpoint in ``directory``."""
+    model.eval()
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def _train_metrics(run: _TrainingRun, data_s: float) -> dict:
+    """metrics.json's "train" entry (seconds rounded to 0.01, tokens/s to 0.1)."""
+    tail = run.tail
+    return {"steps": run.steps, "tokens": run.tokens, "seconds": round(run.seconds, 2),
+            "tokens_per_s": round(run.tokens_per_s, 1),
+            "final_loss": sum(tail) / len(tail) if tail else None,
+            "data_seconds": round(data_s, 2)}
 
 
 def print_table(metrics: dict) -> None:

@@ -279,81 +279,40 @@ def train(model, tokenizer, task, problems: Sequence, config: RLConfig,
     loss (list, per iteration: mean minibatch loss, None without a step), seconds.
     """
     config = validate(config)
-    problems = list(problems)
-    if not problems:
-        raise ValueError("rl: problems is empty; need at least one labelled training problem")
-    for p in problems:
-        if getattr(p, "held_out", False) or getattr(p, "label", None) is None:
-            raise ValueError(f"rl: problem {getattr(p, 'id', p)!r} is held out or has no label; "
-                             "train only on labelled training problems")
+    problems = _training_problems(problems)
     start = time.perf_counter()
-    method, G = config.method, config.group_size
     device = next(model.parameters()).device
     pad = _pad_id(tokenizer)
-    stats = {"method": method, "iterations": 0, "tokens_generated": 0,
-             "budget": config.token_budget, "tokens_per_iteration": [], "samples": 0,
-             "trained_samples": 0, "mean_reward": [], "zero_advantage_groups": 0, "steps": 0,
-             "loss": [], "seconds": 0.0}
+    stats = _new_stats(config)
 
     with _threads(config.threads):
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("rl: the model has no parameter that requires grad")
-        opt = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.95), eps=1e-8,
-                                weight_decay=0.0)
-        reference = None
-        if config.kl_beta > 0:
-            reference = copy.deepcopy(model).eval()
-            for p in reference.parameters():
-                p.requires_grad_(False)
+        params, opt = _optimizer(model, config.lr)
+        reference = _frozen_reference(model) if config.kl_beta > 0 else None
         policy = HFPolicy((model, tokenizer), temperature=config.temperature, device=str(device),
                           seed=config.seed)
         cycle = _ProblemCycle(problems, config.seed)
-        bar = tqdm(total=config.token_budget, desc=f"rl {method}", unit="tok",
+        bar = tqdm(total=config.token_budget, desc=f"rl {config.method}", unit="tok",
                    disable=not config.progress, dynamic_ncols=True)
         try:
             while stats["tokens_generated"] < config.token_budget:
                 it = stats["iterations"]
                 # -- sample with the current weights
                 batch_problems = cycle.take(config.problems_per_step)
-                model.eval()
-                policy.reset_cache()
-                policy.generator.manual_seed(_sampling_seed(config.seed, it))
-                texts, counts, tokens = generate_solutions(
-                    policy, tokenizer, task, batch_problems, n=G,
-                    temperature=config.temperature, max_steps=config.max_steps,
-                    max_step_tokens=config.max_step_tokens, return_counts=True,
-                    return_tokens=True)
-                used = int(counts.sum())
-                if used == 0:
-                    raise ValueError("rl: an iteration generated no token (the prompts fill "
-                                     "the model's context)")
-                rewards = np.asarray([[float(task.check_solution(p, t)) for t in row]
-                                      for p, row in zip(batch_problems, texts)], np.float32)
-                stats["iterations"] += 1
-                stats["tokens_generated"] += used
-                stats["tokens_per_iteration"].append(used)
-                stats["samples"] += rewards.size
-                stats["mean_reward"].append(float(rewards.mean()))
-                stats["zero_advantage_groups"] += int((rewards.std(axis=1) == 0).sum())
+                texts, tokens, used = _sample(model, policy, tokenizer, task, batch_problems,
+                                              config, it)
+                rewards = _rewards(task, batch_problems, texts)
+                _record_samples(stats, rewards, used)
                 bar.update(used)
                 if on_samples is not None:
                     on_samples(it, batch_problems, texts, rewards)
-
-                # -- the samples that carry a gradient
-                adv = group_advantages(rewards, method)
-                prompts = [prompt_ids(tokenizer, task, p) for p in batch_problems]
-                keep = [(i, j) for i in range(len(batch_problems)) for j in range(G)
-                        if tokens[i][j] and (adv[i, j] != 0 or config.kl_beta > 0)]
-                seqs = [(prompts[i], tokens[i][j]) for i, j in keep]
-                sample_adv = torch.tensor([float(adv[i, j]) for i, j in keep])
+                # -- update on the samples that carry a gradient
+                seqs, sample_adv = _gradient_samples(tokenizer, task, batch_problems, tokens,
+                                                     rewards, config)
                 losses: list[float] = []
                 if seqs:
                     losses = _update(model, opt, params, seqs, sample_adv, reference, config,
                                      it, pad, device)
-                stats["trained_samples"] += len(seqs)
-                stats["steps"] += len(losses)
-                stats["loss"].append(float(np.mean(losses)) if losses else None)
+                _record_update(stats, len(seqs), losses)
                 bar.set_postfix(reward=f"{stats['mean_reward'][-1]:.3f}", steps=stats["steps"])
         finally:
             bar.close()
@@ -361,6 +320,100 @@ def train(model, tokenizer, task, problems: Sequence, config: RLConfig,
             opt.zero_grad(set_to_none=True)
     stats["seconds"] = round(time.perf_counter() - start, 3)
     return model, stats
+
+
+def _training_problems(problems: Sequence) -> list:
+    """The problems as a list; ValueError when empty or when one is held out or unlabelled."""
+    problems = list(problems)
+    if not problems:
+        raise ValueError("rl: problems is empty; need at least one labelled training problem")
+    for p in problems:
+        if getattr(p, "held_out", False) or getattr(p, "label", None) is None:
+            raise ValueError(f"rl: problem {getattr(p, 'id', p)!r} is held out or has no label; "
+                             "train only on labelled training problems")
+    return problems
+
+
+def _new_stats(config: RLConfig) -> dict:
+    """The run's stats before the first iteration (keys as documented in ``train``)."""
+    return {"method": config.method, "iterations": 0, "tokens_generated": 0,
+            "budget": config.token_budget, "tokens_per_iteration": [], "samples": 0,
+            "trained_samples": 0, "mean_reward": [], "zero_advantage_groups": 0, "steps": 0,
+            "loss": [], "seconds": 0.0}
+
+
+def _optimizer(model, lr: float):
+    """(trainable parameters, AdamW over them): betas (0.9, 0.95), no weight decay; one
+    optimizer for the whole run. ValueError when no parameter requires grad."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("rl: the model has no parameter that requires grad")
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+    return params, opt
+
+
+def _frozen_reference(model):
+    """A frozen copy of the starting model (eval mode, no grad) for the KL penalty."""
+    reference = copy.deepcopy(model).eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    return reference
+
+
+def _sample(model, policy, tokenizer, task, problems: list, config: RLConfig, iteration: int):
+    """``group_size`` solutions per problem with the current weights, the sampler seeded
+    from ``config.seed`` and the iteration. Returns (texts: P lists of G strings, tokens:
+    P lists of G lists of sampled token ids, used: int, generated tokens in all)."""
+    model.eval()
+    policy.reset_cache()
+    policy.generator.manual_seed(_sampling_seed(config.seed, iteration))
+    texts, counts, tokens = generate_solutions(
+        policy, tokenizer, task, problems, n=config.group_size,
+        temperature=config.temperature, max_steps=config.max_steps,
+        max_step_tokens=config.max_step_tokens, return_counts=True,
+        return_tokens=True)
+    used = int(counts.sum())
+    if used == 0:
+        raise ValueError("rl: an iteration generated no token (the prompts fill "
+                         "the model's context)")
+    return texts, tokens, used
+
+
+def _rewards(task, problems: list, texts: list[list[str]]) -> np.ndarray:
+    """float32 [P, G]: 1 where ``task.check_solution`` accepts the solution, else 0."""
+    return np.asarray([[float(task.check_solution(p, t)) for t in row]
+                       for p, row in zip(problems, texts)], np.float32)
+
+
+def _record_samples(stats: dict, rewards: np.ndarray, used: int) -> None:
+    """Count one iteration's sampling in ``stats``: rewards float32 [P, G], used tokens."""
+    stats["iterations"] += 1
+    stats["tokens_generated"] += used
+    stats["tokens_per_iteration"].append(used)
+    stats["samples"] += rewards.size
+    stats["mean_reward"].append(float(rewards.mean()))
+    stats["zero_advantage_groups"] += int((rewards.std(axis=1) == 0).sum())
+
+
+def _gradient_samples(tokenizer, task, problems: list, tokens, rewards: np.ndarray,
+                      config: RLConfig):
+    """The samples that carry a gradient: non-empty ones with a nonzero advantage (every
+    non-empty one when ``kl_beta > 0``), row-major over [P, G]. Returns (seqs: N (prompt
+    ids, completion ids) pairs, advantages float32 tensor [N])."""
+    adv = group_advantages(rewards, config.method)
+    prompts = [prompt_ids(tokenizer, task, p) for p in problems]
+    keep = [(i, j) for i in range(len(problems)) for j in range(config.group_size)
+            if tokens[i][j] and (adv[i, j] != 0 or config.kl_beta > 0)]
+    seqs = [(prompts[i], tokens[i][j]) for i, j in keep]
+    sample_adv = torch.tensor([float(adv[i, j]) for i, j in keep])
+    return seqs, sample_adv
+
+
+def _record_update(stats: dict, trained: int, losses: list[float]) -> None:
+    """Count one iteration's update in ``stats``: samples trained on, per-step losses."""
+    stats["trained_samples"] += trained
+    stats["steps"] += len(losses)
+    stats["loss"].append(float(np.mean(losses)) if losses else None)
 
 
 def _update(model, opt, params, seqs, adv, reference, config: RLConfig, iteration: int,

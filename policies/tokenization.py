@@ -44,7 +44,6 @@ def build_char_tokenizer(chars: Iterable[str] = DEFAULT_CHARS, model_max_length:
         ``char_vocab``. Returns a tokenizer with pad/bos/eos set, decoding without
         inserted spaces (``decode(encode(s)) == s``).
     """
-
     vocab = char_vocab(chars)
     # No unk_token: an out-of-vocabulary character raises instead of becoming <unk>.
     core = Tokenizer(models.WordLevel(vocab=vocab))

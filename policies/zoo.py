@@ -137,7 +137,6 @@ def convert_gguf(gguf: Path, out: Path) -> dict:
     saves it with its generation config and tokenizer (chat template included, if any).
     Returns facts for the marker: parameter count and seconds.
     """
-
     missing = _missing_gguf_deps()
     if missing:
         raise ImportError(f"converting {str(gguf)!r} needs {' and '.join(missing)}: "

@@ -46,6 +46,7 @@ class CriticsConfig:
     process: str = "none"
     outcome: str = "head"
     trunk: str = ""
+    device: str = ""  # where the learned critics run and train; empty: policy.device
     weight_value: float = 1.0
     weight_process: float = 1.0
     weight_outcome: float = 1.0
@@ -146,7 +147,8 @@ def validate(cfg) -> None:
     need(cfg.distill.epochs >= 1, "distill.epochs", "must be >= 1")
     need(cfg.eval.problems >= 1, "eval.problems", "must be >= 1")
     need(cfg.eval.samples >= 1, "eval.samples", "must be >= 1")
-    need(cfg.eval.sample_problems >= 0, "eval.sample_problems", "must be >= 0 (0: all)")
+    need(0 <= cfg.eval.sample_problems <= cfg.eval.problems, "eval.sample_problems",
+         f"must be in [0, eval.problems = {cfg.eval.problems}] (0: all)")
     need(cfg.eval.mcts_budget >= cfg.search.max_step_tokens, "eval.mcts_budget",
          f"must pay for at least one step (search.max_step_tokens = {cfg.search.max_step_tokens})")
     check_model(cfg.policy.model, "policy.model")

@@ -112,8 +112,8 @@ class SelfPlay:
     def load_critics(self, round_: int, tokenizer):
         """{kind: HeadCritic} for the learned critics in the config (fresh heads on the
         trunk until a round has trained them)."""
-
         trunk = self.cfg.critics.trunk or self.cfg.policy.model
+        device = self.cfg.critics.device or self.cfg.policy.device
         out = {}
         for kind in ("value", "process", "outcome"):
             impl = getattr(self.cfg.critics, kind)
@@ -122,11 +122,12 @@ class SelfPlay:
             saved = self.critic_dir(round_, kind)
             if impl == "head" and saved is not None:
                 try:
-                    out[kind] = HeadCritic.load(saved, policy_tokenizer=tokenizer)
+                    out[kind] = HeadCritic.load(saved, policy_tokenizer=tokenizer, device=device)
                 except Exception as exc:
                     raise RunError(f"{saved}: cannot load the {kind} critic checkpoint ({exc})") from exc
             else:
-                out[kind] = build_critic(kind, impl, trunk, policy_tokenizer=tokenizer)
+                out[kind] = build_critic(kind, impl, trunk, policy_tokenizer=tokenizer,
+                                       device=device)
         return out
 
     def scorer(self, critics: dict, verifier=None):
@@ -165,7 +166,6 @@ class SelfPlay:
 
     def _trees(self, r: int, policy):
         """The round's training problems and search result, rebuilt from its saved trees."""
-
         problems = self.train_problems(r)
         prompts = [prompt_ids(policy.tokenizer, self.task, p) for p in problems]
         return problems, load_result(self.run.path / f"round_{r}" / "trees.jsonl.gz", prompts)

@@ -41,7 +41,7 @@ class MCTSParams:
     first_play: normalised Q in [0, 1] of an unvisited child (mode "constant").
     first_play_mode: "constant", or "critic" to use the child's own r + gamma * V estimate.
     gamma: discount per step in backup and in Q.
-    leaves_per_tree: K, leaves selected per tree per round (virtual loss spreads them).
+    leaves_per_tree: leaves selected per tree per round (virtual loss spreads them).
     widen_c, widen_alpha, max_children: progressive widening (off while widen_c is 0): a
         descent stops at a node with fewer than min(max(1, floor(widen_c * N^widen_alpha)),
         cap) children, cap = the forest's ``child_cap`` field where set, else max_children.
@@ -215,8 +215,9 @@ class Forest:
 
     # -- the search round --------------------------------------------------------------
     def select(self, params: MCTSParams):
-        """Select up to K leaves per tree (see ``kernels.select``); with widening on, a
-        returned node may be an expanded one that is due another child.
+        """Select up to ``params.leaves_per_tree`` leaves per tree (see ``kernels.select``);
+        with widening on, a returned node may be an expanded one that is due another child.
+        Every kernel argument is passed explicitly (the kernel has no defaults).
 
         Returns (leaf_tree int64 [L], leaf_node int64 [L], collisions int64 [B]).
         """
@@ -240,7 +241,7 @@ class Forest:
     def backup(self, leaf_tree, leaf_node, gamma: float = 1.0) -> None:
         """Back up the leaves' values and clear their virtual loss (see ``kernels.backup``)."""
         kernels.backup(self.ints, self.floats, self.qbounds, np.asarray(leaf_tree, np.int64),
-                 np.asarray(leaf_node, np.int64), gamma)
+                       np.asarray(leaf_node, np.int64), gamma)
 
     def expand_and_backup(self, leaf_tree, leaf_node, offsets, prior, reward, value, terminal,
                           payload, gamma: float = 1.0) -> None:
@@ -248,8 +249,8 @@ class Forest:
         args = self._expansion_args(leaf_tree, leaf_node, offsets, prior, reward, value,
                                     terminal, payload)
         while True:
-            status = kernels.expand_and_backup(self.ints, self.floats, self.n_nodes, self.qbounds,
-                                         *args, gamma)
+            status = kernels.expand_and_backup(self.ints, self.floats, self.n_nodes,
+                                               self.qbounds, *args, gamma)
             if not self._retry_after(status, args):
                 return
 
@@ -290,17 +291,13 @@ class Forest:
             while capacity < need.max():
                 capacity *= 2
             self.grow(capacity)
-        kernels.widen(self.ints, self.floats, self.extras, self.n_nodes, tree, node, offsets, prior,
-                reward, value, terminal, payload)
+        kernels.widen(self.ints, self.floats, self.extras, self.n_nodes, tree, node, offsets,
+                      prior, reward, value, terminal, payload)
 
     def cancel(self, leaf_tree, leaf_node) -> None:
         """Drop leaves selected this round without evaluating them (virtual loss removed)."""
         kernels.cancel_selection(self.ints, np.asarray(leaf_tree, np.int64),
-                           np.asarray(leaf_node, np.int64))
-
-    def detached(self) -> np.ndarray:
-        """bool [B, capacity]: rows left behind by ``widen`` (not part of any tree)."""
-        return self.depth < 0
+                                 np.asarray(leaf_node, np.int64))
 
     @staticmethod
     def _expansion_args(leaf_tree, leaf_node, offsets, prior, reward, value, terminal, payload):
@@ -336,7 +333,7 @@ class Forest:
                      min_visits: int = 1):
         """Best root-to-leaf paths per tree: (paths, lengths, scores), see the kernel."""
         return kernels.ranked_paths(self.ints, self.floats, self.n_nodes, gamma, top_k,
-                              terminal_only, min_visits)
+                                    terminal_only, min_visits)
 
     def sibling_pairs(self, margin: float, gamma: float = 1.0, min_visits: int = 1):
         """(pairs [P, 4] of tree, parent, chosen, rejected; q [P, 2]), see the kernel."""
@@ -396,7 +393,7 @@ class Forest:
         return problems
 
 
-_NO_CAP = np.zeros((0, 0), np.float64)
+_NO_CAP = np.zeros((0, 0), np.float64)  # child_cap for kernels.select when a forest has none
 
 
 def _empty_ints(n_trees: int, capacity: int) -> np.ndarray:
@@ -417,15 +414,15 @@ def _remap_field(field: np.ndarray, remap: np.ndarray, n_nodes: np.ndarray) -> n
 
 def _expansion_message(code, tree, node, slot, args) -> str:
     what = {
-        kernels.ERR_NOT_FINITE: f"child {slot} of node {node} in tree {tree} has a NaN or infinite "
-                          "prior, reward or value",
+        kernels.ERR_NOT_FINITE: f"child {slot} of node {node} in tree {tree} has a NaN or "
+                                "infinite prior, reward or value",
         kernels.ERR_BAD_PRIOR: f"child {slot} of node {node} in tree {tree} has a negative prior",
         kernels.ERR_EXPANDED: f"node {node} in tree {tree} already has children",
         kernels.ERR_TERMINAL: f"node {node} in tree {tree} is terminal and cannot be expanded",
         kernels.ERR_BAD_LEAF: f"leaf (tree {tree}, node {node}) does not exist",
         kernels.ERR_DUPLICATE: f"node {node} in tree {tree} is given children twice in one expansion",
-        kernels.ERR_BAD_OFFSETS: f"offsets must be non-decreasing, start at 0, have one entry per "
-                           f"leaf plus one ({len(args[0]) + 1}) and end at the number of "
-                           f"children ({len(args[3])})",
+        kernels.ERR_BAD_OFFSETS: f"offsets must be non-decreasing, start at 0, have one entry "
+                                 f"per leaf plus one ({len(args[0]) + 1}) and end at the number "
+                                 f"of children ({len(args[3])})",
     }.get(code, f"unknown expansion error {code}")
     return f"expansion rejected, nothing was written: {what}"

@@ -131,7 +131,8 @@ class ReferenceForest:
         self.trees = [ReferenceTree(v, x) for v, x in zip(values, payloads)]
 
     def select(self, p: MCTSParams) -> tuple[list[int], list[int], list[int]]:
-        """Up to K leaves per tree: (leaf_tree, leaf_node, collisions per tree)."""
+        """Up to ``p.leaves_per_tree`` leaves per tree: (leaf_tree, leaf_node, collisions
+        per tree). No progressive widening: the reference ignores ``widen_c``."""
         leaf_tree, leaf_node, collisions = [], [], []
         for b, tree in enumerate(self.trees):
             hits = 0

@@ -25,7 +25,6 @@ def load_result(path, prompts):
     prompts; answers and per-tree stats are not stored and come back empty). ``prompts``:
     the token ids of each tree's prompt, in tree order. A missing or corrupt file raises
     ``treesearch.utils.runs.RunError`` naming it."""
-
     try:
         forest = read_jsonl(path)
     except (OSError, ValueError) as exc:

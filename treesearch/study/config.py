@@ -108,7 +108,6 @@ def load_study_config(path: str | Path | None, overrides=()) -> StudyConfig:
 
 def validate_study(cfg) -> None:
     """Refuse values that cannot work, naming the key, before any model work."""
-
     def need(ok: bool, key: str, why: str) -> None:
         if not ok:
             raise ConfigError(f"config key {key!r}: {why}")

@@ -71,7 +71,6 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
     """Sample ``n`` solutions per problem with ``policy`` (an ``HFPolicy``: the entropy
     pass needs ``policy.model``) and measure them; see the module docstring. Problems are
     decoded in chunks of about ``batch_rows`` samples (a tqdm bar with ``progress``)."""
-
     if n < 1 or not problems:
         raise ValueError(f"measure: need n >= 1 and at least one problem, got n={n}, "
                          f"{len(problems)} problems")

@@ -128,123 +128,200 @@ def analyse(run_dir: Path) -> dict:
 
 def write_report(run_dir, cfg=None) -> Path:
     """Analyse the run and write report.md, results.json and the plots; returns the
-    report's path."""
+    report's path. cfg: the study config (its setup line heads the report), or None."""
     run_dir = Path(run_dir)
     res = analyse(run_dir)
     write_json(run_dir / "results.json", res)
-    lines = ["# Prior vs optimizer: study report", ""]
-    priors_file = run_dir / "priors.json"
-    priors = read_json(priors_file) if priors_file.is_file() else {}
-    if cfg is not None:
-        lines += [f"Task `{cfg.task}` (OOD: {', '.join(f'`{t}`' for t in cfg.ood_tasks)}); "
-                  f"training budget {cfg.budget_tokens} generated tokens per run on "
-                  f"{cfg.train_problems} training problems; held-out: {cfg.eval.problems} "
-                  f"problems in distribution, {cfg.eval.ood_problems} per OOD task, "
-                  f"n = {cfg.eval.samples} samples each at temperature {cfg.eval.temperature}; "
-                  f"seeds {list(cfg.seeds)}.", ""]
-    if priors:
-        lines += ["## Priors", "", "| prior | differs from reference in | pretraining changes | path |",
-                  "|---|---|---|---|"]
-        for name, p in priors.items():
-            lines.append(f"| {name} | {p.get('factor') or ('reference' if not p.get('reference') else '-')} "
-                         f"| {json.dumps(p.get('pretrain') or {})} | `{p['path']}` |")
-        lines.append("")
-
-    lines += ["## In distribution (held-out)", "",
-              "| prior | optimizer | pass@1 | pass@n | coverage | newly solved | lost | crossover k "
-              "| distinct correct | entropy (nats) | Brier | ECE | train tokens |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     groups = _groups(res["cells"])
-    for prior, b in res["base"].items():
-        lines.append(f"| {prior} | (prior) | {_fmt(b['pass@1'])} ± {_fmt(b['pass@1_se'])} | "
-                     f"{_fmt(b['pass@n'])} ± {_fmt(b['pass@n_se'])} | {_fmt(b['coverage'])} | - | - | - | "
-                     f"{_fmt(b['distinct_correct'], 1)} | {_fmt(b['entropy'])} | {_fmt(b['brier'])} | "
-                     f"{_fmt(b['ece'])} | - |")
-        for (p, opt), rows in groups.items():
-            if p != prior:
-                continue
-            ns = sum(r["newly_solved"]["newly_solved"] for r in rows) / len(rows)
-            lost = sum(r["newly_solved"]["lost"] for r in rows) / len(rows)
-            unsolved = rows[0]["newly_solved"]["base_unsolved"]
-            cross = ", ".join(str(r["crossover_k"]) for r in rows)
-            lines.append(f"| {prior} | {opt} | {_fmt(_mean(rows, 'pass@1'))} ± {_fmt(_mean(rows, 'pass@1_se'))} | "
-                         f"{_fmt(_mean(rows, 'pass@n'))} ± {_fmt(_mean(rows, 'pass@n_se'))} | "
-                         f"{_fmt(_mean(rows, 'coverage'))} | {ns:.1f} of {unsolved} | {lost:.1f} | {cross} | "
-                         f"{_fmt(_mean(rows, 'distinct_correct'), 1)} | {_fmt(_mean(rows, 'entropy'))} | "
-                         f"{_fmt(_mean(rows, 'brier'))} | {_fmt(_mean(rows, 'ece'))} | "
-                         f"{_mean(rows, 'train_tokens'):.0f} |")
+    lines = ["# Prior vs optimizer: study report", ""]
+    lines += _setup_section(cfg)
+    lines += _priors_section(_read_priors(run_dir))
+    lines += _in_distribution_section(res, groups)
+    lines += _ood_section(res, groups)
+    lines += _updates_section(res, groups)
+    lines += _formats_section(res, groups)
+    lines += _formats_over_training_section(groups)
+    lines += _strategies_section(res, groups)
+    lines += _eta_section(res)
+    lines += _plots_section(_plots(run_dir, res))
+    path = run_dir / "report.md"
+    write_text(path, "\n".join(lines))
+    return path
+
+
+# ----------------------------------------------------------------------------- report sections
+# Each returns the section's markdown lines (ending with a blank line), or [] when the run
+# has nothing for it. ``groups``: (prior, optimizer) -> that pair's trained cells (``_groups``).
+
+def _read_priors(run_dir: Path) -> dict:
+    """The run's ``priors.json`` (prior name -> its description), {} when absent."""
+    priors_file = run_dir / "priors.json"
+    return read_json(priors_file) if priors_file.is_file() else {}
+
+
+def _setup_section(cfg) -> list[str]:
+    """One paragraph on the task, budget, held-out sets and seeds (nothing without cfg)."""
+    if cfg is None:
+        return []
+    return [f"Task `{cfg.task}` (OOD: {', '.join(f'`{t}`' for t in cfg.ood_tasks)}); "
+            f"training budget {cfg.budget_tokens} generated tokens per run on "
+            f"{cfg.train_problems} training problems; held-out: {cfg.eval.problems} "
+            f"problems in distribution, {cfg.eval.ood_problems} per OOD task, "
+            f"n = {cfg.eval.samples} samples each at temperature {cfg.eval.temperature}; "
+            f"seeds {list(cfg.seeds)}.", ""]
+
+
+def _priors_section(priors: dict) -> list[str]:
+    """Each prior: how it differs from the reference, its pretraining changes, its path."""
+    if not priors:
+        return []
+    lines = ["## Priors", "", "| prior | differs from reference in | pretraining changes | path |",
+             "|---|---|---|---|"]
+    for name, p in priors.items():
+        lines.append(f"| {name} | {p.get('factor') or ('reference' if not p.get('reference') else '-')} "
+                     f"| {json.dumps(p.get('pretrain') or {})} | `{p['path']}` |")
     lines.append("")
+    return lines
 
-    ood_names = sorted({k for r in [*res["base"].values(), *res["cells"]] for k in r["ood_pass@1"]})
-    if ood_names:
-        lines += ["## Out of distribution", "",
-                  "| prior | optimizer | " + " | ".join(f"{t} pass@1 | {t} pass@n" for t in ood_names)
-                  + " | OOD drop (ID - OOD pass@1) |",
-                  "|---|---|" + "---|---|" * len(ood_names) + "---|"]
-        for prior, b in res["base"].items():
-            rows_by = [("(prior)", [b])] + [(o, rs) for (p, o), rs in groups.items() if p == prior]
-            for opt, rows in rows_by:
-                cells = []
-                for t in ood_names:
-                    cells.append(_fmt(np.mean([r["ood_pass@1"][t] for r in rows])))
-                    cells.append(_fmt(np.mean([r["ood_pass@n"][t] for r in rows])))
-                lines.append(f"| {prior} | {opt} | " + " | ".join(cells) + f" | {_fmt(_mean(rows, 'ood_drop'))} |")
-        lines.append("")
 
-    if res["cells"] and "sparsity" in res["cells"][0]:
-        tols = sorted(res["cells"][0]["sparsity"]["fp32"].keys(), key=float)
-        lines += ["## Parameter updates", "",
-                  "Share of parameters unchanged (|delta| <= tolerance) after training, and the mean "
-                  "numerical rank share of the matrices' updates (singular values > 1e-3 x largest).", "",
-                  "| prior | optimizer | " + " | ".join(f"fp32 @{t}" for t in tols) + " | "
-                  + " | ".join(f"bf16 @{t}" for t in tols) + " | update rank share |",
-                  "|---|---|" + "---|" * (2 * len(tols)) + "---|"]
+def _in_distribution_section(res: dict, groups: dict) -> list[str]:
+    """The held-out in-distribution table: each prior, then its optimizers (means over seeds)."""
+    lines = ["## In distribution (held-out)", "",
+             "| prior | optimizer | pass@1 | pass@n | coverage | newly solved | lost | crossover k "
+             "| distinct correct | entropy (nats) | Brier | ECE | train tokens |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for prior, b in res["base"].items():
+        lines.append(_base_row(prior, b))
         for (p, opt), rows in groups.items():
-            f32 = [np.mean([r["sparsity"]["fp32"][t] for r in rows]) for t in tols]
-            b16 = [np.mean([r["sparsity"]["bf16"][t] for r in rows]) for t in tols]
-            lines.append(f"| {p} | {opt} | " + " | ".join(_fmt(v, 4) for v in f32 + b16)
-                         + f" | {_fmt(_mean(rows, 'rank_share'))} |")
-        lines.append("")
+            if p == prior:
+                lines.append(_trained_row(prior, opt, rows))
+    lines.append("")
+    return lines
 
-    lines += ["## Solution formats (share of held-out samples)", "",
-              "| prior | optimizer | formats |", "|---|---|---|"]
+
+def _base_row(prior: str, b: dict) -> str:
+    """The in-distribution row of a prior itself (no training columns)."""
+    return (f"| {prior} | (prior) | {_fmt(b['pass@1'])} ± {_fmt(b['pass@1_se'])} | "
+            f"{_fmt(b['pass@n'])} ± {_fmt(b['pass@n_se'])} | {_fmt(b['coverage'])} | - | - | - | "
+            f"{_fmt(b['distinct_correct'], 1)} | {_fmt(b['entropy'])} | {_fmt(b['brier'])} | "
+            f"{_fmt(b['ece'])} | - |")
+
+
+def _trained_row(prior: str, opt: str, rows: list[dict]) -> str:
+    """The in-distribution row of one (prior, optimizer): means over its seeds' cells;
+    crossover k listed per seed."""
+    ns = sum(r["newly_solved"]["newly_solved"] for r in rows) / len(rows)
+    lost = sum(r["newly_solved"]["lost"] for r in rows) / len(rows)
+    unsolved = rows[0]["newly_solved"]["base_unsolved"]
+    cross = ", ".join(str(r["crossover_k"]) for r in rows)
+    return (f"| {prior} | {opt} | {_fmt(_mean(rows, 'pass@1'))} ± {_fmt(_mean(rows, 'pass@1_se'))} | "
+            f"{_fmt(_mean(rows, 'pass@n'))} ± {_fmt(_mean(rows, 'pass@n_se'))} | "
+            f"{_fmt(_mean(rows, 'coverage'))} | {ns:.1f} of {unsolved} | {lost:.1f} | {cross} | "
+            f"{_fmt(_mean(rows, 'distinct_correct'), 1)} | {_fmt(_mean(rows, 'entropy'))} | "
+            f"{_fmt(_mean(rows, 'brier'))} | {_fmt(_mean(rows, 'ece'))} | "
+            f"{_mean(rows, 'train_tokens'):.0f} |")
+
+
+def _rows_by_optimizer(prior: str, b: dict, groups: dict) -> list[tuple[str, list[dict]]]:
+    """[("(prior)", [the prior's summary]), (optimizer, its cells), ...] for one prior."""
+    return [("(prior)", [b])] + [(o, rs) for (p, o), rs in groups.items() if p == prior]
+
+
+def _ood_section(res: dict, groups: dict) -> list[str]:
+    """pass@1 and pass@n per OOD task and the OOD drop, per prior and optimizer."""
+    ood_names = sorted({k for r in [*res["base"].values(), *res["cells"]] for k in r["ood_pass@1"]})
+    if not ood_names:
+        return []
+    lines = ["## Out of distribution", "",
+             "| prior | optimizer | " + " | ".join(f"{t} pass@1 | {t} pass@n" for t in ood_names)
+             + " | OOD drop (ID - OOD pass@1) |",
+             "|---|---|" + "---|---|" * len(ood_names) + "---|"]
+    for prior, b in res["base"].items():
+        for opt, rows in _rows_by_optimizer(prior, b, groups):
+            cells = []
+            for t in ood_names:
+                cells.append(_fmt(np.mean([r["ood_pass@1"][t] for r in rows])))
+                cells.append(_fmt(np.mean([r["ood_pass@n"][t] for r in rows])))
+            lines.append(f"| {prior} | {opt} | " + " | ".join(cells) + f" | {_fmt(_mean(rows, 'ood_drop'))} |")
+    lines.append("")
+    return lines
+
+
+def _updates_section(res: dict, groups: dict) -> list[str]:
+    """Share of parameters unchanged per tolerance (fp32, bf16) and the update rank share;
+    only when the cells were measured for sparsity."""
+    if not (res["cells"] and "sparsity" in res["cells"][0]):
+        return []
+    tols = sorted(res["cells"][0]["sparsity"]["fp32"].keys(), key=float)
+    lines = ["## Parameter updates", "",
+             "Share of parameters unchanged (|delta| <= tolerance) after training, and the mean "
+             "numerical rank share of the matrices' updates (singular values > 1e-3 x largest).", "",
+             "| prior | optimizer | " + " | ".join(f"fp32 @{t}" for t in tols) + " | "
+             + " | ".join(f"bf16 @{t}" for t in tols) + " | update rank share |",
+             "|---|---|" + "---|" * (2 * len(tols)) + "---|"]
+    for (p, opt), rows in groups.items():
+        f32 = [np.mean([r["sparsity"]["fp32"][t] for r in rows]) for t in tols]
+        b16 = [np.mean([r["sparsity"]["bf16"][t] for r in rows]) for t in tols]
+        lines.append(f"| {p} | {opt} | " + " | ".join(_fmt(v, 4) for v in f32 + b16)
+                     + f" | {_fmt(_mean(rows, 'rank_share'))} |")
+    lines.append("")
+    return lines
+
+
+def _formats_section(res: dict, groups: dict) -> list[str]:
+    """Share of each solution format among the held-out samples, per prior and optimizer."""
+    lines = ["## Solution formats (share of held-out samples)", "",
+             "| prior | optimizer | formats |", "|---|---|---|"]
     for prior, b in res["base"].items():
         lines.append(f"| {prior} | (prior) | {_formats(b['format_share'])} |")
         for (p, opt), rows in groups.items():
             if p == prior:
                 lines.append(f"| {prior} | {opt} | {_formats(_mean_shares([r['format_share'] for r in rows]))} |")
     lines.append("")
+    return lines
 
+
+def _formats_over_training_section(groups: dict) -> list[str]:
+    """Format shares of the first and last training iteration (cells that recorded them)."""
     over = [(k, rows) for k, rows in groups.items() if rows[0]["format_over_training"]]
-    if over:
-        lines += ["## Solution formats over training", "",
-                  "Share of each format among the samples the optimizer trained on (on-policy: "
-                  "each iteration's samples; mcts: the distilled paths), mean over seeds.", "",
-                  "| prior | optimizer | first iteration | last iteration |", "|---|---|---|---|"]
-        for (p, opt), rows in over:
-            first = _mean_shares([r["format_over_training"][0] for r in rows if r["format_over_training"]])
-            last = _mean_shares([r["format_over_training"][-1] for r in rows if r["format_over_training"]])
-            lines.append(f"| {p} | {opt} | {_formats(first)} | {_formats(last)} |")
-        lines.append("")
+    if not over:
+        return []
+    lines = ["## Solution formats over training", "",
+             "Share of each format among the samples the optimizer trained on (on-policy: "
+             "each iteration's samples; mcts: the distilled paths), mean over seeds.", "",
+             "| prior | optimizer | first iteration | last iteration |", "|---|---|---|---|"]
+    for (p, opt), rows in over:
+        first = _mean_shares([r["format_over_training"][0] for r in rows if r["format_over_training"]])
+        last = _mean_shares([r["format_over_training"][-1] for r in rows if r["format_over_training"]])
+        lines.append(f"| {p} | {opt} | {_formats(first)} | {_formats(last)} |")
+    lines.append("")
+    return lines
 
+
+def _strategies_section(res: dict, groups: dict) -> list[str]:
+    """Share of correct held-out samples using each strategy (mean over seeds, NaN-aware)."""
     strategies = sorted({k for r in [*res["base"].values(), *res["cells"]] for k in r["strategy_share"]})
-    if strategies:
-        lines += ["## Strategies (share of correct held-out samples using each)", "",
-                  "| prior | optimizer | " + " | ".join(strategies) + " |",
-                  "|---|---|" + "---|" * len(strategies)]
-        for prior, b in res["base"].items():
-            rows_by = [("(prior)", [b])] + [(o, rs) for (p, o), rs in groups.items() if p == prior]
-            for opt, rows in rows_by:
-                vals = [np.nanmean([r["strategy_share"].get(st, np.nan) for r in rows])
-                        if any(not np.isnan(r["strategy_share"].get(st, np.nan)) for r in rows)
-                        else float("nan") for st in strategies]
-                lines.append(f"| {prior} | {opt} | " + " | ".join(_fmt(v) for v in vals) + " |")
-        lines.append("")
+    if not strategies:
+        return []
+    lines = ["## Strategies (share of correct held-out samples using each)", "",
+             "| prior | optimizer | " + " | ".join(strategies) + " |",
+             "|---|---|" + "---|" * len(strategies)]
+    for prior, b in res["base"].items():
+        for opt, rows in _rows_by_optimizer(prior, b, groups):
+            vals = [np.nanmean([r["strategy_share"].get(st, np.nan) for r in rows])
+                    if any(not np.isnan(r["strategy_share"].get(st, np.nan)) for r in rows)
+                    else float("nan") for st in strategies]
+            lines.append(f"| {prior} | {opt} | " + " | ".join(_fmt(v) for v in vals) + " |")
+    lines.append("")
+    return lines
 
-    lines += ["## Prior vs optimizer: eta squared", "",
-              "Two-way decomposition over the trained cells (prior x optimizer, seeds as "
-              "replicates): the share of the metric's variance explained by each factor.", "",
-              "| metric | prior | optimizer | interaction | residual (seeds) |", "|---|---|---|---|---|"]
+
+def _eta_section(res: dict) -> list[str]:
+    """The eta squared table per metric, with the caveats that apply (one seed, two priors)."""
+    lines = ["## Prior vs optimizer: eta squared", "",
+             "Two-way decomposition over the trained cells (prior x optimizer, seeds as "
+             "replicates): the share of the metric's variance explained by each factor.", "",
+             "| metric | prior | optimizer | interaction | residual (seeds) |", "|---|---|---|---|---|"]
     for metric, e in res["eta_squared"].items():
         if "error" in e:
             lines.append(f"| {metric} | {e['error']} | | | |")
@@ -258,13 +335,14 @@ def write_report(run_dir, cfg=None) -> Path:
     if len(res["base"]) == 2:
         lines += ["", "With two priors, the prior share rests on one contrast."]
     lines.append("")
+    return lines
 
-    plots = _plots(run_dir, res)
-    if plots:
-        lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
-    path = run_dir / "report.md"
-    write_text(path, "\n".join(lines))
-    return path
+
+def _plots_section(plots: list[Path]) -> list[str]:
+    """Markdown image links to the PNGs written next to the report."""
+    if not plots:
+        return []
+    return ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
 
 
 def _mean_shares(shares: list[dict]) -> dict:

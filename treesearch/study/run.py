@@ -69,7 +69,7 @@ from treesearch.study.measure import format_share, measure
 from treesearch.study.report import write_report
 from treesearch.tasks import get_task, prompt_ids
 from treesearch.tasks.base import stable_hash
-from treesearch.utils.runs import RunDir, RunError, read_json, write_json
+from treesearch.utils.runs import RunDir, RunError, portable_path, read_json, write_json
 
 QUICK_CONFIG = "study_quick"  # a shipped recipe (configs/study_quick.yaml)
 BUDGET_KEYS = ("steps", "tokens", "time_budget_s")
@@ -159,7 +159,6 @@ class Study:
         """The (prior, seed) MCTS over the training problems, run once and saved (trees
         first, then ``search.json``, so a kill in between redoes it). Returns (training
         problems, SearchResult rebuilt from disk, search stats dict, tokenizer)."""
-
         where = self.run.path / "search" / prior / f"seed{seed}"
         problems = self.train_problems(seed)
         policy = self._policy(self.prior_path(prior), cell_seed(prior, seed, "search"))
@@ -300,7 +299,7 @@ class Study:
             else:
                 self.run_cell(prior, optimizer, seed)
         write_json(self.run.path / "priors.json", {
-            name: {"path": str(self.prior_path(name)), "factor": spec.factor,
+            name: {"path": portable_path(self.prior_path(name)), "factor": spec.factor,
                    "reference": spec.reference, "pretrain": dict(spec.pretrain)}
             for name, spec in self.specs.items()})
         return write_report(self.run.path, c)

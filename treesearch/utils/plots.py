@@ -13,7 +13,6 @@ from treesearch.utils.atomic import atomic_write
 
 def new_figure(figsize=(6, 4)):
     """A matplotlib Figure on an Agg canvas."""
-
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
     return fig

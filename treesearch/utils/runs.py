@@ -23,6 +23,18 @@ from pathlib import Path
 from treesearch.utils.atomic import write_text
 
 
+def portable_path(path) -> str:
+    """``path`` as committed results may show it: relative to the working directory or the
+    project root when under one of them, ``~/...`` under the home directory; never another
+    machine's absolute path where it can be avoided."""
+    path = Path(path).expanduser().resolve()
+    project = Path(__file__).resolve().parents[2]
+    for base, shown in ((Path.cwd().resolve(), ""), (project, ""), (Path.home().resolve(), "~/")):
+        if path.is_relative_to(base):
+            return shown + str(path.relative_to(base))
+    return str(path)
+
+
 class RunError(RuntimeError):
     """A run directory or checkpoint that cannot be used; the message names the file."""
 

@@ -1,0 +1,88 @@
+"""Recipes: one source of truth per knob, shipped as package data, found from anywhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from treesearch.config import SelfPlayConfig, load_config
+from treesearch.search import SearchConfig
+from treesearch.study.config import load_study_config
+from treesearch.utils.recipes import ConfigError, recipe_path, shipped_recipes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_default_yaml_is_the_dataclass_default():
+    """configs/default.yaml spells out SelfPlayConfig's defaults, value for value."""
+    from_yaml = OmegaConf.to_container(load_config(ROOT / "configs" / "default.yaml"))
+    assert from_yaml == OmegaConf.to_container(OmegaConf.structured(SelfPlayConfig))
+    assert from_yaml == OmegaConf.to_container(load_config(None))
+
+
+def test_search_section_is_search_config():
+    cfg = load_config(None, ["search.rule=uct", "search.gamma=0.9", "search.answer=score",
+                             "search.early_stop=false", "search.prior_temperature=2.0"])
+    search = OmegaConf.to_object(cfg.search)
+    assert isinstance(search, SearchConfig)
+    assert (search.rule, search.gamma, search.answer, search.early_stop,
+            search.prior_temperature) == ("uct", 0.9, "score", False, 2.0)
+    assert OmegaConf.to_object(load_config(None).search) == SearchConfig()
+
+
+@pytest.mark.parametrize("override, key", [("search.answer=best", "search.answer"),
+                                           ("search.simulations=0", "search.simulations"),
+                                           ("search.rule=ucb", "rule")])
+def test_bad_search_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config(None, [override])
+
+
+def test_every_shipped_recipe_loads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # by name, from a directory without configs/
+    names = shipped_recipes()
+    assert {"default", "smollm2", "vllm", "study", "study_quick"} <= set(names)
+    for name in names:
+        if name.startswith("study"):
+            assert load_study_config(name).priors
+        else:
+            assert load_config(name).rounds >= 1
+    assert recipe_path("configs/smollm2.yaml").name == "smollm2.yaml"
+    with pytest.raises(ConfigError, match="shipped recipes: .*default"):
+        recipe_path("no-such-recipe")
+
+
+@pytest.mark.slow
+def test_non_editable_install_finds_its_recipes(tmp_path):
+    """`pip install .` (not editable), then the entry point from another directory."""
+    src, target = tmp_path / "src", tmp_path / "site"
+    for name in ("treesearch", "policies", "critics", "configs"):  # build outside the checkout
+        shutil.copytree(ROOT / name, src / name, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(src)],
+                   check=True, capture_output=True, timeout=600)
+    assert (target / "treesearch" / "recipes" / "default.yaml").is_file()
+    assert not (target / "treesearch" / "recipes").is_symlink()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    run = tmp_path / "elsewhere"
+    run.mkdir()
+    code = ("import treesearch, sys; from treesearch.config import load_config; "
+            "print(treesearch.__file__); print(load_config('default').task)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=run, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].startswith(str(target))
+    assert out.stdout.splitlines()[1] == "countdown3"
+    help_ = subprocess.run([sys.executable, "-m", "treesearch.selfplay", "--help"], cwd=run,
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert help_.returncode == 0, help_.stderr
+    assert "study_quick" in help_.stdout and "default" in help_.stdout
