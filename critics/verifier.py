@@ -47,7 +47,7 @@ class RuleVerifier:
     def _refuse(self, problem) -> None:
         if getattr(problem, "held_out", False):
             raise CriticError(f"{self.name}: problem {problem.id!r} is held out; the rule "
-                              "verifier makes training targets only and never sees test problems")
+                              "verifier makes training targets only and never sees held-out (val or test) problems")
         if problem.label is None:
             raise CriticError(f"{self.name}: problem {problem.id!r} has no label")
 

@@ -1,6 +1,7 @@
-"""Tasks: determinism, disjoint splits, solver traces against the tasks' own checkers and
+"""Tasks: determinism, disjoint train / val / test splits (test unchanged by val), solver traces against the tasks' own checkers and
 reasoning-gym's scorers, flawed traces, answer extraction, OOD presets, the GSM loader."""
 
+import itertools
 import json
 import random
 import subprocess
@@ -8,7 +9,7 @@ import sys
 
 import pytest
 
-from treesearch.tasks import TASKS, Problem, get_task
+from treesearch.tasks import SPLITS, TASKS, Problem, get_task
 from treesearch.tasks.base import Task
 from treesearch.tasks.countdown import evaluate, solve
 from treesearch.tasks.gsm import GSMTask, load_jsonl
@@ -46,7 +47,9 @@ def test_imports_no_torch_policies_or_critics():
 def test_problem_fields_and_label_stripping():
     task = get_task("countdown3")
     train, test = task.problems("train", 2, seed=0), task.problems("test", 2, seed=0)
+    val = task.problems("val", 2, seed=0)
     assert all(p.split == "train" and not p.held_out for p in train)
+    assert all(p.split == "val" and p.held_out for p in val)        # tuned on, never trained on
     assert all(p.split == "test" and p.held_out for p in test)
     bare = test[0].without_label()
     assert bare.label is None and bare.held_out and bare.inputs == test[0].inputs
@@ -87,20 +90,136 @@ def test_problems_deterministic_for_a_seed(name):
     assert len({p.id for p in a}) == n
 
 
-@pytest.mark.parametrize("name", GENERATED)
-def test_train_and_test_disjoint(name):
-    task = get_task(name)
-    train = {p.id for s in (0, 1) for p in task.problems("train", 60, seed=s)}
-    test = {p.id for s in (0, 1) for p in task.problems("test", 15, seed=s)}
-    assert not train & test
+# Every task in the registry, three splits. Generated tasks give N_SPLIT problems per split
+# (n_split); gsm's bundled sample is too small for that (16 / 2 / 4), so it is tested with
+# all the problems it has (n=None).
+N_SPLIT = 30
+_PROBLEMS: dict = {}
+
+
+def n_split(name, n=N_SPLIT):
+    return None if name == "gsm" else n
+
+
+def problems_of(name, split, n=N_SPLIT, seed=0, **kwargs):
+    """``get_task(name, **kwargs).problems(split, ...)`` from a fresh task, cached per module."""
+    key = (name, split, n, seed, tuple(sorted(kwargs.items())))
+    if key not in _PROBLEMS:
+        _PROBLEMS[key] = get_task(name, **kwargs).problems(split, n_split(name, n), seed=seed)
+    return _PROBLEMS[key]
+
+
+def content(problem):
+    """What a problem asks, independent of its id: countdown's numbers as a multiset (the
+    order they are shown in is not part of the problem), every other input as given."""
+    return tuple(sorted((k, tuple(sorted(v)) if k == "numbers" else v)
+                        for k, v in problem.inputs.items()))
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_three_splits_pairwise_disjoint_by_id_and_content(name):
+    by_split = {split: problems_of(name, split) + problems_of(name, split, n=10, seed=1)
+                for split in SPLITS}
+    assert set(SPLITS) == {"train", "val", "test"}
+    for split, problems in by_split.items():
+        assert problems and all(p.split == split for p in problems)
+        assert all(p.held_out == (split != "train") for p in problems)
+    if name != "gsm":
+        assert all(len(problems_of(name, split)) == N_SPLIT for split in SPLITS)
+    for a, b in itertools.combinations(SPLITS, 2):
+        assert not {p.id for p in by_split[a]} & {p.id for p in by_split[b]}, (a, b)
+        assert not {content(p) for p in by_split[a]} & {content(p) for p in by_split[b]}, (a, b)
+        assert not {p.question for p in by_split[a]} & {p.question for p in by_split[b]}, (a, b)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_split_deterministic_for_a_seed(name):
+    for split in SPLITS:
+        again = get_task(name).problems(split, n_split(name, 10), seed=1)
+        first = problems_of(name, split, n=10, seed=1)
+        assert [p.id for p in again] == [p.id for p in first] and again == first, split
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_test_split_does_not_depend_on_val_fraction(name):
+    test = problems_of(name, "test")
+    assert [p.id for p in problems_of(name, "test", val_fraction=0.0)] == [p.id for p in test]
+    if name in ("gsm", "arithmetic"):   # cheap enough for a second, larger val share
+        assert [p.id for p in problems_of(name, "test", val_fraction=0.3)] == [p.id for p in test]
+
+
+def test_countdown3_test_split_is_the_old_rule():
+    """The first test problems of countdown3 (seed 0) are those of the rule from before val
+    existed: keep a problem iff a hash of its content u < test_fraction."""
+    from treesearch.tasks.base import stable_hash
+
+    task = get_task("countdown3")
+    dataset = task._dataset(stable_hash("countdown3", "rg-seed", 0) % 2**31, 1000)
+    old, seen = [], set()
+    for idx in range(1000):
+        if len(old) == 5:
+            break
+        try:
+            entry = dataset[idx]
+        except ValueError:
+            continue
+        numbers, target = entry["metadata"]["numbers"], entry["metadata"]["target"]
+        key = f"{','.join(map(str, sorted(int(v) for v in numbers)))}={int(target)}"
+        if key in seen or not stable_hash("split", key) / 2.0**64 < task.test_fraction:
+            continue
+        seen.add(key)
+        old.append(f"countdown3:{key}")
+    assert len(old) == 5
+    assert [p.id for p in problems_of("countdown3", "test")[:5]] == old
+    assert [p.id for p in task.problems("test", 5, seed=0)] == old
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_val_fraction_zero_means_no_val_split(name):
+    task = get_task(name, val_fraction=0)
+    with pytest.raises(ValueError, match=f"task '{name}' has no val split \\(val_fraction=0\\)"):
+        task.problems("val", n_split(name, 1), seed=0)
+    with pytest.raises(ValueError, match="split must be one of"):
+        task.problems("dev", n_split(name, 1), seed=0)
+    with pytest.raises(ValueError, match="split must be one of"):
+        get_task(name).problems("validation", n_split(name, 1), seed=0)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(val_fraction=-0.1), "val_fraction must be >= 0"),
+    (dict(val_fraction=0.8), "test_fraction \\+ val_fraction must be < 1"),
+    (dict(test_fraction=0.5, val_fraction=0.5), "test_fraction \\+ val_fraction must be < 1"),
+    (dict(test_fraction=0.0), "test_fraction must be in"),
+])
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_bad_split_fractions_are_refused(name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        get_task(name, **kwargs)
+
+
+def test_rule_verifier_refuses_val_problems():
+    """Val labels are not for search or training targets either."""
+    pytest.importorskip("torch")
+    from critics.base import CriticError
+    from critics.verifier import RuleVerifier
+    from policies.tokenization import build_char_tokenizer
+
+    task = get_task("arithmetic")
+    with pytest.raises(CriticError, match="held out"):
+        RuleVerifier(task, build_char_tokenizer(), task.problems("val", 1, seed=0))
 
 
 def test_gsm_split_deterministic_and_disjoint():
     task = GSMTask()
-    train, test = task.problems("train"), task.problems("test")
-    assert len(train) + len(test) == 22 and len(test) == 4
-    assert not {p.id for p in train} & {p.id for p in test}
-    assert not {p.question for p in train} & {p.question for p in test}
+    train, val, test = task.problems("train"), task.problems("val"), task.problems("test")
+    assert len(train) + len(val) + len(test) == 22 and len(test) == 4 and len(val) == 2
+    for a, b in itertools.combinations((train, val, test), 2):
+        assert not {p.id for p in a} & {p.id for p in b}
+        assert not {p.question for p in a} & {p.question for p in b}
+    # the test rows are the first test_fraction of the hash ranking, whatever val_fraction is
+    assert {p.id for p in GSMTask(val_fraction=0).problems("test")} == {p.id for p in test}
+    # and val is carved out of what would otherwise be train
+    assert {p.id for p in GSMTask(val_fraction=0).problems("train")} == {p.id for p in train + val}
     assert [p.id for p in GSMTask().problems("test", seed=3)] == [p.id for p in task.problems("test", seed=3)]
     with pytest.raises(ValueError, match="asked for 5 test"):
         task.problems("test", 5)

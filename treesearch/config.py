@@ -83,6 +83,8 @@ class DistillSection:
 
 @dataclass
 class EvalSection:
+    # held-out split evaluated every round: "val" while tuning a recipe, "test" to report
+    split: str = "test"
     problems: int = 600  # greedy accuracy
     samples: int = 8  # n of sampled pass@k
     sample_problems: int = 200  # sampled pass@k on the first this many problems (0: all)
@@ -145,6 +147,8 @@ def validate(cfg) -> None:
     need(cfg.distill.method in ("sft", "sft+dpo"), "distill.method", "must be 'sft' or 'sft+dpo'")
     need(cfg.distill.lr > 0, "distill.lr", "must be > 0")
     need(cfg.distill.epochs >= 1, "distill.epochs", "must be >= 1")
+    need(cfg.eval.split in ("val", "test"), "eval.split",
+         "must be 'val' (tuning) or 'test' (reporting); train problems are not held out")
     need(cfg.eval.problems >= 1, "eval.problems", "must be >= 1")
     need(cfg.eval.samples >= 1, "eval.samples", "must be >= 1")
     need(0 <= cfg.eval.sample_problems <= cfg.eval.problems, "eval.sample_problems",

@@ -66,6 +66,8 @@ def main(argv=None) -> int:
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--budgets", nargs="+", type=int, default=[256, 1024])
     parser.add_argument("--problems", type=int, default=50)
+    parser.add_argument("--split", choices=("val", "test"), default="test",
+                        help="held-out split: val while tuning, test to report")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-steps", type=int, default=6)
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    problems = task.problems("test", args.problems, seed=args.seed)
+    problems = task.problems(args.split, args.problems, seed=args.seed)
     policy = HFPolicy(resolve(args.model), temperature=args.temperature, seed=args.seed)
     critics = build_scorer({"value": args.value, "process": args.process, "outcome": args.outcome},
                            policy_tokenizer=policy.tokenizer)

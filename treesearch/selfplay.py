@@ -76,7 +76,7 @@ class SelfPlay:
         self.cfg, self.run = cfg, run
         self.task = get_task(cfg.task)
         torch.set_num_threads(cfg.policy.threads)
-        self.eval_problems = self.task.problems("test", cfg.eval.problems, seed=cfg.seed)
+        self.eval_problems = self.task.problems(cfg.eval.split, cfg.eval.problems, seed=cfg.seed)
 
     # -- checkpoints -------------------------------------------------------------------
     def policy_dir(self, round_: int) -> Path:

@@ -68,6 +68,7 @@ class TreeSection:
 
 @dataclass
 class StudyEval:
+    split: str = "test"                    # "val" while tuning the recipe, "test" to report
     problems: int = 24                     # held-out, in distribution
     ood_problems: int = 12                 # per OOD task
     samples: int = 256                     # n per problem (>= 256 for pass@256)
@@ -140,6 +141,7 @@ def validate_study(cfg) -> None:
     need(len(cfg.seeds) >= 1, "seeds", "list at least one seed")
     need(cfg.budget_tokens >= 1000, "budget_tokens", "must be >= 1000 generated tokens")
     need(cfg.train_problems >= 1, "train_problems", "must be >= 1")
+    need(cfg.eval.split in ("val", "test"), "eval.split", "must be 'val' (tuning) or 'test' (reporting)")
     need(cfg.eval.problems >= 1, "eval.problems", "must be >= 1")
     need(cfg.eval.ood_problems >= 0, "eval.ood_problems", "must be >= 0")
     need(cfg.eval.samples >= 1, "eval.samples", "must be >= 1")

@@ -144,10 +144,10 @@ class Study:
     def eval_sets(self) -> dict:
         """{name: (task, problems)}: "id" and every OOD task, held-out problems."""
         e = self.cfg.eval
-        sets = {"id": (self.task, self.task.problems("test", e.problems, seed=0))}
+        sets = {"id": (self.task, self.task.problems(e.split, e.problems, seed=0))}
         if e.ood_problems:
             for name, task in self.ood.items():
-                sets[name] = (task, task.problems("test", e.ood_problems, seed=0))
+                sets[name] = (task, task.problems(e.split, e.ood_problems, seed=0))
         return sets
 
     # -- training ----------------------------------------------------------------------

@@ -2,9 +2,14 @@
 
     from treesearch.tasks import get_task
     task = get_task("countdown")              # or countdown3, countdown5, countdown_wide, ...
-    problems = task.problems("train", 100, seed=0)
+    problems = task.problems("train", 100, seed=0)   # or "val" (tune on it), "test" (report)
     text = task.prompt(problems[0]) + task.solution_trace(problems[0], random.Random(0))
     task.check(problems[0], task.extract_answer(text))   # True
+
+Every task has the splits ``SPLITS`` = ("train", "val", "test"), disjoint by a hash of each
+problem's content; ``test_fraction`` and ``val_fraction`` (default 0.1; 0 means no val split)
+set their shares, and the test split does not depend on ``val_fraction``. Val and test
+problems are ``held_out``: tune on "val", report on "test".
 
 Named presets live in ``TASKS``; keyword arguments to ``get_task`` override a preset's.
 Nothing here imports torch, ``policies`` or ``critics``; reasoning-gym and math-verify are

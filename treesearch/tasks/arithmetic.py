@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 
 from reasoning_gym.arithmetic.chain_sum import ChainSumConfig, ChainSumDataset
 
-from .base import Problem, Task, check_split, split_of, stable_hash
+from .base import Problem, Task, check_fractions, split_of, stable_hash
 
 _TOKEN = re.compile(r"\s*([+-])\s*(\d+)")
 _NUMBER = re.compile(r"[+-]?\d+(\.\d*)?")
@@ -64,21 +64,22 @@ class ArithmeticChain(Task):
     n_styles = 3
 
     def __init__(self, min_terms: int = 4, max_terms: int = 4, min_digits: int = 1,
-                 max_digits: int = 2, test_fraction: float = 0.2, name: str = "arithmetic"):
+                 max_digits: int = 2, test_fraction: float = 0.2, val_fraction: float = 0.1,
+                 name: str = "arithmetic"):
         if not 2 <= min_terms <= max_terms:
             raise ValueError(f"{name}: need 2 <= min_terms <= max_terms, got {min_terms}, {max_terms}")
         if not 1 <= min_digits <= max_digits:
             raise ValueError(f"{name}: need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"{name}: test_fraction must be in (0, 1), got {test_fraction}")
+        check_fractions(name, test_fraction, val_fraction)
         self.min_terms, self.max_terms = min_terms, max_terms
         self.min_digits, self.max_digits = min_digits, max_digits
-        self.test_fraction = test_fraction
+        self.test_fraction, self.val_fraction = test_fraction, val_fraction
         self.name = name
 
     def problems(self, split: str, n: int | None, seed: int = 0) -> list[Problem]:
-        """``n`` distinct problems of ``split``, split by a hash of the expression."""
-        check_split(split)
+        """``n`` distinct problems of ``split`` ("train", "val" or "test"), split by a hash
+        of the expression (``split_of``). Tune on "val", report on "test"."""
+        self._check_split(split)
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"{self.name}: n must be a non-negative int, got {n!r}")
         rg_seed = stable_hash(self.name, "rg-seed", seed) % 2**31
@@ -94,7 +95,7 @@ class ArithmeticChain(Task):
             entry = dataset[idx]
             terms, ops = parse_chain(entry["metadata"]["expression"])
             key = str(terms[0]) + "".join(f"{op}{t}" for op, t in zip(ops, terms[1:]))
-            if key in seen or split_of(key, self.test_fraction) != split:
+            if key in seen or split_of(key, self.test_fraction, self.val_fraction) != split:
                 continue
             seen.add(key)
             out.append(Problem(

@@ -11,6 +11,11 @@ ground truth. Search on held-out problems must use ``problem.without_label()``; 
 refuses a problem without its label, so a leak shows up as an error, not as a silently
 inflated score.
 
+Splits: every task has "train", "val" and "test" (``SPLITS``), disjoint by a hash of each
+problem's content. Train on "train", tune (checkpoints, hyperparameters, search settings)
+on "val", and report on "test" only. "val" and "test" are both held out
+(``Problem.held_out``): their labels must not be used for search or training targets.
+
 This module imports nothing from torch, ``policies/`` or ``critics/``.
 """
 
@@ -24,7 +29,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
+HELD_OUT_SPLITS = ("val", "test")
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,10 @@ class Problem:
         ``without_label``.
     reference: ground-truth solution steps when the source has them (GSM answers), else
         empty. Same rule as ``label``.
-    split: "train" or "test".
-    held_out: ``split == "test"`` (computed, not passed).
+    split: "train", "val" or "test".
+    held_out: True for "val" and "test" (computed, not passed): both are held out from
+        training, so their labels must not be used for search or training targets (a
+        ``RuleVerifier`` refuses held-out problems). Tune on "val", report on "test".
     source: provenance (generator, seed, index or file and line), never ground truth.
     """
 
@@ -59,7 +67,7 @@ class Problem:
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ValueError(f"problem {self.id!r}: split must be one of {SPLITS}, got {self.split!r}")
-        object.__setattr__(self, "held_out", self.split == "test")
+        object.__setattr__(self, "held_out", self.split in HELD_OUT_SPLITS)
 
     def without_label(self) -> "Problem":
         """A copy with the ground truth (``label`` and ``reference``) removed, for search."""
@@ -84,10 +92,12 @@ class Task(abc.ABC):
     # ---- problems -------------------------------------------------------------------
     @abc.abstractmethod
     def problems(self, split: str, n: int | None, seed: int = 0) -> list[Problem]:
-        """``n`` problems of ``split`` ("train" or "test"), deterministic for ``seed``.
+        """``n`` problems of ``split`` ("train", "val" or "test"), deterministic for ``seed``.
 
-        Train and test are disjoint for every pair of seeds: a problem's split is a
-        function of its content, not of the seed.
+        The three splits are disjoint for every pair of seeds: a problem's split is a
+        function of its content, not of the seed. Train on "train", tune on "val", report
+        on "test". A task built with ``val_fraction=0`` has no "val" split and raises
+        ValueError when asked for one (``_check_split``).
         """
 
     @abc.abstractmethod
@@ -186,6 +196,14 @@ class Task(abc.ABC):
             raise ValueError(f"{self.name}: style must be an int in [0, {self.n_styles}), got {style!r}")
         return style
 
+    def _check_split(self, split: str) -> str:
+        """Validate a split name for this task: one of ``SPLITS``, and "val" only when the
+        task has a val split (``val_fraction > 0``)."""
+        check_split(split)
+        if split == "val" and getattr(self, "val_fraction", None) == 0:
+            raise ValueError(f"task {self.name!r} has no val split (val_fraction=0)")
+        return split
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
@@ -211,13 +229,31 @@ def stable_hash(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
-def split_of(key: str, test_fraction: float) -> str:
-    """The split a problem with content key ``key`` belongs to: a pure function of the
-    content, so train and test never share a problem, whatever seeds are asked for."""
+def check_fractions(name: str, test_fraction: float, val_fraction: float) -> None:
+    """Validate a task's split fractions: ``0 < test_fraction < 1``, ``val_fraction >= 0``
+    and ``test_fraction + val_fraction < 1`` (something must be left for train)."""
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        raise ValueError(f"{name}: test_fraction must be in (0, 1), got {test_fraction}")
+    if not val_fraction >= 0.0:
+        raise ValueError(f"{name}: val_fraction must be >= 0, got {val_fraction}")
+    if not test_fraction + val_fraction < 1.0:
+        raise ValueError(f"{name}: test_fraction + val_fraction must be < 1, got "
+                         f"{test_fraction} + {val_fraction}")
+
+
+def split_of(key: str, test_fraction: float, val_fraction: float = 0.0) -> str:
+    """The split a problem with content key ``key`` belongs to: a pure function of the
+    content, so no two splits ever share a problem, whatever seeds are asked for.
+
+    With ``u`` a 64-bit hash of the key scaled to [0, 1): "test" if ``u < test_fraction``
+    (the rule from before "val" existed, so the test split does not depend on
+    ``val_fraction``), "val" if ``u < test_fraction + val_fraction``, else "train".
+    """
+    check_fractions("split_of", test_fraction, val_fraction)
     u = stable_hash("split", key) / 2.0**64
-    return "test" if u < test_fraction else "train"
+    if u < test_fraction:
+        return "test"
+    return "val" if u < test_fraction + val_fraction else "train"
 
 
 _EQUATION = re.compile(r"(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(-?\d+)")

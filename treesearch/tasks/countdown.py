@@ -29,7 +29,7 @@ from typing import Sequence
 
 from reasoning_gym.games.countdown import CountdownConfig, CountdownDataset
 
-from .base import Problem, Task, check_split, split_of, stable_hash
+from .base import Problem, Task, check_fractions, split_of, stable_hash
 
 # a step as written: (left operand, operator, right operand, claimed result)
 Step = tuple[int, str, int, int]
@@ -185,18 +185,17 @@ class Countdown(Task):
 
     def __init__(self, n_numbers: int = 4, min_value: int = 1, max_value: int = 25,
                  min_target: int = 100, max_target: int = 999, test_fraction: float = 0.2,
-                 name: str = "countdown"):
+                 val_fraction: float = 0.1, name: str = "countdown"):
         if not isinstance(n_numbers, int) or n_numbers < 2:
             raise ValueError(f"countdown: n_numbers must be an int >= 2, got {n_numbers!r}")
         if not 1 <= min_value <= max_value:
             raise ValueError(f"countdown: need 1 <= min_value <= max_value, got {min_value}, {max_value}")
         if not 1 <= min_target <= max_target:
             raise ValueError(f"countdown: need 1 <= min_target <= max_target, got {min_target}, {max_target}")
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"countdown: test_fraction must be in (0, 1), got {test_fraction}")
+        check_fractions("countdown", test_fraction, val_fraction)
         self.n_numbers, self.min_value, self.max_value = n_numbers, min_value, max_value
         self.min_target, self.max_target = min_target, max_target
-        self.test_fraction = test_fraction
+        self.test_fraction, self.val_fraction = test_fraction, val_fraction
         self.name = name
 
     # ---- problems ----
@@ -209,9 +208,11 @@ class Countdown(Task):
         return CountdownDataset(config)
 
     def problems(self, split: str, n: int | None, seed: int = 0) -> list[Problem]:
-        """``n`` distinct solvable problems of ``split``; a problem's split is decided by a
-        hash of its (sorted numbers, target), so no seed can put a test problem in train."""
-        check_split(split)
+        """``n`` distinct solvable problems of ``split`` ("train", "val" or "test"); a
+        problem's split is decided by a hash of its (sorted numbers, target)
+        (``split_of``), so no seed can put a val or test problem in train. Tune on "val",
+        report on "test"."""
+        self._check_split(split)
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"{self.name}: n must be a non-negative int (a generated task has no 'all'), got {n!r}")
         # reasoning-gym seeds item idx with Random(seed + idx): derive a scattered seed so
@@ -231,7 +232,7 @@ class Countdown(Task):
             numbers = [int(v) for v in entry["metadata"]["numbers"]]
             target = int(entry["metadata"]["target"])
             key = f"{','.join(map(str, sorted(numbers)))}={target}"
-            if key in seen or split_of(key, self.test_fraction) != split:
+            if key in seen or split_of(key, self.test_fraction, self.val_fraction) != split:
                 continue
             seen.add(key)
             if solve(numbers, target) is None:  # never seen; kept as a guard

@@ -7,7 +7,9 @@ with GSM8K's calculator annotations ``<<48/2=24>>`` removed. Answers are checked
 math-verify, so ``18``, ``18.0``, ``$18`` and ``1,250`` / ``1250`` compare as numbers.
 
 The split is deterministic and independent of the file's line order: problems are ranked
-by a hash of the question and the first ``test_fraction`` of them are the test split.
+by a hash of the question; the first ``test_fraction`` of them are the test split, the
+next ``val_fraction`` the val split and the rest train (so the test split does not depend
+on ``val_fraction``). Tune on "val", report on "test".
 
 ``data/gsm_sample.jsonl`` is a tiny synthetic sample written by hand for tests (not GSM8K,
 which is not available offline).
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from math_verify import parse, verify
 
-from .base import Problem, Task, check_split, stable_hash
+from .base import Problem, Task, check_fractions, stable_hash
 
 SAMPLE_PATH = Path(__file__).parent / "data" / "gsm_sample.jsonl"
 _CALC = re.compile(r"<<[^<>]*>>")
@@ -105,11 +107,10 @@ class GSMTask(Task):
     n_styles = 1
 
     def __init__(self, path: str | Path | None = None, test_fraction: float = 0.2,
-                 name: str = "gsm"):
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"{name}: test_fraction must be in (0, 1), got {test_fraction}")
+                 val_fraction: float = 0.1, name: str = "gsm"):
+        check_fractions(name, test_fraction, val_fraction)
         self.path = Path(path) if path is not None else SAMPLE_PATH
-        self.test_fraction = test_fraction
+        self.test_fraction, self.val_fraction = test_fraction, val_fraction
         self.name = name
         self._splits: dict[str, list[Problem]] | None = None
 
@@ -118,9 +119,12 @@ class GSMTask(Task):
             rows = load_jsonl(self.path)
             ranked = sorted(rows, key=lambda r: stable_hash("gsm-split", r[1]))
             n_test = max(1, round(self.test_fraction * len(rows))) if len(rows) > 1 else 0
-            splits: dict[str, list[Problem]] = {"train": [], "test": []}
+            # val comes after test in the ranking (test rows stay as they were before val
+            # existed); it never takes the last row left for train
+            n_val = min(round(self.val_fraction * len(rows)), max(0, len(rows) - n_test - 1))
+            splits: dict[str, list[Problem]] = {"train": [], "val": [], "test": []}
             for rank, (line_no, question, steps, final) in enumerate(ranked):
-                split = "test" if rank < n_test else "train"
+                split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
                 splits[split].append(Problem(
                     id=f"{self.name}:{stable_hash('gsm-id', question):016x}", question=question,
                     inputs={"question": question}, label=final, reference=tuple(steps),
@@ -131,9 +135,10 @@ class GSMTask(Task):
         return self._splits
 
     def problems(self, split: str, n: int | None = None, seed: int = 0) -> list[Problem]:
-        """``n`` problems of ``split`` (all of them when ``n`` is None), in an order
-        shuffled by ``seed``."""
-        check_split(split)
+        """``n`` problems of ``split`` ("train", "val" or "test"; all of them when ``n`` is
+        None), in an order shuffled by ``seed``. A small file may have an empty val split
+        (``val_fraction`` of its rows rounds to 0)."""
+        self._check_split(split)
         pool = list(self._load()[split])
         random.Random(stable_hash(self.name, "order", seed)).shuffle(pool)
         if n is None:
