@@ -225,7 +225,7 @@ def new_forest(n_trees: int, sims_per_tree: int) -> Forest:
     with the ``child_cap`` field a step-search forest has (all 0: no node capped)."""
     hashes = root_hashes(n_trees)
     return Forest(n_trees, capacity=sims_per_tree * WIDTH + 1, growable=False,
-                  root_values=root_values(hashes), root_payloads=hashes,
+                  root_scores=root_values(hashes), root_payloads=hashes,
                   extra_fields=EXTRA_FIELDS)
 
 
@@ -281,7 +281,7 @@ def run_reference(ref: ReferenceForest, rounds: int, k: int) -> tuple[int, int]:
 
 def new_reference(n_trees: int) -> ReferenceForest:
     hashes = root_hashes(n_trees)
-    return ReferenceForest(n_trees, root_values=root_values(hashes),
+    return ReferenceForest(n_trees, root_scores=root_values(hashes),
                            root_payloads=hashes.tolist())
 
 
@@ -335,7 +335,7 @@ def check_evaluators_agree(jax_fns) -> None:
     root = root_fn(h)
     np.testing.assert_allclose(np.asarray(jax.nn.softmax(root.prior_logits)),
                                pr.reshape(3, WIDTH), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(root.value), forest.value[:, 0], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(root.value), forest.score[:, 0], atol=1e-6)
     out, child = recurrent_fn(None, None, jnp.full(3, 5, jnp.int32), h)
     assert np.asarray(child).astype(np.int64).tolist() == pl.reshape(3, WIDTH)[:, 5].tolist()
     np.testing.assert_allclose(np.asarray(out.value), va.reshape(3, WIDTH)[:, 5], atol=1e-6)

@@ -10,7 +10,7 @@ each weighted (``RewardWeights``). For a node s reached by step a_t (depth t):
 
 Every part lies in [0, 1] (see ``critics.base``), so the score does too. A terminal node
 that is not an answer (malformed step, context full, too deep) is simply wrong: its parts
-are skipped and its score is 0. The search stores the score as the node's value (where
+are skipped and its score is 0. The search stores the score as the node's ``score`` (where
 its backup starts) and keeps each part per node, so exported trees show which critic said
 what.
 """
@@ -51,7 +51,7 @@ class RewardWeights:
 class ComposedScores:
     """Scores of N new nodes.
 
-    score: float64 [N] in [0, 1], the composed reward (the node's value in the search).
+    score: float64 [N] in [0, 1], the composed reward (the node's ``score`` in the search).
     parts: name in ``PARTS`` -> float64 [N], each critic's contribution before weighting
         (NaN where that critic did not score the node).
     prm_agg: float64 [N], the aggregated PRM score of the path up to each node (NaN

@@ -1,7 +1,7 @@
 """A random but deterministic evaluator shared by the kernel tests.
 
 Children depend only on (seed, tree, node index), so two engines that build the same tree
-get the same children. Values are drawn on a coarse grid so that ties in Q, priors and
+get the same children. Scores are drawn on a coarse grid so that ties in Q, priors and
 selection scores are common: tie-breaking is exercised, not just the happy path.
 """
 
@@ -14,7 +14,7 @@ from treesearch.engine.interfaces import Expansion
 
 def random_children(seed: int, tree: int, node: int, max_children: int, p_terminal: float,
                     p_dead_end: float = 0.05) -> list[tuple]:
-    """(prior, reward, value, terminal, payload) tuples for one leaf."""
+    """(prior, reward, score, terminal, payload) tuples for one leaf."""
     rng = np.random.default_rng([seed, tree, node])
     if rng.random() < p_dead_end:
         return []
@@ -22,10 +22,10 @@ def random_children(seed: int, tree: int, node: int, max_children: int, p_termin
     prior = rng.integers(1, 5, count).astype(np.float64)
     prior /= prior.sum()
     reward = rng.integers(-2, 3, count) * 0.25
-    value = rng.integers(-4, 5, count) * 0.25
+    score = rng.integers(-4, 5, count) * 0.25
     terminal = rng.random(count) < p_terminal
     payload = rng.integers(0, 1000, count)
-    return [(float(prior[k]), float(reward[k]), float(value[k]), bool(terminal[k]),
+    return [(float(prior[k]), float(reward[k]), float(score[k]), bool(terminal[k]),
              int(payload[k])) for k in range(count)]
 
 

@@ -21,12 +21,12 @@ from treesearch.engine.forest import FLOAT_FIELDS, INT_FIELDS, Forest, MCTSParam
 
 def grow_forest(seed: int, n_trees: int = 3, rounds: int = 12, k: int = 3,
                 gamma: float = 1.0) -> Forest:
-    """Search with random priors/values; ~10% terminal children; payloads for most children.
+    """Search with random priors/scores; ~10% terminal children; payloads for most children.
 
     Extra field "critic" holds random floats (with a NaN and an inf in tree 0's root).
     """
     rng = np.random.default_rng(seed)
-    forest = Forest(n_trees, 4, root_values=rng.random(n_trees), extra_fields=("critic",))
+    forest = Forest(n_trees, 4, root_scores=rng.random(n_trees), extra_fields=("critic",))
     forest.payload[:, 0] = forest.tokens.add_many(random_spans(rng, n_trees))
     params = MCTSParams(leaves_per_tree=2, gamma=gamma)
     for _ in range(rounds):
@@ -87,7 +87,7 @@ def test_networkx_graph_matches_forest():
             assert attrs["terminal"] is bool(forest.terminal[t, i])
             assert attrs["depth"] == forest.depth[t, i]
             assert attrs["payload"] == forest.payload[t, i]
-            for name in ("prior", "reward", "value", "value_sum"):
+            for name in ("prior", "reward", "score", "value_sum"):
                 assert attrs[name] == getattr(forest, name)[t, i]
             np.testing.assert_equal(attrs["critic"], forest.extra("critic")[t, i])
             p = forest.payload[t, i]
@@ -164,3 +164,41 @@ def test_export_after_reroot(tmp_path):
         assert forest.n_nodes[t] == 1 or nx.is_arborescence(g)
     write_jsonl(forest, tmp_path / "r.jsonl")
     assert_same_forest(forest, read_jsonl(tmp_path / "r.jsonl"))
+
+
+def test_jsonl_written_before_the_score_rename_still_reads(tmp_path):
+    """Trees written when the node field ``score`` was called ``value`` load identically."""
+    forest = grow_forest(6)
+    write_jsonl(forest, tmp_path / "new.jsonl")
+    lines = []
+    for rec in tree_records(forest):
+        assert "score" in rec["floats"] and "value" not in rec["floats"]
+        rec["floats"] = {("value" if k == "score" else k): v for k, v in rec["floats"].items()}
+        lines.append(json.dumps(rec) + "\n")
+    (tmp_path / "old.jsonl").write_text("".join(lines))
+    old = read_jsonl(tmp_path / "old.jsonl")
+    assert_same_forest(forest, old)
+    np.testing.assert_array_equal(old.score, read_jsonl(tmp_path / "new.jsonl").score)
+    write_jsonl(old, tmp_path / "again.jsonl")  # written back under the new key
+    assert (tmp_path / "again.jsonl").read_bytes() == (tmp_path / "new.jsonl").read_bytes()
+
+
+def test_jsonl_without_score_or_value_names_the_field(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    rec = tree_records(grow_forest(7, n_trees=1))[0]
+    del rec["floats"]["score"]
+    path.write_text(json.dumps(rec) + "\n")
+    with pytest.raises(ValueError, match=r"line 1: missing floats field 'score'"):
+        read_jsonl(path)
+
+
+def test_graphml_node_attribute_is_score(tmp_path):
+    forest = grow_forest(8)
+    g = to_networkx(forest, 0)
+    assert all("score" in a and "value" not in a for _, a in g.nodes(data=True))
+    with pytest.raises(ValueError, match="clash"):
+        to_networkx(Forest(1, extra_fields=("score",)), 0)
+    write_graphml(forest, tmp_path / "t.graphml", 0)
+    back = nx.read_graphml(tmp_path / "t.graphml", node_type=int)
+    n = int(forest.n_nodes[0])
+    assert [back.nodes[i]["score"] for i in range(n)] == forest.score[0, :n].tolist()

@@ -38,8 +38,8 @@ def test_best_correct_paths_are_verified_ranked_and_clean_ones_a_subset(searched
         for c in nodes:
             text = "".join(tok.decode(s.tolist()) for s in result.steps(b, c))
             assert task.check_solution(problems[b], text)
-        values = [(-f.value[b, c], -f.visits[b, c]) for c in nodes]
-        assert values == sorted(values)
+        keys = [(-f.score[b, c], -f.visits[b, c]) for c in nodes]
+        assert keys == sorted(keys)
         found += len(nodes)
     assert found > 0  # the 3-number prior solves some of these with 16 simulations
     examples = sft_examples(result, tok, verifier, k=3)

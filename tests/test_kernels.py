@@ -32,8 +32,8 @@ params_strategy = st.builds(
 
 def run_both(seed, n_trees, params, rounds, max_children, capacity=2):
     """Drive Forest and ReferenceForest with one evaluator; compare every round."""
-    forest = Forest(n_trees, capacity=capacity, root_values=np.arange(n_trees) * 0.25)
-    ref = ReferenceForest(n_trees, root_values=np.arange(n_trees) * 0.25)
+    forest = Forest(n_trees, capacity=capacity, root_scores=np.arange(n_trees) * 0.25)
+    ref = ReferenceForest(n_trees, root_scores=np.arange(n_trees) * 0.25)
     evaluator = RandomEvaluator(seed, max_children=max_children)
     eval_forest, eval_ref = evaluator.for_forest(forest), evaluator.for_reference(ref)
     for r in range(rounds):
@@ -42,10 +42,10 @@ def run_both(seed, n_trees, params, rounds, max_children, capacity=2):
         assert (lt.tolist(), ln.tolist()) == (rlt, rln), f"round {r}: selected leaves differ"
         assert collisions.tolist() == rcollisions
         e = eval_forest(lt, ln)
-        forest.expand_and_backup(lt, ln, e.offsets, e.prior, e.reward, e.value, e.terminal,
+        forest.expand_and_backup(lt, ln, e.offsets, e.prior, e.reward, e.score, e.terminal,
                                  e.payload, params.gamma)
         e = eval_ref(rlt, rln)
-        ref.expand_and_backup(rlt, rln, e.offsets, e.prior, e.reward, e.value, e.terminal,
+        ref.expand_and_backup(rlt, rln, e.offsets, e.prior, e.reward, e.score, e.terminal,
                               e.payload, params.gamma)
         assert forest.check_invariants() == [], f"round {r}"
     return forest, ref
@@ -97,12 +97,12 @@ def test_batch_independence():
     params = MCTSParams(leaves_per_tree=3, first_play_mode="critic")
     together, _ = run_both(seed=7, n_trees=4, params=params, rounds=15, max_children=4)
     for b in range(4):
-        alone = Forest(1, capacity=2, root_values=[b * 0.25])
+        alone = Forest(1, capacity=2, root_scores=[b * 0.25])
         evaluator = RandomEvaluator(7, max_children=4, tree_ids=[b]).for_forest(alone)
         for _ in range(15):
             lt, ln, _ = alone.select(params)
             e = evaluator(lt, ln)
-            alone.expand_and_backup(lt, ln, e.offsets, e.prior, e.reward, e.value, e.terminal,
+            alone.expand_and_backup(lt, ln, e.offsets, e.prior, e.reward, e.score, e.terminal,
                                     e.payload, params.gamma)
         n = together.n_nodes[b]
         assert alone.n_nodes[0] == n
@@ -168,7 +168,7 @@ def _assert_unchanged(forest, snap):
         np.testing.assert_array_equal(before, after)
 
 
-@pytest.mark.parametrize("field", ["prior", "reward", "value"])
+@pytest.mark.parametrize("field", ["prior", "reward", "score"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_input_names_tree_and_node_and_writes_nothing(field, bad):
     forest = Forest(3)
@@ -178,12 +178,12 @@ def test_non_finite_input_names_tree_and_node_and_writes_nothing(field, bad):
     lt, ln, _ = forest.select(MCTSParams(leaves_per_tree=2))
     assert len(lt) == 6 and not forest.terminal[lt, ln].any()
     cols = {"prior": np.full(2 * len(lt), 0.5), "reward": np.zeros(2 * len(lt)),
-            "value": np.zeros(2 * len(lt))}
+            "score": np.zeros(2 * len(lt))}
     cols[field][-1] = bad
     snap = _snapshot(forest)
     with pytest.raises(ExpansionError, match=rf"child 1 of node {ln[-1]} in tree {lt[-1]}"):
         forest.expand_and_backup(lt, ln, np.arange(len(lt) + 1) * 2, cols["prior"],
-                                 cols["reward"], cols["value"], np.zeros(2 * len(lt)),
+                                 cols["reward"], cols["score"], np.zeros(2 * len(lt)),
                                  np.full(2 * len(lt), -1))
     _assert_unchanged(forest, snap)
 
@@ -203,7 +203,7 @@ def test_other_bad_expansions_write_nothing():
     ]
     for override, message in cases:
         args = dict(leaf_tree=[1], leaf_node=[0], offsets=[0, 2], prior=[0.5, 0.5],
-                    reward=[0, 0], value=[0, 0], terminal=[0, 0], payload=[-1, -1])
+                    reward=[0, 0], score=[0, 0], terminal=[0, 0], payload=[-1, -1])
         args.update(override)
         with pytest.raises(ExpansionError, match=message):
             forest.expand(**args)
@@ -225,7 +225,7 @@ def test_capacity_grows_or_fails_cleanly():
 
 
 def test_dead_end_becomes_terminal_and_is_backed_up_again():
-    forest = Forest(1, root_values=[0.75])
+    forest = Forest(1, root_scores=[0.75])
     lt, ln, _ = forest.select(MCTSParams())
     forest.expand_and_backup(lt, ln, [0, 0], [], [], [], [], [])
     assert forest.terminal[0, 0] == 1
@@ -307,7 +307,7 @@ def test_reroot_keeps_the_subtree_and_search_goes_on():
     for _ in range(5):
         lt, ln, _ = forest.select(params)
         e = evaluator(lt, ln)
-        forest.expand_and_backup(lt, ln, e.offsets, e.prior, e.reward, e.value, e.terminal,
+        forest.expand_and_backup(lt, ln, e.offsets, e.prior, e.reward, e.score, e.terminal,
                                  e.payload)
         assert forest.check_invariants() == []
 

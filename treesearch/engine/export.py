@@ -17,7 +17,9 @@ Floats are written with Python's shortest round-tripping repr; non-finite floats
 ``qbounds`` are ``+inf, -inf``) are written as the strings ``"inf"``, ``"-inf"`` and ``"nan"``,
 so every line is strict JSON. ``read_jsonl`` puts line i at tree i and rebuilds one token
 store in which every referenced span keeps its id (ids no line references hold empty spans),
-so writing all trees, reading, and writing again gives byte-identical files.
+so writing all trees, reading, and writing again gives byte-identical files. Files written
+before the node field ``value`` was renamed ``score`` (``"floats": {..., "value": [...]}``)
+still read: a ``floats`` object without ``"score"`` has its ``"value"`` list taken instead.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from treesearch.utils.atomic import atomic_write
 
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 _RECORD_KEYS = ("tree", "n_nodes", "collisions", "qbounds", "ints", "floats", "extras", "spans")
+# float fields under an older name, read when the current one is absent (files written before
+# the rename)
+_LEGACY_FLOAT_KEYS = {"score": "value"}
 
 
 # -- networkx / GraphML ------------------------------------------------------------------
@@ -54,12 +59,12 @@ def to_networkx(forest: Forest, tree: int, *, gamma: float = 1.0,
     Node attributes (Python scalars): ``tokens`` (list[int], the payload's span or []),
     ``text`` (``decode(tokens)``, or None without ``decode``), ``visits``, ``q`` (float,
     ``reward + gamma * value_sum / visits``, NaN when unvisited), ``prior``, ``reward``,
-    ``value``, ``value_sum``, ``terminal`` (bool), ``depth``, ``payload``, and each extra
+    ``score``, ``value_sum``, ``terminal`` (bool), ``depth``, ``payload``, and each extra
     field by its name. Graph attributes: ``tree``, ``gamma``.
     """
     if not 0 <= tree < forest.n_trees:
         raise IndexError(f"tree {tree} not in forest of {forest.n_trees} trees")
-    base = ("tokens", "text", "visits", "q", "prior", "reward", "value", "value_sum",
+    base = ("tokens", "text", "visits", "q", "prior", "reward", "score", "value_sum",
             "terminal", "depth", "payload")
     clash = set(base) & set(forest.extra_names)
     if clash:
@@ -77,7 +82,7 @@ def to_networkx(forest: Forest, tree: int, *, gamma: float = 1.0,
             "q": float(q[node]),
             "prior": float(forest.prior[tree, node]),
             "reward": float(forest.reward[tree, node]),
-            "value": float(forest.value[tree, node]),
+            "score": float(forest.score[tree, node]),
             "value_sum": float(forest.value_sum[tree, node]),
             "terminal": bool(forest.terminal[tree, node]),
             "depth": int(forest.depth[tree, node]),
@@ -218,7 +223,7 @@ def _parse_record(rec, first: dict | None) -> dict:
         raise ValueError(f"n_nodes must be >= 1, got {n}")
     qbounds = _floats(rec["qbounds"], "qbounds", 2)
     ints = {name: _ints(_get(rec["ints"], name, "ints"), name, n) for name in INT_FIELDS}
-    floats = {name: _floats(_get(rec["floats"], name, "floats"), name, n)
+    floats = {name: _floats(_get_float_field(rec["floats"], name), name, n)
               for name in FLOAT_FIELDS}
     if not isinstance(rec["extras"], dict):
         raise ValueError("extras must be an object")
@@ -249,6 +254,14 @@ def _get(obj, key: str, where: str):
     if key not in obj:
         raise ValueError(f"missing {where} field {key!r}")
     return obj[key]
+
+
+def _get_float_field(floats, name: str):
+    """``floats[name]``, or its pre-rename key's list when only that one is there."""
+    legacy = _LEGACY_FLOAT_KEYS.get(name)
+    if isinstance(floats, dict) and name not in floats and legacy in floats:
+        return floats[legacy]
+    return _get(floats, name, "floats")
 
 
 def _int(x, what: str) -> int:

@@ -21,7 +21,7 @@ from treesearch.engine import kernels
 
 INT_FIELDS = ("parent", "first_child", "n_children", "visits", "vloss", "terminal", "depth",
               "payload")
-FLOAT_FIELDS = ("prior", "value_sum", "reward", "value")
+FLOAT_FIELDS = ("prior", "value_sum", "reward", "score")
 
 
 class CapacityError(RuntimeError):
@@ -134,13 +134,14 @@ class Forest:
         capacity: initial nodes per tree (>= 1).
         growable: double capacity when an expansion needs more; if False, such an
             expansion raises ``CapacityError`` and writes nothing.
-        root_values: float [B], critic value of each root (default 0).
+        root_scores: float [B], score of each root (default 0): the evaluator's estimate of
+            the node, in the units backup uses.
         root_payloads: int [B], payload of each root (default -1).
         extra_fields: names of extra float64 [B, capacity] fields (default none).
     """
 
     def __init__(self, n_trees: int, capacity: int = 64, *, growable: bool = True,
-                 root_values=None, root_payloads=None, extra_fields: Sequence[str] = ()):
+                 root_scores=None, root_payloads=None, extra_fields: Sequence[str] = ()):
         if n_trees < 1:
             raise ValueError(f"Forest needs n_trees >= 1, got {n_trees}")
         if capacity < 1:
@@ -157,11 +158,11 @@ class Forest:
         self.qbounds[0] = np.inf
         self.qbounds[1] = -np.inf
         self.collisions = np.zeros(n_trees, np.int64)  # total over all rounds
-        if root_values is not None:
-            values = np.asarray(root_values, np.float64)
-            if values.shape != (n_trees,) or not np.all(np.isfinite(values)):
-                raise ValueError(f"root_values must be {n_trees} finite floats, got {values!r}")
-            self.value[:, 0] = values
+        if root_scores is not None:
+            scores = np.asarray(root_scores, np.float64)
+            if scores.shape != (n_trees,) or not np.all(np.isfinite(scores)):
+                raise ValueError(f"root_scores must be {n_trees} finite floats, got {scores!r}")
+            self.score[:, 0] = scores
         if root_payloads is not None:
             self.payload[:, 0] = np.asarray(root_payloads, np.int64)
 
@@ -181,7 +182,7 @@ class Forest:
     prior = property(lambda self: self.floats[:, :, kernels.PRIOR])
     value_sum = property(lambda self: self.floats[:, :, kernels.VALUE_SUM])
     reward = property(lambda self: self.floats[:, :, kernels.REWARD])
-    value = property(lambda self: self.floats[:, :, kernels.VALUE])
+    score = property(lambda self: self.floats[:, :, kernels.SCORE])
 
     def extra(self, name: str) -> np.ndarray:
         """View of an extra float field, [B, capacity]."""
@@ -229,9 +230,9 @@ class Forest:
         self.collisions += collisions
         return leaf_tree, leaf_node, collisions
 
-    def expand(self, leaf_tree, leaf_node, offsets, prior, reward, value, terminal, payload):
+    def expand(self, leaf_tree, leaf_node, offsets, prior, reward, score, terminal, payload):
         """Attach CSR children to leaves (see ``kernels.expand``); raises on bad input."""
-        args = self._expansion_args(leaf_tree, leaf_node, offsets, prior, reward, value,
+        args = self._expansion_args(leaf_tree, leaf_node, offsets, prior, reward, score,
                                     terminal, payload)
         while True:
             status = kernels.expand(self.ints, self.floats, self.n_nodes, *args)
@@ -239,14 +240,14 @@ class Forest:
                 return
 
     def backup(self, leaf_tree, leaf_node, gamma: float = 1.0) -> None:
-        """Back up the leaves' values and clear their virtual loss (see ``kernels.backup``)."""
+        """Back up the leaves' scores and clear their virtual loss (see ``kernels.backup``)."""
         kernels.backup(self.ints, self.floats, self.qbounds, np.asarray(leaf_tree, np.int64),
                        np.asarray(leaf_node, np.int64), gamma)
 
-    def expand_and_backup(self, leaf_tree, leaf_node, offsets, prior, reward, value, terminal,
+    def expand_and_backup(self, leaf_tree, leaf_node, offsets, prior, reward, score, terminal,
                           payload, gamma: float = 1.0) -> None:
         """``expand`` then ``backup`` in one kernel call (the end of every search round)."""
-        args = self._expansion_args(leaf_tree, leaf_node, offsets, prior, reward, value,
+        args = self._expansion_args(leaf_tree, leaf_node, offsets, prior, reward, score,
                                     terminal, payload)
         while True:
             status = kernels.expand_and_backup(self.ints, self.floats, self.n_nodes,
@@ -254,7 +255,7 @@ class Forest:
             if not self._retry_after(status, args):
                 return
 
-    def widen(self, node_tree, node_node, offsets, prior, reward, value, terminal,
+    def widen(self, node_tree, node_node, offsets, prior, reward, score, terminal,
               payload) -> None:
         """Append new children to expanded nodes (progressive widening; see ``kernels.widen``).
 
@@ -264,11 +265,11 @@ class Forest:
         their old children change; priors of each block are left as given (renormalise
         them). Raises ExpansionError (nothing written) on bad input; grows as needed.
         """
-        tree, node, offsets, prior, reward, value, terminal, payload = self._expansion_args(
-            node_tree, node_node, offsets, prior, reward, value, terminal, payload)
+        tree, node, offsets, prior, reward, score, terminal, payload = self._expansion_args(
+            node_tree, node_node, offsets, prior, reward, score, terminal, payload)
         w = tree.shape[0]
         if offsets.shape != (w + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) < 0) \
-                or any(a.shape != (offsets[-1],) for a in (prior, reward, value, terminal, payload)):
+                or any(a.shape != (offsets[-1],) for a in (prior, reward, score, terminal, payload)):
             raise ExpansionError("widen: offsets must be a CSR over the new children arrays")
         if w == 0:
             return
@@ -279,8 +280,8 @@ class Forest:
         if np.unique(tree * self.capacity + node).size != w:
             raise ExpansionError("widen: a node is listed twice")
         if not (np.all(np.isfinite(prior)) and np.all(np.isfinite(reward))
-                and np.all(np.isfinite(value))) or np.any(prior < 0):
-            raise ExpansionError("widen: priors, rewards and values must be finite, priors >= 0")
+                and np.all(np.isfinite(score))) or np.any(prior < 0):
+            raise ExpansionError("widen: priors, rewards and scores must be finite, priors >= 0")
         need = self.n_nodes.copy()
         np.add.at(need, tree, self.n_children[tree, node] + np.diff(offsets))
         if need.max() > self.capacity:
@@ -292,7 +293,7 @@ class Forest:
                 capacity *= 2
             self.grow(capacity)
         kernels.widen(self.ints, self.floats, self.extras, self.n_nodes, tree, node, offsets,
-                      prior, reward, value, terminal, payload)
+                      prior, reward, score, terminal, payload)
 
     def cancel(self, leaf_tree, leaf_node) -> None:
         """Drop leaves selected this round without evaluating them (virtual loss removed)."""
@@ -300,10 +301,10 @@ class Forest:
                                  np.asarray(leaf_node, np.int64))
 
     @staticmethod
-    def _expansion_args(leaf_tree, leaf_node, offsets, prior, reward, value, terminal, payload):
+    def _expansion_args(leaf_tree, leaf_node, offsets, prior, reward, score, terminal, payload):
         f8, i8 = np.float64, np.int64
         return (np.asarray(leaf_tree, i8), np.asarray(leaf_node, i8), np.asarray(offsets, i8),
-                np.asarray(prior, f8), np.asarray(reward, f8), np.asarray(value, f8),
+                np.asarray(prior, f8), np.asarray(reward, f8), np.asarray(score, f8),
                 np.asarray(terminal, i8), np.asarray(payload, i8))
 
     def _retry_after(self, status, args) -> bool:
@@ -415,7 +416,7 @@ def _remap_field(field: np.ndarray, remap: np.ndarray, n_nodes: np.ndarray) -> n
 def _expansion_message(code, tree, node, slot, args) -> str:
     what = {
         kernels.ERR_NOT_FINITE: f"child {slot} of node {node} in tree {tree} has a NaN or "
-                                "infinite prior, reward or value",
+                                "infinite prior, reward or score",
         kernels.ERR_BAD_PRIOR: f"child {slot} of node {node} in tree {tree} has a negative prior",
         kernels.ERR_EXPANDED: f"node {node} in tree {tree} already has children",
         kernels.ERR_TERMINAL: f"node {node} in tree {tree} is terminal and cannot be expanded",

@@ -21,7 +21,8 @@ class Expansion:
         a leaf with no rows is a dead end (it becomes terminal).
     prior: float64 [C], selection prior of each child (>= 0, usually summing to 1 per leaf).
     reward: float64 [C], edge reward into each child.
-    value: float64 [C], value estimate at each child (terminal child: its outcome score).
+    score: float64 [C], score of each child: the evaluator's estimate of the node, in the
+        units backup uses; backup starts from it at a leaf (terminal child: its outcome score).
     terminal: int64 [C], 1 where the child ends the episode.
     payload: int64 [C], caller's handle for the child's content (e.g. a token-span id).
     """
@@ -29,13 +30,13 @@ class Expansion:
     offsets: np.ndarray
     prior: np.ndarray
     reward: np.ndarray
-    value: np.ndarray
+    score: np.ndarray
     terminal: np.ndarray
     payload: np.ndarray
 
     @classmethod
     def from_children(cls, per_leaf: Sequence[Sequence[tuple]]) -> "Expansion":
-        """Build from per-leaf lists of (prior, reward, value, terminal, payload) tuples."""
+        """Build from per-leaf lists of (prior, reward, score, terminal, payload) tuples."""
         counts = [len(children) for children in per_leaf]
         offsets = np.zeros(len(per_leaf) + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])

@@ -8,7 +8,7 @@ cache line or two: expansion writes and backup's walk up the parents touch few l
 - ``ints``   int64   [B, capacity, N_INT_FIELDS]: the integer node fields, indexed by
   ``PARENT``, ``FIRST_CHILD``, ... below;
 - ``floats`` float64 [B, capacity, N_FLOAT_FIELDS]: ``PRIOR``, ``VALUE_SUM``, ``REWARD``,
-  ``VALUE``;
+  ``SCORE``;
 - ``n_nodes`` int64 [B]: nodes in use per tree (bump allocator; node 0 is the root);
 - ``qbounds`` float64 [2, B]: per-tree min and max of the Q values seen in backups, used to
   min-max normalise Q during selection (``+inf, -inf`` while empty).
@@ -20,7 +20,7 @@ Semantics (the spec shared with ``treesearch/engine/reference.py``):
   ``scale = 1 / (qmax - qmin)`` fixed per tree for the round, or 0.5 while the tree has
   seen fewer than two distinct Q values (or a range too narrow to invert). An unvisited
   child gets the first-play value: the constant ``first_play`` (already in normalised
-  units) in mode 0, or its own critic estimate ``reward[c] + gamma * value[c]`` normalised
+  units) in mode 0, or its own estimate ``reward[c] + gamma * score[c]`` normalised
   the same way in mode 1.
 - Virtual loss: a child with ``vloss`` pending selections counts them as extra visits of
   normalised value 0: ``Qn_eff = Qn * visits / (visits + vloss)``, ``N(s,a) = visits + vloss``.
@@ -31,7 +31,7 @@ Semantics (the spec shared with ``treesearch/engine/reference.py``):
 - A descent stops at a node without children or at a terminal node. Every node on the path,
   leaf included, gets ``vloss += 1``. A leaf whose vloss was already positive was reached
   earlier in the same round: a collision, counted and not returned again.
-- Backup of leaf L: ``m = vloss[L]`` (its selections this round); ``G = value[L]``; for each
+- Backup of leaf L: ``m = vloss[L]`` (its selections this round); ``G = score[L]``; for each
   node n from L up to the root: ``visits += 1``, ``value_sum += G``, ``vloss -= m``, the
   tree's Q bounds take ``Q(n)`` (non-root nodes), then ``G = reward[n] + gamma * G``.
 - Expansion input is CSR over the selected leaves: ``offsets`` int64 [L + 1], children
@@ -59,7 +59,7 @@ N_INT_FIELDS = 8
 PRIOR = 0
 VALUE_SUM = 1
 REWARD = 2
-VALUE = 3
+SCORE = 3
 N_FLOAT_FIELDS = 4
 
 RULE_PUCT = 0
@@ -119,7 +119,7 @@ def _best_child(ints, floats, b, s, lo, scale, rule, c_explore, first_play, firs
             q = floats[b, c, REWARD] + gamma * floats[b, c, VALUE_SUM] / visits
             qn = _normalise(q, lo, scale)
         elif first_play_mode == FIRST_PLAY_CRITIC:
-            qn = _normalise(floats[b, c, REWARD] + gamma * floats[b, c, VALUE], lo, scale)
+            qn = _normalise(floats[b, c, REWARD] + gamma * floats[b, c, SCORE], lo, scale)
         else:
             qn = first_play
         if n_eff > visits:
@@ -199,7 +199,7 @@ def select(ints, floats, n_nodes, qbounds, leaves_per_tree, rule, c_explore, fir
 
 
 @njit(cache=True)
-def _validate_expand(ints, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, value, status):
+def _validate_expand(ints, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, score, status):
     """Check an expansion without changing the forest; fills status, returns True if valid."""
     n_trees = n_nodes.shape[0]
     capacity = ints.shape[1]
@@ -234,7 +234,7 @@ def _validate_expand(ints, n_nodes, leaf_tree, leaf_node, offsets, prior, reward
             status[2] = node
             return False
         for j in range(offsets[i], offsets[i + 1]):
-            if not (np.isfinite(prior[j]) and np.isfinite(reward[j]) and np.isfinite(value[j])):
+            if not (np.isfinite(prior[j]) and np.isfinite(reward[j]) and np.isfinite(score[j])):
                 status[0] = ERR_NOT_FINITE
                 status[1] = b
                 status[2] = node
@@ -278,15 +278,16 @@ def _validate_expand(ints, n_nodes, leaf_tree, leaf_node, offsets, prior, reward
 
 
 @njit(cache=True)
-def expand(ints, floats, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, value,
+def expand(ints, floats, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, score,
            terminal, payload):
     """Attach children to the selected leaves (CSR input), all trees at once.
 
     Args:
         leaf_tree, leaf_node: int64 [L], the leaves (as returned by ``select``).
         offsets: int64 [L + 1], children of leaf i are entries offsets[i]:offsets[i+1].
-        prior, reward, value: float64 [C], per child: selection prior, edge reward into the
-            child, critic value V at the child (for a terminal child: its outcome score).
+        prior, reward, score: float64 [C], per child: selection prior, edge reward into the
+            child, and score: the evaluator's estimate of the node, in the units backup uses;
+            backup starts from it at a leaf (for a terminal child: its outcome score).
         terminal: int64 [C], 1 where the child ends the episode.
         payload: int64 [C], caller's handle for the child's content (token-store span id).
 
@@ -295,7 +296,7 @@ def expand(ints, floats, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, 
         constants) with its location; on error the forest is unchanged.
     """
     status = np.zeros(4, np.int64)
-    if not _validate_expand(ints, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, value,
+    if not _validate_expand(ints, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, score,
                             status):
         return status
     for i in range(leaf_tree.shape[0]):
@@ -324,14 +325,14 @@ def expand(ints, floats, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, 
             floats[b, c, PRIOR] = prior[src]
             floats[b, c, VALUE_SUM] = 0.0
             floats[b, c, REWARD] = reward[src]
-            floats[b, c, VALUE] = value[src]
+            floats[b, c, SCORE] = score[src]
         n_nodes[b] = first + count
     return status
 
 
 @njit(cache=True)
 def backup(ints, floats, qbounds, leaf_tree, leaf_node, gamma):
-    """Back each leaf's value up to its root, removing the round's virtual loss.
+    """Back each leaf's score up to its root, removing the round's virtual loss.
 
     Args:
         leaf_tree, leaf_node: int64 [L], the leaves selected this round (each once).
@@ -341,7 +342,7 @@ def backup(ints, floats, qbounds, leaf_tree, leaf_node, gamma):
         b = leaf_tree[i]
         node = leaf_node[i]
         pending = ints[b, node, VLOSS]
-        g = floats[b, node, VALUE]
+        g = floats[b, node, SCORE]
         while node >= 0:
             visits = ints[b, node, VISITS] + 1
             ints[b, node, VISITS] = visits
@@ -361,9 +362,9 @@ def backup(ints, floats, qbounds, leaf_tree, leaf_node, gamma):
 
 @njit(cache=True)
 def expand_and_backup(ints, floats, n_nodes, qbounds, leaf_tree, leaf_node, offsets, prior,
-                      reward, value, terminal, payload, gamma):
+                      reward, score, terminal, payload, gamma):
     """``expand`` then, if it succeeded, ``backup`` of the same leaves: one call per round."""
-    status = expand(ints, floats, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, value,
+    status = expand(ints, floats, n_nodes, leaf_tree, leaf_node, offsets, prior, reward, score,
                     terminal, payload)
     if status[0] == OK:
         backup(ints, floats, qbounds, leaf_tree, leaf_node, gamma)
@@ -635,7 +636,7 @@ def _clear_node(ints, floats, b, n):
 
 
 @njit(cache=True)
-def widen(ints, floats, extras, n_nodes, node_tree, node_node, offsets, prior, reward, value,
+def widen(ints, floats, extras, n_nodes, node_tree, node_node, offsets, prior, reward, score,
           terminal, payload):
     """Give already expanded nodes more children (progressive widening), all trees at once.
 
@@ -650,7 +651,7 @@ def widen(ints, floats, extras, n_nodes, node_tree, node_node, offsets, prior, r
         node_tree, node_node: int64 [W], the nodes to widen (expanded, not terminal, each
             once); the caller validates them and the capacity (old + new children).
         offsets: int64 [W + 1], new children of node i are entries offsets[i]:offsets[i+1].
-        prior, reward, value: float64 [C]; terminal, payload: int64 [C], as in ``expand``.
+        prior, reward, score: float64 [C]; terminal, payload: int64 [C], as in ``expand``.
     """
     for i in range(node_tree.shape[0]):
         b = node_tree[i]
@@ -690,7 +691,7 @@ def widen(ints, floats, extras, n_nodes, node_tree, node_node, offsets, prior, r
             ints[b, c, PAYLOAD] = payload[s]
             floats[b, c, PRIOR] = prior[s]
             floats[b, c, REWARD] = reward[s]
-            floats[b, c, VALUE] = value[s]
+            floats[b, c, SCORE] = score[s]
         ints[b, node, FIRST_CHILD] = first
         ints[b, node, N_CHILDREN] = old_n + count
         n_nodes[b] = first + old_n + count

@@ -33,6 +33,6 @@ def run_rounds(forest: Forest, evaluator: Evaluator, params: MCTSParams, rounds:
         collisions += hit
         expansion = evaluator(forest, leaf_tree, leaf_node)
         forest.expand_and_backup(leaf_tree, leaf_node, expansion.offsets, expansion.prior,
-                                 expansion.reward, expansion.value, expansion.terminal,
+                                 expansion.reward, expansion.score, expansion.terminal,
                                  expansion.payload, params.gamma)
     return collisions

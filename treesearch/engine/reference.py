@@ -24,7 +24,7 @@ class Node:
     parent: "Node | None"
     prior: float = 0.0
     reward: float = 0.0
-    value: float = 0.0
+    score: float = 0.0
     terminal: bool = False
     depth: int = 0
     payload: int = -1
@@ -37,8 +37,8 @@ class Node:
 class ReferenceTree:
     """One tree: its nodes in creation order and its running Q bounds."""
 
-    def __init__(self, root_value: float = 0.0, root_payload: int = -1):
-        self.root = Node(0, None, value=root_value, payload=root_payload)
+    def __init__(self, root_score: float = 0.0, root_payload: int = -1):
+        self.root = Node(0, None, score=root_score, payload=root_payload)
         self.nodes = [self.root]
         self.qmin = math.inf
         self.qmax = -math.inf
@@ -67,7 +67,7 @@ class ReferenceTree:
             if child.visits > 0:
                 qn = self.normalise(child.reward + p.gamma * child.value_sum / child.visits, scale)
             elif p.first_play_mode == "critic":
-                qn = self.normalise(child.reward + p.gamma * child.value, scale)
+                qn = self.normalise(child.reward + p.gamma * child.score, scale)
             else:
                 qn = p.first_play
             if n_eff > child.visits:
@@ -94,21 +94,21 @@ class ReferenceTree:
         return node, node.vloss > 1
 
     def expand(self, leaf: Node, children: list[tuple[float, float, float, bool, int]]) -> None:
-        """Attach children given as (prior, reward, value, terminal, payload) tuples."""
+        """Attach children given as (prior, reward, score, terminal, payload) tuples."""
         if not children:
             leaf.terminal = True  # dead end
             return
         if leaf.terminal or leaf.children:
             raise ValueError(f"node {leaf.index} cannot be expanded")
-        for prior, reward, value, terminal, payload in children:
-            child = Node(len(self.nodes), leaf, prior=prior, reward=reward, value=value,
+        for prior, reward, score, terminal, payload in children:
+            child = Node(len(self.nodes), leaf, prior=prior, reward=reward, score=score,
                          terminal=bool(terminal), depth=leaf.depth + 1, payload=payload)
             leaf.children.append(child)
             self.nodes.append(child)
 
     def backup(self, leaf: Node, gamma: float) -> None:
         pending = leaf.vloss
-        g = leaf.value
+        g = leaf.score
         node = leaf
         while node is not None:
             node.visits += 1
@@ -125,10 +125,10 @@ class ReferenceTree:
 class ReferenceForest:
     """B reference trees driven with the same round API as ``Forest``."""
 
-    def __init__(self, n_trees: int, root_values=None, root_payloads=None):
-        values = [0.0] * n_trees if root_values is None else [float(v) for v in root_values]
+    def __init__(self, n_trees: int, root_scores=None, root_payloads=None):
+        scores = [0.0] * n_trees if root_scores is None else [float(v) for v in root_scores]
         payloads = [-1] * n_trees if root_payloads is None else [int(x) for x in root_payloads]
-        self.trees = [ReferenceTree(v, x) for v, x in zip(values, payloads)]
+        self.trees = [ReferenceTree(v, x) for v, x in zip(scores, payloads)]
 
     def select(self, p: MCTSParams) -> tuple[list[int], list[int], list[int]]:
         """Up to ``p.leaves_per_tree`` leaves per tree: (leaf_tree, leaf_node, collisions
@@ -146,12 +146,12 @@ class ReferenceForest:
             collisions.append(hits)
         return leaf_tree, leaf_node, collisions
 
-    def expand_and_backup(self, leaf_tree, leaf_node, offsets, prior, reward, value, terminal,
+    def expand_and_backup(self, leaf_tree, leaf_node, offsets, prior, reward, score, terminal,
                           payload, gamma: float = 1.0) -> None:
         """Same CSR input as ``Forest.expand_and_backup``."""
         for i, (b, n) in enumerate(zip(leaf_tree, leaf_node)):
             rows = range(int(offsets[i]), int(offsets[i + 1]))
-            children = [(float(prior[j]), float(reward[j]), float(value[j]), bool(terminal[j]),
+            children = [(float(prior[j]), float(reward[j]), float(score[j]), bool(terminal[j]),
                          int(payload[j])) for j in rows]
             self.trees[b].expand(self.trees[b].nodes[n], children)
         for b, n in zip(leaf_tree, leaf_node):

@@ -4,7 +4,7 @@
 edge carries a reward drawn (by hash) from [0, 1); the episode ends at ``depth``. The
 optimal return and the best first action are computed exactly by dynamic programming, so a
 search can be checked against the truth. The evaluator hands the engine a *greedy* prior
-(softmax of the immediate edge rewards) and a zero value, so the prior can point the wrong
+(softmax of the immediate edge rewards) and a zero score, so the prior can point the wrong
 way and only search finds the best action.
 
 A node's payload encodes its action path: ``code(path + [a]) = code(path) * (A + 1) + a + 1``.
@@ -88,15 +88,15 @@ class RewardTree:
         return int(np.argmax([self.edge_reward(0, a) for a in range(self.branching)]))
 
     def children(self, code: int) -> list[tuple[float, float, float, bool, int]]:
-        """(prior, reward, value, terminal, payload) of each child of state ``code``."""
+        """(prior, reward, score, terminal, payload) of each child of state ``code``."""
         depth = self.code_depth(code)
         rewards = np.array([self.edge_reward(code, a) for a in range(self.branching)])
         logits = rewards / self.prior_temperature
         prior = np.exp(logits - logits.max())
         prior /= prior.sum()
         last = depth + 1 == self.depth
-        value = 0.0 if last else 0.5 * (self.depth - depth - 1)  # random play's mean return
-        return [(float(prior[a]), float(rewards[a]), value, last, self.child_code(code, a))
+        score = 0.0 if last else 0.5 * (self.depth - depth - 1)  # random play's mean return
+        return [(float(prior[a]), float(rewards[a]), score, last, self.child_code(code, a))
                 for a in range(self.branching)]
 
 

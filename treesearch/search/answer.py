@@ -28,10 +28,10 @@ def choose_answers(search, forest: Forest) -> np.ndarray:
             for c in answers:
                 claim = search.task.answer_key(search.task.extract_answer(search._node_text(forest, b, c)))
                 groups.setdefault(claim, []).append(c)
-            weight = {k: sum(forest.visits[b, c] * max(forest.value[b, c], 1e-6) for c in cs)
+            weight = {k: sum(forest.visits[b, c] * max(forest.score[b, c], 1e-6) for c in cs)
                       for k, cs in groups.items()}
             answers = groups[max(weight, key=weight.get)]  # ties: the earliest group
-        out[b] = max(answers, key=lambda c: (forest.value[b, c], forest.visits[b, c], -c))
+        out[b] = max(answers, key=lambda c: (forest.score[b, c], forest.visits[b, c], -c))
     return out
 
 

@@ -45,7 +45,7 @@ def best_correct(result, tree: int, verifier, k: int, clean_steps: bool = False)
             continue
         state = (result.prompts[tree], [s.tolist() for s in result.steps(tree, c)])
         if verifier.correct(state, clean_steps=clean_steps):
-            scored.append((-f.value[tree, c], -f.visits[tree, c], c))
+            scored.append((-f.score[tree, c], -f.visits[tree, c], c))
     return [c for *_, c in sorted(scored)[:k]]
 
 

@@ -13,7 +13,7 @@ One node is one step (one line). Every round, for all problems at once:
     -> one batched call per critic over all new nodes (``scorer``), composed into one
        score per node (the dense step reward, see ``critics.compose``)
     -> attach the new nodes (expand leaves, widen expanded nodes) and back up from the end
-       of every continuation; a selected terminal node backs up its value again.
+       of every continuation; a selected terminal node backs up its score again.
 
 Adaptive branching (eta-MCTS): a node takes a new child once
 ``floor(widen_c * N ** widen_alpha)`` exceeds its children, up to ``max_children``;
@@ -77,7 +77,7 @@ class StepSearch:
             self.tokenizer(self.task.prompt(p), add_special_tokens=False)["input_ids"])
             for p in problems]
         stats = SearchStats(*(np.zeros(b, np.int64) for _ in range(5)))
-        forest = Forest(b, capacity=64, root_values=self._root_values(stats),
+        forest = Forest(b, capacity=64, root_scores=self._root_scores(stats),
                         extra_fields=EXTRA_FIELDS)
         forest.extra("prm_agg")[:, 0] = np.nan
         active = np.ones(b, bool)
@@ -120,7 +120,7 @@ class StepSearch:
         open_tree, open_node = leaf_tree[~closed], leaf_node[~closed]
         stats.seconds["other"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        forest.backup(leaf_tree[closed], leaf_node[closed], cfg.gamma)  # value again
+        forest.backup(leaf_tree[closed], leaf_node[closed], cfg.gamma)  # score again
         stats.seconds["backup"] += time.perf_counter() - t0
         open_tree, open_node = self._drop_full(forest, open_tree, open_node)
         if open_tree.size == 0:
@@ -166,7 +166,7 @@ class StepSearch:
 
     def _drop_full(self, forest, tree, node):
         """Nodes whose text leaves no room for another step in the policy's context: an
-        unexpanded one ends there (terminal, value 0), an expanded one stops widening.
+        unexpanded one ends there (terminal, score 0), an expanded one stops widening.
         Returns the (tree, node) that can still be continued."""
         room = self._room()
         keep = np.ones(tree.size, bool)
@@ -175,7 +175,7 @@ class StepSearch:
                 keep[i] = False
                 if forest.n_children[t, n] == 0:
                     forest.terminal[t, n] = 1
-                    forest.value[t, n] = 0.0
+                    forest.score[t, n] = 0.0
                 else:
                     forest.extra("child_cap")[t, n] = forest.n_children[t, n]
         return tree[keep], node[keep]
@@ -218,7 +218,7 @@ class StepSearch:
                 or self.task.is_answer_step(self._text(tokens)))
 
     # -- pieces ------------------------------------------------------------------------
-    def _root_values(self, stats) -> np.ndarray:
+    def _root_scores(self, stats) -> np.ndarray:
         if not self.scorer.has("value"):
             return np.full(len(self.prompts), 0.5)
         t0 = time.perf_counter()
