@@ -7,7 +7,9 @@ config each choose an implementation and a model, or ``none``.
 Implementations: ``head`` (``critics.head.HeadCritic``: a saved critic directory, or any
 local model / zoo name as a fresh trunk), ``generative`` (``critics.generative``: an LM
 asked True/False), ``verifier`` (``critics.verifier.RuleVerifier``: labelled TRAINING
-problems only; needs ``task`` and ``problems``), and ``none``.
+problems only; needs ``task`` and ``problems``), ``checker`` (``critics.checker.Checker``:
+label-free step and answer checks from the problem's text; needs ``task`` and
+``problems``, held-out ones included) and ``none``.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from __future__ import annotations
 from typing import Mapping
 
 from critics.base import KINDS, CriticError, check_kind
+from critics.checker import Checker
 from critics.compose import RewardWeights, StepScorer
 from critics.generative import GenerativeCritic
 from critics.head import HeadCritic
 from critics.verifier import RuleVerifier
 from policies.zoo import resolve
 
-IMPLEMENTATIONS = ("head", "generative", "verifier", "none")
+IMPLEMENTATIONS = ("head", "generative", "verifier", "checker", "none")
 
 
 def parse_spec(spec) -> tuple[str, str | None]:
@@ -35,27 +38,30 @@ def parse_spec(spec) -> tuple[str, str | None]:
 
 def build_critic(kind: str, implementation: str, model: str | None = None, *,
                  policy_tokenizer=None, device: str = "cpu", task=None, problems=None):
-    """One critic of ``kind``, or None for ``none``. Unknown names raise, listing the known."""
+    """One critic of ``kind``, or None for ``none``. Unknown names raise, listing the known.
+
+    ``verifier`` and ``checker`` need the task and the problems they will score:
+    labelled TRAINING problems for the verifier, any problems for the label-free checker.
+    """
     check_kind(kind, "build_critic")
     if implementation not in IMPLEMENTATIONS:
         raise CriticError(f"critics.{kind}: unknown critic {implementation!r}; known: "
                           f"{', '.join(IMPLEMENTATIONS)}")
     if implementation == "none":
         return None
-    if implementation == "verifier":
+    if implementation in ("verifier", "checker"):
         if task is None or problems is None:
-            raise CriticError(f"critics.{kind}: the verifier needs the task and labelled "
-                              "training problems (it makes training targets only)")
-
+            raise CriticError(f"critics.{kind}: the {implementation} needs the task and the "
+                              "problems it will score")
+        if implementation == "checker":
+            return Checker(task, policy_tokenizer, problems, kind=kind)
         return RuleVerifier(task, policy_tokenizer, problems, kind=kind)
     if not model:
         raise CriticError(f"critics.{kind}: implementation {implementation!r} needs a model "
                           f"(write '{implementation}:<model dir or zoo name>')")
-
     path = resolve(model)
     if implementation == "head":
         return HeadCritic(path, kind, policy_tokenizer=policy_tokenizer, device=device)
-
     return GenerativeCritic(path, kind, policy_tokenizer=policy_tokenizer, device=device)
 
 

@@ -19,11 +19,11 @@ from omegaconf import OmegaConf
 
 from policies.zoo import MODELS, resolve
 from treesearch.search import SearchConfig
-from treesearch.tasks import TASKS
+from treesearch.tasks import TASKS, get_task
 from treesearch.utils.recipes import ConfigError, load_recipe
 
 BACKENDS = ("hf", "vllm")
-CRITIC_IMPLS = ("head", "generative", "none")
+CRITIC_IMPLS = ("head", "generative", "checker", "none")
 
 
 @dataclass
@@ -39,8 +39,10 @@ class PolicyConfig:
 
 @dataclass
 class CriticsConfig:
-    """Each of value / process / outcome: "head", "generative" or "none"; ``trunk`` is
-    the model each learned critic starts from (empty: the policy's model)."""
+    """Each of value / process / outcome: "head", "generative", "checker" (process and
+    outcome only: label-free checks from the problem's text, ``critics.checker``) or
+    "none"; ``trunk`` is the model each learned critic starts from (empty: the policy's
+    model)."""
 
     value: str = "head"
     process: str = "none"
@@ -131,6 +133,12 @@ def validate(cfg) -> None:
     for kind in ("value", "process", "outcome"):
         need(getattr(cfg.critics, kind) in CRITIC_IMPLS, f"critics.{kind}",
              f"unknown critic; known: {', '.join(CRITIC_IMPLS)}")
+    need(cfg.critics.value != "checker", "critics.value",
+         "there is no label-free value checker (checkers judge steps or answers)")
+    if cfg.critics.outcome == "checker":
+        need(get_task(cfg.task).can_verify_answers, "critics.outcome",
+             f"task {cfg.task!r} cannot verify answers from the problem's text alone, so it "
+             "has no outcome checker")
     need(any(getattr(cfg.critics, k) != "none" for k in ("value", "process", "outcome")),
          "critics.value", "the search needs at least one critic (value, process or outcome)")
     need(cfg.critics.train_outcome in ("verifier", "learned"), "critics.train_outcome",

@@ -110,14 +110,14 @@ class SelfPlay:
                            f"({type(exc).__name__}: {exc})") from exc
 
     def load_critics(self, round_: int, tokenizer):
-        """{kind: HeadCritic} for the learned critics in the config (fresh heads on the
-        trunk until a round has trained them)."""
+        """{kind: critic} for the learned critics in the config (fresh heads on the trunk
+        until a round has trained them)."""
         trunk = self.cfg.critics.trunk or self.cfg.policy.model
         device = self.cfg.critics.device or self.cfg.policy.device
         out = {}
         for kind in ("value", "process", "outcome"):
             impl = getattr(self.cfg.critics, kind)
-            if impl == "none":
+            if impl in ("none", "checker"):  # checkers are built per problem set (scorer)
                 continue
             saved = self.critic_dir(round_, kind)
             if impl == "head" and saved is not None:
@@ -130,11 +130,20 @@ class SelfPlay:
                                        device=device)
         return out
 
-    def scorer(self, critics: dict, verifier=None):
+    def scorer(self, critics: dict, problems, tokenizer, verifier=None):
+        """The StepScorer over the learned ``critics``, label-free checkers for the slots
+        set to ``checker`` (built on ``problems``), and the rule ``verifier`` in the
+        outcome slot when given (labelled training searches only)."""
         c = self.cfg.critics
         weights = RewardWeights(c.weight_value, c.weight_process, c.weight_outcome, c.prm_aggregation)
-        outcome = verifier if verifier is not None else critics.get("outcome")
-        return StepScorer(critics.get("value"), critics.get("process"), outcome, weights)
+        slots = dict(critics)
+        for kind in ("process", "outcome"):
+            if getattr(c, kind) == "checker":
+                slots[kind] = build_critic(kind, "checker", task=self.task, problems=problems,
+                                           policy_tokenizer=tokenizer)
+        if verifier is not None:
+            slots["outcome"] = verifier
+        return StepScorer(slots.get("value"), slots.get("process"), slots.get("outcome"), weights)
 
     def search_config(self) -> SearchConfig:
         """The ``search`` section as the dataclass the search takes."""
@@ -153,8 +162,8 @@ class SelfPlay:
         verifier = (RuleVerifier(self.task, policy.tokenizer, problems,
                                  clean_steps=self.cfg.critics.train_clean_steps)
                     if self.cfg.critics.train_outcome == "verifier" else None)
-        search = StepSearch(policy, self.scorer(critics, verifier), self.task, policy.tokenizer,
-                            self.search_config())
+        scorer = self.scorer(critics, problems, policy.tokenizer, verifier)
+        search = StepSearch(policy, scorer, self.task, policy.tokenizer, self.search_config())
         result = search.run(problems, progress=self.cfg.progress, desc=f"round {r} search")
         write_jsonl(result.forest, self.run.round_dir(r) / "trees.jsonl.gz")
         correct = [self.task.check_solution(p, a) for p, a in zip(problems, result.answers)]
@@ -245,9 +254,10 @@ class SelfPlay:
         while k <= e.samples:
             row[f"pass@{k}"] = float(np.mean([pass_at_k(e.samples, c, k) for c in correct]))
             k *= 2
-        critics = self.load_critics(r, policy.tokenizer)  # learned critics only
+        critics = self.load_critics(r, policy.tokenizer)  # learned critics (and checkers) only
         mcts_problems = problems[: e.mcts_problems]
-        out = decode(policy, self.scorer(critics), mcts_problems, "mcts", e.mcts_budget,
+        scorer = self.scorer(critics, mcts_problems, policy.tokenizer)
+        out = decode(policy, scorer, mcts_problems, "mcts", e.mcts_budget,
                      task=self.task, temperature=self.cfg.policy.temperature,
                      max_steps=s.max_depth, max_step_tokens=s.max_step_tokens,
                      search=self.search_config(), progress=self.cfg.progress)

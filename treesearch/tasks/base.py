@@ -88,6 +88,8 @@ class Task(abc.ABC):
     answer_prefix: str = "A:"
     n_styles: int = 1
     strategies: tuple[str, ...] = ()
+    # whether ``verify_answer`` can tell a right answer from the public inputs alone
+    can_verify_answers: bool = False
 
     # ---- problems -------------------------------------------------------------------
     @abc.abstractmethod
@@ -139,6 +141,22 @@ class Task(abc.ABC):
         the answer. A right answer reached through slipped steps is a bad example to learn
         from. Default: every ``a op b = c`` with integers and + - * / in the text."""
         return count_arithmetic_slips(text)
+
+    # ---- label-free checks (what a code interpreter could tell from the problem's text) ----
+    def check_step(self, inputs: Mapping[str, Any], steps: list[str], step: str) -> bool:
+        """Whether ``step`` (one line, without the delimiter), written after ``steps``, is
+        valid on its face, judged from the problem's public ``inputs`` alone (never the
+        label). Default: it states no false ``a op b = c`` arithmetic. Tasks add their own
+        rules (countdown: only numbers still available may be used)."""
+        return count_arithmetic_slips(step) == 0
+
+    def verify_answer(self, inputs: Mapping[str, Any], answer_text: str | None) -> bool:
+        """Whether an extracted answer is right, judged from the public ``inputs`` alone,
+        for tasks whose prompt determines a checkable answer (``can_verify_answers``;
+        countdown: the numbers and the target are in the prompt). Other tasks raise
+        ValueError naming the task: their answers need the label."""
+        raise ValueError(f"task {self.name!r} cannot verify answers without their labels "
+                         "(no label-free outcome checker)")
 
     def uses_strategy(self, text: str, strategy: str) -> bool:
         """True if a solution text uses ``strategy`` (one of ``self.strategies``: named

@@ -268,6 +268,39 @@ class Countdown(Task):
     def _check(self, problem: Problem, answer: str) -> bool:
         return expression_solves(answer, problem.inputs["numbers"], problem.inputs["target"])
 
+    # ---- label-free checks ----
+    can_verify_answers = True
+
+    def verify_answer(self, inputs, answer_text: str | None) -> bool:
+        """The target and the numbers are in the prompt, so an answer checks out without a
+        label: it uses every number once and evaluates to the target (as ``check`` does)."""
+        if answer_text is None or not answer_text.strip():
+            return False
+        return expression_solves(answer_text.strip(), inputs["numbers"], inputs["target"])
+
+    def check_step(self, inputs, steps: list[str], step: str) -> bool:
+        """A step line ``a op b = c`` (any of the three styles) is valid when its arithmetic
+        is true (division exact) and ``a`` and ``b`` are still available: given numbers
+        and results of earlier steps, each used once. An answer line is valid when it checks
+        out (``verify_answer``). Earlier steps that do not parse consume nothing."""
+        if self.is_answer_step(step):
+            return self.verify_answer(inputs, self.extract_answer(step))
+        available = list(inputs["numbers"])
+        for earlier in steps:
+            parsed = _parse_step(earlier)
+            if parsed is not None and _take(available, parsed[0], parsed[2]):
+                available.append(parsed[3])
+        parsed = _parse_step(step)
+        if parsed is None:
+            return False
+        a, op, b, c = parsed
+        exact = {"+": a + b, "-": a - b, "*": a * b}.get(op)
+        if op == "/":
+            if b == 0 or a % b:
+                return False
+            exact = a // b
+        return exact == c and _take(available, a, b)
+
     def uses_strategy(self, text: str, strategy: str) -> bool:
         """"division" / "subtraction": the operator appears between two operands in a
         step or the answer (a negative literal like ``-3`` alone does not count)."""
@@ -383,6 +416,27 @@ class Countdown(Task):
         i = rng.choice(positions)
         op = rng.choice([o for o in OPS if o != expr[i]])
         return steps, expr[:i] + op + expr[i + 1:]
+
+
+_STEP = re.compile(r"\s*(-?\d+)\s*([-+*/])\s*(-?\d+)\s*=\s*(-?\d+)(\s*\((-?\d+ ?)*\))?\s*")
+
+
+def _parse_step(line: str) -> Step | None:
+    """(a, op, b, c) of a step line in any style, or None when it is not one."""
+    m = _STEP.fullmatch(line)
+    return None if m is None else (int(m[1]), m[2], int(m[3]), int(m[4]))
+
+
+def _take(pool: list[int], *numbers: int) -> bool:
+    """Remove each of ``numbers`` from ``pool`` (a multiset); False, leaving ``pool`` as it
+    was, when one is missing."""
+    left = list(pool)
+    for n in numbers:
+        if n not in left:
+            return False
+        left.remove(n)
+    pool[:] = left
+    return True
 
 
 _STYLE0 = re.compile(r"-?\d+[-+*/]-?\d+=-?\d+")
