@@ -126,7 +126,12 @@ class StepScorer:
 
     value, process, outcome: objects with ``kind`` and ``score(states) -> float32 [N]``
     (the Critic protocol), or None. weights: ``RewardWeights``.
-    ``calls`` counts states sent to each critic (budget accounting).
+
+    Budget accounting: ``calls`` counts states sent to each critic, ``tokens`` the model
+    tokens each critic processed (its ``counts.processed``; 0 for critics that run no
+    model: the rule verifier and the checkers). ``last_cost`` holds the latest ``run`` or
+    ``raw`` call's cost per state: (calls int64 [N], tokens float64 [N]), a critic's
+    tokens shared over its states in proportion to their lengths.
     """
 
     def __init__(self, value=None, process=None, outcome=None,
@@ -138,6 +143,8 @@ class StepScorer:
                                   f"{getattr(critic, 'kind', None)!r} ({_name(critic)})")
         self.weights = weights
         self.calls = {kind: 0 for kind in KINDS}
+        self.tokens = {kind: 0 for kind in KINDS}
+        self.last_cost = (np.zeros(0, np.int64), np.zeros(0))
 
     def has(self, kind: str) -> bool:
         return self.critics.get(kind) is not None
@@ -151,9 +158,18 @@ class StepScorer:
         if critic is None:
             return None
         if not states:
+            self.last_cost = (np.zeros(0, np.int64), np.zeros(0))
             return np.zeros(0)
         self.calls[kind] += len(states)
-        return check_scores(_name(critic), critic.score(states), len(states)).astype(np.float64)
+        counts = getattr(critic, "counts", None)
+        before = counts.processed if counts is not None else 0
+        scores = check_scores(_name(critic), critic.score(states), len(states)).astype(np.float64)
+        spent = (counts.processed - before) if counts is not None else 0
+        self.tokens[kind] += spent
+        lengths = np.array([len(s[0]) + sum(len(step) for step in s[1]) for s in states], np.float64)
+        share = lengths / lengths.sum() if lengths.sum() else np.full(len(states), 1 / len(states))
+        self.last_cost = (np.ones(len(states), np.int64), spent * share)
+        return scores
 
     def raw(self, states: Sequence, answer, terminal) -> dict[str, np.ndarray | None]:
         """Each critic present on the states it applies to, one batched call each:
@@ -165,6 +181,7 @@ class StepScorer:
         n = len(states)
         masks = {"value": ~terminal, "process": ~terminal | answer, "outcome": answer}
         out: dict[str, np.ndarray | None] = {}
+        calls, tokens = np.zeros(n, np.int64), np.zeros(n)
         for kind in KINDS:
             if not self.has(kind):
                 out[kind] = None
@@ -172,9 +189,12 @@ class StepScorer:
             scores = np.full(n, np.nan)
             idx = np.flatnonzero(masks[kind])
             scores[idx] = self.run(kind, [states[i] for i in idx])
+            calls[idx] += self.last_cost[0]
+            tokens[idx] += self.last_cost[1]
             if kind == "process":
                 scores = np.where(np.isnan(scores), 0.0, scores)
             out[kind] = scores
+        self.last_cost = (calls, tokens)
         return out
 
     def compose_raw(self, raw, rows, answer, terminal, parent_agg, depth) -> ComposedScores:

@@ -75,3 +75,27 @@ def test_nan_from_a_critic_names_it():
 def test_a_critic_in_the_wrong_slot_is_refused():
     with pytest.raises(CriticError, match="outcome slot"):
         StepScorer(outcome=_Const("value", 0.5))
+
+
+class _Counting:
+    """A model-like critic: processes every token of every state it scores."""
+
+    def __init__(self, kind):
+        from treesearch.engine.interfaces import TokenCounts
+
+        self.kind, self.name, self.counts = kind, f"counting-{kind}", TokenCounts()
+
+    def score(self, states):
+        self.counts.processed += sum(len(p) + sum(len(s) for s in steps) for p, steps in states)
+        return np.full(len(states), 0.5, np.float32)
+
+
+def test_scorer_accounts_calls_and_tokens_per_state():
+    scorer = StepScorer(value=_Counting("value"), outcome=_Counting("outcome"))
+    states = [([1, 2], [[3]]), ([1, 2], [[3], [4, 5]]), ([1], [[9]])]
+    scorer.raw(states, answer=[False, True, False], terminal=[False, True, False])
+    calls, tokens = scorer.last_cost
+    # value scores the two open states, outcome the answer: one evaluation each
+    assert calls.tolist() == [1, 1, 1]
+    np.testing.assert_allclose(tokens, [3, 5, 2])
+    assert scorer.tokens == {"value": 5, "process": 0, "outcome": 5}

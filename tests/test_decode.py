@@ -8,7 +8,8 @@ import pytest
 from critics.compose import StepScorer
 from policies.rollout import generate_solutions
 from treesearch.search import SearchConfig
-from treesearch.search.strategies import STRATEGIES, _pick_by_vote, decode
+from treesearch.search.strategies import (STRATEGIES, _Ledger, _pick_by_vote,
+                                          _pick_by_weighted_vote, decode)
 
 SENTINEL = "LEAK-SENTINEL-8801"
 
@@ -37,6 +38,8 @@ def test_bad_requests_fail_before_model_work(task):
     none = StepScorer()
     with pytest.raises(ValueError, match="outcome"):
         decode(_NoModel(), none, problems, "best_of_n", 256, task=task)
+    with pytest.raises(ValueError, match="outcome"):
+        decode(_NoModel(), none, problems, "weighted_bon", 256, task=task)
     with pytest.raises(ValueError, match="process or value"):
         decode(_NoModel(), none, problems, "beam", 256, task=task)
     with pytest.raises(ValueError, match="empty problem list"):
@@ -49,7 +52,8 @@ def test_bad_requests_fail_before_model_work(task):
 
 def test_greedy_matches_step_by_step_greedy_decoding(policy, task):
     problems = task.problems("test", 3, seed=0)
-    out = decode(policy, StepScorer(), problems, "greedy", 256, task=task)
+    out = decode(policy, StepScorer(), problems, "greedy", 256, task=task,
+                 search=SearchConfig(max_depth=6, max_step_tokens=32))
     expected = generate_solutions(policy, policy.tokenizer, task, problems, n=1, temperature=0.0,
                                   max_steps=6, max_step_tokens=32)
     assert out.answers == [e[0] for e in expected]
@@ -62,18 +66,47 @@ def test_majority_vote_groups_equivalent_answers(task):
     assert _pick_by_vote(pools, None, task, None, None) == ["5*4=20\nA:5*4\n"]
 
 
+def test_weighted_vote_sums_orm_scores_per_claim(task):
+    class _Scores:
+        last_cost = (np.zeros(0, np.int64), np.zeros(0))
+
+        def run(self, kind, states):
+            self.last_cost = (np.ones(len(states), np.int64), np.zeros(len(states)))
+            return np.array([0.3, 0.3, 0.9][:len(states)])
+
+        def has(self, kind):
+            return True
+
+    class _Tok:
+        bos_token_id = 0
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in text]}
+
+    problem = task.problems("test", 1, seed=0)[0]
+    pools = [["A:5*4\n", "A:4*5\n", "A:20+1\n", "no answer\n"]]
+    # 5*4 and 4*5 claim the same (0.3 + 0.3 = 0.6) but 20+1 alone weighs 0.9; the answerless
+    # text is never scored
+    ledger = _Ledger(1)
+    assert _pick_by_weighted_vote(pools, [problem], task, _Tok(), _Scores(), ledger) == ["A:20+1\n"]
+    assert ledger.critic_calls.tolist() == [3]
+
+
 @pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "greedy"])
-def test_every_strategy_runs_within_budget_without_labels(policy, task, strategy):
+def test_every_strategy_stops_at_its_budget_without_labels(policy, task, strategy):
+    """No problem overshoots its budget by a whole step (max_step_tokens) or more."""
     problems = [dataclasses.replace(p, label=SENTINEL) for p in task.problems("test", 2, seed=3)]
     critics = StepScorer(value=_Recorder("value"), process=_Recorder("process"),
                          outcome=_Recorder("outcome"))
     budget = 96
-    out = decode(policy, critics, problems, strategy, budget, task=task,
-                 search=SearchConfig(simulations=50, branching=2, horizon=6))
+    search = SearchConfig(simulations=50, branching=2, horizon=6, max_step_tokens=32)
+    out = decode(policy, critics, problems, strategy, budget, task=task, search=search)
     assert len(out.answers) == 2 and out.tokens.shape == (2,)
     if strategy != "sample":
-        # budgets are met up to one solution / one round of overrun
-        assert np.all(out.tokens >= min(budget, 20)) and np.all(out.tokens <= budget + 4 * 6 * 32)
+        assert np.all(out.tokens >= min(budget, 20)), out.tokens
+        assert np.all(out.tokens < budget + search.max_step_tokens), out.tokens
+    if strategy in ("best_of_n", "weighted_bon", "beam", "mcts"):
+        assert np.all(out.critic_calls > 0)
     seen = [s for c in critics.critics.values() for s in c.seen]
     texts = [policy.tokenizer.decode([t for s in steps for t in s]) for _, steps in seen]
     assert not any(SENTINEL in t for t in texts)

@@ -274,3 +274,11 @@ def test_module_imports_numpy_only():
         elif isinstance(node, ast.ImportFrom) and node.module:
             roots.add(node.module.split(".")[0])
     assert not roots & {"torch", "policies", "critics"}
+
+
+def test_standard_error_of_a_proportion():
+    from treesearch.utils.estimators import standard_error
+
+    x = np.array([1.0] * 30 + [0.0] * 70)
+    assert standard_error(x) == pytest.approx(np.sqrt(0.3 * 0.7 / 99), rel=1e-12)
+    assert standard_error([1.0]) == 0.0

@@ -172,3 +172,29 @@ def test_a_full_context_ends_the_path_instead_of_failing(task):
                 if forest.depth[b, n] >= 0:
                     length = len(result.prompts[b]) + sum(len(s) for s in result.steps(b, n))
                     assert length <= 48
+
+
+@pytest.mark.parametrize("budget", [24, 60, 200])
+def test_a_budget_is_overshot_by_less_than_one_step(policy, task, budget):
+    """Every call asks only for the steps a tree's remaining budget can pay, so no tree
+    generates max_step_tokens or more beyond its budget, whatever branching and horizon."""
+    problems = task.problems("test", 6, seed=1)
+    config = SearchConfig(simulations=40, branching=4, horizon=6, leaves_per_tree=2,
+                          max_step_tokens=24, max_tokens=budget, early_stop=False)
+    result = StepSearch(policy, StepScorer(value=_Const("value")), task, policy.tokenizer,
+                        config).run(problems)
+    generated = result.stats.generated
+    assert np.all(generated < budget + config.max_step_tokens), generated
+    assert np.all(generated >= min(budget, 12))  # and the budget is used, not wasted
+
+
+def test_critic_calls_count_every_evaluation(policy, task):
+    """An outcome critic alone scores only answer nodes: its calls are counted per problem
+    (they were rounded away when averaged over all new nodes)."""
+    problems = task.problems("train", 3, seed=4)
+    verifier = RuleVerifier(task, policy.tokenizer, problems)
+    scorer = StepScorer(outcome=verifier)
+    result = StepSearch(policy, scorer, task, policy.tokenizer,
+                        SearchConfig(simulations=6, branching=2, horizon=6)).run(problems)
+    assert result.stats.critic_calls.sum() == verifier.calls == scorer.calls["outcome"] > 0
+    assert result.stats.critic_tokens.sum() == 0  # the verifier runs no model

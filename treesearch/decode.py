@@ -1,15 +1,17 @@
 """``python -m treesearch.decode``: decoding strategies compared at matched generated-token
-budgets on held-out problems (greedy, sampling, best-of-N by the ORM, majority vote,
-step-level beam search, MCTS); a table, ``decode.json`` and ``decode.png``.
+budgets on held-out problems (greedy and sampling as one-sample references, best-of-N by
+the ORM, ORM-weighted best-of-N, majority vote, step-level beam search, MCTS); a table,
+``decode.json`` and ``decode.png``.
 
-    python -m treesearch.decode --task countdown3 --model tiny-countdown3 \\
+    python -m treesearch.decode --config default --model RUN/round_4/policy \\
         --value head:RUN/round_4/critics/value --outcome head:RUN/round_4/critics/outcome \\
-        --strategies greedy majority best_of_n mcts --budgets 256 512 search.simulations=32
+        --strategies greedy majority weighted_bon mcts --budgets 256 512 search.simulations=32
 
-Positional ``search.KEY=VALUE`` overrides set any ``SearchConfig`` option of the MCTS
-strategy; its defaults here are ``DECODE_SEARCH`` on top of ``SearchConfig``'s, with
-``max_depth`` and ``max_step_tokens`` taken from ``--max-steps`` / ``--max-step-tokens``
-(every strategy obeys those two).
+``--config`` takes a self-play recipe (a file, or a shipped recipe by name): its task,
+policy model, sampling temperature and ``search`` section become this run's defaults, so a
+self-play round's search can be replayed exactly. Positional ``search.KEY=VALUE``
+overrides set any ``SearchConfig`` option; ``search.max_depth`` and
+``search.max_step_tokens`` bound every strategy's solutions.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from omegaconf import OmegaConf
 from policies.hf import HFPolicy
 from policies.zoo import resolve
 from treesearch.backends import build_scorer
+from treesearch.config import load_config
 from treesearch.search import SearchConfig
 from treesearch.search.strategies import (
     STRATEGIES,
@@ -34,74 +37,93 @@ from treesearch.search.strategies import (
 )
 from treesearch.tasks import get_task
 from treesearch.utils.recipes import ConfigError, load_recipe
-from treesearch.utils.runs import write_json
+from treesearch.utils.runs import portable_path, write_json
 
-# the MCTS strategy's settings unless overridden (step expansion, wide nodes)
-DECODE_SEARCH = {"simulations": 64, "branching": 4, "max_children": 8, "horizon": 1}
+FALLBACK = {"task": "countdown3", "model": "tiny-countdown3", "temperature": 0.7}
 
 
-def search_config(overrides, max_steps: int, max_step_tokens: int) -> SearchConfig:
-    """``DECODE_SEARCH`` and the step limits, then ``search.KEY=VALUE`` overrides, checked."""
-    base = {**DECODE_SEARCH, "max_depth": max_steps, "max_step_tokens": max_step_tokens}
-    items = [f"{k}={v}" for k, v in base.items()]
+def search_config(base: SearchConfig, overrides) -> SearchConfig:
+    """``base`` with ``search.KEY=VALUE`` overrides, checked (ConfigError naming the key)."""
+    items = []
     for item in overrides:
         if not item.startswith("search."):
             raise ConfigError(f"override {item!r}: only search.KEY=VALUE overrides are taken here")
         items.append(item.removeprefix("search."))
-    cfg = load_recipe(SearchConfig, None, items)
+    cfg = OmegaConf.merge(OmegaConf.structured(base), load_recipe(SearchConfig, None, items))
     try:
         return OmegaConf.to_object(cfg)
     except ValueError as exc:
         raise ConfigError(str(exc).replace("SearchConfig.", "search.")) from None
 
 
-def main(argv=None) -> int:
+def resolve_settings(args) -> tuple[dict, SearchConfig]:
+    """This run's task, model, temperature and search: flags over the ``--config`` recipe
+    over ``FALLBACK`` (the embedded default's)."""
+    settings, search = dict(FALLBACK), SearchConfig()
+    if args.config:
+        recipe = load_config(args.config)
+        settings = {"task": recipe.task, "model": recipe.policy.model,
+                    "temperature": recipe.policy.temperature}
+        search = OmegaConf.to_object(recipe.search)
+    for key in settings:
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    return settings, search_config(search, args.overrides)
+
+
+def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m treesearch.decode",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="countdown")
-    parser.add_argument("--model", default="tiny-countdown", help="zoo name or model directory")
+    parser.add_argument("--config", default=None, help="a self-play recipe (file or shipped name)")
+    parser.add_argument("--task", default=None, help=f"default: the recipe's, else {FALLBACK['task']}")
+    parser.add_argument("--model", default=None, help="zoo name or model directory")
     parser.add_argument("--value", default="none", help="critic spec: head:<dir>, generative:<model> or none")
-    parser.add_argument("--process", default="none")
-    parser.add_argument("--outcome", default="none")
+    parser.add_argument("--process", default="none", help="... or checker (label-free)")
+    parser.add_argument("--outcome", default="none", help="... or checker (label-free)")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--budgets", nargs="+", type=int, default=[256, 1024])
     parser.add_argument("--problems", type=int, default=50)
     parser.add_argument("--split", choices=("val", "test"), default="test",
                         help="held-out split: val while tuning, test to report")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--max-steps", type=int, default=6)
-    parser.add_argument("--max-step-tokens", type=int, default=32)
+    parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="runs/decode")
-    parser.add_argument("overrides", nargs="*", help="search.KEY=VALUE for the MCTS strategy")
+    parser.add_argument("overrides", nargs="*", help="search.KEY=VALUE")
     args = parser.parse_args(argv)
-
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
         parser.error(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     try:
-        search = search_config(args.overrides, args.max_steps, args.max_step_tokens)
-        task = get_task(args.task)
-    except (ConfigError, ValueError) as exc:
+        settings, search = resolve_settings(args)
+        task = get_task(settings["task"])
+        problems = task.problems(args.split, args.problems, seed=args.seed)
+        torch.set_num_threads(args.threads)
+        policy = HFPolicy(resolve(settings["model"]), temperature=settings["temperature"],
+                          seed=args.seed)
+        critics = build_scorer({"value": args.value, "process": args.process,
+                                "outcome": args.outcome}, policy_tokenizer=policy.tokenizer,
+                               task=task, problems=problems)
+        for strategy in args.strategies:  # refuse early: before any decoding
+            check_request(strategy, critics, problems, min(args.budgets), search.max_step_tokens)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    torch.set_num_threads(args.threads)
-    problems = task.problems(args.split, args.problems, seed=args.seed)
-    policy = HFPolicy(resolve(args.model), temperature=args.temperature, seed=args.seed)
-    critics = build_scorer({"value": args.value, "process": args.process, "outcome": args.outcome},
-                           policy_tokenizer=policy.tokenizer)
-    for strategy in args.strategies:  # refuse early: before any model work
-        check_request(strategy, critics, problems, min(args.budgets), args.max_step_tokens)
     print(policy.describe())
     rows = evaluate(policy, critics, task, problems, args.strategies, args.budgets,
-                    temperature=args.temperature, max_steps=args.max_steps,
-                    max_step_tokens=args.max_step_tokens, search=search)
+                    temperature=settings["temperature"], search=search)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     print(format_table(rows))
-    write_json(out / "decode.json", {"args": vars(args), "rows": rows})
-    plot(rows, out / "decode.png", f"{args.task}: {args.problems} held-out problems")
+    record = {**vars(args), **settings, "search": vars(search)}
+    record["model"] = portable_path(resolve(settings["model"]))
+    record["out"] = portable_path(out)
+    write_json(out / "decode.json", {"args": record, "rows": rows})
+    plot(rows, out / "decode.png", f"{settings['task']}: {args.problems} {args.split} problems")
     print(f"wrote {out / 'decode.json'} and {out / 'decode.png'}")
     return 0
 

@@ -257,10 +257,9 @@ class SelfPlay:
         critics = self.load_critics(r, policy.tokenizer)  # learned critics (and checkers) only
         mcts_problems = problems[: e.mcts_problems]
         scorer = self.scorer(critics, mcts_problems, policy.tokenizer)
-        out = decode(policy, scorer, mcts_problems, "mcts", e.mcts_budget,
-                     task=self.task, temperature=self.cfg.policy.temperature,
-                     max_steps=s.max_depth, max_step_tokens=s.max_step_tokens,
-                     search=self.search_config(), progress=self.cfg.progress)
+        out = decode(policy, scorer, mcts_problems, "mcts", e.mcts_budget, task=self.task,
+                     temperature=self.cfg.policy.temperature, search=self.search_config(),
+                     progress=self.cfg.progress)
         row["mcts"] = float(np.mean([self.task.check_solution(p, a)
                                      for p, a in zip(mcts_problems, out.answers)]))
         row["mcts_tokens"] = float(out.tokens.mean())

@@ -31,7 +31,7 @@ def load_result(path, prompts):
         raise RunError(f"{path}: cannot read the search trees ({exc})") from exc
     zeros = np.zeros(forest.n_trees, np.int64)
     return SearchResult(forest, list(prompts), [""] * forest.n_trees, zeros,
-                        SearchStats(zeros, zeros, zeros, zeros, zeros))
+                        SearchStats(zeros, zeros, zeros, zeros, zeros, zeros))
 
 
 def best_correct(result, tree: int, verifier, k: int, clean_steps: bool = False) -> list[int]:

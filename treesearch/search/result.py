@@ -17,9 +17,10 @@ class SearchStats:
 
     generated: tokens sampled for the problem; processed: tokens the policy ran through
     its model, shared out over problems in proportion to what each generated in the same
-    call; critic_calls: states scored; rounds: rounds the tree took part in; selected:
-    nodes selected (leaves expanded, nodes widened, terminals backed up again); seconds:
-    wall time per stage (whole search).
+    call; critic_calls: critic evaluations (one per critic per state scored);
+    critic_tokens: model tokens the critics processed for the problem; rounds: rounds the
+    tree took part in; selected: nodes selected (leaves expanded, nodes widened, terminals
+    backed up again); seconds: wall time per stage (whole search).
     """
 
     generated: np.ndarray
@@ -27,6 +28,7 @@ class SearchStats:
     critic_calls: np.ndarray
     rounds: np.ndarray
     selected: np.ndarray
+    critic_tokens: np.ndarray
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     @property

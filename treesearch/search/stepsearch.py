@@ -76,7 +76,7 @@ class StepSearch:
         self.prompts = [[self.tokenizer.bos_token_id] + list(
             self.tokenizer(self.task.prompt(p), add_special_tokens=False)["input_ids"])
             for p in problems]
-        stats = SearchStats(*(np.zeros(b, np.int64) for _ in range(5)))
+        stats = SearchStats(*(np.zeros(b, np.int64) for _ in range(6)))
         forest = Forest(b, capacity=64, root_scores=self._root_scores(stats),
                         extra_fields=EXTRA_FIELDS)
         forest.extra("prm_agg")[:, 0] = np.nan
@@ -144,10 +144,8 @@ class StepSearch:
         states = [(self.prompts[x.tree], self._new_steps(forest, new, i)) for i, x in enumerate(new)]
         answer = np.array([x.answer for x in new])
         terminal = np.array([x.terminal for x in new])
-        calls = sum(self.scorer.calls.values())
         raw = self.scorer.raw(states, answer, terminal)
-        per_state = (sum(self.scorer.calls.values()) - calls) / len(new)
-        np.add.at(stats.critic_calls, [x.tree for x in new], int(round(per_state)))
+        self._charge_critics(stats, [x.tree for x in new])
         stats.seconds["score"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -183,22 +181,30 @@ class StepSearch:
     def _continuations(self, forest, stats, tree, node):
         """``branching`` sampled continuations of each open node, each of up to ``horizon``
         steps (stopping at a terminal step). Returns per open node a list of paths, each a
-        list of (tokens, logprob, finished)."""
+        list of (tokens, logprob, finished).
+
+        With a token budget (``max_tokens``) no call asks for more steps of a tree than its
+        remaining budget can pay at ``max_step_tokens`` each (fewer branches, fewer
+        continued rows), so a tree overshoots its budget by less than one step."""
         cfg = self.config
         t0 = time.perf_counter()
         prefixes = [self._prefix(forest, int(t), int(n)) for t, n in zip(tree, node)]
         depth = forest.depth[tree, node]
-        before = self.policy.counts.processed
-        props = self.policy.propose(prefixes, cfg.branching, cfg.max_step_tokens)
-        self._charge(stats, tree, [sum(p.n_tokens for p in per) for per in props], before)
-        paths = [[[(list(map(int, p.tokens)), float(p.logprob), bool(p.finished))] for p in per]
-                 for per in props]
-        rows = [(i, j) for i in range(len(paths)) for j in range(cfg.branching)]
+        paths = [[] for _ in prefixes]
+        for n, group in self._affordable_branches(stats, tree):
+            before = self.policy.counts.processed
+            props = self.policy.propose([prefixes[i] for i in group], n, cfg.max_step_tokens)
+            self._charge(stats, tree[group], [sum(p.n_tokens for p in per) for per in props], before)
+            for i, per in zip(group, props):
+                paths[i] = [[(list(map(int, p.tokens)), float(p.logprob), bool(p.finished))]
+                            for p in per]
+        rows = [(i, j) for i in range(len(paths)) for j in range(len(paths[i]))]
         for _ in range(cfg.horizon - 1):
             room = self._room()
             live = [(i, j) for i, j in rows
                     if not self._ends(paths[i][j][-1], int(depth[i]) + len(paths[i][j]))
                     and len(prefixes[i]) + sum(len(st[0]) for st in paths[i][j]) <= room]
+            live = self._affordable_rows(stats, tree, live)
             if not live:
                 break
             pre = [prefixes[i] + [t for step in paths[i][j] for t in step[0]] for i, j in live]
@@ -210,6 +216,39 @@ class StepSearch:
                                     bool(m[0].finished)))
         stats.seconds["propose"] += time.perf_counter() - t0
         return paths
+
+    def _allowance(self, stats, tree) -> dict[int, int]:
+        """Steps each tree of ``tree`` may still ask for: its remaining budget in units of
+        ``max_step_tokens``, rounded up (unbounded without a budget)."""
+        cfg = self.config
+        if cfg.max_tokens is None:
+            return {int(t): 1 << 62 for t in tree}
+        left = cfg.max_tokens - stats.generated
+        return {int(t): max(0, -(-int(left[t]) // cfg.max_step_tokens)) for t in tree}
+
+    def _affordable_branches(self, stats, tree) -> list[tuple[int, list[int]]]:
+        """(branches, open-node indices) groups for the first step of this round: every
+        open node gets ``branching`` samples while its tree's allowance lasts, then fewer,
+        then none. One group (one policy call) unless a budget is nearly spent."""
+        allowance = self._allowance(stats, tree)
+        groups: dict[int, list[int]] = {}
+        for i, t in enumerate(tree.tolist()):
+            n = min(self.config.branching, allowance[t])
+            allowance[t] -= n
+            if n:
+                groups.setdefault(n, []).append(i)
+        return sorted(groups.items(), reverse=True)
+
+    def _affordable_rows(self, stats, tree, live):
+        """The rows of ``live`` ((open node, branch) pairs) whose trees can pay one more step."""
+        allowance = self._allowance(stats, tree)
+        out = []
+        for i, j in live:
+            t = int(tree[i])
+            if allowance[t] > 0:
+                allowance[t] -= 1
+                out.append((i, j))
+        return out
 
     def _ends(self, step, depth: int) -> bool:
         """Whether a step (tokens, logprob, finished) at ``depth`` ends the episode."""
@@ -223,7 +262,7 @@ class StepSearch:
             return np.full(len(self.prompts), 0.5)
         t0 = time.perf_counter()
         values = self.scorer.run("value", [(p, []) for p in self.prompts])
-        stats.critic_calls += 1
+        self._charge_critics(stats, np.arange(len(self.prompts)))
         stats.seconds["score"] += time.perf_counter() - t0
         return values
 
@@ -264,6 +303,13 @@ class StepSearch:
         if node <= 0 or forest.terminal[tree, node] == 0:
             return False
         return self.task.is_answer_step(self._text(forest.tokens.get(int(forest.payload[tree, node]))))
+
+    def _charge_critics(self, stats, trees) -> None:
+        """Add the scorer's latest call (``StepScorer.last_cost``) to the problems of its
+        states (``trees``: one per state)."""
+        calls, tokens = self.scorer.last_cost
+        np.add.at(stats.critic_calls, trees, calls)
+        np.add.at(stats.critic_tokens, trees, np.round(tokens).astype(np.int64))
 
     def _charge(self, stats, trees, generated_per_request, processed_before) -> None:
         """Add a policy call's tokens to the problems it served."""

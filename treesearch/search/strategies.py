@@ -1,20 +1,26 @@
-"""Decoding strategies under one token budget: greedy, sample, best-of-N, majority vote,
-step-level beam search and MCTS.
+"""Decoding strategies under one token budget: greedy, sample, best-of-N, ORM-weighted
+best-of-N, majority vote, step-level beam search and MCTS.
 
-    result = decode(policy, critics, problems, "mcts", budget=512, task=task)
+    result = decode(policy, critics, problems, "mcts", budget=512, task=task, search=config)
     result.answers        # one solution text per problem
-    result.tokens         # int64 [P]: tokens generated for each problem
+    result.tokens         # int64 [P]: policy tokens generated for each problem
 
-``budget`` is the number of tokens the policy may GENERATE per problem. Sampling
-strategies draw whole solutions in rounds until a problem's budget is spent (the last
-solution may overrun it by one solution); beam search and MCTS stop expanding a problem
-once its budget is spent. Every strategy reports the tokens it really used, so a table can
-show whether budgets were matched.
+One currency: ``budget`` is the number of tokens the policy may GENERATE per problem, and
+every strategy stops at it. No policy call asks for more steps of a problem than its
+remaining budget pays at ``max_step_tokens`` each (a sampled solution still running when the
+budget is spent is cut there and counted), so a problem overshoots by less than one step.
+Greedy and single sampling draw one solution whatever the budget: they are shown as
+one-sample references. Critic work is counted too (``critic_calls``, ``critic_tokens``:
+the model tokens the critics processed), so a table can show total model tokens.
+
+``search`` (a ``SearchConfig``, the same dataclass self-play uses) sets the MCTS options
+and, for every strategy, the solution limits ``max_depth`` (steps, the answer line
+included) and ``max_step_tokens``: beam search goes as deep as MCTS does.
 
 Labels never reach a strategy: ``decode`` strips them before anything runs, and the
-critics it is given must be learned ones (a rule verifier refuses held-out problems by
-itself). ``evaluate`` scores strategies at several budgets on labelled problems (after
-decoding); ``python -m treesearch.decode`` is its command line.
+critics it is given must be learned ones or label-free checkers (a rule verifier refuses
+held-out problems by itself). ``evaluate`` scores strategies at several budgets on labelled
+problems (after decoding); ``python -m treesearch.decode`` is its command line.
 """
 
 from __future__ import annotations
@@ -31,21 +37,31 @@ from policies.rollout import generate_solutions
 from treesearch.search.config import SearchConfig
 from treesearch.search.stepsearch import StepSearch
 from treesearch.tasks import prompt_ids
+from treesearch.utils.estimators import standard_error
 from treesearch.utils.plots import line_plot
 
-STRATEGIES = ("greedy", "sample", "best_of_n", "majority", "beam", "mcts")
-NEEDS = {"best_of_n": ("outcome",), "beam": ("process", "value"), "mcts": ("value", "process", "outcome")}
+STRATEGIES = ("greedy", "sample", "best_of_n", "weighted_bon", "majority", "beam", "mcts")
+REFERENCES = ("greedy", "sample")  # one solution whatever the budget
+NEEDS = {"best_of_n": ("outcome",), "weighted_bon": ("outcome",), "beam": ("process", "value"),
+         "mcts": ("value", "process", "outcome")}
 
 
 @dataclass
 class DecodeResult:
-    """answers: P solution texts; tokens: int64 [P] generated tokens per problem;
-    samples: int64 [P] whole solutions or expansions drawn; seconds: wall time."""
+    """What one strategy did, per problem ([P] arrays).
+
+    answers: P solution texts; tokens: int64 [P], policy tokens generated; samples: int64
+    [P], whole solutions drawn (sampling), expansions (beam) or rounds (MCTS);
+    critic_calls: int64 [P], critic evaluations; critic_tokens: int64 [P], model tokens the
+    critics processed; seconds: wall time of the whole call.
+    """
 
     strategy: str
     answers: list[str]
     tokens: np.ndarray
     samples: np.ndarray
+    critic_calls: np.ndarray
+    critic_tokens: np.ndarray
     seconds: float
 
 
@@ -65,78 +81,124 @@ def check_request(strategy: str, critics, problems: Sequence, budget: int, max_s
                          "and none was given")
 
 
+class _Ledger:
+    """Per-problem costs of one decode call: int64 [P] arrays."""
+
+    def __init__(self, n: int):
+        self.tokens = np.zeros(n, np.int64)
+        self.critic_calls = np.zeros(n, np.int64)
+        self.critic_tokens = np.zeros(n, np.int64)
+
+    def charge_critics(self, critics, problem_of_state) -> None:
+        """Add the scorer's latest call (``StepScorer.last_cost``) to the problems of its
+        states (``problem_of_state``: one index per state)."""
+        calls, tokens = critics.last_cost
+        np.add.at(self.critic_calls, problem_of_state, calls)
+        np.add.at(self.critic_tokens, problem_of_state, np.round(tokens).astype(np.int64))
+
+
 def decode(policy, critics, problems: Sequence, strategy: str, budget: int, *, task,
-           tokenizer=None, n_chunk: int = 4, temperature: float = 1.0, max_steps: int = 6,
-           max_step_tokens: int = 32, beam_width: int = 4, search: SearchConfig | None = None,
+           search: SearchConfig | None = None, tokenizer=None, temperature: float = 1.0,
+           streams: int = 1, n_chunk: int = 4, beam_width: int = 4,
            progress: bool = False) -> DecodeResult:
     """Decode every problem with one strategy under a generated-token budget per problem.
 
     policy: Policy protocol with ``temperature`` (and ``tokenizer`` unless given);
     critics: ``critics.compose.StepScorer`` (may hold no critic for greedy/sample/majority);
-    problems: labelled or not (labels are stripped here); task: prompts and answers.
-    n_chunk: solutions drawn per problem per round by sampling strategies;
-    beam_width: beams kept per problem; search: MCTS options (its max_tokens is set to
-    ``budget``).
+    problems: labelled or not (labels are stripped here); task: prompts and answers;
+    search: MCTS options and every strategy's solution limits (default ``SearchConfig()``;
+    its max_tokens is set to ``budget``); streams: solutions sampled side by side per
+    problem by the sampling strategies (each restarts when it finishes, while the budget
+    lasts); n_chunk: next-step samples per beam; beam_width: beams kept per problem.
     """
+    search = search if search is not None else SearchConfig()
+    max_steps, max_step_tokens = search.max_depth, search.max_step_tokens
     check_request(strategy, critics, problems, budget, max_step_tokens)
     tokenizer = tokenizer if tokenizer is not None else policy.tokenizer
     problems = [p.without_label() for p in problems]
+    ledger = _Ledger(len(problems))
     start = time.perf_counter()
-    if strategy in ("greedy", "sample"):
-        texts, used = _solutions(policy, tokenizer, task, problems, 1,
-                                 0.0 if strategy == "greedy" else temperature, max_steps,
-                                 max_step_tokens)
-        answers, tokens, samples = [t[0] for t in texts], used[:, 0], np.ones(len(problems), np.int64)
-    elif strategy in ("best_of_n", "majority"):
-        pools, tokens = _sample_until(policy, tokenizer, task, problems, budget, n_chunk,
-                                      temperature, max_steps, max_step_tokens)
-        pick = _pick_by_orm if strategy == "best_of_n" else _pick_by_vote
-        answers = pick(pools, problems, task, tokenizer, critics)
+    if strategy in REFERENCES:
+        texts, used = generate_solutions(policy, tokenizer, task, problems, n=1,
+                                         temperature=0.0 if strategy == "greedy" else temperature,
+                                         max_steps=max_steps, max_step_tokens=max_step_tokens,
+                                         return_counts=True)
+        answers, samples = [t[0] for t in texts], np.ones(len(problems), np.int64)
+        ledger.tokens += used[:, 0]
+    elif strategy in ("best_of_n", "weighted_bon", "majority"):
+        pools = _sample_until(policy, tokenizer, task, problems, budget, streams, temperature,
+                              max_steps, max_step_tokens, ledger)
+        pick = {"best_of_n": _pick_by_orm, "weighted_bon": _pick_by_weighted_vote,
+                "majority": _pick_by_vote}[strategy]
+        answers = pick(pools, problems, task, tokenizer, critics, ledger)
         samples = np.array([len(p) for p in pools], np.int64)
     elif strategy == "beam":
-        answers, tokens, samples = _beam(policy, tokenizer, task, problems, critics, budget,
-                                         beam_width, n_chunk, max_steps, max_step_tokens)
+        answers, samples = _beam(policy, tokenizer, task, problems, critics, budget,
+                                 beam_width, n_chunk, max_steps, max_step_tokens, ledger)
     else:
-        config = replace(search or SearchConfig(max_depth=max_steps, max_step_tokens=max_step_tokens),
-                         max_tokens=int(budget))
         old = policy.temperature
         policy.temperature = temperature
         try:
-            result = StepSearch(policy, critics, task, tokenizer, config).run(problems, progress=progress)
+            result = StepSearch(policy, critics, task, tokenizer,
+                                replace(search, max_tokens=int(budget))).run(problems, progress=progress)
         finally:
             policy.temperature = old
-        answers, tokens = result.answers, result.stats.generated.copy()
-        samples = result.stats.rounds.copy()
-    return DecodeResult(strategy, answers, np.asarray(tokens, np.int64), samples,
-                        time.perf_counter() - start)
+        answers, samples = result.answers, result.stats.rounds.copy()
+        ledger.tokens += result.stats.generated
+        ledger.critic_calls += result.stats.critic_calls
+        ledger.critic_tokens += result.stats.critic_tokens
+    return DecodeResult(strategy, answers, ledger.tokens, samples, ledger.critic_calls,
+                        ledger.critic_tokens, time.perf_counter() - start)
+
+
+def _allowance(budget: int, spent: np.ndarray, max_step_tokens: int) -> np.ndarray:
+    """Steps each problem may still ask for: its remaining budget in units of
+    ``max_step_tokens``, rounded up (int64 [P])."""
+    left = np.maximum(0, budget - spent)
+    return -(-left // max_step_tokens)
 
 
 # -- sampling strategies --------------------------------------------------------------------
 
-def _solutions(policy, tokenizer, task, problems, n, temperature, max_steps, max_step_tokens):
-    return generate_solutions(policy, tokenizer, task, problems, n=n, temperature=temperature,
-                              max_steps=max_steps, max_step_tokens=max_step_tokens,
-                              return_counts=True)
-
-
-def _sample_until(policy, tokenizer, task, problems, budget, n_chunk, temperature, max_steps,
-                  max_step_tokens):
-    """Draw whole solutions, n_chunk per problem per round, for the problems whose budget
-    is not yet spent. Returns (pools: P lists of texts, tokens int64 [P])."""
+def _sample_until(policy, tokenizer, task, problems, budget, streams, temperature, max_steps,
+                  max_step_tokens, ledger) -> list[list[str]]:
+    """Sample whole solutions step by step, ``streams`` side by side per problem, every
+    stream starting a new solution when one finishes, until the problem's budget is spent.
+    A step is asked for only while the budget can pay it at ``max_step_tokens``; a solution
+    still running then is cut (its tokens counted, the text dropped). Returns P lists of
+    finished solution texts; generated tokens go to ``ledger.tokens``."""
+    prompts = [prompt_ids(tokenizer, task, p) for p in problems]
+    room = getattr(policy, "max_positions", None) or 1 << 62
     pools: list[list[str]] = [[] for _ in problems]
-    tokens = np.zeros(len(problems), np.int64)
-    while True:
-        live = np.flatnonzero(tokens < budget)
-        if live.size == 0:
-            return pools, tokens
-        texts, used = _solutions(policy, tokenizer, task, [problems[i] for i in live], n_chunk,
-                                 temperature, max_steps, max_step_tokens)
-        for row, i in enumerate(live):
-            for j in range(n_chunk):  # keep solutions while the budget lasts (the one
-                if tokens[i] >= budget:  # that crosses it is kept and counted)
-                    break
-                pools[i].append(texts[row][j])
-                tokens[i] += used[row, j]
+    rows = [(i, list(prompts[i]), []) for i in range(len(problems)) for _ in range(streams)]
+    old = policy.temperature
+    policy.temperature = float(temperature)
+    try:
+        while rows:
+            allowance = _allowance(budget, ledger.tokens, max_step_tokens)
+            live = []
+            for row in rows:
+                if allowance[row[0]] > 0:
+                    allowance[row[0]] -= 1
+                    live.append(row)
+            if not live:
+                break
+            props = policy.propose([seq for _, seq, _ in live], 1, max_step_tokens)
+            rows = []
+            for (i, seq, steps), per in zip(live, props):
+                step = per[0]
+                ledger.tokens[i] += step.n_tokens
+                seq.extend(int(t) for t in step.tokens)
+                steps.append(tokenizer.decode([int(t) for t in step.tokens], skip_special_tokens=True))
+                if (step.finished or task.is_answer_step(steps[-1]) or len(steps) >= max_steps
+                        or len(seq) >= room):
+                    pools[i].append("".join(steps))
+                    rows.append((i, list(prompts[i]), []))  # start the next solution
+                else:
+                    rows.append((i, seq, steps))
+    finally:
+        policy.temperature = old
+    return pools
 
 
 def _state(tokenizer, task, problem, text):
@@ -146,12 +208,22 @@ def _state(tokenizer, task, problem, text):
             [list(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in steps])
 
 
-def _pick_by_orm(pools, problems, task, tokenizer, critics) -> list[str]:
+def _orm_scores(pools, problems, task, tokenizer, critics, ledger):
+    """ORM score of every pooled solution that has an answer: (flat list of (problem,
+    text), float64 scores; -1 for solutions without an answer, which are not scored)."""
     flat = [(i, text) for i, pool in enumerate(pools) for text in pool]
-    states = [_state(tokenizer, task, problems[i], text) for i, text in flat]
-    scores = critics.run("outcome", states)
-    has_answer = np.array([task.extract_answer(t) is not None for _, t in flat])
-    scores = np.where(has_answer, scores, -1.0)  # a solution without an answer never wins
+    scored = [k for k, (_, t) in enumerate(flat) if task.extract_answer(t) is not None]
+    scores = np.full(len(flat), -1.0)
+    if scored:
+        states = [_state(tokenizer, task, problems[flat[k][0]], flat[k][1]) for k in scored]
+        scores[scored] = critics.run("outcome", states)
+        ledger.charge_critics(critics, [flat[k][0] for k in scored])
+    return flat, scores
+
+
+def _pick_by_orm(pools, problems, task, tokenizer, critics, ledger) -> list[str]:
+    """Best-of-N: the solution the ORM scores highest (one without an answer never wins)."""
+    flat, scores = _orm_scores(pools, problems, task, tokenizer, critics, ledger)
     best: dict[int, tuple[float, str]] = {}
     for (i, text), s in zip(flat, scores):
         if i not in best or s > best[i][0]:
@@ -159,7 +231,28 @@ def _pick_by_orm(pools, problems, task, tokenizer, critics) -> list[str]:
     return [best.get(i, (0.0, ""))[1] for i in range(len(pools))]
 
 
-def _pick_by_vote(pools, problems, task, tokenizer, critics) -> list[str]:
+def _pick_by_weighted_vote(pools, problems, task, tokenizer, critics, ledger) -> list[str]:
+    """ORM-weighted majority (search-and-learn's weighted best-of-N): answers grouped by
+    what they claim (``task.answer_key``), each group weighted by the sum of its ORM
+    scores; the heaviest group's best-scored solution (ties: the earliest group)."""
+    flat, scores = _orm_scores(pools, problems, task, tokenizer, critics, ledger)
+    out = []
+    for i, pool in enumerate(pools):
+        weight: dict = {}
+        best: dict = {}
+        for (j, text), s in zip(flat, scores):
+            key = task.answer_key(task.extract_answer(text)) if j == i else None
+            if key is None:
+                continue
+            weight[key] = weight.get(key, 0.0) + s
+            if key not in best or s > best[key][0]:
+                best[key] = (s, text)
+        out.append(best[max(weight, key=weight.get)][1] if weight else (pool[0] if pool else ""))
+    return out
+
+
+def _pick_by_vote(pools, problems, task, tokenizer, critics, ledger=None) -> list[str]:
+    """Majority vote over what the answers claim (``task.answer_key``; ties: earliest)."""
     out = []
     for pool in pools:
         keys = [task.answer_key(task.extract_answer(t)) for t in pool]
@@ -175,84 +268,104 @@ def _pick_by_vote(pools, problems, task, tokenizer, critics) -> list[str]:
 # -- step-level beam search -----------------------------------------------------------------
 
 def _beam(policy, tokenizer, task, problems, critics, budget, width, n_chunk, max_steps,
-          max_step_tokens):
-    """Keep ``width`` partial solutions per problem; expand each with ``n_chunk`` sampled
-    steps, score the children with the PRM (else the value critic), keep the best ``width``;
-    finished beams stay. Stops per problem when all beams finished or the budget is spent.
-    The answer: the finished beam with the best ORM score if there is an ORM, else the
-    best critic score."""
+          max_step_tokens, ledger):
+    """Keep ``width`` partial solutions per problem; expand each with up to ``n_chunk``
+    sampled steps (fewer when the budget cannot pay them at ``max_step_tokens`` each),
+    score the children with the PRM (else the value critic), keep the best ``width``;
+    finished beams stay. Stops per problem when all beams finished or the budget is spent,
+    at most ``max_steps`` deep. The answer: the finished beam with the best ORM score if
+    there is an ORM, else the best critic score. Returns (answers, expansions int64 [P])."""
     kind = "process" if critics.has("process") else "value"
     prompts = [prompt_ids(tokenizer, task, p) for p in problems]
     beams = [[([], 1.0, False)] for _ in problems]  # (steps, score, finished)
-    tokens = np.zeros(len(problems), np.int64)
     expansions = np.zeros(len(problems), np.int64)
     for _ in range(max_steps):
-        rows = [(i, b) for i in range(len(problems)) if tokens[i] < budget
-                for b, beam in enumerate(beams[i]) if not beam[2]]
+        allowance = _allowance(budget, ledger.tokens, max_step_tokens)
+        rows = []  # (problem, beam, samples)
+        for i in range(len(problems)):
+            for b, beam in enumerate(beams[i]):
+                n = min(n_chunk, int(allowance[i]))
+                if not beam[2] and n > 0:
+                    allowance[i] -= n
+                    rows.append((i, b, n))
         if not rows:
             break
-        prefixes = [prompts[i] + [t for s in beams[i][b][0] for t in s] for i, b in rows]
-        props = policy.propose(prefixes, n_chunk, max_step_tokens)
         cands: dict[int, list] = {i: [bm for bm in beams[i] if bm[2]] for i in range(len(problems))}
         new = []
-        for (i, b), per in zip(rows, props):
-            expansions[i] += 1
-            seen = set()
-            for p in per:
-                tokens[i] += p.n_tokens
-                step = [int(t) for t in p.tokens]
-                if tuple(step) in seen:
-                    continue
-                seen.add(tuple(step))
-                text = tokenizer.decode(step, skip_special_tokens=True)
-                steps = beams[i][b][0] + [step]
-                done = (p.finished or task.is_answer_step(text) or len(steps) >= max_steps)
-                new.append((i, steps, done))
+        for n in sorted({n for _, _, n in rows}, reverse=True):
+            group = [(i, b) for i, b, m in rows if m == n]
+            prefixes = [prompts[i] + [t for s in beams[i][b][0] for t in s] for i, b in group]
+            for (i, b), per in zip(group, policy.propose(prefixes, n, max_step_tokens)):
+                expansions[i] += 1
+                seen = set()
+                for p in per:
+                    ledger.tokens[i] += p.n_tokens
+                    step = [int(t) for t in p.tokens]
+                    if tuple(step) in seen:
+                        continue
+                    seen.add(tuple(step))
+                    text = tokenizer.decode(step, skip_special_tokens=True)
+                    steps = beams[i][b][0] + [step]
+                    done = (p.finished or task.is_answer_step(text) or len(steps) >= max_steps)
+                    new.append((i, steps, done))
         scores = critics.run(kind, [(prompts[i], steps) for i, steps, _ in new])
+        ledger.charge_critics(critics, [i for i, _, _ in new])
         for (i, steps, done), s in zip(new, scores):
             cands[i].append((steps, float(s), done))
-        for i in {i for i, _ in rows}:  # problems expanded this round
+        for i in {i for i, _, _ in rows}:  # problems expanded this round
             beams[i] = sorted(cands[i], key=lambda c: -c[1])[:width]
     answers = []
     for i in range(len(problems)):
         finished = [bm for bm in beams[i] if bm[2]] or beams[i]
         if critics.has("outcome"):
             s = critics.run("outcome", [(prompts[i], bm[0]) for bm in finished])
+            ledger.charge_critics(critics, [i] * len(finished))
             best = finished[int(np.argmax(s))]
         else:
             best = max(finished, key=lambda c: c[1])
         answers.append("".join(tokenizer.decode(st, skip_special_tokens=True) for st in best[0]))
-    return answers, tokens, expansions
+    return answers, expansions
 
 
-# -- command line ---------------------------------------------------------------------------
+# -- tables ---------------------------------------------------------------------------------
 
 def evaluate(policy, critics, task, problems, strategies, budgets, *, progress=True, **kw):
-    """Accuracy of each strategy at each budget on labelled problems (scored after
-    decoding, with labels the strategies never saw). Returns a list of row dicts."""
+    """Accuracy (with its standard error) of each strategy at each budget on labelled
+    problems, scored after decoding with labels the strategies never saw. The references
+    (greedy, sample) run once, whatever the budget. Returns a list of row dicts; tokens
+    are means per problem."""
     rows = []
     jobs = [(s, b) for b in budgets for s in strategies]
     for strategy, budget in tqdm(jobs, desc="decode", disable=not progress):
-        if strategy in ("greedy", "sample") and any(r["strategy"] == strategy for r in rows):
-            continue  # one solution whatever the budget: measured once
+        if strategy in REFERENCES and any(r["strategy"] == strategy for r in rows):
+            continue
         out = decode(policy, critics, problems, strategy, budget, task=task, **kw)
-        correct = [task.check_solution(p, a) for p, a in zip(problems, out.answers)]
-        rows.append({"strategy": strategy, "budget": int(budget),
-                     "accuracy": float(np.mean(correct)), "tokens": float(out.tokens.mean()),
+        correct = np.array([task.check_solution(p, a) for p, a in zip(problems, out.answers)], float)
+        rows.append({"strategy": strategy, "budget": None if strategy in REFERENCES else int(budget),
+                     "accuracy": float(correct.mean()), "se": standard_error(correct),
+                     "tokens": float(out.tokens.mean()), "max_tokens": int(out.tokens.max()),
+                     "critic_tokens": float(out.critic_tokens.mean()),
+                     "model_tokens": float((out.tokens + out.critic_tokens).mean()),
+                     "critic_calls": float(out.critic_calls.mean()),
                      "samples": float(out.samples.mean()), "seconds": round(out.seconds, 2)})
     return rows
 
 
 def format_table(rows) -> str:
-    lines = [f"{'strategy':<10} {'budget':>7} {'accuracy':>8} {'tokens':>8} {'samples':>8} {'wall s':>7}"]
+    """Accuracy +- standard error and the costs per problem: generated policy tokens (mean,
+    max), critic tokens, model tokens (policy + critics), samples, wall seconds."""
+    lines = [f"{'strategy':<12} {'budget':>6} {'accuracy':>14} {'tokens':>7} {'max':>6} "
+             f"{'critic tok':>10} {'model tok':>9} {'samples':>7} {'wall s':>7}"]
     for r in rows:
-        lines.append(f"{r['strategy']:<10} {r['budget']:>7} {r['accuracy']:>8.3f} "
-                     f"{r['tokens']:>8.0f} {r['samples']:>8.1f} {r['seconds']:>7.1f}")
+        budget = "ref" if r["budget"] is None else str(r["budget"])
+        lines.append(f"{r['strategy']:<12} {budget:>6} {r['accuracy']:>7.3f} +- {r['se']:.3f} "
+                     f"{r['tokens']:>7.0f} {r['max_tokens']:>6} {r['critic_tokens']:>10.0f} "
+                     f"{r['model_tokens']:>9.0f} {r['samples']:>7.1f} {r['seconds']:>7.1f}")
     return "\n".join(lines)
 
 
 def plot(rows, path, title: str) -> None:
-    """Accuracy vs tokens generated per problem, one line per strategy (PNG, atomic)."""
+    """Accuracy vs policy tokens generated per problem, one line per strategy (PNG, atomic)."""
     series = {}
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
         pts = sorted((r["tokens"], r["accuracy"]) for r in rows if r["strategy"] == strategy)

@@ -29,6 +29,7 @@ __all__ = [
     "eta_squared",
     "mean_token_entropy",
     "distinct_correct",
+    "standard_error",
 ]
 
 
@@ -175,6 +176,15 @@ def coverage(counts) -> float:
     """
     counts = _counts_1d(counts, "counts")
     return float(np.mean(counts > 0))
+
+
+def standard_error(values) -> float:
+    """Standard error of the mean of ``values`` (e.g. 0/1 correctness per problem):
+    sample standard deviation (ddof 1) over sqrt(n); 0.0 for fewer than two values."""
+    arr = np.asarray(values, np.float64).ravel()
+    if arr.size < 2:
+        return 0.0
+    return float(arr.std(ddof=1) / np.sqrt(arr.size))
 
 
 def newly_solved(base_counts, counts) -> dict:
