@@ -334,6 +334,44 @@ def process_targets(result, policy, tokenizer, task, verifier, *, problems=None,
                        {"soft": soft, "hard": hard_labels, "rollouts": used})
 
 
+def process_targets_from_tree(result, problems: Sequence, task, tokenizer,
+                              verifier) -> TreeTargets:
+    """PRM targets from the search's own rollouts (Math-Shepherd soft labels, no extra
+    generation): for every live non-root node with a terminal node below it (itself
+    included), the share of the rollouts that passed through it and ended correct.
+
+    Each terminal node counts with its visits (every rollout that ended there, or
+    repeated it, is one visit); it is correct when it is an answer line the verifier
+    accepts, wrong when it is any other terminal (malformed, too deep). Labels, float64
+    [N] in [0, 1]: sum over terminal descendants d of visits_d * correct_d / sum of
+    visits_d. Nodes with no terminal below them get no label. ``extra``: "rollouts" (the
+    summed visits, int [N]). Labelled TRAINING problems only (``problems[b]`` is tree b's).
+    """
+    _check_training(problems, "process_targets_from_tree")
+    _check_prompts(result, problems, task, tokenizer, "process_targets_from_tree")
+    _check_verifier(verifier, result.prompts)
+    forest = result.forest
+    tree, node = live_nodes(result)
+    ends = forest.terminal[tree, node] != 0
+    states = {(int(t), int(n)): node_state(result, t, n) for t, n in zip(tree[ends], node[ends])}
+    answers = [k for k, s in states.items() if _is_answer_row(tokenizer, task, s)]
+    verdict = dict(zip(answers, _verify(verifier, [states[k] for k in answers])))
+    weight: dict[tuple[int, int], float] = {}
+    good: dict[tuple[int, int], float] = {}
+    for (t, n) in states:  # every terminal node adds its rollouts to itself and its ancestors
+        visits = float(forest.visits[t, n])
+        correct = verdict.get((t, n), 0.0)
+        while n > 0:
+            weight[(t, n)] = weight.get((t, n), 0.0) + visits
+            good[(t, n)] = good.get((t, n), 0.0) + visits * correct
+            n = int(forest.parent[t, n])
+    keys = [(int(t), int(n)) for t, n in zip(tree, node) if weight.get((int(t), int(n)), 0) > 0]
+    targets = np.array([good[k] / weight[k] for k in keys])
+    return TreeTargets("process", [node_state(result, t, n) for t, n in keys], targets,
+                       [t for t, _ in keys], [n for _, n in keys], 0,
+                       {"rollouts": np.array([weight[k] for k in keys], np.int64)})
+
+
 def _sample_nodes(result, max_nodes: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     tree, node = live_nodes(result)
     if max_nodes is not None and len(tree) > max_nodes:

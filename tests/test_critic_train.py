@@ -24,6 +24,7 @@ from critics.train import (  # noqa: E402
     outcome_targets,
     outcome_targets_from_samples,
     process_targets,
+    process_targets_from_tree,
     split_by_tree,
     value_targets,
 )
@@ -203,6 +204,31 @@ class ConstantCritic:
 
     def score(self, states):
         return np.full(len(states), 0.5, np.float32)
+
+
+def test_process_targets_from_the_trees_own_rollouts(result, policy, task, problems, verifier):
+    """Math-Shepherd labels without extra generation: an answer node's label is the
+    verifier's verdict, and every open node's label is the visit-weighted mean of its
+    children's (all its rollouts pass through them)."""
+    data = process_targets_from_tree(result, problems, task, policy.tokenizer, verifier)
+    assert data.kind == "process" and len(data) > 0 and data.generated == 0
+    assert np.all((data.targets >= 0) & (data.targets <= 1))
+    forest = result.forest
+    label = {(int(t), int(n)): y for t, n, y in zip(data.tree, data.node, data.targets)}
+    weight = {(int(t), int(n)): w for t, n, w in zip(data.tree, data.node, data.extra["rollouts"])}
+    checked = 0
+    for (t, n), y in label.items():
+        if forest.terminal[t, n]:
+            state = data.states[list(label).index((t, n))]
+            answer = task.is_answer_step(last_text(policy.tokenizer, state))
+            assert y == (verifier.score([state])[0] if answer else 0.0)
+            continue
+        kids = [(t, int(c)) for c in forest.children(t, n) if (t, int(c)) in label]
+        assert sum(weight[k] for k in kids) == weight[(t, n)]
+        assert y == pytest.approx(sum(weight[k] * label[k] for k in kids) / weight[(t, n)])
+        checked += 1
+    assert checked > 0
+    assert 0 < data.targets.mean() < 1  # both right and wrong rollouts on these trees
 
 
 def test_held_out_problems_are_refused(policy, task, problems, verifier):

@@ -10,8 +10,10 @@ Round 0 evaluates the starting policy. Then every round:
     search    MCTS over this round's training problems (policy + learned value critic;
               outcomes scored by the rule verifier on these LABELLED TRAINING problems,
               or by the learned ORM with critics.train_outcome=learned); trees saved
-    critics   value targets (node Q) and ORM targets (verifier labels of answer nodes)
-              from the trees; each learned critic refit and its held-out calibration saved
+    critics   value targets (node Q), PRM targets (share of each node's rollouts that
+              ended correct: Math-Shepherd labels from the tree, no extra generation) and
+              ORM targets (verifier labels of answer nodes) from the trees; each learned
+              critic refit and its held-out calibration saved
     distill   SFT on the best verified-correct path of each problem (and DPO on sibling
               steps with distill.method=sft+dpo); the policy checkpoint saved
     eval      on held-out problems, never labelled during decoding: greedy accuracy,
@@ -39,7 +41,12 @@ from tqdm.auto import tqdm
 
 from critics.compose import RewardWeights, StepScorer
 from critics.head import HeadCritic
-from critics.train import fit_and_report, outcome_targets, value_targets
+from critics.train import (
+    fit_and_report,
+    outcome_targets,
+    process_targets_from_tree,
+    value_targets,
+)
 from critics.verifier import RuleVerifier
 from policies.distill import DistillConfig, dpo, save_policy, sft
 from policies.hf import HFPolicy
@@ -189,6 +196,8 @@ class SelfPlay:
         out_dir = self.run.round_dir(r) / "critics"
         row = {}
         targets = {"value": lambda: value_targets(result),
+                   "process": lambda: process_targets_from_tree(result, problems, self.task,
+                                                                policy.tokenizer, verifier),
                    "outcome": lambda: outcome_targets(result, problems, self.task,
                                                       policy.tokenizer, verifier)}
         for kind, critic in critics.items():
