@@ -142,6 +142,14 @@ def _check_verifier(verifier, prompts) -> None:
             problem_of((list(prompt), []))
 
 
+def _check_labelled_trees(result, problems, task, tokenizer, verifier, who: str) -> None:
+    """Labelled training problems, one per tree in the search's order, and a verifier
+    that knows every one of them (CriticError / ValueError naming ``who`` otherwise)."""
+    _check_training(problems, who)
+    _check_prompts(result, problems, task, tokenizer, who)
+    _check_verifier(verifier, result.prompts)
+
+
 def _verify(verifier, states: list) -> np.ndarray:
     """Verifier labels float64 [len(states)] in {0, 1} (CriticError on a bad label)."""
     if not states:
@@ -198,9 +206,7 @@ def outcome_targets(result, problems: Sequence, task, tokenizer, verifier) -> Tr
     problems: the labelled TRAINING problems the search ran on, in its order (CriticError
     on a held-out or unlabelled one). Returns TreeTargets, kind "outcome".
     """
-    _check_training(problems, "outcome_targets")
-    _check_prompts(result, problems, task, tokenizer, "outcome_targets")
-    _check_verifier(verifier, result.prompts)
+    _check_labelled_trees(result, problems, task, tokenizer, verifier, "outcome_targets")
     forest = result.forest
     tree, node = live_nodes(result)
     keep = forest.terminal[tree, node] != 0
@@ -347,9 +353,7 @@ def process_targets_from_tree(result, problems: Sequence, task, tokenizer,
     visits_d. Nodes with no terminal below them get no label. ``extra``: "rollouts" (the
     summed visits, int [N]). Labelled TRAINING problems only (``problems[b]`` is tree b's).
     """
-    _check_training(problems, "process_targets_from_tree")
-    _check_prompts(result, problems, task, tokenizer, "process_targets_from_tree")
-    _check_verifier(verifier, result.prompts)
+    _check_labelled_trees(result, problems, task, tokenizer, verifier, "process_targets_from_tree")
     forest = result.forest
     tree, node = live_nodes(result)
     ends = forest.terminal[tree, node] != 0
