@@ -360,20 +360,31 @@ def process_targets_from_tree(result, problems: Sequence, task, tokenizer,
     states = {(int(t), int(n)): node_state(result, t, n) for t, n in zip(tree[ends], node[ends])}
     answers = [k for k, s in states.items() if _is_answer_row(tokenizer, task, s)]
     verdict = dict(zip(answers, _verify(verifier, [states[k] for k in answers])))
+    share, weight = rollout_shares(forest, {k: verdict.get(k, 0.0) for k in states})
+    keys = [(int(t), int(n)) for t, n in zip(tree, node) if (int(t), int(n)) in share]
+    return TreeTargets("process", [node_state(result, t, n) for t, n in keys],
+                       [share[k] for k in keys], [t for t, _ in keys], [n for _, n in keys], 0,
+                       {"rollouts": np.array([weight[k] for k in keys], np.int64)})
+
+
+def rollout_shares(forest, correct: dict) -> tuple[dict, dict]:
+    """Visit-weighted share of correct rollouts below each node, from the trees alone.
+
+    correct: {(tree, terminal node): 0.0 or 1.0}, the verdict on every terminal node that
+    counts (each weighs its visits). Returns ({(tree, node): share in [0, 1]},
+    {(tree, node): summed visits}) for every non-root node with such a terminal at or
+    below it. Pure arithmetic on the forest: the caller decides where verdicts come from
+    (a rule verifier for training targets; labels read after the search to score critics).
+    """
     weight: dict[tuple[int, int], float] = {}
     good: dict[tuple[int, int], float] = {}
-    for (t, n) in states:  # every terminal node adds its rollouts to itself and its ancestors
+    for (t, n), verdict in correct.items():  # a terminal adds its rollouts to every ancestor
         visits = float(forest.visits[t, n])
-        correct = verdict.get((t, n), 0.0)
         while n > 0:
             weight[(t, n)] = weight.get((t, n), 0.0) + visits
-            good[(t, n)] = good.get((t, n), 0.0) + visits * correct
+            good[(t, n)] = good.get((t, n), 0.0) + visits * verdict
             n = int(forest.parent[t, n])
-    keys = [(int(t), int(n)) for t, n in zip(tree, node) if weight.get((int(t), int(n)), 0) > 0]
-    targets = np.array([good[k] / weight[k] for k in keys])
-    return TreeTargets("process", [node_state(result, t, n) for t, n in keys], targets,
-                       [t for t, _ in keys], [n for _, n in keys], 0,
-                       {"rollouts": np.array([weight[k] for k in keys], np.int64)})
+    return {k: good[k] / w for k, w in weight.items() if w > 0}, weight
 
 
 def _sample_nodes(result, max_nodes: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -86,3 +86,13 @@ def test_non_editable_install_finds_its_recipes(tmp_path):
                            env=env, capture_output=True, text=True, timeout=120)
     assert help_.returncode == 0, help_.stderr
     assert "study_quick" in help_.stdout and "default" in help_.stdout
+
+
+def test_portable_paths_are_relative_where_they_can_be(tmp_path, monkeypatch):
+    from treesearch.utils.runs import portable_path
+
+    monkeypatch.chdir(tmp_path)
+    assert portable_path(tmp_path / "runs" / "x") == "runs/x"
+    assert portable_path(ROOT / "policies" / "priors" / "tiny-countdown3") == \
+        "policies/priors/tiny-countdown3"
+    assert portable_path(Path.home() / ".cache" / "m") == "~/.cache/m"

@@ -1,0 +1,214 @@
+"""The decoding scoreboard: strategies at matched generated-token budgets on held-out problems.
+
+    python benchmarks/bench_decode.py --run runs/selfplay-X --json out.json     # the full board
+    python benchmarks/bench_decode.py --run runs/selfplay-X --quick --json q.json  # < 5 minutes
+
+It replays a self-play run: the policy and learned critics (value, PRM, ORM heads) of its
+last round (``--round``), and its search settings (``config.yaml``), so the board measures
+the search self-play uses. On ``--problems`` problems of ``--split`` (tune on val, report on
+test) it decodes with greedy (a one-sample reference), majority vote, best-of-N and
+ORM-weighted best-of-N by the ORM, step-level beam search and MCTS, each at every budget of
+generated policy tokens per problem, and reports accuracy with its standard error, policy
+and critic tokens and wall time per problem (``treesearch.search.strategies``: every
+strategy stops at its budget, less than one step over).
+
+A second table, never mixed with the first, uses label-free checkers
+(``critics.checker``) instead of learned critics: majority, checker-filtered best-of-N
+and MCTS with the step and answer checkers.
+
+Critic quality on the held-out trees of one MCTS run (labels read only AFTER the search,
+to score the critics): ORM AUROC on answer nodes, PRM step AUROC against "a correct
+rollout passed below this node", and the value critic's skill (1 - MSE / MSE of a
+constant) against the share of correct rollouts below each open node.
+
+JSON keys: ``budgets``, ``acc[strategy][budget]``, ``se[...]``, ``tokens[...]``,
+``critic_tokens[...]``, ``seconds[...]`` (the references under budget "ref"),
+``checkers`` (the same for the checker table), ``orm_auroc``, ``prm_auroc``,
+``value_skill``, ``settings``. Paths in it are relative; ``--png`` plots accuracy against
+tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from critics.calibration import auroc
+from critics.compose import StepScorer
+from critics.head import HeadCritic
+from critics.train import live_nodes, node_state, rollout_shares
+from policies.hf import HFPolicy
+from policies.zoo import resolve
+from treesearch.backends import build_critic
+from treesearch.config import load_config
+from treesearch.search import StepSearch
+from treesearch.search.strategies import REFERENCES, evaluate, format_table
+from treesearch.tasks import get_task
+from treesearch.utils.atomic import write_text
+from treesearch.utils.plots import line_plot
+from treesearch.utils.runs import portable_path
+
+LEARNED = ("greedy", "majority", "best_of_n", "weighted_bon", "beam", "mcts")
+CHECKED = ("majority", "best_of_n", "mcts")
+QUICK = {"problems": 40, "budgets": [128, 256], "strategies": ["greedy", "majority",
+                                                                "weighted_bon", "mcts"]}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a self-play run directory")
+    parser.add_argument("--round", type=int, default=None, help="default: the last trained round")
+    parser.add_argument("--split", choices=("val", "test"), default="test")
+    parser.add_argument("--problems", type=int, default=500)
+    parser.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
+    parser.add_argument("--strategies", nargs="+", default=list(LEARNED))
+    parser.add_argument("--no-checkers", action="store_true", help="skip the checker table")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK['problems']} problems, budgets {QUICK['budgets']}, "
+                             f"{', '.join(QUICK['strategies'])}")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--png", default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.problems, args.budgets, args.strategies = (QUICK["problems"], QUICK["budgets"],
+                                                        QUICK["strategies"])
+    return args
+
+
+def last_round(run: Path) -> int:
+    rounds = sorted(int(p.name.split("_")[1]) for p in run.glob("round_*")
+                    if (p / "critics").is_dir())
+    if not rounds:
+        raise SystemExit(f"error: {run} holds no trained critics (round_*/critics); "
+                         "run python -m treesearch.selfplay first")
+    return rounds[-1]
+
+
+def load_run(args):
+    """(recipe, policy, learned StepScorer, round) of the self-play run."""
+    run = Path(args.run)
+    cfg = load_config(run / "config.yaml")
+    r = args.round if args.round is not None else last_round(run)
+    policy_dir = next((run / f"round_{k}" / "policy" for k in range(r, 0, -1)
+                       if (run / f"round_{k}" / "policy").is_dir()), resolve(cfg.policy.model))
+    policy = HFPolicy(policy_dir, temperature=cfg.policy.temperature, seed=args.seed)
+    critics = {kind: HeadCritic.load(run / f"round_{r}" / "critics" / kind,
+                                     policy_tokenizer=policy.tokenizer)
+               for kind in ("value", "process", "outcome")
+               if (run / f"round_{r}" / "critics" / kind).is_dir()}
+    scorer = StepScorer(critics.get("value"), critics.get("process"), critics.get("outcome"))
+    return cfg, policy, scorer, r
+
+
+def checker_scorer(task, problems, tokenizer) -> StepScorer:
+    return StepScorer(process=build_critic("process", "checker", task=task, problems=problems,
+                                           policy_tokenizer=tokenizer),
+                      outcome=build_critic("outcome", "checker", task=task, problems=problems,
+                                           policy_tokenizer=tokenizer))
+
+
+def critic_quality(policy, scorer, task, problems, search, budget) -> dict:
+    """Score the learned critics on the trees of one MCTS run over held-out problems; the
+    labels are read only after the search (see the module docstring)."""
+    result = StepSearch(policy, scorer, task, policy.tokenizer,
+                        replace(search, max_tokens=budget)).run(problems)
+    forest = result.forest
+    tree, node = live_nodes(result)
+    ends = forest.terminal[tree, node] != 0
+    correct = {}
+    for t, n in zip(tree[ends], node[ends]):
+        text = "".join(policy.tokenizer.decode(s.tolist(), skip_special_tokens=True)
+                       for s in result.steps(int(t), int(n)))
+        correct[(int(t), int(n))] = float(task.check_solution(problems[t], text))
+    share, _ = rollout_shares(forest, correct)
+    out = {"orm_auroc": None, "prm_auroc": None, "value_skill": None}
+    answers = [k for k in correct if task.is_answer_step(
+        policy.tokenizer.decode(result.steps(*k)[-1].tolist(), skip_special_tokens=True))]
+    if scorer.has("outcome") and answers:
+        p = scorer.run("outcome", [node_state(result, *k) for k in answers])
+        out["orm_auroc"] = auroc(p, np.array([correct[k] for k in answers]))
+    labelled = list(share)
+    if scorer.has("process") and labelled:
+        p = scorer.run("process", [node_state(result, *k) for k in labelled])
+        out["prm_auroc"] = auroc(p, np.array([share[k] > 0 for k in labelled], float))
+    opened = [k for k in labelled if not forest.terminal[k]]
+    if scorer.has("value") and opened:
+        v = scorer.run("value", [node_state(result, *k) for k in opened])
+        y = np.array([share[k] for k in opened])
+        constant = float(np.mean((y - y.mean()) ** 2))
+        out["value_skill"] = 1 - float(np.mean((v - y) ** 2)) / constant if constant else None
+    out["labelled_nodes"], out["answer_nodes"] = len(labelled), len(answers)
+    return out
+
+
+def board(rows) -> dict:
+    """{acc, se, tokens, critic_tokens, seconds}[strategy][budget or "ref"] from rows."""
+    out = {key: {} for key in ("acc", "se", "tokens", "critic_tokens", "seconds")}
+    for r in rows:
+        b = "ref" if r["budget"] is None else str(r["budget"])
+        for key, field in (("acc", "accuracy"), ("se", "se"), ("tokens", "tokens"),
+                           ("critic_tokens", "critic_tokens"), ("seconds", "seconds")):
+            out[key].setdefault(r["strategy"], {})[b] = r[field]
+    return out
+
+
+def plot(rows, checker_rows, path, title) -> None:
+    series = {}
+    for name, group in (("", rows), ("checker ", checker_rows)):
+        for strategy in dict.fromkeys(r["strategy"] for r in group):
+            pts = sorted((r["tokens"], r["accuracy"]) for r in group if r["strategy"] == strategy)
+            series[name + strategy] = ([p[0] for p in pts], [p[1] for p in pts])
+    line_plot(series, path, xlabel="policy tokens generated per problem", ylabel="accuracy",
+              title=title, xscale="log")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg, policy, scorer, r = load_run(args)
+    task = get_task(cfg.task)
+    problems = task.problems(args.split, args.problems, seed=args.seed)
+    search = OmegaConf.to_object(cfg.search)
+    start = time.perf_counter()
+    kw = dict(temperature=cfg.policy.temperature, search=search)
+    print(f"{policy.describe()}\n{len(problems)} {args.split} problems of {cfg.task}, "
+          f"round {r} critics: {', '.join(k for k in scorer.critics if scorer.has(k))}")
+    rows = evaluate(policy, scorer, task, problems, args.strategies, args.budgets, **kw)
+    print("learned critics\n" + format_table(rows))
+    checker_rows = []
+    if not args.no_checkers and task.can_verify_answers:
+        checkers = checker_scorer(task, problems, policy.tokenizer)
+        checker_rows = evaluate(policy, checkers, task, problems,
+                                [s for s in CHECKED if s in args.strategies or s == "best_of_n"],
+                                args.budgets, **kw)
+        print("label-free checkers (not comparable with the table above)\n"
+              + format_table(checker_rows))
+    quality = critic_quality(policy, scorer, task, problems, search,
+                             args.budgets[len(args.budgets) // 2])
+    print("critics on held-out trees: " + json.dumps(quality))
+    result = {"budgets": args.budgets, **board(rows), "checkers": board(checker_rows),
+              **quality, "references": list(REFERENCES),
+              "settings": {"run": portable_path(args.run), "round": r, "task": cfg.task,
+                           "split": args.split, "problems": len(problems), "seed": args.seed,
+                           "search": OmegaConf.to_container(cfg.search),
+                           "temperature": cfg.policy.temperature},
+              "wall_seconds": round(time.perf_counter() - start, 1)}
+    if args.json:
+        write_text(args.json, json.dumps(result, indent=1, sort_keys=True) + "\n")
+    if args.png:
+        plot(rows, checker_rows, args.png, f"{cfg.task}: {len(problems)} {args.split} problems")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
