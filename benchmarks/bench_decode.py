@@ -2,6 +2,7 @@
 
     python benchmarks/bench_decode.py --run runs/selfplay-X --json out.json     # the full board
     python benchmarks/bench_decode.py --run runs/selfplay-X --quick --json q.json  # < 5 minutes
+    python benchmarks/bench_decode.py --run R --quick search.horizon=1 --drop process   # ablation
 
 It replays a self-play run: the policy and learned critics (value, PRM, ORM heads) of its
 last round (``--round``), and its search settings (``config.yaml``), so the board measures
@@ -49,6 +50,7 @@ from policies.hf import HFPolicy
 from policies.zoo import resolve
 from treesearch.backends import build_critic
 from treesearch.config import load_config
+from treesearch.decode import search_config
 from treesearch.search import StepSearch
 from treesearch.search.strategies import REFERENCES, evaluate, format_table
 from treesearch.tasks import get_task
@@ -76,7 +78,12 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK['problems']} problems, budgets {QUICK['budgets']}, "
                              f"{', '.join(QUICK['strategies'])}")
+    parser.add_argument("--drop", action="append", default=[],
+                        choices=("value", "process", "outcome"),
+                        help="a learned critic to leave out (ablations; repeatable)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("overrides", nargs="*",
+                        help="search.KEY=VALUE on top of the run's search (ablations)")
     parser.add_argument("--png", default=None)
     args = parser.parse_args(argv)
     if args.quick:
@@ -148,7 +155,7 @@ def critic_quality(policy, scorer, task, problems, search, budget) -> dict:
         constant = float(np.mean((y - y.mean()) ** 2))
         out["value_skill"] = 1 - float(np.mean((v - y) ** 2)) / constant if constant else None
     out["labelled_nodes"], out["answer_nodes"] = len(labelled), len(answers)
-    return out
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
 
 
 def board(rows) -> dict:
@@ -178,7 +185,9 @@ def main(argv=None) -> int:
     cfg, policy, scorer, r = load_run(args)
     task = get_task(cfg.task)
     problems = task.problems(args.split, args.problems, seed=args.seed)
-    search = OmegaConf.to_object(cfg.search)
+    search = search_config(OmegaConf.to_object(cfg.search), args.overrides)
+    for kind in args.drop:
+        scorer.critics[kind] = None
     start = time.perf_counter()
     kw = dict(temperature=cfg.policy.temperature, search=search)
     print(f"{policy.describe()}\n{len(problems)} {args.split} problems of {cfg.task}, "
@@ -200,7 +209,7 @@ def main(argv=None) -> int:
               **quality, "references": list(REFERENCES),
               "settings": {"run": portable_path(args.run), "round": r, "task": cfg.task,
                            "split": args.split, "problems": len(problems), "seed": args.seed,
-                           "search": OmegaConf.to_container(cfg.search),
+                           "search": vars(search), "dropped": args.drop,
                            "temperature": cfg.policy.temperature},
               "wall_seconds": round(time.perf_counter() - start, 1)}
     if args.json:
