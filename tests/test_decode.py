@@ -8,8 +8,13 @@ import pytest
 from critics.compose import StepScorer
 from policies.rollout import generate_solutions
 from treesearch.search import SearchConfig
-from treesearch.search.strategies import (STRATEGIES, _Ledger, _pick_by_vote,
-                                          _pick_by_weighted_vote, decode)
+from treesearch.search.strategies import (
+    STRATEGIES,
+    _Ledger,
+    _pick_by_vote,
+    _pick_by_weighted_vote,
+    decode,
+)
 
 SENTINEL = "LEAK-SENTINEL-8801"
 

@@ -96,3 +96,18 @@ def test_portable_paths_are_relative_where_they_can_be(tmp_path, monkeypatch):
     assert portable_path(ROOT / "policies" / "priors" / "tiny-countdown3") == \
         "policies/priors/tiny-countdown3"
     assert portable_path(Path.home() / ".cache" / "m") == "~/.cache/m"
+
+
+def test_decode_replays_a_recipes_search_with_overrides():
+    """decode --config takes the recipe's search section as it is; overrides change only
+    the keys they name."""
+    from treesearch.decode import search_config
+
+    base = SearchConfig(simulations=64, horizon=1, max_children=8)
+    out = search_config(base, ["search.rule=uct", "search.gamma=0.9"])
+    assert (out.simulations, out.horizon, out.max_children) == (64, 1, 8)
+    assert (out.rule, out.gamma) == ("uct", 0.9)
+    with pytest.raises(ConfigError, match="search.simulations"):
+        search_config(base, ["search.simulations=0"])
+    with pytest.raises(ConfigError, match="only search.KEY=VALUE"):
+        search_config(base, ["rounds=3"])

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from policies.zoo import MODELS, resolve
 from treesearch.search import SearchConfig
 from treesearch.tasks import TASKS, get_task
-from treesearch.utils.recipes import ConfigError, load_recipe
+from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 
 BACKENDS = ("hf", "vllm")
 CRITIC_IMPLS = ("head", "generative", "checker", "none")
@@ -148,10 +148,7 @@ def validate(cfg) -> None:
     need(cfg.critics.max_examples >= 2, "critics.max_examples", "must be >= 2")
     for key in ("weight_value", "weight_process", "weight_outcome", "lr"):
         need(getattr(cfg.critics, key) >= 0, f"critics.{key}", "must be >= 0")
-    try:
-        OmegaConf.to_object(cfg.search)  # SearchConfig checks its own values
-    except ValueError as exc:
-        raise ConfigError(f"config key {str(exc).replace('SearchConfig.', 'search.')}") from None
+    instantiate(cfg.search, "search")  # SearchConfig checks its own values
     need(cfg.distill.method in ("sft", "sft+dpo"), "distill.method", "must be 'sft' or 'sft+dpo'")
     need(cfg.distill.lr > 0, "distill.lr", "must be > 0")
     need(cfg.distill.epochs >= 1, "distill.epochs", "must be >= 1")

@@ -36,7 +36,7 @@ from treesearch.search.strategies import (
     plot,
 )
 from treesearch.tasks import get_task
-from treesearch.utils.recipes import ConfigError, load_recipe
+from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 from treesearch.utils.runs import portable_path, write_json
 
 FALLBACK = {"task": "countdown3", "model": "tiny-countdown3", "temperature": 0.7}
@@ -49,11 +49,7 @@ def search_config(base: SearchConfig, overrides) -> SearchConfig:
         if not item.startswith("search."):
             raise ConfigError(f"override {item!r}: only search.KEY=VALUE overrides are taken here")
         items.append(item.removeprefix("search."))
-    cfg = OmegaConf.merge(OmegaConf.structured(base), load_recipe(SearchConfig, None, items))
-    try:
-        return OmegaConf.to_object(cfg)
-    except ValueError as exc:
-        raise ConfigError(str(exc).replace("SearchConfig.", "search.")) from None
+    return instantiate(load_recipe(base, None, items), "search")
 
 
 def resolve_settings(args) -> tuple[dict, SearchConfig]:

@@ -22,9 +22,10 @@ from typing import Any, Dict, List
 from omegaconf import OmegaConf
 
 from policies.pretrain import PretrainConfig
-from treesearch.config import ConfigError, check_model, load_recipe
+from treesearch.config import check_model
 from treesearch.search import SearchConfig
 from treesearch.tasks import get_task
+from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 
 OPTIMIZERS = ("mcts", "dpo", "grpo", "expert_iteration", "psr", "nsr")
 
@@ -147,10 +148,7 @@ def validate_study(cfg) -> None:
     need(cfg.eval.samples >= 1, "eval.samples", "must be >= 1")
     need(cfg.eval.temperature > 0, "eval.temperature", "must be > 0 (pass@k samples)")
     need(cfg.threads >= 1, "threads", "must be >= 1")
-    try:
-        OmegaConf.to_object(cfg.search)  # SearchConfig checks its own values
-    except ValueError as exc:
-        raise ConfigError(f"config key {str(exc).replace('SearchConfig.', 'search.')}") from None
+    instantiate(cfg.search, "search")  # SearchConfig checks its own values
     need(cfg.rl.lr > 0 and cfg.tree.sft_lr > 0 and cfg.tree.dpo_lr > 0, "rl.lr / tree.*_lr",
          "learning rates must be > 0")
     for method, lr in cfg.rl.method_lr.items():

@@ -57,8 +57,20 @@ def recipe_path(name_or_path) -> Path:
                       f"{', '.join(shipped_recipes())})")
 
 
+def instantiate(node, key: str):
+    """The dataclass object a structured config node stands for (``OmegaConf.to_object``),
+    so the dataclass runs its own checks; their ValueError ("SearchConfig.x must ...")
+    becomes a ConfigError naming the config key ("config key search.x must ...")."""
+    try:
+        return OmegaConf.to_object(node)
+    except ValueError as exc:
+        name = OmegaConf.get_type(node).__name__
+        raise ConfigError(f"config key {str(exc).replace(name + '.', key + '.')}") from None
+
+
 def load_recipe(schema, path: str | Path | None = None, overrides=()):
-    """Defaults of the dataclass ``schema`` <- YAML file <- dotlist overrides, as an
+    """Defaults of the dataclass ``schema`` (a class, or an instance whose values are the
+    defaults) <- YAML file <- dotlist overrides, as an
     omegaconf DictConfig. An override may index a list (``priors.1.pretrain={tokens: 9}``).
     Unknown keys and ill-typed values raise ``ConfigError`` naming the key and where it
     came from; nothing is validated beyond types (the caller's ``validate`` does that)."""
