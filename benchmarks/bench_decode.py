@@ -22,6 +22,12 @@ to score the critics): ORM AUROC on answer nodes, PRM step AUROC against "a corr
 rollout passed below this node", and the value critic's skill (1 - MSE / MSE of a
 constant) against the share of correct rollouts below each open node.
 
+How good must a critic be? ``--oracle FLIP [FLIP ...]`` adds a curve: MCTS and ORM-weighted
+best-of-N with an ``oracle`` ORM that READS THE LABELS (so it exists only here, and only
+when asked for), each verdict flipped with probability FLIP (0: perfect, AUROC 1; 0.5:
+noise, AUROC 0.5), at the middle budget, beside majority vote. Where the learned ORM's
+AUROC falls on that curve says whether search can pay with it.
+
 JSON keys: ``budgets``, ``acc[strategy][budget]``, ``se[...]``, ``tokens[...]``,
 ``critic_tokens[...]``, ``seconds[...]`` (the references under budget "ref"),
 ``checkers`` (the same for the checker table), ``orm_auroc``, ``prm_auroc``,
@@ -53,7 +59,8 @@ from treesearch.config import load_config
 from treesearch.decode import search_config
 from treesearch.search import StepSearch
 from treesearch.search.strategies import REFERENCES, evaluate, format_table
-from treesearch.tasks import get_task
+from treesearch.tasks import get_task, prompt_ids
+from treesearch.tasks.base import stable_hash
 from treesearch.utils.atomic import write_text
 from treesearch.utils.plots import line_plot
 from treesearch.utils.runs import portable_path
@@ -81,6 +88,8 @@ def parse_args(argv=None):
     parser.add_argument("--drop", action="append", default=[],
                         choices=("value", "process", "outcome"),
                         help="a learned critic to leave out (ablations; repeatable)")
+    parser.add_argument("--oracle", type=float, nargs="+", default=None, metavar="FLIP",
+                        help="also the oracle-ORM curve at these flip rates (reads labels)")
     parser.add_argument("--json", default=None)
     parser.add_argument("overrides", nargs="*",
                         help="search.KEY=VALUE on top of the run's search (ablations)")
@@ -158,6 +167,47 @@ def critic_quality(policy, scorer, task, problems, search, budget) -> dict:
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
 
 
+class LabelOracle:
+    """An ORM that reads the labels (benchmark only): 1.0 for a correct answer, 0.0 for a
+    wrong one, each verdict flipped with probability ``flip``, decided by a hash of the
+    state and ``seed`` so the same state always gets the same verdict."""
+
+    kind = "outcome"
+
+    def __init__(self, task, tokenizer, labelled_problems, flip: float, seed: int = 0):
+        if not 0 <= flip <= 1:
+            raise ValueError(f"oracle flip rate must be in [0, 1], got {flip}")
+        self.task, self.tokenizer, self.flip, self.seed = task, tokenizer, flip, seed
+        self.name = f"oracle(flip={flip})"
+        self._by_prompt = {tuple(prompt_ids(tokenizer, task, p)): p for p in labelled_problems}
+
+    def score(self, states):
+        out = np.zeros(len(states), np.float32)
+        for i, (prompt, steps) in enumerate(states):
+            problem = self._by_prompt[tuple(int(t) for t in prompt)]
+            text = "".join(self.tokenizer.decode([int(t) for t in s], skip_special_tokens=True)
+                           for s in steps)
+            right = self.task.check_solution(problem, text)
+            key = stable_hash(self.seed, tuple(int(t) for t in prompt), text)
+            flipped = (key % 1_000_000) / 1_000_000 < self.flip
+            out[i] = float(right != flipped)
+        return out
+
+
+def oracle_curve(policy, task, problems, flips, budget, kw) -> list[dict]:
+    """MCTS and ORM-weighted best-of-N with the label oracle at each flip rate, one budget."""
+    out = []
+    for flip in flips:
+        oracle = StepScorer(outcome=LabelOracle(task, policy.tokenizer, problems, flip))
+        rows = evaluate(policy, oracle, task, problems, ["weighted_bon", "mcts"], [budget],
+                        progress=False, **kw)
+        out.append({"flip": flip, **{f"{r['strategy']}_acc": r["accuracy"] for r in rows},
+                    **{f"{r['strategy']}_se": r["se"] for r in rows}})
+        print(f"oracle flip {flip}: " + ", ".join(f"{r['strategy']} {r['accuracy']:.3f} "
+                                                 f"+- {r['se']:.3f}" for r in rows))
+    return out
+
+
 def board(rows) -> dict:
     """{acc, se, tokens, critic_tokens, seconds}[strategy][budget or "ref"] from rows."""
     out = {key: {} for key in ("acc", "se", "tokens", "critic_tokens", "seconds")}
@@ -205,8 +255,10 @@ def main(argv=None) -> int:
     quality = critic_quality(policy, scorer, task, problems, search,
                              args.budgets[len(args.budgets) // 2])
     print("critics on held-out trees: " + json.dumps(quality))
+    middle = args.budgets[len(args.budgets) // 2]
+    curve = oracle_curve(policy, task, problems, args.oracle, middle, kw) if args.oracle else []
     result = {"budgets": args.budgets, **board(rows), "checkers": board(checker_rows),
-              **quality, "references": list(REFERENCES),
+              **quality, "references": list(REFERENCES), "oracle": curve,
               "settings": {"run": portable_path(args.run), "round": r, "task": cfg.task,
                            "split": args.split, "problems": len(problems), "seed": args.seed,
                            "search": vars(search), "dropped": args.drop,
