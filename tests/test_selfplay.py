@@ -112,3 +112,24 @@ def test_corrupt_checkpoint_is_named_and_nothing_else_is_lost(tmp_path):
 def test_shipped_recipes_load(name):
     cfg = load_config(ROOT / "configs" / f"{name}.yaml")
     assert cfg.rounds >= 1 and cfg.policy.model
+
+
+def test_class_balanced_limit_keeps_both_classes():
+    """The ORM's examples: when correct answers outnumber the cap (later rounds), the wrong
+    ones must still make up half (they once were dropped, leaving one class)."""
+    import numpy as np
+
+    from critics.train import TreeTargets
+    from treesearch.selfplay import _limit
+
+    def data(n_pos, n_neg):
+        y = np.r_[np.ones(n_pos), np.zeros(n_neg)]
+        return TreeTargets("outcome", [([0], [])] * len(y), y, np.arange(len(y)),
+                           np.zeros(len(y)))
+
+    many = _limit(data(900, 300), 512, seed=0, balance=True)
+    assert len(many) == 512 and many.targets.sum() == 256
+    rare = _limit(data(10, 900), 512, seed=0, balance=True)
+    assert rare.targets.sum() == 10 and len(rare) == 40  # three others per rare one
+    few = _limit(data(5, 0), 512, seed=0, balance=True)
+    assert len(few) == 5

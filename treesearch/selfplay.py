@@ -308,16 +308,19 @@ class SelfPlay:
 
 
 def _limit(data, max_examples: int, seed: int, balance: bool = False):
-    """At most ``max_examples`` rows of ``data`` (TreeTargets), drawn with ``seed``; with
-    ``balance``, every positive (target >= 0.5) is kept first and negatives fill the rest up
-    to three per positive, so a rare class is not drowned."""
+    """At most ``max_examples`` rows of ``data`` (TreeTargets), drawn with ``seed``. With
+    ``balance`` neither class (target >= 0.5 or not) drowns the other: each gets half the
+    rows when both have enough, the smaller class all of its rows otherwise, and a rare
+    class is joined by at most three rows of the other per row of its own."""
     rng = np.random.default_rng(seed)
     rows = np.arange(len(data.targets))
     if balance:
         pos, neg = rows[data.targets >= 0.5], rows[data.targets < 0.5]
-        pos = rng.permutation(pos)[:max_examples]
-        neg = rng.permutation(neg)[: max(0, min(max_examples - len(pos), 3 * max(len(pos), 1)))]
-        rows = np.sort(np.concatenate([pos, neg]))
+        small, large = sorted((pos, neg), key=len)
+        n_small = min(len(small), max_examples // 2)
+        n_large = min(len(large), max_examples - n_small, 3 * n_small if n_small else max_examples)
+        rows = np.sort(np.concatenate([rng.permutation(small)[:n_small],
+                                       rng.permutation(large)[:n_large]]))
     elif len(rows) > max_examples:
         rows = np.sort(rng.permutation(rows)[:max_examples])
     return data.subset(rows)

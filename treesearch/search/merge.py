@@ -30,8 +30,7 @@ class NewNode:
 def merge_continuations(search, forest, tree, node, paths):
     """Walk each continuation down the existing nodes and this round's new ones while
     its steps match; the rest becomes new nodes. Returns (new nodes in creation order,
-    indices of the new nodes where continuations end (a terminal one once per continuation
-    that reached it: each is one visit), repeats: (tree, node) of existing
+    indices of the new nodes where continuations end, repeats: (tree, node) of existing
     terminal nodes a continuation repeated, fruitless: (tree, node) of widened nodes
     that got nothing new)."""
     new: list[NewNode] = []
@@ -44,7 +43,7 @@ def merge_continuations(search, forest, tree, node, paths):
         before = len(new)
         for path in per:
             parent, parent_new, depth = s, -1, int(forest.depth[t, s])
-            last, repeated = -1, False
+            last = -1
             for tokens, logprob, finished in path:
                 depth += 1
                 text = search._text(tokens)
@@ -62,8 +61,7 @@ def merge_continuations(search, forest, tree, node, paths):
                     parent_new = made[slot]
                     last = parent_new
                     if new[parent_new].terminal:
-                        repeated = True  # sampled again this round: one more visit, as
-                        break            # a repeat of an existing terminal node gets
+                        break
                     continue
                 is_answer = search.task.is_answer_step(text)
                 ends_here = search._ends((tokens, logprob, finished), depth)
@@ -72,7 +70,7 @@ def merge_continuations(search, forest, tree, node, paths):
                 made[slot] = parent_new = last = len(new) - 1
                 if ends_here:
                     break
-            if last >= 0 and (repeated or last not in ends):
+            if last >= 0 and last not in ends:
                 ends.append(last)
         if len(new) == before and forest.n_children[t, s] > 0:
             fruitless.append((t, s))
