@@ -236,19 +236,17 @@ def _pick_by_weighted_vote(pools, problems, task, tokenizer, critics, ledger) ->
     what they claim (``task.answer_key``), each group weighted by the sum of its ORM
     scores; the heaviest group's best-scored solution (ties: the earliest group)."""
     flat, scores = _orm_scores(pools, problems, task, tokenizer, critics, ledger)
-    out = []
-    for i, pool in enumerate(pools):
-        weight: dict = {}
-        best: dict = {}
-        for (j, text), s in zip(flat, scores):
-            key = task.answer_key(task.extract_answer(text)) if j == i else None
-            if key is None:
-                continue
-            weight[key] = weight.get(key, 0.0) + s
-            if key not in best or s > best[key][0]:
-                best[key] = (s, text)
-        out.append(best[max(weight, key=weight.get)][1] if weight else (pool[0] if pool else ""))
-    return out
+    weight: list[dict] = [{} for _ in pools]  # per problem: answer key -> summed score
+    best: list[dict] = [{} for _ in pools]    # per problem: answer key -> (score, text)
+    for (i, text), s in zip(flat, scores):
+        key = task.answer_key(task.extract_answer(text))
+        if key is None:
+            continue
+        weight[i][key] = weight[i].get(key, 0.0) + s
+        if key not in best[i] or s > best[i][key][0]:
+            best[i][key] = (s, text)
+    return [best[i][max(w, key=w.get)][1] if w else (pool[0] if pool else "")
+            for i, (w, pool) in enumerate(zip(weight, pools))]
 
 
 def _pick_by_vote(pools, problems, task, tokenizer, critics, ledger=None) -> list[str]:
