@@ -101,7 +101,7 @@ class StudyConfig:
 
 
 def load_study_config(path: str | Path | None, overrides=()) -> StudyConfig:
-    """Defaults <- YAML <- dotlist overrides (``treesearch.config.load_recipe``), then
+    """Defaults <- YAML <- dotlist overrides (``treesearch.utils.recipes.load_recipe``), then
     ``validate_study``."""
     cfg = load_recipe(StudyConfig, path, overrides)
     validate_study(cfg)
