@@ -56,7 +56,7 @@ from policies.hf import HFPolicy
 from policies.zoo import resolve
 from treesearch.backends import build_critic
 from treesearch.config import load_config
-from treesearch.decode import search_config
+from treesearch.decode import search_config, split_overrides
 from treesearch.search import StepSearch
 from treesearch.search.strategies import REFERENCES, evaluate, format_table
 from treesearch.tasks import get_task, prompt_ids
@@ -94,7 +94,9 @@ def parse_args(argv=None):
     parser.add_argument("overrides", nargs="*",
                         help="search.KEY=VALUE on top of the run's search (ablations)")
     parser.add_argument("--png", default=None)
-    args = parser.parse_args(argv)
+    rest, overrides = split_overrides(argv)
+    args = parser.parse_args(rest)
+    args.overrides += overrides
     if args.quick:
         args.problems, args.budgets, args.strategies = (QUICK["problems"], QUICK["budgets"],
                                                         QUICK["strategies"])
@@ -239,7 +241,7 @@ def main(argv=None) -> int:
     for kind in args.drop:
         scorer.critics[kind] = None
     start = time.perf_counter()
-    kw = dict(temperature=cfg.policy.temperature, search=search)
+    kw = dict(temperature=cfg.policy.temperature, search=search, seed=args.seed)
     print(f"{policy.describe()}\n{len(problems)} {args.split} problems of {cfg.task}, "
           f"round {r} critics: {', '.join(k for k in scorer.critics if scorer.has(k))}")
     rows = evaluate(policy, scorer, task, problems, args.strategies, args.budgets, **kw)

@@ -115,3 +115,14 @@ def test_every_strategy_stops_at_its_budget_without_labels(policy, task, strateg
     seen = [s for c in critics.critics.values() for s in c.seen]
     texts = [policy.tokenizer.decode([t for s in steps for t in s]) for _, steps in seen]
     assert not any(SENTINEL in t for t in texts)
+
+
+def test_a_strategys_result_does_not_depend_on_what_ran_before(policy, task):
+    from treesearch.search.strategies import evaluate
+
+    problems = task.problems("test", 6, seed=5)
+    kw = dict(search=SearchConfig(max_step_tokens=32), progress=False)
+    one = evaluate(policy, StepScorer(), task, problems, ["sample", "majority"], [96], **kw)
+    two = evaluate(policy, StepScorer(), task, problems, ["majority", "sample"], [96], **kw)
+    assert {r["strategy"]: r["tokens"] for r in one} == {r["strategy"]: r["tokens"] for r in two}
+    assert {r["strategy"]: r["accuracy"] for r in one} == {r["strategy"]: r["accuracy"] for r in two}

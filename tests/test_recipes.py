@@ -111,3 +111,12 @@ def test_decode_replays_a_recipes_search_with_overrides():
         search_config(base, ["search.simulations=0"])
     with pytest.raises(ConfigError, match="only search.KEY=VALUE"):
         search_config(base, ["rounds=3"])
+
+
+def test_search_overrides_may_follow_list_options():
+    from treesearch.decode import split_overrides
+
+    rest, overrides = split_overrides(["--budgets", "256", "512", "search.simulations=32",
+                                       "--task", "countdown3", "search.rule=uct"])
+    assert rest == ["--budgets", "256", "512", "--task", "countdown3"]
+    assert overrides == ["search.simulations=32", "search.rule=uct"]

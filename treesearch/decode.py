@@ -42,6 +42,14 @@ from treesearch.utils.runs import portable_path, write_json
 FALLBACK = {"task": "countdown3", "model": "tiny-countdown3", "temperature": 0.7}
 
 
+def split_overrides(argv) -> tuple[list[str], list[str]]:
+    """(the other arguments, the ``search.KEY=VALUE`` overrides) of ``argv``: overrides
+    may stand anywhere, even after a list option such as ``--budgets 256 512``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = [a for a in argv if a.startswith("search.") and "=" in a]
+    return [a for a in argv if a not in overrides], overrides
+
+
 def search_config(base: SearchConfig, overrides) -> SearchConfig:
     """``base`` with ``search.KEY=VALUE`` overrides, checked (ConfigError naming the key)."""
     items = []
@@ -85,8 +93,10 @@ def parse_args(argv):
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="runs/decode")
-    parser.add_argument("overrides", nargs="*", help="search.KEY=VALUE")
-    args = parser.parse_args(argv)
+    parser.add_argument("overrides", nargs="*", help="search.KEY=VALUE (anywhere on the line)")
+    rest, overrides = split_overrides(argv)
+    args = parser.parse_args(rest)
+    args.overrides += overrides
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
         parser.error(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
@@ -112,7 +122,7 @@ def main(argv=None) -> int:
         return 2
     print(policy.describe())
     rows = evaluate(policy, critics, task, problems, args.strategies, args.budgets,
-                    temperature=settings["temperature"], search=search)
+                    temperature=settings["temperature"], search=search, seed=args.seed)
     out = Path(args.out)
     print(format_table(rows))
     record = {**vars(args), **settings, "search": vars(search)}

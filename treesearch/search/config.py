@@ -31,7 +31,9 @@ class SearchConfig:
     c_explore, rule, first_play_mode, first_play, gamma: selection (``MCTSParams``).
     prior_temperature: softmax temperature turning step log-probs into priors.
     max_tokens: generated-token budget per problem (None: none); a tree stops once spent.
-    early_stop: see the module docstring.
+    early_stop: see the module docstring; early_stop_score: the composed score the
+        answer ending the most visited descent needs for the tree to stop early (0: any
+        answer settles it).
     answer: how the tree answers. "vote" -- answers grouped by ``task.answer_key`` (what
         they claim, no label needed), each answer node weighted by visits x composed
         score; the heaviest group's best node (a sampled trajectory that repeats an
@@ -58,6 +60,7 @@ class SearchConfig:
     prior_temperature: float = 1.0
     max_tokens: int | None = None
     early_stop: bool = True
+    early_stop_score: float = 0.0
     answer: str = "vote"
 
     def __post_init__(self):
@@ -66,6 +69,8 @@ class SearchConfig:
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"SearchConfig.{name} must be an int >= 1, got {getattr(self, name)!r}")
+        if not 0.0 <= self.early_stop_score <= 1.0:
+            raise ValueError(f"SearchConfig.early_stop_score must be in [0, 1], got {self.early_stop_score}")
         if not self.prior_temperature > 0:
             raise ValueError(f"SearchConfig.prior_temperature must be > 0, got {self.prior_temperature}")
         if self.max_tokens is not None and self.max_tokens < self.max_step_tokens:

@@ -328,13 +328,16 @@ class StepSearch:
             alive &= stats.generated < cfg.max_tokens
         if cfg.early_stop:
             # settled: the most visited root step cannot be overtaken in the rounds left,
-            # and the most visited descent already ends in an answer
+            # and the most visited descent already ends in an answer scored at least
+            # early_stop_score
             _, visits, _, _, _ = forest.root_stats(cfg.gamma)
             top2 = -np.sort(-np.maximum(visits, 0), axis=1)[:, :2]
             lead = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0)
             settled = lead > rounds_left * cfg.leaves_per_tree * cfg.branching
             for b in np.flatnonzero(settled & alive):
-                settled[b] = self._is_answer(forest, int(b), most_visited_descent(forest, int(b)))
+                end = most_visited_descent(forest, int(b))
+                settled[b] = (self._is_answer(forest, int(b), end)
+                              and forest.score[b, end] >= cfg.early_stop_score)
             alive &= ~settled
         return alive
 

@@ -37,6 +37,7 @@ from policies.rollout import generate_solutions
 from treesearch.search.config import SearchConfig
 from treesearch.search.stepsearch import StepSearch
 from treesearch.tasks import prompt_ids
+from treesearch.tasks.base import stable_hash
 from treesearch.utils.estimators import standard_error
 from treesearch.utils.plots import line_plot
 
@@ -327,16 +328,28 @@ def _beam(policy, tokenizer, task, problems, critics, budget, width, n_chunk, ma
 
 # -- tables ---------------------------------------------------------------------------------
 
-def evaluate(policy, critics, task, problems, strategies, budgets, *, progress=True, **kw):
+def reseed(policy, seed: int) -> None:
+    """Restart the policy's sampling generator at ``seed`` where it has one (``HFPolicy``;
+    a vLLM engine is seeded once when built), so a strategy's samples do not depend on
+    what ran before it."""
+    generator = getattr(policy, "generator", None)
+    if generator is not None:
+        generator.manual_seed(int(seed))
+
+
+def evaluate(policy, critics, task, problems, strategies, budgets, *, seed: int = 0,
+             progress=True, **kw):
     """Accuracy (with its standard error) of each strategy at each budget on labelled
-    problems, scored after decoding with labels the strategies never saw. The references
-    (greedy, sample) run once, whatever the budget. Returns a list of row dicts; tokens
-    are means per problem."""
+    problems, scored after decoding with labels the strategies never saw. Each (strategy,
+    budget) starts from a sampling seed of its own (``reseed``), so its result does not
+    depend on the order the jobs run in. The references (greedy, sample) run once,
+    whatever the budget. Returns a list of row dicts; tokens are means per problem."""
     rows = []
     jobs = [(s, b) for b in budgets for s in strategies]
     for strategy, budget in tqdm(jobs, desc="decode", disable=not progress):
         if strategy in REFERENCES and any(r["strategy"] == strategy for r in rows):
             continue
+        reseed(policy, stable_hash("decode", seed, strategy, budget) % 2**31)
         out = decode(policy, critics, problems, strategy, budget, task=task, **kw)
         correct = np.array([task.check_solution(p, a) for p, a in zip(problems, out.answers)], float)
         rows.append({"strategy": strategy, "budget": None if strategy in REFERENCES else int(budget),
