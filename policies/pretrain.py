@@ -51,6 +51,7 @@ from policies.rollout import generate_solutions, pass_at_k
 from policies.tokenization import build_char_tokenizer
 from treesearch.tasks import get_task
 from treesearch.utils.atomic import atomic_dir, write_text
+from treesearch.utils.runs import portable_path
 
 DEFAULT_TOKENS = 4_000_000  # training tokens when no budget is given
 
@@ -304,8 +305,9 @@ def evaluate(model_dir, task, problems, config: PretrainConfig, seed: int,
 # ----------------------------------------------------------------------------- run
 
 def command_line(config: PretrainConfig) -> str:
-    """The ``python -m policies.pretrain`` command that reproduces ``config``."""
-    args = [sys.executable, "-m", "policies.pretrain"]
+    """The ``python -m policies.pretrain`` command that reproduces ``config`` (paths as
+    ``portable_path`` writes them: results get committed)."""
+    args = ["python", "-m", "policies.pretrain"]
     for f in dataclasses.fields(config):
         v = getattr(config, f.name)
         if v == f.default:
@@ -314,7 +316,7 @@ def command_line(config: PretrainConfig) -> str:
         if isinstance(v, bool):
             args.append(flag if v else "--no-" + f.name.replace("_", "-"))
         else:
-            args += [flag, str(v)]
+            args += [flag, portable_path(v) if f.name == "out" else str(v)]
     return shlex.join(args)
 
 
@@ -345,7 +347,8 @@ def pretrain(config: PretrainConfig, command: str | None = None) -> PretrainResu
     with atomic_dir(out) as tmp:
         _save_checkpoint(tmp, model, tokenizer)
         metrics = {
-            "task": task.name, "config": dataclasses.asdict(c), "styles_used": styles,
+            "task": task.name, "config": {**dataclasses.asdict(c), "out": portable_path(c.out)},
+            "styles_used": styles,
             "params": n_params, "train": _train_metrics(run, data_s),
         }
         metrics["eval"] = evaluate(tmp, task, test, c, c.seed)
@@ -519,7 +522,7 @@ def main(argv: list[str] | None = None) -> PretrainResult:
     argv = sys.argv[1:] if argv is None else list(argv)
     ns = parser().parse_args(argv)
     config = PretrainConfig(**vars(ns))
-    command = shlex.join([sys.executable, "-m", "policies.pretrain", *argv])
+    command = shlex.join(["python", "-m", "policies.pretrain", *argv])
     try:
         return pretrain(config, command=command)
     except ValueError as exc:
