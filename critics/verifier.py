@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from critics.base import CriticError, State, check_kind, flatten_state
+from treesearch.tasks import prompt_ids
 
 
 class RuleVerifier:
@@ -40,9 +41,7 @@ class RuleVerifier:
         self._by_prompt = {}
         for p in problems:
             self._refuse(p)
-            ids = [tokenizer.bos_token_id] + list(
-                tokenizer(task.prompt(p), add_special_tokens=False)["input_ids"])
-            self._by_prompt[tuple(ids)] = p
+            self._by_prompt[tuple(prompt_ids(tokenizer, task, p))] = p
 
     def _refuse(self, problem) -> None:
         if getattr(problem, "held_out", False):

@@ -38,9 +38,11 @@ from tqdm.auto import tqdm
 from treesearch.engine.forest import Forest
 from treesearch.search.answer import choose_answers, most_visited_descent
 from treesearch.search.attach import attach_nodes
+from treesearch.search.budget import affordable_steps, charge_critics
 from treesearch.search.config import SearchConfig
 from treesearch.search.merge import merge_continuations
 from treesearch.search.result import SearchResult, SearchStats, node_path
+from treesearch.tasks import prompt_ids
 
 # extra float fields of a search forest: the critics' parts, the running PRM aggregate,
 # each step's log-probability (priors are renormalised from it after widening), and each
@@ -73,9 +75,7 @@ class StepSearch:
         cfg = self.config
         problems = [p.without_label() for p in problems]  # labels never reach the search
         b = len(problems)
-        self.prompts = [[self.tokenizer.bos_token_id] + list(
-            self.tokenizer(self.task.prompt(p), add_special_tokens=False)["input_ids"])
-            for p in problems]
+        self.prompts = [prompt_ids(self.tokenizer, self.task, p) for p in problems]
         stats = SearchStats(*(np.zeros(b, np.int64) for _ in range(6)))
         forest = Forest(b, capacity=64, root_scores=self._root_scores(stats),
                         extra_fields=EXTRA_FIELDS)
@@ -145,7 +145,7 @@ class StepSearch:
         answer = np.array([x.answer for x in new])
         terminal = np.array([x.terminal for x in new])
         raw = self.scorer.raw(states, answer, terminal)
-        self._charge_critics(stats, [x.tree for x in new])
+        charge_critics(stats.critic_calls, stats.critic_tokens, self.scorer, [x.tree for x in new])
         stats.seconds["score"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -217,23 +217,15 @@ class StepSearch:
         stats.seconds["propose"] += time.perf_counter() - t0
         return paths
 
-    def _allowance(self, stats, tree) -> dict[int, int]:
-        """Steps each tree of ``tree`` may still ask for: its remaining budget in units of
-        ``max_step_tokens``, rounded up (unbounded without a budget)."""
-        cfg = self.config
-        if cfg.max_tokens is None:
-            return {int(t): 1 << 62 for t in tree}
-        left = cfg.max_tokens - stats.generated
-        return {int(t): max(0, -(-int(left[t]) // cfg.max_step_tokens)) for t in tree}
-
     def _affordable_branches(self, stats, tree) -> list[tuple[int, list[int]]]:
         """(branches, open-node indices) groups for the first step of this round: every
         open node gets ``branching`` samples while its tree's allowance lasts, then fewer,
         then none. One group (one policy call) unless a budget is nearly spent."""
-        allowance = self._allowance(stats, tree)
+        allowance = affordable_steps(self.config.max_tokens, stats.generated,
+                                     self.config.max_step_tokens)
         groups: dict[int, list[int]] = {}
         for i, t in enumerate(tree.tolist()):
-            n = min(self.config.branching, allowance[t])
+            n = min(self.config.branching, int(allowance[t]))
             allowance[t] -= n
             if n:
                 groups.setdefault(n, []).append(i)
@@ -241,7 +233,8 @@ class StepSearch:
 
     def _affordable_rows(self, stats, tree, live):
         """The rows of ``live`` ((open node, branch) pairs) whose trees can pay one more step."""
-        allowance = self._allowance(stats, tree)
+        allowance = affordable_steps(self.config.max_tokens, stats.generated,
+                                     self.config.max_step_tokens)
         out = []
         for i, j in live:
             t = int(tree[i])
@@ -262,7 +255,8 @@ class StepSearch:
             return np.full(len(self.prompts), 0.5)
         t0 = time.perf_counter()
         values = self.scorer.run("value", [(p, []) for p in self.prompts])
-        self._charge_critics(stats, np.arange(len(self.prompts)))
+        charge_critics(stats.critic_calls, stats.critic_tokens, self.scorer,
+                       np.arange(len(self.prompts)))
         stats.seconds["score"] += time.perf_counter() - t0
         return values
 
@@ -303,13 +297,6 @@ class StepSearch:
         if node <= 0 or forest.terminal[tree, node] == 0:
             return False
         return self.task.is_answer_step(self._text(forest.tokens.get(int(forest.payload[tree, node]))))
-
-    def _charge_critics(self, stats, trees) -> None:
-        """Add the scorer's latest call (``StepScorer.last_cost``) to the problems of its
-        states (``trees``: one per state)."""
-        calls, tokens = self.scorer.last_cost
-        np.add.at(stats.critic_calls, trees, calls)
-        np.add.at(stats.critic_tokens, trees, np.round(tokens).astype(np.int64))
 
     def _charge(self, stats, trees, generated_per_request, processed_before) -> None:
         """Add a policy call's tokens to the problems it served."""

@@ -34,6 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from policies.rollout import generate_solutions
+from treesearch.search.budget import affordable_steps, charge_critics
 from treesearch.search.config import SearchConfig
 from treesearch.search.stepsearch import StepSearch
 from treesearch.tasks import prompt_ids
@@ -91,11 +92,8 @@ class _Ledger:
         self.critic_tokens = np.zeros(n, np.int64)
 
     def charge_critics(self, critics, problem_of_state) -> None:
-        """Add the scorer's latest call (``StepScorer.last_cost``) to the problems of its
-        states (``problem_of_state``: one index per state)."""
-        calls, tokens = critics.last_cost
-        np.add.at(self.critic_calls, problem_of_state, calls)
-        np.add.at(self.critic_tokens, problem_of_state, np.round(tokens).astype(np.int64))
+        """Book the scorer's latest call on the problems of its states (one index each)."""
+        charge_critics(self.critic_calls, self.critic_tokens, critics, problem_of_state)
 
 
 def decode(policy, critics, problems: Sequence, strategy: str, budget: int, *, task,
@@ -152,13 +150,6 @@ def decode(policy, critics, problems: Sequence, strategy: str, budget: int, *, t
                         ledger.critic_tokens, time.perf_counter() - start)
 
 
-def _allowance(budget: int, spent: np.ndarray, max_step_tokens: int) -> np.ndarray:
-    """Steps each problem may still ask for: its remaining budget in units of
-    ``max_step_tokens``, rounded up (int64 [P])."""
-    left = np.maximum(0, budget - spent)
-    return -(-left // max_step_tokens)
-
-
 # -- sampling strategies --------------------------------------------------------------------
 
 def _sample_until(policy, tokenizer, task, problems, budget, streams, temperature, max_steps,
@@ -176,7 +167,7 @@ def _sample_until(policy, tokenizer, task, problems, budget, streams, temperatur
     policy.temperature = float(temperature)
     try:
         while rows:
-            allowance = _allowance(budget, ledger.tokens, max_step_tokens)
+            allowance = affordable_steps(budget, ledger.tokens, max_step_tokens)
             live = []
             for row in rows:
                 if allowance[row[0]] > 0:
@@ -279,7 +270,7 @@ def _beam(policy, tokenizer, task, problems, critics, budget, width, n_chunk, ma
     beams = [[([], 1.0, False)] for _ in problems]  # (steps, score, finished)
     expansions = np.zeros(len(problems), np.int64)
     for _ in range(max_steps):
-        allowance = _allowance(budget, ledger.tokens, max_step_tokens)
+        allowance = affordable_steps(budget, ledger.tokens, max_step_tokens)
         rows = []  # (problem, beam, samples)
         for i in range(len(problems)):
             for b, beam in enumerate(beams[i]):
