@@ -257,7 +257,7 @@ class Study:
             return
         measured = self.measure(self.prior_path(prior), cell_seed(prior, "base", "measure"))
         write_json(where / "measure.json", {"prior": prior, "optimizer": "base",
-                                            "prior_path": str(self.prior_path(prior)),
+                                            "prior_path": portable_path(self.prior_path(prior)),
                                             "eval": measured})
 
     def run_cell(self, prior: str, optimizer: str, seed: int) -> None:
