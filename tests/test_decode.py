@@ -7,7 +7,7 @@ import pytest
 
 from critics.compose import StepScorer
 from policies.rollout import generate_solutions
-from treesearch.search import SearchConfig
+from treesearch.search import SearchConfig, StepSearch
 from treesearch.search.strategies import (
     STRATEGIES,
     _Ledger,
@@ -115,6 +115,19 @@ def test_every_strategy_stops_at_its_budget_without_labels(policy, task, strateg
     seen = [s for c in critics.critics.values() for s in c.seen]
     texts = [policy.tokenizer.decode([t for s in steps for t in s]) for _, steps in seen]
     assert not any(SENTINEL in t for t in texts)
+
+
+def test_mcts_is_sized_by_its_budget_not_by_simulations(policy, task):
+    """Two simulations would spend far less than the budget; decode keeps searching."""
+    problems = task.problems("test", 2, seed=3)
+    critics = StepScorer(value=_Recorder("value"))
+    search = SearchConfig(simulations=2, branching=1, horizon=1, max_step_tokens=24)
+    small = StepSearch(policy, critics, task, policy.tokenizer,
+                       dataclasses.replace(search, max_tokens=400)).run(problems)
+    out = decode(policy, critics, problems, "mcts", 400, task=task, search=search)
+    assert np.all(small.stats.generated < 100)
+    assert np.all(out.samples > 2) and np.all(out.tokens > 3 * small.stats.generated)
+    assert np.all(out.tokens < 400 + search.max_step_tokens)
 
 
 def test_a_strategys_result_does_not_depend_on_what_ran_before(policy, task):

@@ -109,6 +109,33 @@ def test_identical_steps_merge_and_fruitless_widening_is_capped(policy, task):
     assert result.stats.generated[0] == result.stats.generated[1] >= 2 * 4 * 6
 
 
+def test_without_state_merge_every_sampled_step_is_a_node(policy, task):
+    scripted = _Scripted(policy.tokenizer)
+    problems = task.problems("test", 1, seed=1)
+    config = SearchConfig(simulations=3, branching=2, horizon=1, merge=False, early_stop=False)
+    result = StepSearch(scripted, StepScorer(value=_Const("value", 0.3)), task,
+                        policy.tokenizer, config).run(problems)
+    forest = result.forest
+    assert forest.check_invariants(strict_visits=False) == []
+    assert forest.n_children[0, 0] >= 2  # the same '1+2=3' twice: two children, not one
+    texts = {policy.tokenizer.decode(forest.tokens.get(int(forest.payload[0, k])).tolist())
+             for k in forest.children(0, 0)}
+    assert texts == {"1+2=3\n"}
+
+
+def test_a_budgeted_tree_that_only_recounts_finished_solutions_stops(policy, task):
+    from treesearch.search.stepsearch import IDLE_ROUNDS
+
+    scripted = _Scripted(policy.tokenizer)
+    config = SearchConfig(simulations=500, branching=1, horizon=2, max_children=1,
+                          max_tokens=10_000, early_stop=False)
+    result = StepSearch(scripted, StepScorer(value=_Const("value", 0.3)), task,
+                        policy.tokenizer, config).run(task.problems("test", 1, seed=1))
+    # one path exists and is finished at once; then only re-counting rounds remain
+    assert result.stats.rounds[0] <= 1 + IDLE_ROUNDS
+    assert result.stats.generated[0] < 10_000
+
+
 def test_widening_adds_children_and_budgets_stop_trees(policy, task):
     problems = task.problems("train", 3, seed=5)
     config = SearchConfig(simulations=40, branching=2, horizon=1, widen_c=1.5, max_children=6,

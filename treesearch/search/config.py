@@ -20,7 +20,10 @@ class SearchConfig:
     """Options of one step search (counts are per problem).
 
     simulations: rounds; each selects up to ``leaves_per_tree`` nodes per tree.
-    branching: next-step samples per selected node (identical ones merge).
+    branching: next-step samples per selected node.
+    merge: AlphaLLM's state merge: a sampled step equal (up to whitespace) to an existing
+        sibling joins that node instead of becoming a new one (False: every sample is a
+        node of its own, the ablation's "vanilla" tree).
     horizon: steps each sample is continued for (1: step expansion; >= max_depth: full
         rollouts, every one kept in the tree).
     max_children, widen_c, widen_alpha: progressive widening (widen_c = 0: off, nodes are
@@ -46,6 +49,7 @@ class SearchConfig:
     simulations: int = 24
     leaves_per_tree: int = 1
     branching: int = 2
+    merge: bool = True
     horizon: int = 6
     max_children: int = 6
     widen_c: float = 1.0

@@ -2,7 +2,7 @@
 
 A continuation walks down the existing nodes (and this round's new ones) while its steps
 match them, steps equal up to whitespace being one node (AlphaLLM's state merge); only its
-new remainder is created. Functions take the ``StepSearch`` they serve (``search``) for
+new remainder is created. With ``SearchConfig.merge`` off every sampled step is a new node. Functions take the ``StepSearch`` they serve (``search``) for
 its task, tokenizer and config.
 """
 
@@ -38,6 +38,7 @@ def merge_continuations(search, forest, tree, node, paths):
     repeats: list[tuple[int, int]] = []
     fruitless = []
     made: dict[tuple, int] = {}  # (tree, existing parent, new parent, key) -> new index
+    merging = search.config.merge
     for i, per in enumerate(paths):
         t, s = int(tree[i]), int(node[i])
         before = len(new)
@@ -48,7 +49,7 @@ def merge_continuations(search, forest, tree, node, paths):
                 depth += 1
                 text = search._text(tokens)
                 key = search._key(text)
-                if parent_new < 0:
+                if parent_new < 0 and merging:
                     hit = existing_child(search, forest, t, parent, key)
                     if hit >= 0:
                         if forest.terminal[t, hit]:
@@ -57,7 +58,7 @@ def merge_continuations(search, forest, tree, node, paths):
                         parent = hit
                         continue
                 slot = (t, parent, parent_new, key)
-                if slot in made:
+                if merging and slot in made:
                     parent_new = made[slot]
                     last = parent_new
                     if new[parent_new].terminal:

@@ -19,7 +19,8 @@ Adaptive branching (eta-MCTS): a node takes a new child once
 ``floor(widen_c * N ** widen_alpha)`` exceeds its children, up to ``max_children``;
 a node whose widening found nothing new is capped where it is. Early stop: a tree
 stops once its most visited root step cannot be overtaken in the rounds left and the
-most visited descent ends in an answer, or when its token budget is spent.
+most visited descent ends in an answer, or when its token budget is spent, or (with a
+budget) after ``IDLE_ROUNDS`` rounds in a row that generated nothing for it.
 
 The search sees problems WITHOUT labels (it strips them itself): only the policy and the
 scorer's critics guide it. This module imports nothing from ``policies/`` or
@@ -47,6 +48,8 @@ from treesearch.tasks import prompt_ids
 # extra float fields of a search forest: the critics' parts, the running PRM aggregate,
 # each step's log-probability (priors are renormalised from it after widening), and each
 # node's cap on children (set once widening it found nothing new)
+# a budgeted tree stops after this many rounds in a row that generate nothing for it
+IDLE_ROUNDS = 8
 EXTRA_FIELDS = ("c_value", "c_process", "c_outcome", "prm_agg", "logprob", "child_cap")
 
 
@@ -81,6 +84,7 @@ class StepSearch:
                         extra_fields=EXTRA_FIELDS)
         forest.extra("prm_agg")[:, 0] = np.nan
         active = np.ones(b, bool)
+        idle = np.zeros(b, np.int64)  # consecutive rounds in which a tree generated nothing
         params = cfg.params
         bar = tqdm(range(cfg.simulations), desc=desc, disable=not progress, leave=False)
         for r in bar:
@@ -92,9 +96,15 @@ class StepSearch:
             stats.rounds += active
             np.add.at(stats.selected, leaf_tree, 1)
             stats.seconds["select"] += time.perf_counter() - t0
+            spent = stats.generated.copy()
             self._round(forest, stats, leaf_tree, leaf_node)
             t0 = time.perf_counter()
+            idle = np.where(stats.generated == spent, idle + 1, 0)
             active &= self._still_active(forest, stats, cfg.simulations - r - 1)
+            if cfg.max_tokens is not None:
+                # a budgeted tree that keeps landing on finished solutions has nothing left
+                # to open that its selection would reach: more rounds only re-count them
+                active &= idle < IDLE_ROUNDS
             if progress:
                 bar.set_postfix(active=int(active.sum()), tokens=int(stats.generated.sum()))
             stats.seconds["other"] += time.perf_counter() - t0

@@ -106,7 +106,8 @@ def decode(policy, critics, problems: Sequence, strategy: str, budget: int, *, t
     critics: ``critics.compose.StepScorer`` (may hold no critic for greedy/sample/majority);
     problems: labelled or not (labels are stripped here); task: prompts and answers;
     search: MCTS options and every strategy's solution limits (default ``SearchConfig()``;
-    its max_tokens is set to ``budget``); streams: solutions sampled side by side per
+    its max_tokens is set to ``budget`` and its simulations raised to ``budget``, so MCTS
+    runs until the budget is spent or its trees idle); streams: solutions sampled side by side per
     problem by the sampling strategies (each restarts when it finishes, while the budget
     lasts); n_chunk: next-step samples per beam; beam_width: beams kept per problem.
     """
@@ -138,8 +139,11 @@ def decode(policy, critics, problems: Sequence, strategy: str, budget: int, *, t
         old = policy.temperature
         policy.temperature = temperature
         try:
-            result = StepSearch(policy, critics, task, tokenizer,
-                                replace(search, max_tokens=int(budget))).run(problems, progress=progress)
+            # the budget, not the simulation count, ends the search: every round costs at
+            # least one token until a tree idles (StepSearch's IDLE_ROUNDS)
+            sized = replace(search, max_tokens=int(budget),
+                            simulations=max(search.simulations, int(budget)))
+            result = StepSearch(policy, critics, task, tokenizer, sized).run(problems, progress=progress)
         finally:
             policy.temperature = old
         answers, samples = result.answers, result.stats.rounds.copy()
