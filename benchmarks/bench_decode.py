@@ -3,6 +3,10 @@
     python benchmarks/bench_decode.py --run runs/selfplay-X --json out.json     # the full board
     python benchmarks/bench_decode.py --run runs/selfplay-X --quick --json q.json  # < 5 minutes
     python benchmarks/bench_decode.py --run R --quick search.horizon=1 --drop process   # ablation
+    # a long board in two processes sharing a resumable rows file, then one that assembles:
+    python benchmarks/bench_decode.py --run R --tables learned --rows rows.jsonl &
+    python benchmarks/bench_decode.py --run R --tables checkers --rows rows.jsonl; wait
+    python benchmarks/bench_decode.py --run R --rows rows.jsonl --json out.json --png out.png
 
 It replays a self-play run: the policy and learned critics (value, PRM, ORM heads) of its
 last round (``--round``), and its search settings (``config.yaml``), so the board measures
@@ -14,8 +18,9 @@ and critic tokens and wall time per problem (``treesearch.search.strategies``: e
 strategy stops at its budget, less than one step over).
 
 A second table, never mixed with the first, uses label-free checkers
-(``critics.checker``) instead of learned critics: majority, checker-filtered best-of-N
-and MCTS with the step and answer checkers.
+(``critics.checker``) instead of learned critics: checker-filtered best-of-N and MCTS with
+the step and answer checkers (majority vote uses no critic: the first table's row is its
+reference).
 
 Critic quality on the held-out trees of one MCTS run (labels read only AFTER the search,
 to score the critics): ORM AUROC on answer nodes, PRM step AUROC against "a correct
@@ -47,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from tqdm.auto import tqdm
 
 from critics.calibration import auroc
 from critics.compose import StepScorer
@@ -66,7 +72,8 @@ from treesearch.utils.plots import line_plot
 from treesearch.utils.runs import portable_path
 
 LEARNED = ("greedy", "majority", "best_of_n", "weighted_bon", "beam", "mcts")
-CHECKED = ("majority", "best_of_n", "mcts")
+CHECKED = ("best_of_n", "mcts")
+TABLES = ("learned", "checkers")
 QUICK = {"problems": 40, "budgets": [128, 256], "strategies": ["greedy", "majority",
                                                                 "weighted_bon", "mcts"]}
 
@@ -79,7 +86,14 @@ def parse_args(argv=None):
     parser.add_argument("--problems", type=int, default=500)
     parser.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
     parser.add_argument("--strategies", nargs="+", default=list(LEARNED))
-    parser.add_argument("--no-checkers", action="store_true", help="skip the checker table")
+    parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES),
+                        help="which tables to decode (the checker table only where the task "
+                             "can verify answers)")
+    parser.add_argument("--rows", default=None,
+                        help="a JSONL file of finished rows: each (table, strategy, budget) is "
+                             "appended when done and skipped when already there, so a long "
+                             "board resumes, and two processes (--tables learned / checkers) "
+                             "can share it; a last run with every row there only assembles")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true",
@@ -210,6 +224,57 @@ def oracle_curve(policy, task, problems, flips, budget, kw) -> list[dict]:
     return out
 
 
+def fingerprint(args, cfg, search) -> str:
+    """What a cached row depends on: the run's round, split, problems, seed, search, drops."""
+    what = {"run": portable_path(args.run), "round": args.round, "split": args.split,
+            "problems": args.problems, "seed": args.seed, "search": vars(search),
+            "dropped": sorted(args.drop), "temperature": cfg.policy.temperature}
+    return f"{stable_hash(json.dumps(what, sort_keys=True, default=str)):016x}"
+
+
+class RowCache:
+    """Finished rows in a JSONL file (or nowhere: ``path`` None), keyed by table, strategy
+    and budget under one ``fingerprint``; a row of another fingerprint is an error, not a
+    silent mix. Each row is appended with one write, so two processes can share the file."""
+
+    def __init__(self, path, key: str):
+        self.path, self.key, self.rows = (Path(path) if path else None), key, {}
+        if self.path is not None and self.path.is_file():
+            for n, line in enumerate(self.path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if row.get("fingerprint") != key:
+                    raise SystemExit(f"error: {self.path}:{n} holds a row of other settings "
+                                     f"(fingerprint {row.get('fingerprint')}, this board {key}); "
+                                     "use another --rows file")
+                self.rows[(row["table"], row["strategy"], row["budget"])] = row
+
+    def evaluate(self, table, policy, critics, task, problems, strategies, budgets, **kw):
+        jobs = list(dict.fromkeys((s, None if s in REFERENCES else int(b))
+                                  for b in budgets for s in strategies))  # references once
+        out = []
+        bar = tqdm(jobs, desc=f"{table} board", unit="cell")
+        for strategy, budget in bar:
+            row = self.rows.get((table, strategy, budget))
+            if row is None:
+                bar.set_postfix(strategy=strategy, budget=budget)
+                row = self.put(table, evaluate(
+                    policy, critics, task, problems, [strategy],
+                    [budget if budget is not None else budgets[0]], progress=False, **kw)[0])
+            out.append(row)
+        return out
+
+    def put(self, table: str, row: dict) -> dict:
+        """Keep a finished row (``evaluate``'s dict) under ``table`` and append it to the file."""
+        row = {**row, "table": table, "fingerprint": self.key}
+        self.rows[(table, row["strategy"], row["budget"])] = row
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+        return row
+
+
 def board(rows) -> dict:
     """{acc, se, tokens, critic_tokens, seconds}[strategy][budget or "ref"] from rows."""
     out = {key: {} for key in ("acc", "se", "tokens", "critic_tokens", "seconds")}
@@ -241,17 +306,21 @@ def main(argv=None) -> int:
     for kind in args.drop:
         scorer.critics[kind] = None
     start = time.perf_counter()
-    kw = dict(temperature=cfg.policy.temperature, search=search, seed=args.seed)
+    kw = {"temperature": cfg.policy.temperature, "search": search, "seed": args.seed}
     print(f"{policy.describe()}\n{len(problems)} {args.split} problems of {cfg.task}, "
           f"round {r} critics: {', '.join(k for k in scorer.critics if scorer.has(k))}")
-    rows = evaluate(policy, scorer, task, problems, args.strategies, args.budgets, **kw)
-    print("learned critics\n" + format_table(rows))
+    cache = RowCache(args.rows, fingerprint(args, cfg, search))
+    rows = []
+    if "learned" in args.tables:
+        rows = cache.evaluate("learned", policy, scorer, task, problems, args.strategies,
+                              args.budgets, **kw)
+        print("learned critics\n" + format_table(rows))
     checker_rows = []
-    if not args.no_checkers and task.can_verify_answers:
+    if "checkers" in args.tables and task.can_verify_answers:
         checkers = checker_scorer(task, problems, policy.tokenizer)
-        checker_rows = evaluate(policy, checkers, task, problems,
-                                [s for s in CHECKED if s in args.strategies or s == "best_of_n"],
-                                args.budgets, **kw)
+        checker_rows = cache.evaluate(
+            "checkers", policy, checkers, task, problems,
+            [s for s in CHECKED if s in args.strategies or s == "best_of_n"], args.budgets, **kw)
         print("label-free checkers (not comparable with the table above)\n"
               + format_table(checker_rows))
     quality = critic_quality(policy, scorer, task, problems, search,

@@ -19,12 +19,21 @@ def test_scoreboard_on_a_small_run(tmp_path):
     subprocess.run([sys.executable, "-m", "treesearch.selfplay", f"out={run}", *SMALL],
                    cwd=ROOT, check=True, capture_output=True, timeout=900)
     out = tmp_path / "board.json"
-    proc = subprocess.run([sys.executable, "benchmarks/bench_decode.py", "--run", str(run),
-                           "--problems", "4", "--budgets", "48", "96", "--strategies", "greedy",
-                           "majority", "weighted_bon", "mcts", "--json", str(out),
-                           "--png", str(tmp_path / "board.png")],
+    rows = tmp_path / "rows.jsonl"
+    board_cmd = [sys.executable, "benchmarks/bench_decode.py", "--run", str(run), "--problems",
+                 "4", "--budgets", "48", "96", "--strategies", "greedy", "majority",
+                 "weighted_bon", "mcts", "--rows", str(rows)]
+    # the two tables in two processes sharing the rows file, then one run that assembles
+    for table in ("learned", "checkers"):
+        proc = subprocess.run(board_cmd + ["--tables", table], cwd=ROOT, capture_output=True,
+                              text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    cached = rows.read_text()
+    assert len(cached.splitlines()) == 7 + 4  # greedy once + 3 x 2 budgets; checkers 2 x 2
+    proc = subprocess.run(board_cmd + ["--json", str(out), "--png", str(tmp_path / "board.png")],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert rows.read_text() == cached  # nothing decoded again
     board = json.loads(out.read_text())
     assert board["budgets"] == [48, 96]
     assert set(board["acc"]) == {"greedy", "majority", "weighted_bon", "mcts"}
@@ -34,5 +43,30 @@ def test_scoreboard_on_a_small_run(tmp_path):
             if budget != "ref":  # every strategy stops at its budget
                 assert tokens < int(budget) + 24
     assert {"orm_auroc", "prm_auroc", "value_skill"} <= set(board)
-    assert set(board["checkers"]["acc"]) == {"majority", "best_of_n", "mcts"}
+    assert set(board["checkers"]["acc"]) == {"best_of_n", "mcts"}
     assert (tmp_path / "board.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_ablation_rows_on_a_small_run(tmp_path):
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "treesearch.selfplay", f"out={run}", *SMALL],
+                   cwd=ROOT, check=True, capture_output=True, timeout=900)
+    out = tmp_path / "ablation.json"
+    proc = subprocess.run([sys.executable, "benchmarks/bench_ablation.py", "--run", str(run),
+                           "--split", "val", "--problems", "3", "--budget", "64", "--json",
+                           str(out), "--png", str(tmp_path / "ablation.png")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert rows[0] == "vanilla" and len(rows) == 6
+    # the run trained a PRM head, so every learned row ran; checkers fill the other column
+    for column in ("learned", "checkers"):
+        assert all(result["acc"][column][r] is not None for r in rows)
+        assert all(result["tokens"][column][r] < 64 + 24 for r in rows)
+    settings = result["settings"]["rows"]
+    assert settings["vanilla"]["merge"] is False and settings["vanilla"]["widen_c"] == 0
+    assert settings["+ state merge"]["merge"] is True and settings["+ value bootstrap"]["horizon"] == 2
+    assert {"majority", "weighted_bon", "checker best_of_n"} == set(result["references"])
+    assert (tmp_path / "ablation.png").stat().st_size > 0
