@@ -36,9 +36,9 @@ from bench_decode import RowCache, checker_scorer, load_run
 from omegaconf import OmegaConf
 
 from critics.compose import StepScorer
+from treesearch.config import build_task
 from treesearch.decode import search_config
 from treesearch.search.strategies import evaluate
-from treesearch.tasks import get_task
 from treesearch.tasks.base import stable_hash
 from treesearch.utils.atomic import write_text
 from treesearch.utils.plots import bar_plot
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     args.drop = []
     cfg, policy, learned, r = load_run(args)
-    task = get_task(cfg.task)
+    task = build_task(cfg)
     problems = task.problems(args.split, args.problems, seed=args.seed)
     base = search_config(OmegaConf.to_object(cfg.search), [])
     checkers = checker_scorer(task, problems, policy.tokenizer) if task.can_verify_answers else None

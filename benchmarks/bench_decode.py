@@ -61,11 +61,11 @@ from critics.train import live_nodes, node_state, rollout_shares
 from policies.hf import HFPolicy
 from policies.zoo import resolve
 from treesearch.backends import build_critic
-from treesearch.config import load_config
+from treesearch.config import build_task, load_config
 from treesearch.decode import search_config, split_overrides
 from treesearch.search import StepSearch
 from treesearch.search.strategies import REFERENCES, evaluate, format_table
-from treesearch.tasks import get_task, prompt_ids
+from treesearch.tasks import prompt_ids
 from treesearch.tasks.base import stable_hash
 from treesearch.utils.atomic import write_text
 from treesearch.utils.plots import line_plot
@@ -133,7 +133,8 @@ def load_run(args):
     r = args.round if args.round is not None else last_round(run)
     policy_dir = next((run / f"round_{k}" / "policy" for k in range(r, 0, -1)
                        if (run / f"round_{k}" / "policy").is_dir()), resolve(cfg.policy.model))
-    policy = HFPolicy(policy_dir, temperature=cfg.policy.temperature, seed=args.seed)
+    policy = HFPolicy(policy_dir, step_delimiter=build_task(cfg).step_delimiter,
+                      temperature=cfg.policy.temperature, seed=args.seed)
     critics = {kind: HeadCritic.load(run / f"round_{r}" / "critics" / kind,
                                      policy_tokenizer=policy.tokenizer)
                for kind in ("value", "process", "outcome")
@@ -300,7 +301,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg, policy, scorer, r = load_run(args)
-    task = get_task(cfg.task)
+    task = build_task(cfg)
     problems = task.problems(args.split, args.problems, seed=args.seed)
     search = search_config(OmegaConf.to_object(cfg.search), args.overrides)
     for kind in args.drop:

@@ -280,8 +280,9 @@ def complete(policy, tokenizer, task, rows: list, *, max_steps: int,
             rows[k][1].append(step)
             text = tokenizer.decode(step, skip_special_tokens=True)
             answered[k] = task.is_answer_step(text)
+            # a k-character delimiter may be spelt by the last k tokens ("\n" + "\n")
             cut = len(step) >= max_step_tokens and task.step_delimiter not in \
-                tokenizer.decode(step[-1:], skip_special_tokens=True)
+                tokenizer.decode(step[-len(task.step_delimiter):], skip_special_tokens=True)
             done[k] = answered[k] or per[0].finished or cut
     return answered, generated
 

@@ -41,7 +41,7 @@ import torch
 from transformers import DynamicCache
 
 from policies.contract import check_sampling, eos_token_ids, propose_keys
-from policies.tokenization import step_delimiter_ids
+from policies.tokenization import StepEnds
 from treesearch.engine.interfaces import StepProposal, TokenCounts
 from treesearch.utils.checkpoints import as_dtype, load_model
 
@@ -192,6 +192,7 @@ class _Rows:
     steps: list[list[int]] = field(default_factory=list)
     logps: list[float] = field(default_factory=list)
     finished: list[bool] = field(default_factory=list)
+    carry: list[str] = field(default_factory=list)  # StepEnds state of each row
 
 
 class HFPolicy:
@@ -199,8 +200,9 @@ class HFPolicy:
 
     model: a directory written by ``save_pretrained`` (model + tokenizer), or a
         ``(model, tokenizer)`` pair already built.
-    step_delimiter: text that ends a step (see ``step_delimiter_ids``); steps also end at
-        EOS (finished=True) or after max_step_tokens tokens.
+    step_delimiter: text that ends a step (``policies.tokenization.StepEnds``: in one token
+        or spelt across several, whatever the tokenizer); steps also end at EOS
+        (finished=True) or after max_step_tokens tokens.
     temperature: 0 means greedy; top_p: nucleus sampling mass (1 = off).
     dtype: torch dtype or its name (default float32); seed: sampling seed (None: random);
         the generator lives on ``device``, so equal seeds give equal samples per device.
@@ -240,7 +242,8 @@ class HFPolicy:
 
         vocab = model.get_output_embeddings().weight.shape[0]
         self.is_delim = torch.zeros(vocab, dtype=torch.bool)
-        self.is_delim[[i for i in step_delimiter_ids(tokenizer, step_delimiter) if i < vocab]] = True
+        self.step_ends = StepEnds(tokenizer, step_delimiter)
+        self.is_delim[[i for i in self.step_ends.whole if i < vocab]] = True
         eos = eos_token_ids(tokenizer, getattr(model, "generation_config", None), config)
         self.is_eos = torch.zeros(vocab, dtype=torch.bool)
         self.is_eos[[i for i in eos if 0 <= i < vocab]] = True
@@ -259,9 +262,9 @@ class HFPolicy:
                 max_step_tokens: int) -> list[list[StepProposal]]:
         """For each prefix (token ids), n sampled next steps, all in one batch.
 
-        Returns len(prefixes) lists of n ``StepProposal``. A step ends after a delimiter
-        token (finished=False), EOS (finished=True), max_step_tokens tokens
-        (finished=False), or when the model's context is full (finished=True).
+        Returns len(prefixes) lists of n ``StepProposal``. A step ends after the token that
+        completes the delimiter (finished=False), EOS (finished=True), max_step_tokens
+        tokens (finished=False), or when the model's context is full (finished=True).
         """
         keys = propose_keys("HFPolicy", self.name, prefixes, n, max_step_tokens,
                             self.max_positions, "max_position_embeddings")
@@ -369,6 +372,7 @@ class HFPolicy:
         rows.steps = [[] for _ in range(B)]
         rows.logps = [0.0] * B
         rows.finished = [False] * B
+        rows.carry = [""] * B
         active = list(range(B))  # batch position -> row
         pos = torch.tensor([len(rows.prefix[r]) for r in active], dtype=torch.long, device=dev)
         t = 0
@@ -383,9 +387,12 @@ class HFPolicy:
                 rows.steps[r].append(x)
                 rows.logps[r] += lp
                 full = len(rows.prefix[r]) + t >= room
+                ended = delim[b]
+                if not ended and self.step_ends.split:  # a delimiter spelt across tokens
+                    ended, rows.carry[r] = self.step_ends.advance(rows.carry[r], x)
                 if eos[b] or full:
                     rows.finished[r] = True
-                elif delim[b] or t >= rows.limit[r]:
+                elif ended or t >= rows.limit[r]:
                     self._remember(cache, b, r, t, rows)
                 else:
                     keep.append(b)

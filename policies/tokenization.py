@@ -1,4 +1,5 @@
-"""Tokenizers for the tiny priors, and which token ids end a reasoning step.
+"""Tokenizers for the tiny priors, and where a reasoning step ends (``StepEnds``,
+``step_delimiter_ids``).
 
 The tiny priors read one character per token: a ``tokenizers`` WordLevel model over a
 fixed character vocabulary, behind a pre-tokenizer that splits the text into single
@@ -60,6 +61,63 @@ def _tokenizer_name(tokenizer) -> str:
     return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
 
 
+def token_texts(tokenizer) -> list[str]:
+    """The decoded text of every token id on its own (special tokens: "")."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))],
+                                   skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    return ["" if i in special else text for i, text in enumerate(texts)]
+
+
+class StepEnds:
+    """Where a step ends, token by token, for any tokenizer: at the first token after
+    which the step's text contains ``delimiter``, whether one token holds the whole
+    delimiter ("\\n\\n" in SmolLM2's BPE) or several tokens spell it ("\\n" then "\\n"
+    in the same BPE, or a character tokenizer).
+
+        ends = StepEnds(tokenizer, "\\n\\n")
+        carry = ""                                   # per sampled row, at the step's start
+        done, carry = ends.advance(carry, token_id)  # after each sampled token
+
+    ``whole``: ids whose own text contains the delimiter (the step ends on them whatever
+    came before; ``step_delimiter_ids``). ``carry`` is the end of the step's text that
+    could still become the delimiter (a proper prefix of it, "" for a one-character
+    delimiter, where ``advance`` is the ``whole`` lookup alone). Special tokens never
+    count (callers stop at EOS apart). Per-token texts are decoded one token at a time,
+    which is exact for newline runs in byte-level BPE and character vocabularies.
+
+    Raises ValueError naming the tokenizer when no token sequence can spell the delimiter.
+    """
+
+    def __init__(self, tokenizer, delimiter: str = "\n"):
+        if not delimiter:
+            raise ValueError(f"step delimiter for tokenizer {_tokenizer_name(tokenizer)!r} is empty")
+        self.delimiter = delimiter
+        self.texts = token_texts(tokenizer)
+        self.whole = frozenset(i for i, t in enumerate(self.texts) if delimiter in t)
+        self.prefixes = tuple(delimiter[:k] for k in range(len(delimiter) - 1, 0, -1))
+        # a delimiter of several characters can be spelt across tokens when some token ends
+        # in a proper prefix of it
+        self.split = any(t.endswith(self.prefixes) for t in self.texts if t) if self.prefixes else False
+        if not self.whole and not self.split:
+            raise ValueError(
+                f"step delimiter {delimiter!r} cannot be written by tokenizer "
+                f"{_tokenizer_name(tokenizer)!r} (vocabulary of {len(self.texts)}): no token "
+                "contains it or ends in a part of it; steps could never end on it")
+
+    def advance(self, carry: str, token: int) -> tuple[bool, str]:
+        """(whether the step ends after ``token``, the new carry). ``carry`` is "" at the
+        start of a step."""
+        if token in self.whole:
+            return True, ""
+        if not self.split or not 0 <= token < len(self.texts):
+            return False, ""
+        text = carry + self.texts[token]
+        if self.delimiter in text:
+            return True, ""
+        return False, next((p for p in self.prefixes if text.endswith(p)), "")
+
+
 def step_delimiter_ids(tokenizer, delimiter: str = "\n") -> frozenset[int]:
     """Token ids after which a step ends: every id whose decoded text contains ``delimiter``.
 
@@ -71,19 +129,16 @@ def step_delimiter_ids(tokenizer, delimiter: str = "\n") -> frozenset[int]:
     Special tokens (EOS and friends) are never included; callers stop at EOS apart.
 
     A delimiter split across several tokens (e.g. "\\n\\n" written as two "\\n" tokens)
-    is not detected: stopping is decided one token at a time.
+    is not in this set: ``StepEnds`` follows the text across tokens for that.
 
     Raises ValueError naming the tokenizer when no single token contains the delimiter.
     """
     if not delimiter:
         raise ValueError(f"step delimiter for tokenizer {_tokenizer_name(tokenizer)!r} is empty")
-    n_vocab = len(tokenizer)
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    texts = tokenizer.batch_decode([[i] for i in range(n_vocab)],
-                                   skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    ids = frozenset(i for i, text in enumerate(texts) if delimiter in text and i not in special)
+    texts = token_texts(tokenizer)
+    ids = frozenset(i for i, text in enumerate(texts) if delimiter in text)
     if not ids:
         raise ValueError(
             f"step delimiter {delimiter!r} is not contained in any single token of tokenizer "
-            f"{_tokenizer_name(tokenizer)!r} (vocabulary of {n_vocab}); steps could never end on it")
+            f"{_tokenizer_name(tokenizer)!r} (vocabulary of {len(texts)}); steps could never end on it")
     return ids

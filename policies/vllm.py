@@ -43,7 +43,7 @@ import numpy as np
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
 from policies.contract import check_sampling, eos_token_ids, propose_keys
-from policies.tokenization import step_delimiter_ids
+from policies.tokenization import StepEnds
 from treesearch.engine.interfaces import StepProposal, TokenCounts
 from treesearch.utils.checkpoints import model_directory
 
@@ -52,8 +52,9 @@ class VLLMPolicy:
     """Policy over a local causal LM served by ``vllm.LLM`` (token ids in and out).
 
     model_dir: a directory written by ``save_pretrained`` (model + tokenizer).
-    step_delimiter: text that ends a step (see ``step_delimiter_ids``); steps also end at
-        EOS (finished=True) or after max_step_tokens tokens.
+    step_delimiter: text that ends a step (``policies.tokenization.StepEnds``): tokens that
+        hold it stop by id, and a delimiter spelt across tokens stops as a stop string;
+        steps also end at EOS (finished=True) or after max_step_tokens tokens.
     temperature: 0 means greedy; top_p: nucleus sampling mass (1 = off).
     seed: engine seed (vLLM's CPU engine rejects per-request seeds).
     max_model_len: context limit in tokens (default: the model's max_position_embeddings).
@@ -73,7 +74,11 @@ class VLLMPolicy:
         limit = getattr(config.get_text_config(decoder=True), "max_position_embeddings", None)
         self.max_model_len = int(max_model_len if max_model_len is not None else limit)
         self.temperature, self.top_p, self.seed = float(temperature), float(top_p), int(seed)
-        self.delimiter_ids = sorted(step_delimiter_ids(self.tokenizer, step_delimiter))
+        ends = StepEnds(self.tokenizer, step_delimiter)
+        self.delimiter_ids = sorted(ends.whole)
+        # a delimiter that tokens can spell across several ("\n" then "\n") also stops as a
+        # string; its tokens stay in the step (vLLM cuts stop strings from the text only)
+        self.stop_strings = [step_delimiter] if ends.split else []
 
         try:
             generation_config = GenerationConfig.from_pretrained(path, local_files_only=True)
@@ -129,7 +134,8 @@ class VLLMPolicy:
         # times (counts hold the one sample actually drawn).
         draws = 1 if self.temperature == 0 else n
         params = [SamplingParams(n=draws, max_tokens=min(max_step_tokens, self.max_model_len - len(k)),
-                                 stop_token_ids=self.delimiter_ids, logprobs=0,
+                                 stop_token_ids=self.delimiter_ids, stop=self.stop_strings,
+                                 include_stop_str_in_output=True, logprobs=0,
                                  temperature=self.temperature, top_p=self.top_p)
                   for k in keys]
         start = time.perf_counter()

@@ -203,3 +203,26 @@ def test_context_full_ends_the_step(model_dir, tok):
     for p in policy.propose([prefix], n=2, max_step_tokens=10)[0]:
         assert p.n_tokens <= MAX_POS - len(prefix)
         assert p.finished or int(p.tokens[-1]) == tok("\n")["input_ids"][0]
+
+
+def test_a_delimiter_spelt_by_two_tokens_ends_the_step(tmp_path):
+    """"\\n\\n" with a character tokenizer is two tokens: steps run across a single newline
+    and end right after the second of two in a row, never earlier."""
+    tok = build_char_tokenizer("\nab")
+    config = transformers.LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config)
+    policy = HFPolicy((model, tok), step_delimiter="\n\n", temperature=1.0, seed=0)
+    (props,) = policy.propose([[tok.bos_token_id] + tok("ab\n")["input_ids"]], 48, 60)
+    ended, single = 0, 0
+    for p in props:
+        text = tok.decode(p.tokens.tolist(), skip_special_tokens=True)  # as the search reads it
+        assert "\n\n" not in tok.decode(p.tokens[:-1].tolist(), skip_special_tokens=True)
+        if not p.finished and p.n_tokens < 60:
+            assert text.endswith("\n\n")
+            ended += 1
+        single += "\n" in text.rstrip("\n")
+    assert ended > 0 and single > 0  # blank lines ended steps; lone newlines did not

@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 
 from policies.zoo import MODELS, resolve
 from treesearch.search import SearchConfig
-from treesearch.tasks import TASKS, get_task
+from treesearch.tasks import TASKS, Task, TaskOptions, get_task
+from treesearch.utils.checkpoints import has_chat_template
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 
 BACKENDS = ("hf", "vllm")
@@ -97,6 +98,9 @@ class EvalSection:
 @dataclass
 class SelfPlayConfig:
     task: str = "countdown3"
+    # how the task talks to the model: prompt_style (plain | chat | fewshot), system_prompt,
+    # shots, step_delimiter, answer_formats, last_number_fallback (``treesearch.tasks.options``)
+    task_options: TaskOptions = field(default_factory=TaskOptions)
     rounds: int = 4
     train_problems: int = 512  # per round
     seed: int = 0
@@ -117,6 +121,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Se
     return cfg
 
 
+def build_task(cfg) -> Task:
+    """The recipe's task (``task``) with its ``task_options``: the one task object every
+    stage renders prompts and reads answers with."""
+    return get_task(cfg.task, options=instantiate(cfg.task_options, "task_options"))
+
+
 def validate(cfg) -> None:
     """Refuse values that cannot work, naming the key, before any model work."""
     def need(ok: bool, key: str, why: str) -> None:
@@ -124,6 +134,7 @@ def validate(cfg) -> None:
             raise ConfigError(f"config key {key!r} = {OmegaConf.select(cfg, key)!r}: {why}")
 
     need(cfg.task in TASKS, "task", f"unknown task; known: {', '.join(TASKS)}")
+    instantiate(cfg.task_options, "task_options")  # TaskOptions checks its own values
     need(cfg.rounds >= 1, "rounds", "must be >= 1")
     need(cfg.train_problems >= 1, "train_problems", "must be >= 1")
     need(cfg.policy.backend in BACKENDS, "policy.backend", f"must be one of {BACKENDS}")
@@ -136,7 +147,7 @@ def validate(cfg) -> None:
     need(cfg.critics.value != "checker", "critics.value",
          "there is no label-free value checker (checkers judge steps or answers)")
     if cfg.critics.outcome == "checker":
-        need(get_task(cfg.task).can_verify_answers, "critics.outcome",
+        need(build_task(cfg).can_verify_answers, "critics.outcome",
              f"task {cfg.task!r} cannot verify answers from the problem's text alone, so it "
              "has no outcome checker")
     need(any(getattr(cfg.critics, k) != "none" for k in ("value", "process", "outcome")),
@@ -163,6 +174,8 @@ def validate(cfg) -> None:
     check_model(cfg.policy.model, "policy.model")
     if cfg.critics.trunk:
         check_model(cfg.critics.trunk, "critics.trunk")
+    if cfg.task_options.prompt_style == "chat":
+        check_chat_model(cfg.policy.model, "policy.model")
 
 
 def check_model(name: str, key: str) -> None:
@@ -172,3 +185,13 @@ def check_model(name: str, key: str) -> None:
         resolve(name)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"config key {key!r} = {name!r}: {exc}") from None
+
+
+def check_chat_model(name: str, key: str) -> None:
+    """Refuse prompt_style 'chat' for a model whose tokenizer has no chat template, from
+    its files (a zoo model still to be converted is checked when its prompts render)."""
+    if name in MODELS and MODELS[name].build is not None:
+        return
+    if not has_chat_template(resolve(name)):
+        raise ConfigError(f"config key 'task_options.prompt_style' = 'chat': the tokenizer of "
+                          f"{key} {name!r} has no chat template (use 'plain' or 'fewshot')")

@@ -7,8 +7,9 @@ the ORM, ORM-weighted best-of-N, majority vote, step-level beam search, MCTS); a
         --value head:RUN/round_4/critics/value --outcome head:RUN/round_4/critics/outcome \\
         --strategies greedy majority weighted_bon mcts --budgets 256 512 search.simulations=32
 
-``--config`` takes a self-play recipe (a file, or a shipped recipe by name): its task,
-policy model, sampling temperature and ``search`` section become this run's defaults, so a
+``--config`` takes a self-play recipe (a file, or a shipped recipe by name): its task and
+``task_options`` (prompt style, step delimiter, answer formats), policy model, sampling
+temperature and ``search`` section become this run's defaults, so a
 self-play round's search can be replayed exactly. Positional ``search.KEY=VALUE``
 overrides set any ``SearchConfig`` option; ``search.max_depth`` and
 ``search.max_step_tokens`` bound every strategy's solutions.
@@ -35,7 +36,7 @@ from treesearch.search.strategies import (
     format_table,
     plot,
 )
-from treesearch.tasks import get_task
+from treesearch.tasks import TaskOptions, get_task
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 from treesearch.utils.runs import portable_path, write_json
 
@@ -63,16 +64,17 @@ def search_config(base: SearchConfig, overrides) -> SearchConfig:
 def resolve_settings(args) -> tuple[dict, SearchConfig]:
     """This run's task, model, temperature and search: flags over the ``--config`` recipe
     over ``FALLBACK`` (the embedded default's)."""
-    settings, search = dict(FALLBACK), SearchConfig()
+    settings, search, options = dict(FALLBACK), SearchConfig(), {}
     if args.config:
         recipe = load_config(args.config)
         settings = {"task": recipe.task, "model": recipe.policy.model,
                     "temperature": recipe.policy.temperature}
+        options = OmegaConf.to_container(recipe.task_options)
         search = OmegaConf.to_object(recipe.search)
     for key in settings:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    return settings, search_config(search, args.overrides)
+    return {**settings, "task_options": options}, search_config(search, args.overrides)
 
 
 def parse_args(argv):
@@ -107,10 +109,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         settings, search = resolve_settings(args)
-        task = get_task(settings["task"])
+        task = get_task(settings["task"], options=TaskOptions(**settings["task_options"]))
         problems = task.problems(args.split, args.problems, seed=args.seed)
         torch.set_num_threads(args.threads)
-        policy = HFPolicy(resolve(settings["model"]), temperature=settings["temperature"],
+        policy = HFPolicy(resolve(settings["model"]), step_delimiter=task.step_delimiter,
+                          temperature=settings["temperature"],
                           seed=args.seed)
         critics = build_scorer({"value": args.value, "process": args.process,
                                 "outcome": args.outcome}, policy_tokenizer=policy.tokenizer,

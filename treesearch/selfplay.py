@@ -53,7 +53,7 @@ from policies.hf import HFPolicy
 from policies.rollout import generate_solutions, pass_at_k
 from policies.zoo import resolve
 from treesearch.backends import build_critic
-from treesearch.config import ConfigError, load_config
+from treesearch.config import ConfigError, build_task, load_config
 from treesearch.engine.export import write_jsonl
 from treesearch.search import SearchConfig, StepSearch
 from treesearch.search.harvest import (
@@ -62,7 +62,7 @@ from treesearch.search.harvest import (
     sibling_preference_pairs,
 )
 from treesearch.search.strategies import decode
-from treesearch.tasks import get_task, prompt_ids
+from treesearch.tasks import prompt_ids
 from treesearch.tasks.base import stable_hash
 from treesearch.utils.atomic import write_text
 from treesearch.utils.plots import line_plot
@@ -81,7 +81,7 @@ class SelfPlay:
 
     def __init__(self, cfg, run: RunDir):
         self.cfg, self.run = cfg, run
-        self.task = get_task(cfg.task)
+        self.task = build_task(cfg)
         torch.set_num_threads(cfg.policy.threads)
         self.eval_problems = self.task.problems(cfg.eval.split, cfg.eval.problems, seed=cfg.seed)
 
@@ -109,8 +109,10 @@ class SelfPlay:
                     VLLMPolicy as Backend,  # lazy: vllm is optional
                 )
 
-                return Backend(path, temperature=p.temperature, top_p=p.top_p, seed=seed)
-            return HFPolicy(path, temperature=p.temperature, top_p=p.top_p, device=p.device,
+                return Backend(path, step_delimiter=self.task.step_delimiter,
+                               temperature=p.temperature, top_p=p.top_p, seed=seed)
+            return HFPolicy(path, step_delimiter=self.task.step_delimiter,
+                            temperature=p.temperature, top_p=p.top_p, device=p.device,
                             dtype=p.dtype, seed=seed)
         except Exception as exc:  # safetensors, json, torch errors: name the checkpoint
             raise RunError(f"{path}: cannot load the policy checkpoint "

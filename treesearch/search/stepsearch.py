@@ -278,9 +278,10 @@ class StepSearch:
         return self.tokenizer.decode([int(t) for t in tokens], skip_special_tokens=True)
 
     def _delimited(self, tokens) -> bool:
-        """Whether a step ended at the delimiter (a step cut at max_step_tokens did not)."""
+        """Whether a step ended at the delimiter (a step cut at max_step_tokens did not); a
+        delimiter of k characters may be spelt by the last k tokens ("\\n" + "\\n")."""
         return len(tokens) < self.config.max_step_tokens or \
-            self.task.step_delimiter in self._text(tokens[-1:])
+            self.task.step_delimiter in self._text(tokens[-len(self.task.step_delimiter):])
 
     def _steps(self, forest, tree, node) -> list[list[int]]:
         return [forest.tokens.get(int(forest.payload[tree, n])).tolist()

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from policies.pretrain import PretrainConfig
 from treesearch.config import check_model
 from treesearch.search import SearchConfig
-from treesearch.tasks import get_task
+from treesearch.tasks import TaskOptions, get_task
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 
 OPTIMIZERS = ("mcts", "dpo", "grpo", "expert_iteration", "psr", "nsr")
@@ -81,6 +81,9 @@ class StudyEval:
 class StudyConfig:
     task: str = "countdown3"
     ood_tasks: List[str] = field(default_factory=lambda: ["countdown2", "countdown"])
+    # prompt style, step delimiter, answer formats of the task and the OOD tasks
+    # (``treesearch.tasks.options``; the self-play recipe's ``task_options`` section)
+    task_options: TaskOptions = field(default_factory=TaskOptions)
     priors: List[PriorSpec] = field(default_factory=list)
     optimizers: List[str] = field(default_factory=lambda: list(OPTIMIZERS))
     seeds: List[int] = field(default_factory=lambda: [0])
@@ -120,6 +123,7 @@ def validate_study(cfg) -> None:
             get_task(name)
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"config key {key!r}: unknown task {name!r} ({exc})") from None
+    instantiate(cfg.task_options, "task_options")  # TaskOptions checks its own values
     need(len(cfg.priors) >= 1, "priors", "list at least one prior")
     names = [p.name for p in cfg.priors]
     need(all(names) and len(set(names)) == len(names), "priors",

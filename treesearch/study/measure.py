@@ -17,6 +17,8 @@ a ``Measurement``:
   problems;
 - ``format_share``: share of samples in each solution format (``task.style_of``;
   "none" for no step line or an unknown format);
+- ``answer_rule_share``: share of samples by the rule their answer was read with
+  (``task.read_answer``: "line", "boxed", "answer_is", "last_number"; "none" for no answer);
 - ``strategy_share``: for each of the task's named strategies (countdown: "division",
   "subtraction"), the share of CORRECT samples that use it (nan without correct ones):
   does a policy whose pretraining never showed a strategy come to use it?
@@ -58,6 +60,7 @@ class Measurement:
     ece: float
     confidence: float                        # mean modal-answer share
     format_share: dict[str, float] = field(default_factory=dict)
+    answer_rule_share: dict[str, float] = field(default_factory=dict)
     strategy_share: dict[str, float] = field(default_factory=dict)
     tokens_per_sample: float = 0.0
 
@@ -108,6 +111,7 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
         outcome.append(int(task.check_solution(p, modal)))
 
     formats = format_share(task, [t for ts in texts for t in ts])
+    rules = answer_rule_share(task, [t for ts in texts for t in ts])
 
     right = [t for ts, cs in zip(texts, correct) for t, c in zip(ts, cs) if c]
     strategy_share = {s: (float(np.mean([task.uses_strategy(t, s) for t in right]))
@@ -124,7 +128,7 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
                                         for ts, cs in zip(texts, correct)])),
         entropy=token_entropy(policy.model, pairs, temperature=temperature),
         brier=brier(confidence, outcome), ece=ece(confidence, outcome),
-        confidence=float(np.mean(confidence)), format_share=formats,
+        confidence=float(np.mean(confidence)), format_share=formats, answer_rule_share=rules,
         strategy_share=strategy_share,
         tokens_per_sample=float(used.mean()))
 
@@ -162,3 +166,12 @@ def token_entropy(model, sequences: Sequence[tuple[Sequence[int], Sequence[int]]
     finally:
         model.train(was_training)
     return total / positions if positions else float("nan")
+
+
+def answer_rule_share(task, texts: Sequence[str]) -> dict[str, float]:
+    """Share of ``texts`` by the rule that read their answer (``task.read_answer``), keys
+    "line", "boxed", "answer_is", "last_number" and "none" (no answer), sorted; {} for no
+    texts."""
+    rules = Counter(task.read_answer(t)[1] or "none" for t in texts)
+    total = sum(rules.values())
+    return {rule: c / total for rule, c in sorted(rules.items())}

@@ -69,6 +69,7 @@ from treesearch.study.measure import format_share, measure
 from treesearch.study.report import write_report
 from treesearch.tasks import get_task, prompt_ids
 from treesearch.tasks.base import stable_hash
+from treesearch.utils.recipes import instantiate
 from treesearch.utils.runs import RunDir, RunError, portable_path, read_json, write_json
 
 QUICK_CONFIG = "study_quick"  # a shipped recipe (configs/study_quick.yaml)
@@ -85,8 +86,9 @@ class Study:
     def __init__(self, cfg, run: RunDir):
         self.cfg, self.run = cfg, run
         torch.set_num_threads(cfg.threads)
-        self.task = get_task(cfg.task)
-        self.ood = {name: get_task(name) for name in cfg.ood_tasks}
+        options = instantiate(cfg.task_options, "task_options")
+        self.task = get_task(cfg.task, options=options)
+        self.ood = {name: get_task(name, options=options) for name in cfg.ood_tasks}
         self.specs = {p.name: p for p in cfg.priors}
         self._prior_paths: dict[str, Path] = {}
 
@@ -152,8 +154,8 @@ class Study:
 
     # -- training ----------------------------------------------------------------------
     def _policy(self, path_or_model, seed: int):
-        return HFPolicy(path_or_model, temperature=self.cfg.eval.temperature, seed=seed,
-                        device=self.cfg.device)
+        return HFPolicy(path_or_model, step_delimiter=self.task.step_delimiter,
+                        temperature=self.cfg.eval.temperature, seed=seed, device=self.cfg.device)
 
     def search(self, prior: str, seed: int):
         """The (prior, seed) MCTS over the training problems, run once and saved (trees

@@ -11,7 +11,9 @@ problem's content; ``test_fraction`` and ``val_fraction`` (default 0.1; 0 means 
 set their shares, and the test split does not depend on ``val_fraction``. Val and test
 problems are ``held_out``: tune on "val", report on "test".
 
-Named presets live in ``TASKS``; keyword arguments to ``get_task`` override a preset's.
+Named presets live in ``TASKS``; keyword arguments to ``get_task`` override a preset's, and
+``options`` (``TaskOptions``: prompt style, step delimiter, answer formats) say how the task
+talks to a model; ``prompt_ids`` renders every prompt.
 Nothing here imports torch, ``policies`` or ``critics``; reasoning-gym and math-verify are
 imported only when problems are generated or GSM answers are checked.
 """
@@ -23,9 +25,11 @@ from typing import Callable
 
 from . import arithmetic, countdown
 from .arithmetic import ArithmeticChain
-from .base import SPLITS, Problem, Task, prompt_ids
+from .base import SPLITS, Problem, Task
 from .countdown import Countdown
 from .gsm import GSMTask
+from .options import TaskOptions
+from .prompting import prompt_ids
 
 TASKS: dict[str, Callable[..., Task]] = {
     **{name: partial(Countdown, name=name, **kw) for name, kw in countdown.PRESETS.items()},
@@ -34,12 +38,15 @@ TASKS: dict[str, Callable[..., Task]] = {
 }
 
 
-def get_task(name: str, **kwargs) -> Task:
-    """The task called ``name``, built with its preset and ``kwargs`` on top."""
+def get_task(name: str, options: TaskOptions | None = None, **kwargs) -> Task:
+    """The task called ``name``, built with its preset and ``kwargs`` on top, talking to
+    models as ``options`` says (prompt style, step delimiter, answer formats; default:
+    plain, the tiny priors' format)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[name](**kwargs)
+    task = TASKS[name](**kwargs)
+    return task.configure(options) if options is not None else task
 
 
-__all__ = ["TASKS", "get_task", "Task", "Problem", "SPLITS", "prompt_ids", "Countdown", "ArithmeticChain",
-           "GSMTask"]
+__all__ = ["SPLITS", "TASKS", "ArithmeticChain", "Countdown", "GSMTask", "Problem", "Task", "TaskOptions",
+           "get_task", "prompt_ids"]

@@ -62,6 +62,9 @@ class ArithmeticChain(Task):
     """
 
     n_styles = 3
+    # no step example in the chat instruction: SmolLM2-135M copies one ("12 + 7 = 19") into
+    # its answer; without it, 9 of 40 two-term val problems right instead of 0
+    answer_hint = "<number>"
 
     def __init__(self, min_terms: int = 4, max_terms: int = 4, min_digits: int = 1,
                  max_digits: int = 2, test_fraction: float = 0.2, val_fraction: float = 0.1,

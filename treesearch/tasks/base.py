@@ -29,6 +29,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .answers import read_answer, states_answer
+from .options import TaskOptions
+
 SPLITS = ("train", "val", "test")
 HELD_OUT_SPLITS = ("val", "test")
 
@@ -86,12 +89,43 @@ class Task(abc.ABC):
     name: str = "task"
     step_delimiter: str = "\n"
     answer_prefix: str = "A:"
+    # how the task talks to a model (prompt style, delimiter, answer formats); ``configure``
+    options: TaskOptions = TaskOptions()
+    # the answer formats read under the chat and fewshot styles (``treesearch.tasks.answers``)
+    chat_answer_formats: tuple[str, ...] = ("line", "boxed", "answer_is")
+    # what a step and the answer look like, for the chat instruction (``conventions``)
+    step_example: str = ""
+    answer_hint: str = "<answer>"
     n_styles: int = 1
     strategies: tuple[str, ...] = ()
     # whether ``verify_answer`` can tell a right answer from the public inputs alone
     can_verify_answers: bool = False
 
-    # ---- problems -------------------------------------------------------------------
+    def configure(self, options: TaskOptions) -> Task:
+        """Use ``options`` (prompt style, step delimiter, answer formats); returns self."""
+        if not isinstance(options, TaskOptions):
+            raise TypeError(f"{self.name}: options must be a TaskOptions, got {type(options).__name__}")
+        self.options = options
+        self.step_delimiter = options.step_delimiter
+        return self
+
+    @property
+    def answer_formats(self) -> tuple[str, ...]:
+        """The answer formats in force: ``options.answer_formats``, else the style's default
+        (plain: the ``A:`` line only; chat and fewshot: ``chat_answer_formats``)."""
+        if self.options.answer_formats:
+            return tuple(self.options.answer_formats)
+        return ("line",) if self.options.prompt_style == "plain" else self.chat_answer_formats
+
+    def conventions(self) -> str:
+        """The instruction a chat prompt gives: how steps are laid out and how the final
+        answer is written (``step_delimiter``, ``step_example``, ``answer_prefix``)."""
+        layout = ("one step per line" if self.step_delimiter == "\n"
+                  else "separating the steps by a blank line")
+        example = f", each step like '{self.step_example}'" if self.step_example else ""
+        return (f"Work it out step by step, {layout}{example}. Then give the final answer "
+                f"on its own line as '{self.answer_prefix} {self.answer_hint}'.")
+
     @abc.abstractmethod
     def problems(self, split: str, n: int | None, seed: int = 0) -> list[Problem]:
         """``n`` problems of ``split`` ("train", "val" or "test"), deterministic for ``seed``.
@@ -109,24 +143,24 @@ class Task(abc.ABC):
 
     # ---- answers --------------------------------------------------------------------
     def is_answer_step(self, step: str) -> bool:
-        """True if ``step`` (one line) is an answer line, i.e. a terminal step."""
-        return step.strip().startswith(self.answer_prefix)
+        """True if ``step`` states the final answer in one of ``answer_formats``, i.e. is a
+        terminal step. Plain: a line that starts with ``answer_prefix``."""
+        return states_answer(step, self.answer_formats, self.answer_prefix)
 
     def extract_answer(self, text: str) -> str | None:
-        """The answer from a full solution text (with or without the prompt).
+        """The answer from a full solution text (with or without the prompt); the first of
+        ``read_answer``. Plain: the rest of the first line that starts (after leading
+        blanks) with ``answer_prefix`` (an answer line ends the episode, so anything after
+        it is not part of the solution); ``None`` when there is no answer line or it is
+        empty."""
+        return self.read_answer(text)[0]
 
-        It is the rest of the first line that starts (after leading blanks) with
-        ``answer_prefix``: an answer line ends the episode, so anything after it is not
-        part of the solution. ``None`` when there is no answer line or it is empty.
-        """
-        if not isinstance(text, str):
-            return None
-        for line in text.split(self.step_delimiter):
-            line = line.strip()
-            if line.startswith(self.answer_prefix):
-                answer = line[len(self.answer_prefix):].strip()
-                return answer or None
-        return None
+    def read_answer(self, text: str) -> tuple[str | None, str | None]:
+        """(answer, rule): the answer of a solution text and the rule that gave it ("line",
+        "boxed", "answer_is", or "last_number" with ``options.last_number_fallback``);
+        (None, None) when no rule finds one (``treesearch.tasks.answers.read_answer``)."""
+        return read_answer(text, self.answer_formats, self.answer_prefix,
+                           fallback=self.options.last_number_fallback)
 
     def answer_key(self, answer_text: str | None) -> str | None:
         """The key majority voting groups answers by (no label needed): answers with equal
@@ -224,12 +258,6 @@ class Task(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
-
-
-def prompt_ids(tokenizer, task, problem) -> list[int]:
-    """``<bos>`` + the task's prompt, as token ids (the prefix a solution continues)."""
-    return [tokenizer.bos_token_id] + list(tokenizer(task.prompt(problem),
-                                                     add_special_tokens=False)["input_ids"])
 
 
 # ---- helpers shared by the tasks --------------------------------------------------------

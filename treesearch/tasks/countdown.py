@@ -181,6 +181,8 @@ class Countdown(Task):
     """
 
     n_styles = 3
+    step_example = "25*4=100"
+    answer_hint = "<one expression using every number exactly once>"
     strategies = ("division", "subtraction")
 
     def __init__(self, n_numbers: int = 4, min_value: int = 1, max_value: int = 25,

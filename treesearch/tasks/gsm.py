@@ -105,6 +105,7 @@ class GSMTask(Task):
     """
 
     n_styles = 1
+    answer_hint = "<number>"
 
     def __init__(self, path: str | Path | None = None, test_fraction: float = 0.2,
                  val_fraction: float = 0.1, name: str = "gsm"):

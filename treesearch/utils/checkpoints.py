@@ -7,6 +7,7 @@ both go through here, so a bad path fails the same way everywhere.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,6 +24,20 @@ def model_directory(backend: str, model_dir) -> Path:
         raise FileNotFoundError(f"{backend}: {str(path / 'config.json')!r} not found "
                                 "(expected a directory written by save_pretrained)")
     return path
+
+
+def has_chat_template(model_dir) -> bool:
+    """Whether the tokenizer saved in ``model_dir`` carries a chat template, read from its
+    files without loading it (``chat_template.jinja`` / ``.json``, or the key in
+    ``tokenizer_config.json``)."""
+    path = Path(os.fspath(model_dir)).expanduser()
+    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
+        return True
+    try:
+        config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and bool(config.get("chat_template"))
 
 
 def as_dtype(dtype) -> torch.dtype | None:
