@@ -46,6 +46,7 @@ from treesearch.utils.runs import portable_path
 
 ROWS = ("vanilla", "+ adaptive branching", "+ PRM", "+ fast-rollout ORM", "+ state merge",
         "+ value bootstrap")
+QUICK = {"problems": 40, "budget": 256}
 # critics each row uses (the value critic is always there)
 CRITICS = {"vanilla": ("value",), "+ adaptive branching": ("value",),
            "+ PRM": ("value", "process"), "+ fast-rollout ORM": ("value", "process", "outcome"),
@@ -99,15 +100,19 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", default=None, help="JSONL of finished cells (resume)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK['problems']} problems at {QUICK['budget']} tokens")
     parser.add_argument("--json", default=None)
     parser.add_argument("--png", default=None)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.problems, args.budget = QUICK["problems"], QUICK["budget"]
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    args.drop = []
     cfg, policy, learned, r = load_run(args)
     task = build_task(cfg)
     problems = task.problems(args.split, args.problems, seed=args.seed)

@@ -36,8 +36,8 @@ AUROC falls on that curve says whether search can pay with it.
 JSON keys: ``budgets``, ``acc[strategy][budget]``, ``se[...]``, ``tokens[...]``,
 ``critic_tokens[...]``, ``seconds[...]`` (the references under budget "ref"),
 ``checkers`` (the same for the checker table), ``orm_auroc``, ``prm_auroc``,
-``value_skill``, ``settings``. Paths in it are relative; ``--png`` plots accuracy against
-tokens.
+``value_skill``, ``settings``, ``missing`` (cells ``--cached-only`` left out). Paths in it
+are relative; ``--png`` plots accuracy against tokens.
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ def parse_args(argv=None):
                              "appended when done and skipped when already there, so a long "
                              "board resumes, and two processes (--tables learned / checkers) "
                              "can share it; a last run with every row there only assembles")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="with --rows: assemble the rows already there and decode nothing "
+                             "new (cells not there are left out of the board and listed)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true",
@@ -238,8 +241,9 @@ class RowCache:
     and budget under one ``fingerprint``; a row of another fingerprint is an error, not a
     silent mix. Each row is appended with one write, so two processes can share the file."""
 
-    def __init__(self, path, key: str):
+    def __init__(self, path, key: str, cached_only: bool = False):
         self.path, self.key, self.rows = (Path(path) if path else None), key, {}
+        self.cached_only, self.missing = cached_only, []
         if self.path is not None and self.path.is_file():
             for n, line in enumerate(self.path.read_text().splitlines(), 1):
                 if not line.strip():
@@ -258,6 +262,9 @@ class RowCache:
         bar = tqdm(jobs, desc=f"{table} board", unit="cell")
         for strategy, budget in bar:
             row = self.rows.get((table, strategy, budget))
+            if row is None and self.cached_only:
+                self.missing.append(f"{table}:{strategy}@{budget}")
+                continue
             if row is None:
                 bar.set_postfix(strategy=strategy, budget=budget)
                 row = self.put(table, evaluate(
@@ -310,7 +317,9 @@ def main(argv=None) -> int:
     kw = {"temperature": cfg.policy.temperature, "search": search, "seed": args.seed}
     print(f"{policy.describe()}\n{len(problems)} {args.split} problems of {cfg.task}, "
           f"round {r} critics: {', '.join(k for k in scorer.critics if scorer.has(k))}")
-    cache = RowCache(args.rows, fingerprint(args, cfg, search))
+    if args.cached_only and not args.rows:
+        raise SystemExit("error: --cached-only needs --rows FILE")
+    cache = RowCache(args.rows, fingerprint(args, cfg, search), args.cached_only)
     rows = []
     if "learned" in args.tables:
         rows = cache.evaluate("learned", policy, scorer, task, problems, args.strategies,
@@ -331,6 +340,7 @@ def main(argv=None) -> int:
     curve = oracle_curve(policy, task, problems, args.oracle, middle, kw) if args.oracle else []
     result = {"budgets": args.budgets, **board(rows), "checkers": board(checker_rows),
               **quality, "references": list(REFERENCES), "oracle": curve,
+              "missing": cache.missing,
               "settings": {"run": portable_path(args.run), "round": r, "task": cfg.task,
                            "split": args.split, "problems": len(problems), "seed": args.seed,
                            "search": vars(search), "dropped": args.drop,

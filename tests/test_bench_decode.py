@@ -34,6 +34,15 @@ def test_scoreboard_on_a_small_run(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert rows.read_text() == cached  # nothing decoded again
+    partial = tmp_path / "partial.json"
+    more = board_cmd[:board_cmd.index("96") + 1] + ["192"] + board_cmd[board_cmd.index("96") + 1:]
+    proc = subprocess.run(more + ["--cached-only", "--json", str(partial)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert rows.read_text() == cached  # --cached-only decodes nothing new
+    assert sorted(json.loads(partial.read_text())["missing"]) == [
+        "checkers:best_of_n@192", "checkers:mcts@192", "learned:majority@192",
+        "learned:mcts@192", "learned:weighted_bon@192"]
     board = json.loads(out.read_text())
     assert board["budgets"] == [48, 96]
     assert set(board["acc"]) == {"greedy", "majority", "weighted_bon", "mcts"}
