@@ -8,6 +8,17 @@ tokens (the first tokens of ``true_word`` and ``false_word``):
 
 The default templates use only characters of the tiny priors' character tokenizer, so
 every model in the zoo can serve as a critic.
+
+``judge="chat"`` asks an instruction-tuned model in its OWN chat template instead: one user
+message (the problem, the solution so far, and the kind's question, ``CHAT_QUESTIONS``),
+rendered with ``tokenizer.apply_chat_template(..., add_generation_prompt=True)``, and the
+verdict words "Yes" / "No" read right after the assistant header:
+
+    score = P(Yes) / (P(Yes) + P(No)) = sigmoid(logit_Yes - logit_No)
+
+The problem is the policy prompt's text with special tokens dropped, or, for the problems
+given with ``set_problems`` (label-free: only ``question`` is read), the problem's question,
+so a chat-style policy prompt's own system and instruction text is not judged.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import torch
 
 from critics.base import CriticError, State, TokenBridge, check_kind, check_scores
 from treesearch.engine.interfaces import TokenCounts
+from treesearch.tasks import prompt_ids
 from treesearch.utils.checkpoints import load_model
 
 TEMPLATES = {
@@ -30,6 +42,12 @@ TEMPLATES = {
                "Answer True if its final answer is correct, False if not.\nAnswer:",
 }
 _MARK = "\x00solution\x00"
+JUDGES = ("plain", "chat")
+CHAT_QUESTIONS = {
+    "process": "Is the last step of this solution correct? Answer Yes or No.",
+    "value": "Can this partial solution still reach the correct answer? Answer Yes or No.",
+    "outcome": "Is the final answer of this solution correct? Answer Yes or No.",
+}
 
 
 class GenerativeCritic:
@@ -47,6 +65,9 @@ class GenerativeCritic:
         them, as BPE tokenizers write " True"; without when it does not, as a character
         tokenizer writes "T" after "Answer:").
     batch_size: states per forward pass. name: for messages and logs.
+    judge: "plain" (the template above, True/False) or "chat" (the model's chat template
+        over ``chat_messages``, verdict words default "Yes"/"No"; ``template`` must be None
+        and the tokenizer must have a chat template, else CriticError).
 
     Attributes: kind, name, model, tokenizer, template, max_positions (the model's
     max_position_embeddings, or None), true_id/false_id (verdict token ids), counts
@@ -54,9 +75,17 @@ class GenerativeCritic:
     """
 
     def __init__(self, model, kind: str, *, template: str | None = None,
-                 policy_tokenizer=None, true_word: str = "True", false_word: str = "False",
-                 device: str = "cpu", batch_size: int = 32, name: str | None = None):
+                 policy_tokenizer=None, true_word: str | None = None,
+                 false_word: str | None = None, device: str = "cpu", batch_size: int = 32,
+                 name: str | None = None, judge: str = "plain"):
         self.kind = check_kind(kind, "GenerativeCritic")
+        if judge not in JUDGES:
+            raise CriticError(f"GenerativeCritic: unknown judge {judge!r}; known: "
+                              f"{', '.join(JUDGES)}")
+        self.judge = judge
+        chat = judge == "chat"
+        true_word = true_word or ("Yes" if chat else "True")
+        false_word = false_word or ("No" if chat else "False")
         if isinstance(model, (tuple, list)):
             model, tokenizer = model
             model = model.to(device)
@@ -66,8 +95,21 @@ class GenerativeCritic:
         self.device = torch.device(device)
         config = model.config
         model_name = getattr(config, "_name_or_path", "") or type(model).__name__
-        self.name = name or f"generative-{kind}({model_name})"
+        self.name = name or f"generative-{kind}{'-chat' if chat else ''}({model_name})"
+        if chat:
+            if template is not None:
+                raise CriticError(f"critic {self.name}: judge 'chat' renders the model's chat "
+                                  "template; a text template is for judge 'plain'")
+            if not getattr(tokenizer, "chat_template", None):
+                raise CriticError(f"critic {self.name}: judge 'chat' needs a tokenizer with a "
+                                  f"chat template, and {model_name!r} has none (use judge "
+                                  "'plain')")
+            template = tokenizer.apply_chat_template(
+                self.chat_messages("{problem}", "{solution}"), add_generation_prompt=True,
+                tokenize=False).replace("{", "{{").replace("}", "}}").replace(
+                "{{solution}}", "{solution}")
         self.template = TEMPLATES[kind] if template is None else template
+        self._questions: dict[tuple[int, ...], str] = {}
         try:
             marked = self.template.format(solution=_MARK)
         except (KeyError, IndexError, ValueError) as err:
@@ -113,21 +155,67 @@ class GenerativeCritic:
 
     # -- public -----------------------------------------------------------------------
 
+    def chat_messages(self, problem: str, solution: str) -> list[dict[str, str]]:
+        """The chat judge's conversation: one user message with the problem, the solution
+        so far and the kind's question (``CHAT_QUESTIONS``); the template adds its own
+        default system message, if it has one."""
+        return [{"role": "user", "content": f"Problem:\n{problem.strip()}\n\nSolution:\n"
+                                            f"{solution.strip()}\n\n{CHAT_QUESTIONS[self.kind]}"}]
+
+    def set_problems(self, task, problems) -> None:
+        """Show these problems' questions (never their labels) in chat judge prompts, for
+        states whose prompt ids are ``prompt_ids(policy tokenizer, task, problem)``."""
+        tok = self.bridge.policy_tokenizer or self.tokenizer
+        self._questions = {tuple(prompt_ids(tok, task, p.without_label())): p.question
+                           for p in problems}
+
+    def chat_parts(self, state: State) -> tuple[str, str]:
+        """(problem text, solution text) of a state, decoded with the policy's tokenizer,
+        special tokens dropped; the problem is its question when ``set_problems`` knows it."""
+        tok = self.bridge.policy_tokenizer or self.tokenizer
+        prompt, steps = state
+
+        def decode(ids):
+            return tok.decode(list(ids), skip_special_tokens=True,
+                              clean_up_tokenization_spaces=False)
+
+        question = self._questions.get(tuple(int(i) for i in prompt))
+        return (question if question is not None else decode(prompt),
+                decode([i for span in steps for i in span]))
+
     def prompt(self, state: State) -> str:
-        """The prompt text for one state (the template around the state's text)."""
+        """The prompt text for one state (the template around the state's text; chat: the
+        chat template's rendering of ``chat_messages``)."""
+        if self.judge == "chat":
+            return self.tokenizer.apply_chat_template(
+                self.chat_messages(*self.chat_parts(state)), add_generation_prompt=True,
+                tokenize=False)
         return self.template.format(solution=self.bridge.text(state))
+
+    def prompt_ids(self, state: State) -> list[int]:
+        """The prompt's token ids in the critic's tokenizer (chat: exactly the ids
+        ``apply_chat_template(..., tokenize=True)`` gives; plain: ``<bos>`` + the text)."""
+        if self.judge == "chat":
+            out = self.tokenizer.apply_chat_template(
+                self.chat_messages(*self.chat_parts(state)), add_generation_prompt=True,
+                tokenize=True)
+            ids = out["input_ids"] if hasattr(out, "keys") else out
+            return [int(i) for i in ids]
+        return self.bridge.encode_text(self.prompt(state))
 
     def describe(self) -> str:
         params = sum(p.numel() for p in self.model.parameters())
         dtype = str(self.model.dtype).replace("torch.", "")
-        return (f"generative critic {self.name} kind={self.kind} params={params / 1e6:.2f}M "
+        return (f"generative critic {self.name} kind={self.kind} judge={self.judge} "
+                f"params={params / 1e6:.2f}M "
                 f"device={self.device} dtype={dtype} verdict={self.verdict!r} "
                 f"ids=({self.true_id}, {self.false_id}) calls={self.calls} "
                 f"processed={self.counts.processed}")
 
     def score(self, states: Sequence[State]) -> np.ndarray:
         """states: (prompt ids, step id spans) each, in the policy's ids; returns float32
-        [len(states)] in [0, 1]: P(True) / (P(True) + P(False)) for each state's prompt.
+        [len(states)] in [0, 1]: P(True) / (P(True) + P(False)) for each state's prompt
+        (the verdict words: chat judge P(Yes) / (P(Yes) + P(No))).
 
         Raises CriticError naming the critic when a prompt does not fit the model's
         max_position_embeddings or the model produces NaN/inf.
@@ -135,9 +223,8 @@ class GenerativeCritic:
         self.calls += 1
         seqs = []
         for i, state in enumerate(states):
-            text = self.prompt(state)
             try:
-                ids = self.bridge.encode_text(text)
+                ids = self.prompt_ids(state)
             except Exception as err:
                 raise CriticError(f"critic {self.name}: cannot encode prompt {i}: {err}") from err
             if self.max_positions is not None and len(ids) > self.max_positions:

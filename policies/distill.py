@@ -5,6 +5,8 @@ The self-improvement step of AlphaLLM-style training. After a round of search:
 - the good root-to-leaf paths (correct answers, high values) become ``SFTExample``s:
   prompt tokens (``<bos>`` + task prompt) and completion tokens (the steps, ending with
   the answer line, then EOS), each with a weight (e.g. 1, or the path's value);
+- (signed) ``PGExample``s: sequences to push up or down with an advantage (failing
+  siblings, step advantages from a tree), for ``policy_gradient``;
 - pairs of sibling steps that the search ranked (one led to a better value than the
   other) become ``PreferencePair``s: the shared prefix (prompt + earlier steps), the
   chosen step and the rejected step.
@@ -70,6 +72,21 @@ class SFTExample:
     prompt_ids: list[int]
     completion_ids: list[int]
     weight: float = 1.0
+
+
+@dataclass
+class PGExample:
+    """One sequence to push up or down (``policy_gradient``), in the policy's token ids.
+
+    prompt_ids: the conditioning prefix, ``<bos>`` included (no loss on it).
+    completion_ids: the tokens whose log-probability moves (a whole solution, or one step
+        of a search tree after its prefix).
+    advantage: signed weight: > 0 raises the completion's log-probability, < 0 lowers it.
+    """
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    advantage: float
 
 
 @dataclass
@@ -485,6 +502,56 @@ def dpo(model, tokenizer, pairs: Sequence[PreferencePair], config: DistillConfig
                  reward_margin_last=run["last"].get("reward_margin"),
                  reward_accuracy_last=run["last"].get("reward_accuracy"),
                  steps=run["steps"], seconds=round(time.perf_counter() - start, 3))
+    return model, stats
+
+
+def policy_gradient(model, tokenizer, examples: Sequence[PGExample],
+                    config: DistillConfig | None = None):
+    """One REINFORCE-style pass over fixed examples with signed advantages, in place.
+    Returns ``(model, stats)``.
+
+    Per minibatch of B examples the loss is
+
+        -(1 / B) * sum_b advantage_b * mean_t log p(completion token t of b)
+
+    (token-mean per sequence, as ``policies.rl``'s policy-gradient loss on its first pass,
+    where the ratio is 1). Used for W-REINFORCE-style updates (positives weighted by a
+    small lambda, negatives pushed down: Zhu et al. 2025, arXiv 2506.01347) and for
+    step-level advantages taken from a search tree (``policies.rl.tree_examples``).
+    Examples with a zero advantage carry no gradient and are dropped. stats: loss_first /
+    loss_last (None without steps), examples (kept), positives, negatives, steps, seconds.
+    """
+    config = validate(config or DistillConfig())
+    examples = [e for e in examples if e.advantage != 0]
+    start = time.perf_counter()
+    stats = {"loss_first": None, "loss_last": None, "examples": len(examples),
+             "positives": sum(e.advantage > 0 for e in examples),
+             "negatives": sum(e.advantage < 0 for e in examples), "steps": 0, "seconds": 0.0}
+    if not examples:
+        return model, stats
+    _check_sequences(model, "example", [(e.prompt_ids, e.completion_ids) for e in examples])
+    for i, e in enumerate(examples):
+        if not _is_number(e.advantage):
+            raise ValueError(f"distill: example {i} has advantage {e.advantage!r}; need a "
+                             f"finite number")
+    pad = _pad_id(tokenizer)
+    device = next(model.parameters()).device
+
+    def batch_loss(module, idx):
+        chunk = [examples[i] for i in idx]
+        batch = collate([(e.prompt_ids, e.completion_ids) for e in chunk], pad, device)
+        logp = token_logprobs(module, batch)
+        mask = (batch["labels"][:, 1:] != -100).to(logp.dtype)
+        per_seq = (logp * mask).sum(1) / mask.sum(1).clamp_min(1)
+        adv = torch.tensor([float(e.advantage) for e in chunk], dtype=logp.dtype,
+                           device=logp.device)
+        return -(adv * per_seq).mean(), {}
+
+    model, run = _train(model, config, len(examples), batch_loss, "pg")
+    losses = run["losses"]
+    stats.update(loss_first=losses[0] if losses else None,
+                 loss_last=losses[-1] if losses else None, steps=run["steps"],
+                 seconds=round(time.perf_counter() - start, 3))
     return model, stats
 
 

@@ -17,6 +17,18 @@ compared at equal sampling cost:
   on the correct samples only; incorrect samples are ignored.
 - ``nsr``: negative sample reinforcement (same paper): reward -1 on the incorrect samples
   only (push their log-probability down); correct samples are ignored.
+- ``tree_rl``: tree-based policy optimization (in the line of TreeRL, arXiv 2506.11902, and
+  Tree-GRPO, arXiv 2509.21240): each iteration runs a search over the problems with the
+  current weights (a ``search`` callable the app builds: ``policies`` cannot build a
+  search), takes STEP-level advantages from the tree's own statistics (a node's Q minus the
+  mean Q of its visited siblings, or minus its parent's Q: ``tree_advantages``; no learned
+  critic), and makes one policy-gradient update on the tree's steps (each step given its
+  prefix). The search's generated tokens count against the budget.
+
+``passk = K > 1`` (grpo only) replaces the group-normalised reward by pass@K advantages in
+closed form (Chen et al. 2025, "Pass@k Training", arXiv 2508.10751; cf. PKPO, arXiv
+2505.15201): the group's pass@K estimate and each sample's leave-one-out effect on it,
+``passk_advantages``; K = 1 is GRPO's advantage.
 
 One iteration:
 
@@ -61,6 +73,7 @@ global random state. The model is left in eval mode.
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -71,6 +84,7 @@ import torch
 from tqdm import tqdm
 
 from policies.distill import (
+    PGExample,
     _is_int,
     _is_number,
     _pad_id,
@@ -81,9 +95,11 @@ from policies.distill import (
 )
 from policies.hf import HFPolicy
 from policies.rollout import generate_solutions
+from treesearch.engine.forest import Forest
 from treesearch.tasks import prompt_ids
 
-METHODS = ("grpo", "expert_iteration", "psr", "nsr")
+METHODS = ("grpo", "expert_iteration", "psr", "nsr", "tree_rl")
+TREE_BASELINES = ("siblings", "parent")
 
 
 # ----------------------------------------------------------------------------- config
@@ -102,7 +118,10 @@ class RLConfig:
     of the k3 KL penalty to the frozen starting model (0 = off, no reference model kept;
     policy-gradient methods only). updates_per_batch: passes over each iteration's samples
     (for expert_iteration: SFT epochs per iteration). batch_size: samples per gradient
-    minibatch (one optimizer step each). grad_clip: max gradient norm (0 = off). seed:
+    minibatch (one optimizer step each). grad_clip: max gradient norm (0 = off). passk: K of
+    the pass@K advantage (grpo only; 1 = GRPO's own advantage; <= group_size).
+    tree_baseline: tree_rl's step baseline, "siblings" (mean Q of the visited siblings) or
+    "parent" (the parent's Q). seed:
     problem order, sampling and minibatch order. threads: torch CPU threads during the call
     (None = untouched). progress: a tqdm bar over the token budget.
     """
@@ -120,6 +139,8 @@ class RLConfig:
     updates_per_batch: int = 1
     batch_size: int = 32
     grad_clip: float = 1.0
+    passk: int = 1
+    tree_baseline: str = "siblings"
     seed: int = 0
     threads: int | None = None
     progress: bool = False
@@ -150,6 +171,10 @@ def validate(config: RLConfig) -> RLConfig:
         ("batch_size", _is_int(c.batch_size) and c.batch_size >= 1, "an int >= 1"),
         ("grad_clip", _is_number(c.grad_clip) and c.grad_clip >= 0,
          "a finite number >= 0 (0 = off)"),
+        ("passk", _is_int(c.passk) and c.passk >= 1
+         and (c.passk == 1 or (c.method == "grpo" and c.passk <= c.group_size)),
+         "an int >= 1; K > 1 only for grpo and at most group_size (pass@K of the group)"),
+        ("tree_baseline", c.tree_baseline in TREE_BASELINES, f"one of {', '.join(TREE_BASELINES)}"),
         ("seed", _is_int(c.seed) and c.seed >= 0, "an int >= 0"),
         ("threads", c.threads is None or (_is_int(c.threads) and c.threads >= 1),
          "None or an int >= 1"),
@@ -163,14 +188,20 @@ def validate(config: RLConfig) -> RLConfig:
 
 # ----------------------------------------------------------------------------- advantages
 
-def group_advantages(rewards: np.ndarray, method: str, eps: float = 1e-6) -> np.ndarray:
+def group_advantages(rewards: np.ndarray, method: str, eps: float = 1e-6,
+                     passk: int = 1) -> np.ndarray:
     """Per-sample advantages, float32 [P, G], from rewards float [P, G] (1 = correct).
 
     grpo: (r - mean of the group) / (population std of the group + eps), 0 for a group
-    whose rewards are all equal; psr: 1 where r > 0 else 0; nsr: -1 where r <= 0 else 0;
-    expert_iteration: 1 where r > 0 else 0 (the SFT selection mask).
+    whose rewards are all equal (with ``passk`` K > 1: ``passk_advantages``); psr: 1 where
+    r > 0 else 0; nsr: -1 where r <= 0 else 0; expert_iteration: 1 where r > 0 else 0 (the
+    SFT selection mask).
     """
     r = np.asarray(rewards, np.float64)
+    if passk != 1:
+        if method != "grpo":
+            raise ValueError(f"rl: passk > 1 is defined for grpo only, got method {method!r}")
+        return passk_advantages(r, passk, eps)
     if method == "grpo":
         std = r.std(axis=1, keepdims=True)
         adv = (r - r.mean(axis=1, keepdims=True)) / (std + eps)
@@ -182,6 +213,94 @@ def group_advantages(rewards: np.ndarray, method: str, eps: float = 1e-6) -> np.
     else:
         raise ValueError(f"rl: method must be one of {', '.join(METHODS)}, got {method!r}")
     return adv.astype(np.float32)
+
+
+def passk_advantages(rewards: np.ndarray, k: int, eps: float = 1e-6) -> np.ndarray:
+    """pass@k advantages of binary rewards, float32 [P, G], in closed form.
+
+    For a group of n = G samples with c correct (n_neg = n - c), the group's reward is the
+    unbiased pass@k, R = 1 - C(n_neg, k) / C(n, k), with std s = sqrt(R (1 - R)); a correct
+    sample gets (1 - R) / (s + eps), an incorrect one (1 - R - C(n_neg - 1, k - 1) /
+    C(n - 1, k - 1)) / (s + eps) (Chen et al. 2025, arXiv 2508.10751, eq. for the analytic
+    advantage). A group with s = 0 (all right, or k-subsets that all fail) gets 0. With
+    k = 1 this is GRPO's (r - mean) / (std + eps). ValueError unless 1 <= k <= G.
+    """
+    r = np.asarray(rewards, np.float64)
+    n = r.shape[1]
+    if not (isinstance(k, int) and 1 <= k <= n):
+        raise ValueError(f"rl: passk must be an int in [1, group size {n}], got {k!r}")
+    out = np.zeros_like(r)
+    total = math.comb(n, k)
+    for i, row in enumerate(r):
+        pos = row > 0
+        n_neg = int((~pos).sum())
+        mean = 1.0 - math.comb(n_neg, k) / total
+        std = math.sqrt(max(mean * (1.0 - mean), 0.0))
+        if std == 0:
+            continue
+        out[i, pos] = (1.0 - mean) / (std + eps)
+        if n_neg:
+            drop = math.comb(n_neg - 1, k - 1) / math.comb(n - 1, k - 1)
+            out[i, ~pos] = (1.0 - mean - drop) / (std + eps)
+    return out.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- trees
+
+def tree_advantages(forest: Forest, baseline: str = "siblings", min_visits: int = 1,
+                    gamma: float = 1.0):
+    """Step-level advantages from a searched forest's own statistics (no critic).
+
+    For every non-root node with at least ``min_visits`` visits, its Q (mean backed-up
+    return, ``Forest.q``) minus a baseline: ``"siblings"`` the mean Q of the visited
+    children of its parent (itself included), ``"parent"`` the parent's Q. Returns
+    (tree int64 [N], node int64 [N], advantage float64 [N]), tree-major, node order.
+    """
+    if baseline not in TREE_BASELINES:
+        raise ValueError(f"rl: tree baseline must be one of {', '.join(TREE_BASELINES)}, "
+                         f"got {baseline!r}")
+    q = forest.q(gamma)
+    cap = forest.capacity
+    idx = np.arange(cap)[None, :]
+    used = (idx > 0) & (idx < forest.n_nodes[:, None]) & (forest.visits >= min_visits)
+    used &= np.isfinite(q)
+    tree, node = np.nonzero(used)
+    parent = forest.parent[tree, node]
+    if baseline == "parent":
+        base = q[tree, parent]
+    else:
+        key = tree * cap + parent
+        sums = np.zeros(forest.n_trees * cap)
+        counts = np.zeros(forest.n_trees * cap)
+        np.add.at(sums, key, q[tree, node])
+        np.add.at(counts, key, 1.0)
+        base = sums[key] / counts[key]
+    adv = q[tree, node] - base
+    ok = np.isfinite(adv)
+    return tree[ok].astype(np.int64), node[ok].astype(np.int64), adv[ok]
+
+
+def tree_examples(forest: Forest, prompts, baseline: str = "siblings", min_visits: int = 1,
+                  gamma: float = 1.0, scale: float = 1.0) -> list[PGExample]:
+    """``policies.distill.PGExample`` for every step of the forest with a nonzero
+    ``tree_advantages`` advantage: prefix = the tree's prompt ids + the earlier steps'
+    tokens, completion = the step's tokens, advantage = ``scale`` * the step advantage."""
+    tree, node, adv = tree_advantages(forest, baseline, min_visits, gamma)
+    out = []
+    for b, c, a in zip(tree.tolist(), node.tolist(), adv.tolist()):
+        if a == 0:
+            continue
+        path = []
+        n = c
+        while n > 0:
+            path.append(n)
+            n = int(forest.parent[b, n])
+        spans = [forest.tokens.get(int(forest.payload[b, m])).tolist() for m in path[::-1]]
+        if not spans[-1]:
+            continue
+        prefix = list(prompts[b]) + [t for s in spans[:-1] for t in s]
+        out.append(PGExample(prefix, spans[-1], scale * a))
+    return out
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -259,8 +378,26 @@ def _per_token_logprobs(model, sequences, batch_size: int, pad: int, device) -> 
 
 # ----------------------------------------------------------------------------- training
 
+@dataclass
+class TreeBatch:
+    """What a ``search`` callable of ``tree_rl`` returns for one iteration's P problems.
+
+    forest: the searched trees (tree i = problem i); prompts: P lists of prompt token ids
+    (``prompt_ids``); tokens_used: generated tokens the search spent (counted against the
+    budget); solved float [P]: 1 where the search's answer is right (the reward, for the
+    stats); texts: P lists of solution strings (e.g. the chosen answer path), for
+    ``on_samples``.
+    """
+
+    forest: Forest
+    prompts: list
+    tokens_used: int
+    solved: np.ndarray
+    texts: list
+
+
 def train(model, tokenizer, task, problems: Sequence, config: RLConfig,
-          on_samples: Callable | None = None):
+          on_samples: Callable | None = None, search: Callable | None = None):
     """Train ``model`` in place with ``config.method`` until the token budget is spent.
 
     model: a transformers causal LM (any device; sampling and training run there).
@@ -269,7 +406,12 @@ def train(model, tokenizer, task, problems: Sequence, config: RLConfig,
     problems: LABELLED TRAINING problems (ValueError for a held-out or unlabelled one).
     on_samples: optional ``on_samples(iteration, problems, texts, rewards)`` after each
         iteration's sampling, before its update: iteration int (0-based), problems the P
-        problems sampled, texts P lists of G solution strings, rewards float32 [P, G].
+        problems sampled, texts P lists of G solution strings, rewards float32 [P, G]
+        (tree_rl: the search's texts and solved [P, 1]).
+    search: tree_rl only (required there): ``search(policy, problems, iteration) ->
+        TreeBatch``, a search over the problems with ``policy`` (an ``HFPolicy`` over the
+        current weights, its sampler already seeded for the iteration), answers scored by
+        the rule verifier on these labelled training problems.
     Returns ``(model, stats)`` with the model in eval mode and stats: method, iterations,
     tokens_generated (actual, >= token_budget, less than one iteration over it), budget,
     tokens_per_iteration (list of int), samples (total sampled solutions), trained_samples
@@ -279,6 +421,8 @@ def train(model, tokenizer, task, problems: Sequence, config: RLConfig,
     loss (list, per iteration: mean minibatch loss, None without a step), seconds.
     """
     config = validate(config)
+    if config.method == "tree_rl" and search is None:
+        raise ValueError("rl: method 'tree_rl' needs a search callable (search=...)")
     problems = _training_problems(problems)
     start = time.perf_counter()
     device = next(model.parameters()).device
@@ -298,16 +442,25 @@ def train(model, tokenizer, task, problems: Sequence, config: RLConfig,
                 it = stats["iterations"]
                 # -- sample with the current weights
                 batch_problems = cycle.take(config.problems_per_step)
-                texts, tokens, used = _sample(model, policy, tokenizer, task, batch_problems,
-                                              config, it)
-                rewards = _rewards(task, batch_problems, texts)
-                _record_samples(stats, rewards, used)
-                bar.update(used)
-                if on_samples is not None:
-                    on_samples(it, batch_problems, texts, rewards)
-                # -- update on the samples that carry a gradient
-                seqs, sample_adv = _gradient_samples(tokenizer, task, batch_problems, tokens,
-                                                     rewards, config)
+                if config.method == "tree_rl":
+                    seqs, sample_adv, texts, rewards, used = _search_samples(
+                        model, policy, batch_problems, config, it, search)
+                    _record_samples(stats, rewards, used)
+                    stats["tree_steps"] = stats.get("tree_steps", 0) + len(seqs)
+                    bar.update(used)
+                    if on_samples is not None:
+                        on_samples(it, batch_problems, texts, rewards)
+                else:
+                    texts, tokens, used = _sample(model, policy, tokenizer, task,
+                                                  batch_problems, config, it)
+                    rewards = _rewards(task, batch_problems, texts)
+                    _record_samples(stats, rewards, used)
+                    bar.update(used)
+                    if on_samples is not None:
+                        on_samples(it, batch_problems, texts, rewards)
+                    # -- update on the samples that carry a gradient
+                    seqs, sample_adv = _gradient_samples(tokenizer, task, batch_problems,
+                                                         tokens, rewards, config)
                 losses: list[float] = []
                 if seqs:
                     losses = _update(model, opt, params, seqs, sample_adv, reference, config,
@@ -379,6 +532,29 @@ def _sample(model, policy, tokenizer, task, problems: list, config: RLConfig, it
     return texts, tokens, used
 
 
+def _search_samples(model, policy, problems: list, config: RLConfig, iteration: int,
+                    search: Callable):
+    """tree_rl's sampling: one search over the problems with the current weights (sampler
+    seeded from ``config.seed`` and the iteration), then its steps with nonzero
+    ``tree_advantages``. Returns (seqs: N (prefix ids, step ids), advantages float32
+    tensor [N], texts P lists, rewards float32 [P, 1], used tokens)."""
+    model.eval()
+    policy.reset_cache()
+    policy.generator.manual_seed(_sampling_seed(config.seed, iteration))
+    batch = search(policy, problems, iteration)
+    if batch.forest.n_trees != len(problems) or len(batch.prompts) != len(problems):
+        raise ValueError(f"rl: the search returned {batch.forest.n_trees} trees for "
+                         f"{len(problems)} problems")
+    used = int(batch.tokens_used)
+    if used <= 0:
+        raise ValueError("rl: a tree_rl search generated no token")
+    examples = tree_examples(batch.forest, batch.prompts, config.tree_baseline)
+    seqs = [(e.prompt_ids, e.completion_ids) for e in examples]
+    adv = torch.tensor([float(e.advantage) for e in examples], dtype=torch.float32)
+    rewards = np.asarray(batch.solved, np.float32).reshape(len(problems), 1)
+    return seqs, adv, list(batch.texts), rewards, used
+
+
 def _rewards(task, problems: list, texts: list[list[str]]) -> np.ndarray:
     """float32 [P, G]: 1 where ``task.check_solution`` accepts the solution, else 0."""
     return np.asarray([[float(task.check_solution(p, t)) for t in row]
@@ -400,7 +576,7 @@ def _gradient_samples(tokenizer, task, problems: list, tokens, rewards: np.ndarr
     """The samples that carry a gradient: non-empty ones with a nonzero advantage (every
     non-empty one when ``kl_beta > 0``), row-major over [P, G]. Returns (seqs: N (prompt
     ids, completion ids) pairs, advantages float32 tensor [N])."""
-    adv = group_advantages(rewards, config.method)
+    adv = group_advantages(rewards, config.method, passk=config.passk)
     prompts = [prompt_ids(tokenizer, task, p) for p in problems]
     keep = [(i, j) for i in range(len(problems)) for j in range(config.group_size)
             if tokens[i][j] and (adv[i, j] != 0 or config.kl_beta > 0)]

@@ -147,3 +147,106 @@ def test_smollm2_outcome_critic(monkeypatch):
         torch.set_num_threads(threads)
     assert scores.shape == (2,) and np.isfinite(scores).all()
     assert ((scores > 0) & (scores < 1)).all(), scores
+
+
+# ----------------------------------------------------------------------------- chat judge
+
+CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>\n{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<assistant>\n{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def chat_pair():
+    """A tiny random Llama whose character tokenizer has a chat template."""
+    tok = build_char_tokenizer(chars=DEFAULT_CHARS + "?<>'")
+    tok.chat_template = CHAT_TEMPLATE
+    config = transformers.LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=400,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, initializer_range=0.3)
+    torch.manual_seed(5)
+    return transformers.LlamaForCausalLM(config), tok
+
+
+def test_chat_judge_prompt_is_the_templates_rendering(chat_pair):
+    from treesearch.tasks import TaskOptions, get_task, prompt_ids
+
+    model, tok = chat_pair
+    critic = GenerativeCritic(chat_pair, "process", judge="chat")
+    assert critic.verdict == ("Yes", "No") and "judge=chat" in critic.describe()
+    assert (critic.true_id, critic.false_id) == tuple(tok.convert_tokens_to_ids(["Y", "N"]))
+    state = states(tok, [("What is 9 + 7?", ["9 + 7 = 16\n"])])[0]
+    messages = [{"role": "user", "content": "Problem:\nWhat is 9 + 7?\n\nSolution:\n9 + 7 = 16"
+                                            "\n\nIs the last step of this solution correct? "
+                                            "Answer Yes or No."}]
+    assert critic.chat_messages(*critic.chat_parts(state)) == messages
+    rendered = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert critic.prompt(state) == rendered and rendered.endswith("<assistant>\n")
+    expected = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    expected = list(expected["input_ids"] if hasattr(expected, "keys") else expected)
+    assert critic.prompt_ids(state) == expected
+    # the documented rule: P(Yes) / (P(Yes) + P(No)) at the prompt's last position
+    with torch.inference_mode():
+        probs = torch.softmax(model(input_ids=torch.tensor([expected])).logits[0, -1].double(), -1)
+    p_yes, p_no = probs[critic.true_id].item(), probs[critic.false_id].item()
+    assert critic.score([state])[0] == pytest.approx(p_yes / (p_yes + p_no), abs=1e-6)
+    # with the problems known, a chat-style policy prompt is judged by its question only
+    task = get_task("arithmetic2", options=TaskOptions(prompt_style="chat"))
+    problem = task.problems("val", 1, seed=0)[0]
+    critic.set_problems(task, [problem])
+    ids = prompt_ids(tok, task, problem)
+    assert critic.chat_parts((ids, [tok("12\n")["input_ids"]])) == (problem.question, "12\n")
+    assert critic.chat_parts(state)[0] == "What is 9 + 7?"  # unknown prompt: its text
+
+
+def test_chat_judge_bad_arguments_raise(chat_pair, critic):
+    with pytest.raises(CriticError, match="unknown judge 'html'.*plain, chat"):
+        GenerativeCritic(chat_pair, "process", judge="html")
+    with pytest.raises(CriticError, match="judge 'chat' needs a tokenizer with a chat template"):
+        GenerativeCritic((critic.model, critic.tokenizer), "process", judge="chat")
+    with pytest.raises(CriticError, match="text template is for judge 'plain'"):
+        GenerativeCritic(chat_pair, "process", judge="chat", template="{solution} Answer:")
+
+
+def test_chat_judge_config_checks():
+    from treesearch.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="critics.judge"):
+        load_config(None, ["critics.judge=html"])
+    # the tiny prior's character tokenizer has no chat template: a named error, before work
+    with pytest.raises(ConfigError, match="'critics.judge' = 'chat'.*tiny-countdown3.*no chat"):
+        load_config(None, ["critics.process=generative", "critics.judge=chat"])
+    load_config(None, ["critics.judge=chat"])  # no generative critic: nothing to judge
+
+
+@pytest.mark.slow
+def test_smollm2_chat_judge(monkeypatch):
+    for name in ("gguf", "accelerate"):
+        require_module(name, "install the zoo extra: pip install -e '.[zoo]'")
+    from policies import zoo
+
+    try:
+        zoo.smollm2_gguf()
+    except FileNotFoundError as err:
+        missing(str(err))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", _NoNetwork())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        critic = GenerativeCritic(str(zoo.resolve("smollm2-135m")), "process", judge="chat")
+        tok = critic.tokenizer
+        assert critic.verdict == ("Yes", "No")
+        assert tok.convert_ids_to_tokens([critic.true_id, critic.false_id]) == ["Yes", "No"]
+        prompt = tok("What is 2 + 4?", add_special_tokens=False)["input_ids"]
+        ss = [(prompt, [tok(step, add_special_tokens=False)["input_ids"]])
+              for step in ("2 + 4 = 6\n", "2 + 4 = 9\n")]
+        messages = critic.chat_messages(*critic.chat_parts(ss[0]))
+        assert critic.prompt(ss[0]) == tok.apply_chat_template(messages, add_generation_prompt=True,
+                                                               tokenize=False)
+        assert critic.prompt(ss[0]).endswith("<|im_start|>assistant\n")
+        scores = critic.score(ss)
+    finally:
+        torch.set_num_threads(threads)
+    assert scores.shape == (2,) and ((scores > 0) & (scores < 1)).all(), scores

@@ -120,3 +120,15 @@ def test_search_overrides_may_follow_list_options():
                                        "--task", "countdown3", "search.rule=uct"])
     assert rest == ["--budgets", "256", "512", "--task", "countdown3"]
     assert overrides == ["search.simulations=32", "search.rule=uct"]
+
+
+def test_decode_takes_the_judge_from_flag_or_recipe(tmp_path):
+    from treesearch.decode import parse_args, resolve_settings
+
+    assert resolve_settings(parse_args([]))[0]["judge"] == "plain"
+    assert resolve_settings(parse_args(["--judge", "chat"]))[0]["judge"] == "chat"
+    recipe = tmp_path / "judged.yaml"
+    recipe.write_text("critics:\n  judge: chat\n")
+    assert resolve_settings(parse_args(["--config", str(recipe)]))[0]["judge"] == "chat"
+    with pytest.raises(SystemExit):
+        parse_args(["--judge", "html"])

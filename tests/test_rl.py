@@ -1,6 +1,8 @@
 """policies.rl: config checks, the token budget, determinism, and the direction of each
 method's update (GRPO, expert iteration, PSR, NSR) on the shipped 3-number prior."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ from policies.distill import completion_logprobs  # noqa: E402
 from policies.hf import HFPolicy, load_model  # noqa: E402
 from policies.rl import RLConfig, group_advantages, train  # noqa: E402
 from policies.rollout import generate_solutions
+from treesearch.engine.forest import Forest
 from treesearch.tasks import (
     get_task,  # noqa: E402
     prompt_ids,  # noqa: E402
@@ -256,3 +259,148 @@ def test_expert_iteration_trains_on_correct_samples_only(prior_dir, task, proble
     assert _is_correct(tok, task, problems, recorded).all()  # the real checker agrees
     assert stats["steps"] >= 1
     assert not model.training
+
+
+# ----------------------------------------------------------------------------- pass@k advantages
+
+def test_passk_advantages_k1_is_grpo_and_k2_closed_form():
+    r = np.array([[1, 0, 0, 0], [1, 0, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0]], np.float32)
+    np.testing.assert_allclose(rl.passk_advantages(r, 1), group_advantages(r, "grpo"),
+                               atol=1e-6)
+    np.testing.assert_array_equal(group_advantages(r, "grpo", passk=1), group_advantages(r, "grpo"))
+    # n = 4, c = 1, k = 2: R = 1 - C(3,2)/C(4,2) = 1/2, std 1/2; positive (1 - 1/2) / (1/2) = 1;
+    # negative (1 - 1/2 - C(2,1)/C(3,1)) / (1/2) = -1/3 (the group's advantages sum to 0)
+    a = group_advantages(r, "grpo", passk=2)
+    np.testing.assert_allclose(a[0], [1, -1 / 3, -1 / 3, -1 / 3], atol=1e-5)
+    # c = 2, k = 2: R = 1 - 1/6 = 5/6, std sqrt(5)/6; pos (1/6) / std; neg (1/6 - 1/3) / std
+    std = math.sqrt(5) / 6
+    np.testing.assert_allclose(a[1], [1 / 6 / std, -1 / 6 / std, -1 / 6 / std, 1 / 6 / std],
+                               atol=1e-5)
+    assert not a[2:].any()                     # all right / all wrong: no signal
+    # k = n: only the all-wrong group fails; one correct sample already solves the group
+    assert not rl.passk_advantages(r[:2], 4).any()
+    with pytest.raises(ValueError, match="passk"):
+        rl.passk_advantages(r, 5)
+    with pytest.raises(ValueError, match="passk"):
+        group_advantages(r, "psr", passk=2)
+
+
+def test_passk_config_is_checked():
+    rl.validate(_config("grpo", passk=4, group_size=4))
+    for bad in ({"passk": 0}, {"passk": 5, "group_size": 4}, {"method": "nsr", "passk": 2},
+                {"passk": 2.0}):
+        with pytest.raises(ValueError, match="passk"):
+            rl.validate(_config(**{"method": "grpo", **bad}))
+    with pytest.raises(ValueError, match="tree_baseline"):
+        rl.validate(_config("tree_rl", tree_baseline="uncle"))
+
+
+def test_grpo_with_passk_trains_deterministically(prior_dir, task, problems):
+    cfg = _config("grpo", token_budget=800, passk=2, seed=3)
+    runs = []
+    for _ in range(2):
+        model, tok = _model(prior_dir)
+        model, _ = train(model, tok, task, problems, cfg)
+        runs.append(_weights(model))
+    assert _same(runs[0], runs[1])
+
+
+# ----------------------------------------------------------------------------- tree_rl
+
+
+def _tree_batch(tok, task, problems, good="25*4=100\n", bad="9*9=80\n", used=100):
+    """One tree per problem: root with three children (steps good, bad, bad); the good step
+    has Q 1, the bad ones Q 0, the root Q 1/3 (visits 3)."""
+    forest = Forest(len(problems), 8)
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]
+    spans = forest.tokens.add_many([ids(good), ids(bad), ids(bad + "1")] * len(problems))
+    for b in range(len(problems)):
+        forest.expand([b], [0], [0, 3], [1 / 3] * 3, [0.0] * 3, [0.0] * 3, [0] * 3,
+                      spans[3 * b:3 * b + 3])
+        forest.visits[b, :4] = [3, 1, 1, 1]
+        forest.value_sum[b, :4] = [1.0, 1.0, 0.0, 0.0]
+    prompts = [prompt_ids(tok, task, p) for p in problems]
+    return rl.TreeBatch(forest, prompts, used, np.ones(len(problems)),
+                        [["A:1"] for _ in problems])
+
+
+def test_tree_advantages_siblings_and_parent(prior_dir, task, problems):
+    _, tok = _model(prior_dir)
+    batch = _tree_batch(tok, task, problems[:2])
+    tree, node, adv = rl.tree_advantages(batch.forest, "siblings")
+    assert tree.tolist() == [0, 0, 0, 1, 1, 1] and node.tolist() == [1, 2, 3] * 2
+    np.testing.assert_allclose(adv, [2 / 3, -1 / 3, -1 / 3] * 2)
+    batch.forest.value_sum[:, 0] = 2.0                     # root Q 2/3
+    _, _, adv = rl.tree_advantages(batch.forest, "parent")
+    np.testing.assert_allclose(adv, [1 / 3, -2 / 3, -2 / 3] * 2)
+    ex = rl.tree_examples(batch.forest, batch.prompts, "parent")
+    assert len(ex) == 6 and ex[0].prompt_ids == list(batch.prompts[0])
+    assert tok.decode(ex[0].completion_ids) == "25*4=100\n" and ex[0].advantage > 0
+
+
+def test_tree_rl_needs_a_search(prior_dir, task, problems):
+    model, tok = _model(prior_dir)
+    with pytest.raises(ValueError, match="search"):
+        train(model, tok, task, problems, _config("tree_rl"))
+
+
+def test_tree_rl_moves_logprobs_by_the_sign_of_the_step_advantage(prior_dir, task, problems):
+    start, tok = _model(prior_dir)
+    model, _ = _model(prior_dir)
+    calls = []
+
+    def search(policy, probs, iteration):
+        calls.append(iteration)
+        return _tree_batch(tok, task, probs)
+
+    model, stats = train(model, tok, task, problems, _config("tree_rl", token_budget=1, lr=1e-3),
+                         search=search)
+    assert calls == [0] and stats["iterations"] == 1 and stats["steps"] == 1
+    assert stats["tree_steps"] == stats["trained_samples"] == 6
+    ex = rl.tree_examples(_tree_batch(tok, task, problems[:2]).forest,
+                          _tree_batch(tok, task, problems[:2]).prompts)
+    seqs = [(e.prompt_ids, e.completion_ids) for e in ex]
+    delta = completion_logprobs(model, seqs) - completion_logprobs(start, seqs)
+    sign = torch.tensor([e.advantage > 0 for e in ex])
+    assert (delta[sign] > 0).all() and (delta[~sign] < 0).all(), delta
+
+
+def test_tree_rl_budget_and_determinism(prior_dir, task, problems):
+    _, tok = _model(prior_dir)
+
+    def search(policy, probs, iteration):
+        return _tree_batch(tok, task, probs, used=300)
+
+    runs = []
+    for _ in range(2):
+        model, _ = _model(prior_dir)
+        model, stats = train(model, tok, task, problems,
+                             _config("tree_rl", token_budget=1000, seed=2), search=search)
+        runs.append((_weights(model), {k: v for k, v in stats.items() if k != "seconds"}))
+    stats = runs[0][1]
+    assert stats["tokens_generated"] == 1200 and stats["iterations"] == 4   # 3 x 300 < 1000
+    assert stats["steps"] == 4 and not model.training
+    assert runs[0][1] == runs[1][1] and _same(runs[0][0], runs[1][0])
+
+
+def test_tree_rl_with_a_real_search(prior_dir, task, problems):
+    """The study's searcher shape: StepSearch with the rule verifier over the current weights."""
+    from critics.compose import StepScorer
+    from critics.verifier import RuleVerifier
+    from treesearch.search import SearchConfig, StepSearch
+
+    model, tok = _model(prior_dir)
+    cfg = SearchConfig(simulations=8, max_tokens=300, early_stop=False)
+
+    def search(policy, probs, iteration):
+        result = StepSearch(policy, StepScorer(outcome=RuleVerifier(task, tok, probs)), task,
+                            tok, cfg).run(probs, progress=False)
+        solved = np.array([float(task.check_solution(p, a))
+                           for p, a in zip(probs, result.answers)])
+        return rl.TreeBatch(result.forest, result.prompts, int(result.stats.generated.sum()),
+                            solved, [[a] for a in result.answers])
+
+    model, stats = train(model, tok, task, problems, _config("tree_rl", token_budget=1500),
+                         search=search)
+    assert stats["tokens_generated"] >= 1500 and stats["iterations"] >= 2, stats
+    assert stats["tree_steps"] > 0 and stats["steps"] >= 1, stats

@@ -30,6 +30,9 @@ QUICK = ROOT / "configs" / "study_quick.yaml"
     ("priors.0.model=/no/such/model", "priors.0.model"),
     ("rl.method_lr={ppo: 0.1}", "rl.method_lr.ppo"),
     ("rl.method_lr={nsr: -1}", "rl.method_lr.nsr"),
+    ("rl.passk=0", "rl.passk"),
+    ("rl.passk=99", "rl.passk"),
+    ("rl.tree_baseline=uncle", "rl.tree_baseline"),
 ])
 def test_bad_study_config_is_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

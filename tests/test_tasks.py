@@ -15,7 +15,7 @@ from treesearch.tasks.countdown import evaluate, solve
 from treesearch.tasks.gsm import GSMTask, load_jsonl
 
 GENERATED = ["countdown", "countdown3", "countdown5", "countdown_wide", "arithmetic",
-             "arithmetic_long"]
+             "arithmetic_long", "arithmetic2"]
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +314,7 @@ def test_countdown_presets(name, count, lo, hi):
 
 # ---- arithmetic --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,terms", [("arithmetic", 4), ("arithmetic_long", 6)])
+@pytest.mark.parametrize("name,terms", [("arithmetic", 4), ("arithmetic_long", 6), ("arithmetic2", 2)])
 def test_arithmetic_traces_and_reasoning_gym_scorer(name, terms):
     from reasoning_gym.arithmetic.chain_sum import ChainSumConfig, ChainSumDataset
 

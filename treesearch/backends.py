@@ -6,10 +6,11 @@ config each choose an implementation and a model, or ``none``.
 
 Implementations: ``head`` (``critics.head.HeadCritic``: a saved critic directory, or any
 local model / zoo name as a fresh trunk), ``generative`` (``critics.generative``: an LM
-asked True/False), ``verifier`` (``critics.verifier.RuleVerifier``: labelled TRAINING
-problems only; needs ``task`` and ``problems``), ``checker`` (``critics.checker.Checker``:
-label-free step and answer checks from the problem's text; needs ``task`` and
-``problems``, held-out ones included) and ``none``.
+asked True/False, or with ``judge="chat"`` asked Yes/No in its own chat template),
+``verifier`` (``critics.verifier.RuleVerifier``: labelled TRAINING problems only; needs
+``task`` and ``problems``), ``checker`` (``critics.checker.Checker``: label-free step and
+answer checks from the problem's text; needs ``task`` and ``problems``, held-out ones
+included) and ``none``.
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ def parse_spec(spec) -> tuple[str, str | None]:
 
 
 def build_critic(kind: str, implementation: str, model: str | None = None, *,
-                 policy_tokenizer=None, device: str = "cpu", task=None, problems=None):
+                 policy_tokenizer=None, device: str = "cpu", task=None, problems=None,
+                 judge: str = "plain"):
     """One critic of ``kind``, or None for ``none``. Unknown names raise, listing the known.
+
+    ``judge`` ("plain" or "chat", ``critics.judge`` in a recipe) is how a ``generative``
+    critic asks its model; with ``task`` and ``problems`` a chat judge shows their questions.
 
     ``verifier`` and ``checker`` need the task and the problems they will score:
     labelled TRAINING problems for the verifier, any problems for the label-free checker.
@@ -62,12 +67,16 @@ def build_critic(kind: str, implementation: str, model: str | None = None, *,
     path = resolve(model)
     if implementation == "head":
         return HeadCritic(path, kind, policy_tokenizer=policy_tokenizer, device=device)
-    return GenerativeCritic(path, kind, policy_tokenizer=policy_tokenizer, device=device)
+    critic = GenerativeCritic(path, kind, policy_tokenizer=policy_tokenizer, device=device,
+                              judge=judge)
+    if task is not None and problems is not None:
+        critic.set_problems(task, problems)
+    return critic
 
 
 def build_scorer(specs: Mapping[str, object], *, weights: RewardWeights = RewardWeights(),
                  policy_tokenizer=None, device: str = "cpu", task=None,
-                 problems=None) -> StepScorer:
+                 problems=None, judge: str = "plain") -> StepScorer:
     """A StepScorer from {kind: spec}; kinds left out are ``none``."""
     unknown = set(specs) - set(KINDS)
     if unknown:
@@ -76,5 +85,5 @@ def build_scorer(specs: Mapping[str, object], *, weights: RewardWeights = Reward
     for kind in KINDS:
         impl, model = parse_spec(specs.get(kind))
         built[kind] = build_critic(kind, impl, model, policy_tokenizer=policy_tokenizer,
-                                   device=device, task=task, problems=problems)
+                                   device=device, task=task, problems=problems, judge=judge)
     return StepScorer(built["value"], built["process"], built["outcome"], weights)

@@ -17,6 +17,7 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
+from critics.generative import JUDGES
 from policies.zoo import MODELS, resolve
 from treesearch.search import SearchConfig
 from treesearch.tasks import TASKS, Task, TaskOptions, get_task
@@ -49,6 +50,9 @@ class CriticsConfig:
     process: str = "none"
     outcome: str = "head"
     trunk: str = ""
+    # how a "generative" critic asks its model: "plain" (a True/False text prompt) or
+    # "chat" (Yes/No in the model's own chat template, ``critics.generative``)
+    judge: str = "plain"
     device: str = ""  # where the learned critics run and train; empty: policy.device
     weight_value: float = 1.0
     weight_process: float = 1.0
@@ -66,9 +70,22 @@ class CriticsConfig:
     train_trunk: bool = True  # False: fit the scalar head only (much cheaper)
 
 
+DISTILL_METHODS = ("sft", "sft+dpo", "wreinforce", "tree_pg")
+TREE_BASELINES = ("siblings", "parent")
+
+
 @dataclass
 class DistillSection:
-    method: str = "sft"  # "sft" or "sft+dpo"
+    """How a round's trees train the policy. ``method``: "sft" (STaR-style imitation of the
+    best verified paths), "sft+dpo" (then DPO on sibling steps), "wreinforce" (one weighted
+    REINFORCE pass: the verified paths pushed up with weight ``positive_weight``, the failing
+    sibling steps of the trees, the rejected side of the ``dpo_margin`` sibling pairs, pushed
+    down with weight 1; Zhu et al. 2025, arXiv 2506.01347) or "tree_pg" (one policy-gradient
+    pass on every visited step of the trees with a step advantage from the tree itself: its
+    Q minus ``tree_baseline``, the mean Q of its visited siblings or its parent's Q;
+    ``policies.rl.tree_examples``). The diversity options below are off by default."""
+
+    method: str = "sft"
     lr: float = 1e-4
     epochs: int = 1
     batch_size: int = 16
@@ -81,7 +98,23 @@ class DistillSection:
     clean_steps: bool = False
     lora: bool = False
     dpo_beta: float = 0.1
+    # Q margin that makes two sibling steps a pair: DPO's pairs, and wreinforce's failing
+    # siblings (the rejected step of each pair)
     dpo_margin: float = 0.3
+    # True: at most one imitated path per problem for each distinct solution (what it does:
+    # its answer expression without whitespace, ``harvest.solution_key``), best first
+    distinct: bool = False
+    # > 0: the imitated paths of a problem are weighted 1 + unlikeliness * rank / (m - 1),
+    # rank 0 the most likely of its m paths under the search's step priors (rare correct
+    # paths up-weighted; the unlikeliness reward of arXiv 2506.02355); 0 = off
+    unlikeliness: float = 0.0
+    # > 0: keep-the-prior term: this many samples per training problem from the STARTING
+    # model (right or wrong) join the training set with weight prior_weight (cross-entropy
+    # on the starting model's own samples = KL(start || policy) up to a constant); 0 = off
+    prior_samples: int = 0
+    prior_weight: float = 1.0
+    positive_weight: float = 0.1  # wreinforce: lambda on the verified paths
+    tree_baseline: str = "siblings"  # tree_pg: "siblings" or "parent"
 
 
 @dataclass
@@ -93,6 +126,13 @@ class EvalSection:
     sample_problems: int = 200  # sampled pass@k on the first this many problems (0: all)
     mcts_problems: int = 40
     mcts_budget: int = 384  # generated tokens per problem
+    # > 0: what shrinks, per round, on the first passk_problems held-out problems with this
+    # many samples each: pass@k for k = 1, 2, 4, ..., passk_samples, distinct correct
+    # solutions per problem, mean token entropy (over the first entropy_samples samples of
+    # each problem), format and strategy shares; also passk.png. 0 = off (the default cost)
+    passk_samples: int = 0
+    passk_problems: int = 200
+    entropy_samples: int = 8
 
 
 @dataclass
@@ -152,6 +192,13 @@ def validate(cfg) -> None:
              "has no outcome checker")
     need(any(getattr(cfg.critics, k) != "none" for k in ("value", "process", "outcome")),
          "critics.value", "the search needs at least one critic (value, process or outcome)")
+    need(cfg.critics.judge in JUDGES, "critics.judge", f"must be one of {', '.join(JUDGES)}")
+    if cfg.critics.judge == "chat" and any(getattr(cfg.critics, k) == "generative"
+                                           for k in ("value", "process", "outcome")):
+        if cfg.critics.trunk:
+            check_chat_model(cfg.critics.trunk, "critics.trunk", "critics.judge")
+        else:
+            check_chat_model(cfg.policy.model, "policy.model", "critics.judge")
     need(cfg.critics.train_outcome in ("verifier", "learned"), "critics.train_outcome",
          "must be 'verifier' or 'learned'")
     need(cfg.critics.prm_aggregation in ("min", "last", "mean"), "critics.prm_aggregation",
@@ -160,15 +207,29 @@ def validate(cfg) -> None:
     for key in ("weight_value", "weight_process", "weight_outcome", "lr"):
         need(getattr(cfg.critics, key) >= 0, f"critics.{key}", "must be >= 0")
     instantiate(cfg.search, "search")  # SearchConfig checks its own values
-    need(cfg.distill.method in ("sft", "sft+dpo"), "distill.method", "must be 'sft' or 'sft+dpo'")
-    need(cfg.distill.lr > 0, "distill.lr", "must be > 0")
-    need(cfg.distill.epochs >= 1, "distill.epochs", "must be >= 1")
+    d = cfg.distill
+    need(d.method in DISTILL_METHODS, "distill.method", f"must be one of {', '.join(DISTILL_METHODS)}")
+    need(d.lr > 0, "distill.lr", "must be > 0")
+    need(d.epochs >= 1, "distill.epochs", "must be >= 1")
+    need(d.unlikeliness >= 0, "distill.unlikeliness", "must be >= 0 (0 = off)")
+    need(d.prior_samples >= 0, "distill.prior_samples", "must be >= 0 (0 = off)")
+    need(d.prior_weight > 0, "distill.prior_weight", "must be > 0")
+    need(d.positive_weight >= 0, "distill.positive_weight", "must be >= 0")
+    need(d.tree_baseline in TREE_BASELINES, "distill.tree_baseline",
+         f"must be one of {', '.join(TREE_BASELINES)}")
+    need(d.method != "tree_pg" or not (d.distinct or d.unlikeliness > 0), "distill.method",
+         "tree_pg trains on every visited step of the trees, not on selected paths: "
+         "distill.distinct and distill.unlikeliness do not apply")
     need(cfg.eval.split in ("val", "test"), "eval.split",
          "must be 'val' (tuning) or 'test' (reporting); train problems are not held out")
     need(cfg.eval.problems >= 1, "eval.problems", "must be >= 1")
     need(cfg.eval.samples >= 1, "eval.samples", "must be >= 1")
     need(cfg.eval.sample_problems >= 0, "eval.sample_problems",
          "must be >= 0 (0, or more than eval.problems: all of them)")
+    need(cfg.eval.passk_samples >= 0, "eval.passk_samples", "must be >= 0 (0 = off)")
+    need(cfg.eval.passk_problems >= 0, "eval.passk_problems",
+         "must be >= 0 (0, or more than eval.problems: all of them)")
+    need(cfg.eval.entropy_samples >= 0, "eval.entropy_samples", "must be >= 0 (0 = no entropy)")
     need(cfg.eval.mcts_budget >= cfg.search.max_step_tokens, "eval.mcts_budget",
          f"must pay for at least one step (search.max_step_tokens = {cfg.search.max_step_tokens})")
     check_model(cfg.policy.model, "policy.model")
@@ -187,11 +248,13 @@ def check_model(name: str, key: str) -> None:
         raise ConfigError(f"config key {key!r} = {name!r}: {exc}") from None
 
 
-def check_chat_model(name: str, key: str) -> None:
-    """Refuse prompt_style 'chat' for a model whose tokenizer has no chat template, from
-    its files (a zoo model still to be converted is checked when its prompts render)."""
+def check_chat_model(name: str, key: str, setting: str = "task_options.prompt_style") -> None:
+    """Refuse ``setting`` = 'chat' (the prompt style, or the generative critics' judge) for
+    a model whose tokenizer has no chat template, from its files (a zoo model still to be
+    converted is checked when its prompts render)."""
     if name in MODELS and MODELS[name].build is not None:
         return
     if not has_chat_template(resolve(name)):
-        raise ConfigError(f"config key 'task_options.prompt_style' = 'chat': the tokenizer of "
-                          f"{key} {name!r} has no chat template (use 'plain' or 'fewshot')")
+        other = "'plain' or 'fewshot'" if setting == "task_options.prompt_style" else "'plain'"
+        raise ConfigError(f"config key {setting!r} = 'chat': the tokenizer of "
+                          f"{key} {name!r} has no chat template (use {other})")

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from critics.generative import JUDGES
 from policies.hf import HFPolicy
 from policies.zoo import resolve
 from treesearch.backends import build_scorer
@@ -40,7 +41,7 @@ from treesearch.tasks import TaskOptions, get_task
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 from treesearch.utils.runs import portable_path, write_json
 
-FALLBACK = {"task": "countdown3", "model": "tiny-countdown3", "temperature": 0.7}
+FALLBACK = {"task": "countdown3", "model": "tiny-countdown3", "temperature": 0.7, "judge": "plain"}
 
 
 def split_overrides(argv) -> tuple[list[str], list[str]]:
@@ -68,7 +69,7 @@ def resolve_settings(args) -> tuple[dict, SearchConfig]:
     if args.config:
         recipe = load_config(args.config)
         settings = {"task": recipe.task, "model": recipe.policy.model,
-                    "temperature": recipe.policy.temperature}
+                    "temperature": recipe.policy.temperature, "judge": recipe.critics.judge}
         options = OmegaConf.to_container(recipe.task_options)
         search = OmegaConf.to_object(recipe.search)
     for key in settings:
@@ -86,6 +87,9 @@ def parse_args(argv):
     parser.add_argument("--value", default="none", help="critic spec: head:<dir>, generative:<model> or none")
     parser.add_argument("--process", default="none", help="... or checker (label-free)")
     parser.add_argument("--outcome", default="none", help="... or checker (label-free)")
+    parser.add_argument("--judge", default=None, choices=JUDGES,
+                        help="how generative critics ask: plain (True/False) or chat (Yes/No "
+                             "in the model's chat template); default: the recipe's critics.judge")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--budgets", nargs="+", type=int, default=[256, 1024])
     parser.add_argument("--problems", type=int, default=50)
@@ -117,7 +121,7 @@ def main(argv=None) -> int:
                           seed=args.seed)
         critics = build_scorer({"value": args.value, "process": args.process,
                                 "outcome": args.outcome}, policy_tokenizer=policy.tokenizer,
-                               task=task, problems=problems)
+                               task=task, problems=problems, judge=settings["judge"])
         for strategy in args.strategies:  # refuse early: before any decoding
             check_request(strategy, critics, problems, min(args.budgets), search.max_step_tokens)
     except (ConfigError, ValueError, FileNotFoundError) as exc:

@@ -15,10 +15,15 @@ Round 0 evaluates the starting policy. Then every round:
               ORM targets (verifier labels of answer nodes) from the trees; each learned
               critic refit and its held-out calibration saved
     distill   SFT on the best verified-correct path of each problem (and DPO on sibling
-              steps with distill.method=sft+dpo); the policy checkpoint saved
+              steps with distill.method=sft+dpo; a weighted REINFORCE pass with the
+              failing siblings pushed down with wreinforce; step advantages from the tree
+              with tree_pg; diversity options distill.distinct / unlikeliness /
+              prior_samples, off by default); the policy checkpoint saved
     eval      on held-out problems, never labelled during decoding: greedy accuracy,
               sampled pass@k, and MCTS decoding at a fixed token budget with the learned
-              critics only
+              critics only; with eval.passk_samples > 0 also pass@k for k up to it,
+              distinct correct solutions, token entropy, format and strategy shares
+              (``passk.png``, a second table in summary.md)
 
 Everything lands in the run directory (``treesearch.utils.runs``): the resolved config,
 metrics.jsonl, each round's trees (compressed JSONL), checkpoints, calibration plots,
@@ -48,8 +53,18 @@ from critics.train import (
     value_targets,
 )
 from critics.verifier import RuleVerifier
-from policies.distill import DistillConfig, dpo, save_policy, sft
+from policies.distill import (
+    DistillConfig,
+    PGExample,
+    SFTExample,
+    dpo,
+    policy_gradient,
+    save_policy,
+    sft,
+)
+from policies.diversity import format_share, strategy_share, token_entropy
 from policies.hf import HFPolicy
+from policies.rl import tree_examples
 from policies.rollout import generate_solutions, pass_at_k
 from policies.zoo import resolve
 from treesearch.backends import build_critic
@@ -57,14 +72,17 @@ from treesearch.config import ConfigError, build_task, load_config
 from treesearch.engine.export import write_jsonl
 from treesearch.search import SearchConfig, StepSearch
 from treesearch.search.harvest import (
+    failing_siblings,
     load_result,
     sft_examples,
     sibling_preference_pairs,
+    solution_key,
 )
 from treesearch.search.strategies import decode
 from treesearch.tasks import prompt_ids
 from treesearch.tasks.base import stable_hash
 from treesearch.utils.atomic import write_text
+from treesearch.utils.estimators import default_ks, distinct_correct, pass_at_k_curve
 from treesearch.utils.plots import line_plot
 from treesearch.utils.recipes import shipped_recipes
 from treesearch.utils.runs import RunDir, RunError
@@ -136,7 +154,7 @@ class SelfPlay:
                     raise RunError(f"{saved}: cannot load the {kind} critic checkpoint ({exc})") from exc
             else:
                 out[kind] = build_critic(kind, impl, trunk, policy_tokenizer=tokenizer,
-                                       device=device)
+                                         device=device, judge=self.cfg.critics.judge)
         return out
 
     def scorer(self, critics: dict, problems, tokenizer, verifier=None):
@@ -146,6 +164,9 @@ class SelfPlay:
         c = self.cfg.critics
         weights = RewardWeights(c.weight_value, c.weight_process, c.weight_outcome, c.prm_aggregation)
         slots = dict(critics)
+        for critic in slots.values():  # a chat judge shows these problems' questions
+            if hasattr(critic, "set_problems"):
+                critic.set_problems(self.task, problems)
         for kind in ("process", "outcome"):
             if getattr(c, kind) == "checker":
                 slots[kind] = build_critic(kind, "checker", task=self.task, problems=problems,
@@ -227,23 +248,103 @@ class SelfPlay:
         seed = stage_seed(self.cfg.seed, r, "distill")
         # STaR-style (cumulative): restart from the starting model on every round's paths
         policy = self.load_policy(0 if d.cumulative else r - 1, seed)
-        examples = []
+        tok = policy.tokenizer
+        key = None
+        if d.distinct:
+            def key(steps):
+                return solution_key(self.task, tok.decode([t for s in steps for t in s],
+                                                          skip_special_tokens=True))
+        examples, pg = [], []
         for k in range(1 if d.cumulative else r, r + 1):
             problems, result = self._trees(k, policy)
-            verifier = RuleVerifier(self.task, policy.tokenizer, problems)
-            examples += sft_examples(result, policy.tokenizer, verifier, d.paths_per_problem,
-                                     clean_steps=d.clean_steps)
+            if d.method == "tree_pg":  # every visited step, its advantage from the tree
+                pg += tree_examples(result.forest, result.prompts, d.tree_baseline)
+                continue
+            verifier = RuleVerifier(self.task, tok, problems)
+            examples += sft_examples(result, tok, verifier, d.paths_per_problem,
+                                     clean_steps=d.clean_steps, key=key,
+                                     unlikeliness=d.unlikeliness)
+            if d.method == "wreinforce":
+                pg += failing_siblings(result, d.dpo_margin)
+        prior = self._prior_examples(r) if d.prior_samples else []
         config = DistillConfig(lr=d.lr, epochs=d.epochs, batch_size=d.batch_size, seed=seed,
                                lora=d.lora, dpo_beta=d.dpo_beta, progress=self.cfg.progress)
-        model, stats = sft(policy.model, policy.tokenizer, examples, config)
+        if d.method in ("wreinforce", "tree_pg"):
+            scale = d.positive_weight if d.method == "wreinforce" else 1.0
+            pg += [PGExample(e.prompt_ids, e.completion_ids, scale * e.weight) for e in examples]
+            pg += [PGExample(e.prompt_ids, e.completion_ids, e.weight) for e in prior]
+            model, stats = policy_gradient(policy.model, tok, pg, config)
+            row = {"pg_examples": stats["examples"], "pg_positives": stats["positives"],
+                   "pg_negatives": stats["negatives"], "pg_loss_first": stats["loss_first"],
+                   "pg_loss_last": stats["loss_last"], "prior_examples": len(prior)}
+            save_policy(model, tok, self.run.round_dir(r) / "policy")
+            return row
+        model, stats = sft(policy.model, tok, examples + prior, config)
         row = {"sft_examples": len(examples), "sft_loss_first": stats.get("loss_first"),
                "sft_loss_last": stats.get("loss_last")}
+        if d.prior_samples:
+            row["prior_examples"] = len(prior)
+        if d.distinct or d.unlikeliness:
+            row["sft_weight_mean"] = float(np.mean([e.weight for e in examples])) if examples else None
         if d.method == "sft+dpo":
             pairs = sibling_preference_pairs(result, d.dpo_margin)
             model, dstats = dpo(model, policy.tokenizer, pairs, config)
             row.update({"dpo_pairs": len(pairs), "dpo_loss_last": dstats.get("loss_last")})
         save_policy(model, policy.tokenizer, self.run.round_dir(r) / "policy")
         return row
+
+    def _prior_examples(self, r: int) -> list:
+        """The keep-the-prior term: ``distill.prior_samples`` samples per training problem
+        of round ``r`` from the STARTING model (right or wrong, exact sampled token ids),
+        as ``SFTExample``s of weight ``distill.prior_weight``; seeded per (seed, round)."""
+        d, s = self.cfg.distill, self.cfg.search
+        start = self.load_policy(0, stage_seed(self.cfg.seed, r, "prior"))
+        problems = [p.without_label() for p in self.train_problems(r)]
+        _, tokens = generate_solutions(start, start.tokenizer, self.task, problems,
+                                       n=d.prior_samples, temperature=self.cfg.policy.temperature,
+                                       max_steps=s.max_depth, max_step_tokens=s.max_step_tokens,
+                                       return_tokens=True)
+        out = []
+        for p, per in zip(problems, tokens):
+            prompt = prompt_ids(start.tokenizer, self.task, p)
+            out += [SFTExample(list(prompt), list(t), float(d.prior_weight)) for t in per if t]
+        return out
+
+    def measure_diversity(self, policy) -> dict:
+        """What shrinks (``eval.passk_samples`` > 0): on the first ``eval.passk_problems``
+        held-out problems (labels read only after decoding), ``passk_samples`` samples each
+        at the policy temperature: pass@k for k = 1, 2, 4, ..., n (unbiased), distinct
+        correct solutions per problem (whitespace-insensitive text, as the study counts
+        them), mean token entropy in nats over the first ``eval.entropy_samples`` samples of
+        each problem (nan without a transformers model), format shares of all samples and
+        strategy shares of the correct ones."""
+        e, s = self.cfg.eval, self.cfg.search
+        problems = self.eval_problems[: e.passk_problems or len(self.eval_problems)]
+        blind = [p.without_label() for p in problems]
+        n = e.passk_samples
+        texts, tokens = generate_solutions(policy, policy.tokenizer, self.task, blind, n=n,
+                                           temperature=self.cfg.policy.temperature,
+                                           max_steps=s.max_depth,
+                                           max_step_tokens=s.max_step_tokens,
+                                           return_tokens=True)
+        correct = [[self.task.check_solution(p, t) for t in ts] for p, ts in zip(problems, texts)]
+        counts = np.array([sum(c) for c in correct], np.int64)
+        ks = default_ks(n)
+        curve = pass_at_k_curve(counts, n, ks)
+        entropy = float("nan")
+        if e.entropy_samples and hasattr(policy, "model"):
+            pairs = [(prompt_ids(policy.tokenizer, self.task, p), tokens[i][j])
+                     for i, p in enumerate(blind) for j in range(min(n, e.entropy_samples))
+                     if tokens[i][j]]
+            entropy = token_entropy(policy.model, pairs, temperature=self.cfg.policy.temperature)
+        right = [t for ts, cs in zip(texts, correct) for t, c in zip(ts, cs) if c]
+        return {"passk": {str(k): float(v) for k, v in zip(ks, curve)},
+                "passk_problems": len(problems), "passk_samples": n,
+                "distinct_correct": float(np.mean([distinct_correct(ts, cs)
+                                                   for ts, cs in zip(texts, correct)])),
+                "entropy": entropy,
+                "format_share": format_share(self.task, [t for ts in texts for t in ts]),
+                "strategy_share": strategy_share(self.task, right)}
 
     def stage_eval(self, r: int) -> dict:
 
@@ -274,6 +375,8 @@ class SelfPlay:
         row["mcts"] = float(np.mean([self.task.check_solution(p, a)
                                      for p, a in zip(mcts_problems, out.answers)]))
         row["mcts_tokens"] = float(out.tokens.mean())
+        if e.passk_samples:
+            row.update(self.measure_diversity(policy))
         return row
 
     # -- the loop ----------------------------------------------------------------------
@@ -302,8 +405,12 @@ class SelfPlay:
         for m in rows:
             lines.append(f"| {m['round']} | " + " | ".join(f"{m[k]:.3f}" for k in keys) + " |")
         table = "\n".join(lines)
-        write_text(self.run.path / "summary.md",
-                   f"# Self-play: held-out accuracy per round\n\n{table}\n")
+        text = f"# Self-play: held-out accuracy per round\n\n{table}\n"
+        if all("passk" in m for m in rows):
+            diversity = _diversity_table(rows)
+            text += f"\n## What shrinks: diversity per round\n\n{diversity}\n"
+            _passk_plot(rows, self.run.path / "passk.png", f"{self.cfg.task}: held-out pass@k")
+        write_text(self.run.path / "summary.md", text)
         _plot(rows, keys, self.run.path / "accuracy.png", f"{self.cfg.task}: held-out accuracy")
         print(table)
         print(f"run directory: {self.run.path}")
@@ -332,6 +439,37 @@ def _plot(rows, keys, path, title) -> None:
     rounds = [m["round"] for m in rows]
     line_plot({k: (rounds, [m[k] for m in rows]) for k in keys}, path, xlabel="round",
               ylabel="held-out accuracy", title=title, xticks=rounds)
+
+
+def _diversity_table(rows: list[dict]) -> str:
+    """Markdown: per round, pass@k at k = 1, 8 (where measured) and the largest k, distinct
+    correct solutions per problem, token entropy, format shares and strategy shares."""
+    n = rows[0]["passk_samples"]
+    ks = [k for k in ("1", "8", str(n)) if k in rows[0]["passk"]]
+    ks = list(dict.fromkeys(ks))
+    head = ([f"pass@{k}" for k in ks] + ["distinct correct", "entropy (nats)", "formats",
+                                         "strategies (correct)"])
+    lines = ["| round | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
+
+    def shares(d):
+        return ", ".join(f"{k} {v:.2f}" for k, v in d.items()) or "-"
+
+    for m in rows:
+        cells = ([f"{m['passk'][k]:.3f}" for k in ks]
+                 + [f"{m['distinct_correct']:.2f}", f"{m['entropy']:.3f}",
+                    shares(m["format_share"]), shares(m["strategy_share"])])
+        lines.append(f"| {m['round']} | " + " | ".join(cells) + " |")
+    return (f"{rows[0]['passk_problems']} problems x {n} samples each.\n\n"
+            + "\n".join(lines))
+
+
+def _passk_plot(rows: list[dict], path, title) -> None:
+    """pass@k against k (log scale), one line per round."""
+    series = {}
+    for m in rows:
+        ks = sorted(int(k) for k in m["passk"])
+        series[f"round {m['round']}"] = (ks, [m["passk"][str(k)] for k in ks])
+    line_plot(series, path, xlabel="k (samples)", ylabel="pass@k", title=title, xscale="log")
 
 
 def main(argv=None) -> int:

@@ -27,7 +27,8 @@ from treesearch.search import SearchConfig
 from treesearch.tasks import TaskOptions, get_task
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 
-OPTIMIZERS = ("mcts", "dpo", "grpo", "expert_iteration", "psr", "nsr")
+OPTIMIZERS = ("mcts", "dpo", "grpo", "expert_iteration", "psr", "nsr", "tree_rl")
+ON_POLICY = ("grpo", "expert_iteration", "psr", "nsr", "tree_rl")
 
 
 @dataclass
@@ -49,6 +50,10 @@ class RLSection:
     updates_per_batch: int = 1
     clip_eps: float = 0.2
     kl_beta: float = 0.0
+    # pass@K advantages for grpo (``policies.rl.passk_advantages``); 1 = GRPO's own
+    passk: int = 1
+    # tree_rl: step baseline "siblings" (mean Q of the visited siblings) or "parent"
+    tree_baseline: str = "siblings"
 
 
 @dataclass
@@ -156,10 +161,17 @@ def validate_study(cfg) -> None:
     need(cfg.rl.lr > 0 and cfg.tree.sft_lr > 0 and cfg.tree.dpo_lr > 0, "rl.lr / tree.*_lr",
          "learning rates must be > 0")
     for method, lr in cfg.rl.method_lr.items():
-        need(method in ("grpo", "expert_iteration", "psr", "nsr"), f"rl.method_lr.{method}",
-             "not an on-policy optimizer (grpo, expert_iteration, psr, nsr)")
+        need(method in ON_POLICY, f"rl.method_lr.{method}",
+             f"not an on-policy optimizer ({', '.join(ON_POLICY)})")
         need(isinstance(lr, (int, float)) and lr > 0, f"rl.method_lr.{method}", "must be > 0")
 
+    need(isinstance(cfg.rl.passk, int) and 1 <= cfg.rl.passk <= cfg.rl.group_size, "rl.passk",
+         f"must be an int in [1, rl.group_size = {cfg.rl.group_size}] (pass@K of a group; "
+         "K > 1 changes grpo only)")
+    need(cfg.rl.passk == 1 or "grpo" in cfg.optimizers, "rl.passk",
+         "K > 1 changes grpo's advantages only, and grpo is not among the optimizers")
+    need(cfg.rl.tree_baseline in ("siblings", "parent"), "rl.tree_baseline",
+         "must be 'siblings' or 'parent'")
     for i, p in enumerate(cfg.priors):
         if p.model:
             check_model(p.model, f"priors.{i}.model")

@@ -31,11 +31,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from critics.calibration import brier, ece
-from policies.distill import collate
+from policies.diversity import (  # one definition, shared with self-play's eval
+    answer_rule_share,
+    format_share,
+    strategy_share,
+    token_entropy,
+)
 from policies.rollout import generate_solutions
 from treesearch.tasks import prompt_ids
 from treesearch.utils.estimators import (
@@ -113,9 +117,8 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
     formats = format_share(task, [t for ts in texts for t in ts])
     rules = answer_rule_share(task, [t for ts in texts for t in ts])
 
-    right = [t for ts, cs in zip(texts, correct) for t, c in zip(ts, cs) if c]
-    strategy_share = {s: (float(np.mean([task.uses_strategy(t, s) for t in right]))
-                          if right else float("nan")) for s in task.strategies}
+    strategy = strategy_share(task, [t for ts, cs in zip(texts, correct)
+                                     for t, c in zip(ts, cs) if c])
 
     prompts = [prompt_ids(policy.tokenizer, task, p) for p in blind]
     pairs = [(prompts[i], tokens[i][j]) for i in range(len(problems))
@@ -129,49 +132,9 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
         entropy=token_entropy(policy.model, pairs, temperature=temperature),
         brier=brier(confidence, outcome), ece=ece(confidence, outcome),
         confidence=float(np.mean(confidence)), format_share=formats, answer_rule_share=rules,
-        strategy_share=strategy_share,
+        strategy_share=strategy,
         tokens_per_sample=float(used.mean()))
 
 
-def format_share(task, texts: Sequence[str]) -> dict[str, float]:
-    """Share of ``texts`` in each solution format (``task.style_of``), keys "0", "1", ...
-    and "none" (no step line or an unknown format), sorted; {} for no texts."""
-    styles = Counter(task.style_of(t) for t in texts)
-    total = sum(styles.values())
-    return {("none" if s is None else str(s)): c / total
-            for s, c in sorted(styles.items(), key=lambda kv: str(kv[0]))}
-
-
-def token_entropy(model, sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
-                  temperature: float = 1.0, batch_size: int = 32) -> float:
-    """Mean entropy (nats) of the next-token distribution softmax(logits / temperature)
-    over every completion position of ``sequences`` [(prompt ids, completion ids)], each
-    position weighted equally; nan for no completion tokens."""
-    total, positions = 0.0, 0
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for lo in range(0, len(sequences), batch_size):
-                batch = collate(sequences[lo:lo + batch_size], 0, device)
-                logits = model(input_ids=batch["input_ids"],
-                               attention_mask=batch["attention_mask"],
-                               use_cache=False).logits[:, :-1].float() / temperature
-                logp = torch.log_softmax(logits, dim=-1)
-                ent = -(logp.exp() * logp).sum(-1)           # [B, T-1]
-                mask = batch["labels"][:, 1:] != -100        # positions that predict a sample token
-                total += float(ent[mask].sum())
-                positions += int(mask.sum())
-    finally:
-        model.train(was_training)
-    return total / positions if positions else float("nan")
-
-
-def answer_rule_share(task, texts: Sequence[str]) -> dict[str, float]:
-    """Share of ``texts`` by the rule that read their answer (``task.read_answer``), keys
-    "line", "boxed", "answer_is", "last_number" and "none" (no answer), sorted; {} for no
-    texts."""
-    rules = Counter(task.read_answer(t)[1] or "none" for t in texts)
-    total = sum(rules.values())
-    return {rule: c / total for rule, c in sorted(rules.items())}
+__all__ = ["Measurement", "answer_rule_share", "format_share", "measure", "strategy_share",
+           "token_entropy"]

@@ -53,7 +53,7 @@ from critics.verifier import RuleVerifier
 from policies.distill import DistillConfig, dpo, save_policy, sft
 from policies.hf import HFPolicy, load_model
 from policies.pretrain import PretrainConfig, pretrain
-from policies.rl import RLConfig, train
+from policies.rl import RLConfig, TreeBatch, train
 from policies.updates import summarise_ranks, update_rank, update_sparsity
 from policies.zoo import resolve
 from treesearch.config import ConfigError
@@ -201,16 +201,41 @@ class Study:
                         max_step_tokens=self.cfg.search.max_step_tokens,
                           clip_eps=r.clip_eps, kl_beta=r.kl_beta,
                           updates_per_batch=r.updates_per_batch, batch_size=r.batch_size,
+                          passk=r.passk if optimizer == "grpo" else 1,
+                          tree_baseline=r.tree_baseline,
                           seed=cell_seed(prior, optimizer, seed), progress=self.cfg.progress)
         formats: list[dict] = []
 
         def on_samples(iteration, problems, texts, rewards):
             formats.append(format_share(self.task, [t for ts in texts for t in ts]))
 
+        search = self._tree_searcher(tokenizer) if optimizer == "tree_rl" else None
         model, stats = train(model, tokenizer, self.task, self.train_problems(seed), config,
-                             on_samples=on_samples)
+                             on_samples=on_samples, search=search)
         stats["format_over_training"] = formats
         return model, tokenizer, stats
+
+    def _tree_searcher(self, tokenizer):
+        """tree_rl's ``search(policy, problems, iteration) -> TreeBatch``: the study's
+        ``search`` section over the problems with the rule verifier scoring answers (these
+        are LABELLED TRAINING problems), at the mcts optimizer's per-problem token budget
+        (``budget_tokens / train_problems``), so one pass over the problems costs about
+        what the mcts optimizer's search does."""
+        s = OmegaConf.to_object(self.cfg.search)
+        config = dataclasses.replace(
+            s, max_tokens=max(s.max_step_tokens,
+                              self.cfg.budget_tokens // self.cfg.train_problems))
+
+        def search(policy, problems, iteration):
+            verifier = RuleVerifier(self.task, tokenizer, problems)
+            result = StepSearch(policy, StepScorer(outcome=verifier), self.task, tokenizer,
+                                config).run(problems, progress=False)
+            solved = np.array([float(self.task.check_solution(p, a))
+                               for p, a in zip(problems, result.answers)])
+            return TreeBatch(result.forest, result.prompts, int(result.stats.generated.sum()),
+                             solved, [[a] for a in result.answers])
+
+        return search
 
     def _train_from_trees(self, model, tokenizer, prior, optimizer, seed):
 

@@ -144,5 +144,8 @@ class ArithmeticChain(Task):
 
 PRESETS = {
     "arithmetic": dict(min_terms=4, max_terms=4),
+    # one operation ("What is 76 + 49?"): a task SmolLM2-135M-Instruct can partly do
+    # (configs/smollm2.yaml)
+    "arithmetic2": dict(min_terms=2, max_terms=2),
     "arithmetic_long": dict(min_terms=6, max_terms=6),
 }
