@@ -13,11 +13,18 @@ SMALL = ["rounds=1", "train_problems=8", "eval.problems=4", "eval.sample_problem
          "search.simulations=4", "progress=false"]
 
 
-@pytest.mark.slow
-def test_scoreboard_on_a_small_run(tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """One small self-play run (with a PRM head) that both benchmarks replay."""
+    run = tmp_path_factory.mktemp("bench") / "run"
     subprocess.run([sys.executable, "-m", "treesearch.selfplay", f"out={run}", *SMALL],
                    cwd=ROOT, check=True, capture_output=True, timeout=900)
+    return run
+
+
+@pytest.mark.slow
+def test_scoreboard_on_a_small_run(small_run, tmp_path):
+    run = small_run
     out = tmp_path / "board.json"
     rows = tmp_path / "rows.jsonl"
     board_cmd = [sys.executable, "benchmarks/bench_decode.py", "--run", str(run), "--problems",
@@ -57,10 +64,8 @@ def test_scoreboard_on_a_small_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_ablation_rows_on_a_small_run(tmp_path):
-    run = tmp_path / "run"
-    subprocess.run([sys.executable, "-m", "treesearch.selfplay", f"out={run}", *SMALL],
-                   cwd=ROOT, check=True, capture_output=True, timeout=900)
+def test_ablation_rows_on_a_small_run(small_run, tmp_path):
+    run = small_run
     out = tmp_path / "ablation.json"
     proc = subprocess.run([sys.executable, "benchmarks/bench_ablation.py", "--run", str(run),
                            "--split", "val", "--problems", "3", "--budget", "64", "--json",

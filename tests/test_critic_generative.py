@@ -121,8 +121,9 @@ class _NoNetwork:
         raise AssertionError("network access attempted while resolving/loading a zoo model")
 
 
-@pytest.mark.slow
-def test_smollm2_outcome_critic(monkeypatch):
+@pytest.fixture
+def smollm2_offline(monkeypatch):
+    """The SmolLM2 checkpoint's directory, with network access forbidden while it is used."""
     for name in ("gguf", "accelerate"):
         require_module(name, "install the zoo extra: pip install -e '.[zoo]'")
     from policies import zoo
@@ -133,10 +134,15 @@ def test_smollm2_outcome_critic(monkeypatch):
         missing(str(err))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(socket.socket, "connect", _NoNetwork())
+    return zoo.resolve("smollm2-135m")
+
+
+@pytest.mark.slow
+def test_smollm2_outcome_critic(smollm2_offline):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # see tests/test_zoo.py: shared small machine
     try:
-        critic = GenerativeCritic(str(zoo.resolve("smollm2-135m")), "outcome")
+        critic = GenerativeCritic(str(smollm2_offline), "outcome")
         tok = critic.tokenizer
         assert critic.verdict == (" True", " False") and critic.true_id != critic.false_id
         prompt = tok("Numbers: 3 4\nTarget: 7\n", add_special_tokens=False)["input_ids"]
@@ -221,21 +227,11 @@ def test_chat_judge_config_checks():
 
 
 @pytest.mark.slow
-def test_smollm2_chat_judge(monkeypatch):
-    for name in ("gguf", "accelerate"):
-        require_module(name, "install the zoo extra: pip install -e '.[zoo]'")
-    from policies import zoo
-
-    try:
-        zoo.smollm2_gguf()
-    except FileNotFoundError as err:
-        missing(str(err))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(socket.socket, "connect", _NoNetwork())
+def test_smollm2_chat_judge(smollm2_offline):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        critic = GenerativeCritic(str(zoo.resolve("smollm2-135m")), "process", judge="chat")
+        critic = GenerativeCritic(str(smollm2_offline), "process", judge="chat")
         tok = critic.tokenizer
         assert critic.verdict == ("Yes", "No")
         assert tok.convert_ids_to_tokens([critic.true_id, critic.false_id]) == ["Yes", "No"]
