@@ -34,6 +34,7 @@ from dataclasses import replace
 import torch
 from bench_decode import RowCache, checker_scorer, load_run
 from omegaconf import OmegaConf
+from tqdm.auto import tqdm
 
 from critics.compose import StepScorer
 from treesearch.config import build_task
@@ -132,12 +133,12 @@ def main(argv=None) -> int:
             row = evaluate(policy, scorer, task, problems, [strategy], [args.budget],
                            search=search, **kw)[0]
             row = cache.put(table, {**row, "strategy": label})
-            print(f"{table:>8} {label:<22} {row['accuracy']:.3f} +- {row['se']:.3f}  "
-                  f"tokens {row['tokens']:.0f}", flush=True)
+            tqdm.write(f"{table:>8} {label:<22} {row['accuracy']:.3f} +- {row['se']:.3f}  "
+                       f"tokens {row['tokens']:.0f}")
         return row
 
     table = {"learned": {}, "checkers": {}}
-    for name in ROWS:
+    for name in tqdm(ROWS, desc="ablation", unit="row"):
         for column in ("learned", "checkers"):
             scorer = row_scorer(name, learned, checkers, column)
             if scorer is None:
