@@ -109,6 +109,24 @@ def test_identical_steps_merge_and_fruitless_widening_is_capped(policy, task):
     assert result.stats.generated[0] == result.stats.generated[1] >= 2 * 4 * 6
 
 
+def test_fruitless_nodes_reopen_when_their_visits_double(policy, task):
+    """reopen_fruitless: a capped node is widened again once its visits double, and the
+    search still goes deeper (a deterministic policy never starves the answer node)."""
+    problems = task.problems("test", 1, seed=1)
+    base = SearchConfig(simulations=12, branching=4, horizon=1, widen_c=2.0, max_children=8,
+                        early_stop=False)
+    runs = {}
+    for reopen in (False, True):
+        config = SearchConfig(**{**vars(base), "reopen_fruitless": reopen})
+        runs[reopen] = StepSearch(_Scripted(policy.tokenizer),
+                                  StepScorer(value=_Const("value", 0.3)), task,
+                                  policy.tokenizer, config).run(problems)
+    for result in runs.values():
+        assert int(result.forest.n_nodes[0]) == 3  # root -> '1+2=3' -> 'A:1+2', no duplicates
+        assert result.answers[0] == "1+2=3\nA:1+2\n"
+    assert runs[True].stats.generated[0] > runs[False].stats.generated[0]  # it sampled again
+
+
 def test_without_state_merge_every_sampled_step_is_a_node(policy, task):
     scripted = _Scripted(policy.tokenizer)
     problems = task.problems("test", 1, seed=1)

@@ -28,6 +28,9 @@ class SearchConfig:
         rollouts, every one kept in the tree).
     max_children, widen_c, widen_alpha: progressive widening (widen_c = 0: off, nodes are
         expanded once).
+    reopen_fruitless: a node whose widening sampled nothing new is capped at the children
+        it has; True re-opens it for widening each time its visits double after that (more
+        samples where the search keeps going; the cap stays off otherwise).
     max_depth: steps per solution, the answer line included; a step at this depth ends
         the episode (wrong unless it is an answer).
     max_step_tokens: tokens per step; a step cut there is malformed (terminal, wrong).
@@ -54,6 +57,7 @@ class SearchConfig:
     max_children: int = 6
     widen_c: float = 1.0
     widen_alpha: float = 0.5
+    reopen_fruitless: bool = False
     max_depth: int = 6
     max_step_tokens: int = 24
     c_explore: float = 1.25

@@ -17,7 +17,8 @@ One node is one step (one line). Every round, for all problems at once:
 
 Adaptive branching (eta-MCTS): a node takes a new child once
 ``floor(widen_c * N ** widen_alpha)`` exceeds its children, up to ``max_children``;
-a node whose widening found nothing new is capped where it is. Early stop: a tree
+a node whose widening found nothing new is capped where it is (re-opened each time its
+visits double with ``reopen_fruitless``). Early stop: a tree
 stops once its most visited root step cannot be overtaken in the rounds left and the
 most visited descent ends in an answer, or when its token budget is spent, or (with a
 budget) after ``IDLE_ROUNDS`` rounds in a row that generated nothing for it.
@@ -50,7 +51,8 @@ from treesearch.tasks import prompt_ids
 # node's cap on children (set once widening it found nothing new)
 # a budgeted tree stops after this many rounds in a row that generate nothing for it
 IDLE_ROUNDS = 8
-EXTRA_FIELDS = ("c_value", "c_process", "c_outcome", "prm_agg", "logprob", "child_cap")
+EXTRA_FIELDS = ("c_value", "c_process", "c_outcome", "prm_agg", "logprob", "child_cap",
+                "capped_at")
 
 
 class StepSearch:
@@ -89,6 +91,8 @@ class StepSearch:
         bar = tqdm(range(cfg.simulations), desc=desc, disable=not progress, leave=False)
         for r in bar:
             t0 = time.perf_counter()
+            if cfg.reopen_fruitless:
+                self._reopen(forest)
             leaf_tree, leaf_node, _ = forest.select(params)
             forest.cancel(leaf_tree, leaf_node)  # new nodes carry the backups, not the leaves
             keep = active[leaf_tree]
@@ -141,6 +145,7 @@ class StepSearch:
         new, ends, repeats, fruitless = merge_continuations(self, forest, open_tree, open_node, paths)
         for t, n in fruitless:  # widening found nothing new: cap it where it is
             forest.extra("child_cap")[t, n] = max(1, forest.n_children[t, n])
+            forest.extra("capped_at")[t, n] = max(1, forest.visits[t, n])
         stats.seconds["other"] += time.perf_counter() - t0
         if repeats:
             t0 = time.perf_counter()
@@ -171,6 +176,15 @@ class StepSearch:
         """Tokens a prefix may hold so that one more step still fits the policy's context."""
         limit = getattr(self.policy, "max_positions", None) or getattr(self.policy, "max_model_len", None)
         return int(limit) - self.config.max_step_tokens if limit else 1 << 62
+
+    @staticmethod
+    def _reopen(forest) -> None:
+        """Lift the widening cap of every fruitless node whose visits have doubled since
+        it was capped (``reopen_fruitless``)."""
+        cap, at = forest.extra("child_cap"), forest.extra("capped_at")
+        due = (cap > 0) & (at > 0) & (forest.visits >= 2 * at)
+        cap[due] = 0.0
+        at[due] = 0.0
 
     def _drop_full(self, forest, tree, node):
         """Nodes whose text leaves no room for another step in the policy's context: an
