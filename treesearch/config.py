@@ -19,6 +19,8 @@ from omegaconf import OmegaConf
 
 from critics.generative import JUDGES
 from policies.zoo import MODELS, resolve
+from treesearch.distributed import DistributedConfig
+from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
 from treesearch.tasks import TASKS, Task, TaskOptions, get_task
 from treesearch.utils.checkpoints import has_chat_template
@@ -151,6 +153,8 @@ class SelfPlayConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     distill: DistillSection = field(default_factory=DistillSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    # where the search and eval stages run: this process, or Ray worker actors (``treesearch.distributed``)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> SelfPlayConfig:
@@ -232,6 +236,7 @@ def validate(cfg) -> None:
     need(cfg.eval.entropy_samples >= 0, "eval.entropy_samples", "must be >= 0 (0 = no entropy)")
     need(cfg.eval.mcts_budget >= cfg.search.max_step_tokens, "eval.mcts_budget",
          f"must pay for at least one step (search.max_step_tokens = {cfg.search.max_step_tokens})")
+    check_distributed(cfg.distributed)
     check_model(cfg.policy.model, "policy.model")
     if cfg.critics.trunk:
         check_model(cfg.critics.trunk, "critics.trunk")

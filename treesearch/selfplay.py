@@ -25,6 +25,11 @@ Round 0 evaluates the starting policy. Then every round:
               distinct correct solutions, token entropy, format and strategy shares
               (``passk.png``, a second table in summary.md)
 
+With ``distributed.backend=ray`` the search and eval stages run as shards of
+``distributed.shard_problems`` problems on Ray worker actors (``treesearch.distributed``,
+``StageShards``); shards are seeded by (seed, round, part, shard index), so the metrics
+equal a local run with the same shard size, whatever the number of workers.
+
 Everything lands in the run directory (``treesearch.utils.runs``): the resolved config,
 metrics.jsonl, each round's trees (compressed JSONL), checkpoints, calibration plots,
 ``accuracy.png`` and ``summary.md``. A killed run continues with ``--resume`` from the last
@@ -69,7 +74,13 @@ from policies.rollout import generate_solutions, pass_at_k
 from policies.zoo import resolve
 from treesearch.backends import build_critic
 from treesearch.config import ConfigError, build_task, load_config
-from treesearch.engine.export import write_jsonl
+from treesearch.distributed import DistributedError, cluster, shards
+from treesearch.engine.export import (
+    merge_records,
+    tree_records,
+    write_jsonl,
+    write_records,
+)
 from treesearch.search import SearchConfig, StepSearch
 from treesearch.search.harvest import (
     failing_siblings,
@@ -88,6 +99,7 @@ from treesearch.utils.recipes import shipped_recipes
 from treesearch.utils.runs import RunDir, RunError
 
 STAGES = ("search", "critics", "distill", "eval")
+EVAL_PARTS = ("greedy", "sampled", "mcts")
 
 
 def stage_seed(seed: int, round_: int, stage: str) -> int:
@@ -97,8 +109,11 @@ def stage_seed(seed: int, round_: int, stage: str) -> int:
 class SelfPlay:
     """One self-play run over a config (``treesearch.config.SelfPlayConfig``)."""
 
-    def __init__(self, cfg, run: RunDir):
-        self.cfg, self.run = cfg, run
+    def __init__(self, cfg, run: RunDir, pool=None):
+        """``pool``: a ``treesearch.distributed.WorkerPool`` that runs the eval shards
+        (None: everything runs in this process)."""
+        self.cfg, self.run, self.pool = cfg, run, pool
+        self._pool_ready, self._local = False, None
         self.task = build_task(cfg)
         torch.set_num_threads(cfg.policy.threads)
         self.eval_problems = self.task.problems(cfg.eval.split, cfg.eval.problems, seed=cfg.seed)
@@ -185,7 +200,24 @@ class SelfPlay:
 
     # -- stages ------------------------------------------------------------------------
     def stage_search(self, r: int) -> dict:
-
+        """MCTS over the round's training problems; with ``distributed.shard_problems`` > 0
+        in shards (here or on the Ray workers), seeded by (seed, round, shard index), the
+        trees merged in problem order into the one trees file."""
+        size = self.cfg.distributed.shard_problems
+        if size or self.pool is not None:
+            cuts = shards(self.cfg.train_problems, size)
+            items = [(r, "search", lo, hi, stage_seed(self.cfg.seed, r, f"search/{i}"))
+                     for i, (lo, hi) in enumerate(cuts)]
+            parts = self.run_items(items)
+            write_records(merge_records([p["records"] for p in parts]),
+                          self.run.round_dir(r) / "trees.jsonl.gz")
+            wall = sum(p["wall"] for p in parts)
+            return {"train_solved": float(np.mean([c for p in parts for c in p["correct"]])),
+                    "tokens_per_problem": float(np.concatenate([p["generated"] for p in parts]).mean()),
+                    "nodes_per_tree": float(np.concatenate([p["nodes"] for p in parts]).mean()),
+                    "overhead_share": round((wall - sum(p["model_seconds"] for p in parts)) / wall
+                                            if wall else 0.0, 4),
+                    "policy": parts[0]["policy"]}
         policy = self.load_policy(r - 1, stage_seed(self.cfg.seed, r, "search"))
         problems = self.train_problems(r)
         critics = self.load_critics(r - 1, policy.tokenizer)
@@ -346,36 +378,56 @@ class SelfPlay:
                 "format_share": format_share(self.task, [t for ts in texts for t in ts]),
                 "strategy_share": strategy_share(self.task, right)}
 
-    def stage_eval(self, r: int) -> dict:
+    def eval_items(self, r: int) -> list[tuple]:
+        """The eval stage's work items (round, part, lo, hi, seed): each part (greedy,
+        sampled pass@k, MCTS decoding) over its problems, cut into shards of
+        ``distributed.shard_problems`` (0: one shard per part, seed None: the policy's
+        generator runs on from part to part, as a single process always did); a shard's
+        seed is keyed by (seed, round, part, shard index), never by the worker."""
+        e, n = self.cfg.eval, len(self.eval_problems)
+        sizes = {"greedy": n, "sampled": len(self.eval_problems[: e.sample_problems or n]),
+                 "mcts": len(self.eval_problems[: e.mcts_problems])}
+        size = self.cfg.distributed.shard_problems
+        items = []
+        for part in EVAL_PARTS:
+            cuts = shards(sizes[part], size) if size else [(0, sizes[part])]
+            items += [(r, part, lo, hi, stage_seed(self.cfg.seed, r, f"eval/{part}/{i}")
+                       if size else None) for i, (lo, hi) in enumerate(cuts)]
+        return items
 
-        seed = stage_seed(self.cfg.seed, r, "eval")
-        policy = self.load_policy(r, seed)
-        e, s = self.cfg.eval, self.cfg.search
-        problems = self.eval_problems
-        greedy = generate_solutions(policy, policy.tokenizer, self.task, problems, n=1,
-                                    temperature=0.0, max_steps=s.max_depth,
-                                    max_step_tokens=s.max_step_tokens)
-        row = {"greedy": float(np.mean([self.task.check_solution(p, g[0])
-                                        for p, g in zip(problems, greedy)]))}
-        sampled = problems[: e.sample_problems or len(problems)]
-        samples = generate_solutions(policy, policy.tokenizer, self.task, sampled, n=e.samples,
-                                     temperature=self.cfg.policy.temperature,
-                                     max_steps=s.max_depth, max_step_tokens=s.max_step_tokens)
-        correct = [sum(self.task.check_solution(p, x) for x in xs) for p, xs in zip(sampled, samples)]
+    def run_items(self, items: list[tuple]) -> list:
+        """``StageShards.run`` of every item, on the Ray workers when there is a pool (each
+        set up once per run), else here in order; results in item order."""
+        if self.pool is not None:
+            if not self._pool_ready:
+                self.pool.setup(_shard_worker, self.cfg, str(self.run.path))
+                self._pool_ready = True
+            return self.pool.map("run", items)
+        self._local = self._local or StageShards(self)
+        return [self._local.run(item) for item in items]
+
+    def stage_eval(self, r: int) -> dict:
+        """Greedy accuracy, sampled pass@k and MCTS decoding on the held-out problems, as
+        shards run here or on the Ray workers (``eval_items``), gathered in problem order."""
+        items = self.eval_items(r)
+        results = self.run_items(items)
+        got = {part: [] for part in EVAL_PARTS}
+        for (_, part, *_), res in zip(items, results):
+            got[part].append(res)
+        e = self.cfg.eval
+        row = {"greedy": float(np.mean([c for res in got["greedy"] for c in res]))}
+        correct = [c for res in got["sampled"] for c in res]
         k = 1
         while k <= e.samples:
             row[f"pass@{k}"] = float(np.mean([pass_at_k(e.samples, c, k) for c in correct]))
             k *= 2
-        critics = self.load_critics(r, policy.tokenizer)  # learned critics (and checkers) only
-        mcts_problems = problems[: e.mcts_problems]
-        scorer = self.scorer(critics, mcts_problems, policy.tokenizer)
-        out = decode(policy, scorer, mcts_problems, "mcts", e.mcts_budget, task=self.task,
-                     temperature=self.cfg.policy.temperature, search=self.search_config(),
-                     progress=self.cfg.progress)
-        row["mcts"] = float(np.mean([self.task.check_solution(p, a)
-                                     for p, a in zip(mcts_problems, out.answers)]))
-        row["mcts_tokens"] = float(out.tokens.mean())
-        if e.passk_samples:
+        row["mcts"] = float(np.mean([c for res, _ in got["mcts"] for c in res]))
+        row["mcts_tokens"] = float(np.concatenate([t for _, t in got["mcts"]]).mean())
+        if e.passk_samples:  # not sharded yet: runs here, on this round's policy
+            if self._local is not None and self.cfg.distributed.shard_problems == 0:
+                policy = self._local.policy  # the generator runs on, as it always did
+            else:
+                policy = self.load_policy(r, stage_seed(self.cfg.seed, r, "eval/diversity"))
             row.update(self.measure_diversity(policy))
         return row
 
@@ -414,6 +466,111 @@ class SelfPlay:
         _plot(rows, keys, self.run.path / "accuracy.png", f"{self.cfg.task}: held-out accuracy")
         print(table)
         print(f"run directory: {self.run.path}")
+
+
+class StageShards:
+    """Runs the search and eval stages' work items (``SelfPlay.search_items``,
+    ``eval_items``) against one round's policy and critics, loaded from the run directory
+    and kept while the round lasts. The same object serves the local backend (in this
+    process) and every Ray worker (``_shard_worker``). A seeded item starts from a fresh
+    prefix cache and a reseeded generator, so what it computes does not depend on which
+    worker runs it or what that worker ran before."""
+
+    def __init__(self, selfplay: SelfPlay):
+        self.sp, self.policy_round, self.policy, self.critics = selfplay, None, None, {}
+
+    def _policy(self, r: int, seed: int):
+        if self.policy_round != r:
+            self.policy = self.sp.load_policy(r, seed)
+            self.policy_round = r
+        return self.policy
+
+    def _critics(self, r: int, stage: str, sharded: bool):
+        """The critics after round ``r`` for ``stage``; fresh heads (before a round trained
+        them) start from a seed keyed by (seed, round, stage) when sharded."""
+        key = (r, stage)
+        if key not in self.critics:
+            self.critics = {k: v for k, v in self.critics.items() if k[0] >= r}
+            if sharded:
+                torch.manual_seed(stage_seed(self.sp.cfg.seed, r, f"{stage}/critics"))
+            self.critics[key] = self.sp.load_critics(r, self.policy.tokenizer)
+        return self.critics[key]
+
+    def run(self, item: tuple):
+        """(round, part, lo, hi, seed) -> that part's results on its problems [lo, hi):
+        search: tree records, correct flags and accounting of the training problems;
+        greedy: correct flags; sampled: correct counts of eval.samples samples; mcts:
+        (correct flags, int64 tokens spent) of the held-out problems. ``seed`` None: the
+        policy's generator runs on from the previous item (one shard per part)."""
+        r, part, lo, hi, seed = item
+        sp = self.sp
+        if part == "search":
+            policy = self._policy(r - 1, stage_seed(sp.cfg.seed, r, "search"))
+        else:
+            policy = self._policy(r, stage_seed(sp.cfg.seed, r, "eval"))
+        if seed is not None:
+            _reseed(policy, seed)
+        task, e, s = sp.task, sp.cfg.eval, sp.cfg.search
+        if part == "search":
+            return self._search(r, policy, lo, hi, sharded=seed is not None)
+        problems = sp.eval_problems[lo:hi]
+        if part == "greedy":
+            greedy = generate_solutions(policy, policy.tokenizer, task, problems, n=1,
+                                        temperature=0.0, max_steps=s.max_depth,
+                                        max_step_tokens=s.max_step_tokens)
+            return [bool(task.check_solution(p, g[0])) for p, g in zip(problems, greedy)]
+        if part == "sampled":
+            samples = generate_solutions(policy, policy.tokenizer, task, problems, n=e.samples,
+                                         temperature=sp.cfg.policy.temperature,
+                                         max_steps=s.max_depth, max_step_tokens=s.max_step_tokens)
+            return [int(sum(task.check_solution(p, x) for x in xs))
+                    for p, xs in zip(problems, samples)]
+        if part == "mcts":  # learned critics (and checkers) only
+            critics = self._critics(r, "eval", sharded=seed is not None)
+            scorer = sp.scorer(critics, problems, policy.tokenizer)
+            out = decode(policy, scorer, problems, "mcts", e.mcts_budget, task=task,
+                         temperature=sp.cfg.policy.temperature, search=sp.search_config(),
+                         progress=sp.cfg.progress and sp.pool is None)
+            return ([bool(task.check_solution(p, a)) for p, a in zip(problems, out.answers)],
+                    np.asarray(out.tokens))
+        raise ValueError(f"unknown stage part {part!r}")
+
+    def _search(self, r: int, policy, lo: int, hi: int, sharded: bool) -> dict:
+        sp = self.sp
+        problems = sp.train_problems(r)[lo:hi]
+        critics = self._critics(r - 1, "search", sharded)
+        verifier = (RuleVerifier(sp.task, policy.tokenizer, problems,
+                                 clean_steps=sp.cfg.critics.train_clean_steps)
+                    if sp.cfg.critics.train_outcome == "verifier" else None)
+        scorer = sp.scorer(critics, problems, policy.tokenizer, verifier)
+        search = StepSearch(policy, scorer, sp.task, policy.tokenizer, sp.search_config())
+        result = search.run(problems, progress=sp.cfg.progress and sp.pool is None,
+                            desc=f"round {r} search [{lo}:{hi}]")
+        st = result.stats
+        return {"records": tree_records(result.forest),
+                "correct": [bool(sp.task.check_solution(p, a))
+                            for p, a in zip(problems, result.answers)],
+                "generated": np.asarray(st.generated), "nodes": np.asarray(result.forest.n_nodes),
+                "wall": st.wall, "model_seconds": st.seconds["propose"] + st.seconds["score"],
+                "policy": policy.describe()}
+
+
+def _reseed(policy, seed: int) -> None:
+    """Restart the policy at ``seed``: an empty prefix cache and its sampling generator
+    reseeded (HF policies; a vLLM engine is seeded once at start, so its shards are not
+    reproducible across workers)."""
+    if hasattr(policy, "reset_cache"):
+        policy.reset_cache()
+    generator = getattr(policy, "generator", None)
+    if generator is not None:
+        generator.manual_seed(int(seed))
+
+
+def _shard_worker(cfg, run_path: str) -> StageShards:
+    """A Ray worker's state: the run's config and directory, read-only (no progress bars:
+    the driver's log is shared)."""
+    cfg.progress = False
+    return StageShards(SelfPlay(cfg, RunDir(Path(run_path))))
 
 
 def _limit(data, max_examples: int, seed: int, balance: bool = False):
@@ -488,15 +645,24 @@ def main(argv=None) -> int:
             cfg = load_config(run.path / "config.yaml")
         else:
             cfg = load_config(args.config or "default", args.overrides)
-            out = cfg.out or f"runs/selfplay-{time.strftime('%Y%m%d-%H%M%S')}"
-            cfg.out = out
-            run = RunDir.create(out, OmegaConf.to_yaml(cfg))
+            run = None
     except (ConfigError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        SelfPlay(cfg, run).run_all()
+    try:  # the cluster first: an unreachable one leaves no run directory behind
+        with cluster(cfg.distributed) as pool:
+            if run is None:
+                cfg.out = cfg.out or f"runs/selfplay-{time.strftime('%Y%m%d-%H%M%S')}"
+                run = RunDir.create(cfg.out, OmegaConf.to_yaml(cfg))
+            SelfPlay(cfg, run, pool).run_all()
+    except DistributedError as exc:
+        where = f" (the run directory {run.path} is intact; resume with --resume {run.path})" if run else ""
+        print(f"error: {exc}{where}", file=sys.stderr)
+        return 2
     except RunError as exc:
+        if run is None:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"error: {exc}\n(the run directory {run.path} is intact; fix the file and "
               f"resume with --resume {run.path})", file=sys.stderr)
         return 2
@@ -504,4 +670,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the importable module, not __main__, so Ray workers find its functions by name
+    from treesearch import selfplay as _module  # noqa: PLW0406 (the importable copy)
+
+    sys.exit(_module.main())

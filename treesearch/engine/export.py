@@ -148,10 +148,34 @@ def tree_records(forest: Forest, trees: Iterable[int] | None = None) -> list[dic
     return records
 
 
+def merge_records(parts: Iterable[list[dict]]) -> list[dict]:
+    """The records of several forests (``tree_records`` of each, e.g. shards of one search
+    run on different workers) as the records of one forest holding their trees in order:
+    trees renumbered, and each part's span ids (and the payloads naming them) shifted past
+    the previous parts' largest id. Deterministic in the parts, wherever they were made."""
+    out, tree, offset = [], 0, 0
+    for records in parts:
+        top = -1
+        for rec in records:
+            spans = [[int(sid) + offset, tokens] for sid, tokens in rec["spans"]]
+            payload = [p + offset if p >= 0 else p for p in rec["ints"]["payload"]]
+            out.append({**rec, "tree": tree, "ints": {**rec["ints"], "payload": payload},
+                        "spans": spans})
+            top = max([top] + [int(sid) for sid, _ in rec["spans"]])
+            tree += 1
+        offset += top + 1
+    return out
+
+
 def write_jsonl(forest: Forest, path, trees: Iterable[int] | None = None) -> None:
     """Write one JSON line per tree (all trees by default), atomically; gzip-compressed
     when ``path`` ends in ``.gz``."""
-    lines = [json.dumps(r, allow_nan=False) + "\n" for r in tree_records(forest, trees)]
+    write_records(tree_records(forest, trees), path)
+
+
+def write_records(records: list[dict], path) -> None:
+    """``write_jsonl`` for records already made (``tree_records``, ``merge_records``)."""
+    lines = [json.dumps(r, allow_nan=False) + "\n" for r in records]
     if os.fspath(path).endswith(".gz"):
         data = gzip.compress("".join(lines).encode("utf-8"), mtime=0)
         atomic_write(path, lambda fh: fh.write(data), binary=True)

@@ -1,0 +1,248 @@
+"""Where an app's work runs: this process (``local``) or worker actors on a Ray cluster.
+
+    distributed:
+      backend: local        # local | ray
+      workers: 2            # Ray worker actors
+      address: ""           # "": start a local cluster on loopback; "auto" or "ray://h:p" or "h:p": join one
+      num_cpus: 1           # per worker
+      num_gpus: 0           # per worker
+      shard_problems: 0     # problems per shard; 0: one shard holding every problem
+
+One dataclass (``DistributedConfig``) for every app; ``check`` refuses bad values naming
+the key. ``cluster(cfg)`` connects (or starts a loopback-only local cluster with the
+dashboard off) and yields a ``WorkerPool``, or None for the local backend; the cluster it
+started is shut down on exit. ``WorkerPool.map`` runs work items on the actors, each item
+a picklable tuple handed to a method of the worker's state object, and returns the results
+in item order, whichever worker ran them.
+
+Results do not depend on the number of workers: the apps cut their problems into shards
+of ``shard_problems`` and seed each shard from (run seed, round, stage, part, shard
+index), never from a worker; the local backend runs the same shards in order, so a run
+with 1, 2 or N workers writes the metrics of a local run with the same ``shard_problems``.
+
+Ray is optional (``pip install -e '.[ray]'``, part of ``test``); it is imported only when
+the ray backend is chosen. The run directory must be visible to every worker (one machine,
+or a shared filesystem): workers load checkpoints from it themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from treesearch.utils.recipes import ConfigError
+
+DISTRIBUTED_BACKENDS = ("local", "ray")
+CONNECT_TIMEOUT_S = 10.0  # an unreachable address fails within about this long
+PLACE_TIMEOUT_S = 60.0  # workers the cluster cannot place fail after this long
+# Ray on Linux swaps a loopback node address for the machine's; this switch keeps it
+_LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+class DistributedError(RuntimeError):
+    """A cluster that cannot be reached or cannot place the workers, or a worker that
+    failed; the message names the address, the resources or the work item."""
+
+
+@dataclass
+class DistributedConfig:
+    backend: str = "local"
+    workers: int = 2
+    address: str = ""
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    shard_problems: int = 0
+
+
+def check(cfg, key: str = "distributed") -> None:
+    """Refuse values that cannot work, naming the key (``ConfigError``)."""
+    def need(ok: bool, name: str, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"config key '{key}.{name}' = {getattr(cfg, name)!r}: {why}")
+
+    need(cfg.backend in DISTRIBUTED_BACKENDS, "backend",
+         f"must be one of {', '.join(DISTRIBUTED_BACKENDS)}")
+    need(cfg.workers >= 1, "workers", "must be >= 1")
+    need(cfg.num_cpus > 0, "num_cpus", "must be > 0 (CPUs per worker)")
+    need(cfg.num_gpus >= 0, "num_gpus", "must be >= 0 (GPUs per worker)")
+    need(cfg.shard_problems >= 0, "shard_problems", "must be >= 0 (0: one shard)")
+    if cfg.address:
+        need(cfg.address == "auto" or _host_port(cfg.address) is not None, "address",
+             "must be empty (start a local cluster), 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
+    if cfg.backend == "ray":
+        need(cfg.shard_problems >= 1, "shard_problems",
+             "the ray backend needs shards of >= 1 problems (0 puts every problem in one "
+             "shard, which one worker would run alone); metrics depend on this value, never "
+             "on the number of workers")
+
+
+def shards(n: int, size: int) -> list[tuple[int, int]]:
+    """[(lo, hi)] cutting range(n) into runs of ``size`` (0: one run of all n)."""
+    size = size or max(n, 1)
+    return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+
+def _host_port(address: str):
+    """(host, port) of 'HOST:PORT' or 'ray://HOST:PORT'; None when it is neither."""
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    if parts.scheme != "ray" or not parts.hostname:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return (parts.hostname, port) if port else None
+
+
+def _reachable(address: str, timeout: float) -> None:
+    """DistributedError unless something accepts a TCP connection at ``address``."""
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise DistributedError(
+            f"distributed.address {address!r}: no Ray cluster reachable at {host}:{port} "
+            f"within {timeout:g} s ({type(exc).__name__}: {exc}); start one with "
+            f"`ray start --head` there, or leave the address empty for a local cluster"
+        ) from None
+
+
+@contextmanager
+def cluster(cfg, connect_timeout: float = CONNECT_TIMEOUT_S,
+            place_timeout: float = PLACE_TIMEOUT_S):
+    """Yield None for the local backend; for ray, a ``WorkerPool`` of ``cfg.workers``
+    actors (not yet set up). An empty address starts a local cluster bound to 127.0.0.1
+    with the dashboard off, sized for the workers, and stops it on exit; otherwise the
+    cluster at the address is joined (and left running)."""
+    if cfg.backend == "local":
+        yield None
+        return
+    import ray  # lazy: ray is optional (the ray extra), needed only for backend=ray
+
+    if ray.is_initialized():
+        raise DistributedError("Ray is already initialised in this process")
+    try:
+        if not cfg.address:
+            with _loopback_only(ray):
+                ray.init(num_cpus=max(1, round(cfg.workers * cfg.num_cpus)),
+                         num_gpus=round(cfg.workers * cfg.num_gpus) or None,
+                         include_dashboard=False, _node_ip_address="127.0.0.1",
+                         logging_level="WARNING")
+        else:
+            if cfg.address != "auto":
+                _reachable(cfg.address, connect_timeout)
+            ray.init(address=cfg.address, logging_level="WARNING")
+    except DistributedError:
+        raise
+    except (ConnectionError, RuntimeError, ValueError, OSError) as exc:  # 'auto' without a cluster, ...
+        what = (f"distributed.address {cfg.address!r}: cannot connect to a Ray cluster"
+                if cfg.address else "cannot start a local Ray cluster")
+        raise DistributedError(f"{what} ({type(exc).__name__}: {exc})") from None
+    try:
+        pool = WorkerPool(cfg, place_timeout)
+        try:
+            yield pool
+        finally:
+            pool.close()
+    finally:
+        ray.shutdown()
+
+
+@contextmanager
+def _loopback_only(ray):
+    """While a local cluster starts: its node address is 127.0.0.1, so every Ray process
+    (GCS, raylet, agents, workers) listens on loopback only. Ray on Linux turns a loopback
+    ``_node_ip_address`` into the machine's address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``
+    is off (read at import, hence the constant too); the environment variable also
+    reaches the processes the cluster spawns. Both are restored afterwards."""
+    constants = ray._private.ray_constants
+    old_env, old_flag = os.environ.get(_LOCAL_ONLY_ENV), constants.ENABLE_RAY_CLUSTER
+    os.environ[_LOCAL_ONLY_ENV], constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_env is None:
+            os.environ.pop(_LOCAL_ONLY_ENV, None)
+        else:
+            os.environ[_LOCAL_ONLY_ENV] = old_env
+
+
+class _Worker:
+    """A Ray actor holding one state object built by ``setup(factory, *args)``."""
+
+    def __init__(self):
+        self.state = None
+
+    def ready(self) -> bool:
+        return True
+
+    def setup(self, factory, *args) -> None:
+        self.state = factory(*args)
+
+    def call(self, method: str, item):
+        return getattr(self.state, method)(item)
+
+
+class WorkerPool:
+    """``cfg.workers`` actors of ``cfg.num_cpus`` / ``cfg.num_gpus`` each."""
+
+    def __init__(self, cfg, place_timeout: float = PLACE_TIMEOUT_S):
+        import ray  # lazy: ray is optional (the ray extra), needed only for backend=ray
+
+        self.ray, self.cfg = ray, cfg
+        actor = ray.remote(_Worker).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
+        self.actors = [actor.remote() for _ in range(cfg.workers)]
+        try:
+            ray.get([a.ready.remote() for a in self.actors], timeout=place_timeout)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise DistributedError(
+                f"the cluster could not place {cfg.workers} workers of num_cpus={cfg.num_cpus}, "
+                f"num_gpus={cfg.num_gpus} within {place_timeout:g} s (it has "
+                f"{ray.cluster_resources()}); lower distributed.workers or the per-worker "
+                f"resources") from None
+
+    def setup(self, factory, *args) -> None:
+        """Every worker builds its state: ``factory(*args)`` (a module-level function, so
+        it travels by reference)."""
+        self._get([a.setup.remote(factory, *args) for a in self.actors], "setup")
+
+    def map(self, method: str, items: list) -> list:
+        """``state.<method>(item)`` for every item, on whichever worker is free next;
+        results in item order. A failing item stops the map with DistributedError naming
+        it and the worker's error."""
+        ray = self.ray
+        results: list = [None] * len(items)
+        pending = {}
+        free = list(self.actors)
+        queue = list(enumerate(items))
+        while queue or pending:
+            while queue and free:
+                i, item = queue.pop(0)
+                actor = free.pop(0)
+                pending[actor.call.remote(method, item)] = (i, actor)
+            done, _ = ray.wait(list(pending), num_returns=1)
+            i, actor = pending.pop(done[0])
+            results[i] = self._get([done[0]], items[i])[0]
+            free.append(actor)
+        return results
+
+    def _get(self, refs, what):
+        try:
+            return self.ray.get(refs)
+        except self.ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            raise DistributedError(f"a worker failed on {what!r}: {type(cause).__name__}: "
+                                   f"{cause}") from None
+
+    def close(self) -> None:
+        for a in self.actors:
+            with suppress(ValueError, self.ray.exceptions.RayError):  # already gone
+                self.ray.kill(a)
+        self.actors = []
+
