@@ -108,6 +108,24 @@ def test_corrupt_checkpoint_is_named_and_nothing_else_is_lost(tmp_path):
     assert after == before
 
 
+def test_a_critic_without_enough_targets_is_carried_over(tmp_path):
+    """One training problem gives targets from one tree: nothing to fit and hold out, so each
+    critic goes on unchanged, saved in the round, and the round's eval can load it."""
+    run = tmp_path / "run"
+    proc = _selfplay(*TINY, "rounds=2", "train_problems=1", f"out={run}")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    critics = [r for r in rows if r["stage"] == "critics"]
+    assert len(critics) == 2
+    for row in critics:
+        for kind in ("value", "outcome"):
+            assert row[kind]["carried_over"] is True
+    for r in (1, 2):
+        for kind in ("value", "outcome"):
+            assert (run / f"round_{r}" / "critics" / kind / "critic.json").is_file()
+
+
 @pytest.mark.parametrize("name", ["default", "smollm2", "vllm"])
 def test_shipped_recipes_load(name):
     cfg = load_config(ROOT / "configs" / f"{name}.yaml")

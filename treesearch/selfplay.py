@@ -261,7 +261,11 @@ class SelfPlay:
             data = _limit(targets[kind](), self.cfg.critics.max_examples,
                           stage_seed(self.cfg.seed, r, f"{kind}-rows"), balance=kind == "outcome")
             if len(np.unique(data.tree)) < 2:
-                row[kind] = {"skipped": f"targets from {len(np.unique(data.tree))} trees"}
+                # nothing to fit and hold out: the critic goes on unchanged, so every round
+                # that finished this stage holds every learned critic
+                row[kind] = {"skipped": f"targets from {len(np.unique(data.tree))} trees",
+                             "carried_over": True}
+                critic.save(out_dir / kind)
                 continue
             report = fit_and_report(critic, data, seed=stage_seed(self.cfg.seed, r, kind),
                                     out_dir=out_dir, epochs=self.cfg.critics.epochs,
