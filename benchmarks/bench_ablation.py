@@ -32,7 +32,7 @@ import time
 from dataclasses import replace
 
 import torch
-from bench_decode import RowCache, checker_scorer, load_run
+from bench_decode import RowCache, add_run_arguments, checker_scorer, load_run
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
@@ -93,13 +93,8 @@ def row_scorer(name: str, learned: StepScorer, checkers: StepScorer | None, colu
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="a self-play run directory")
-    parser.add_argument("--round", type=int, default=None, help="default: the last trained round")
-    parser.add_argument("--split", choices=("val", "test"), default="test")
-    parser.add_argument("--problems", type=int, default=300)
+    add_run_arguments(parser, problems=300)
     parser.add_argument("--budget", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", default=None, help="JSONL of finished cells (resume)")
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK['problems']} problems at {QUICK['budget']} tokens")

@@ -78,12 +78,20 @@ QUICK = {"problems": 40, "budgets": [128, 256], "strategies": ["greedy", "majori
                                                                 "weighted_bon", "mcts"]}
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_run_arguments(parser, problems: int) -> None:
+    """The options of a benchmark that replays a self-play run on held-out problems:
+    --run, --round, --split, --problems (default ``problems``), --seed, --threads."""
     parser.add_argument("--run", required=True, help="a self-play run directory")
     parser.add_argument("--round", type=int, default=None, help="default: the last trained round")
     parser.add_argument("--split", choices=("val", "test"), default="test")
-    parser.add_argument("--problems", type=int, default=500)
+    parser.add_argument("--problems", type=int, default=problems)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_arguments(parser, problems=500)
     parser.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
     parser.add_argument("--strategies", nargs="+", default=list(LEARNED))
     parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES),
@@ -97,8 +105,6 @@ def parse_args(argv=None):
     parser.add_argument("--cached-only", action="store_true",
                         help="with --rows: assemble the rows already there and decode nothing "
                              "new (cells not there are left out of the board and listed)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK['problems']} problems, budgets {QUICK['budgets']}, "
                              f"{', '.join(QUICK['strategies'])}")
