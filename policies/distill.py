@@ -145,7 +145,9 @@ class DistillConfig:
     strength of the KL anchor to the reference. lora: train LoRA adapters (rank lora_r,
     scale lora_alpha / lora_r, dropout lora_dropout) on the modules named lora_targets,
     then merge them. progress: a tqdm bar. max_steps: stop after this many optimizer
-    steps even if epochs are left (None = no cap).
+    steps even if epochs are left (None = no cap). pg_clip: ``policy_gradient``'s PPO-style
+    clip epsilon on each token's probability ratio to the model as the call starts (0 =
+    off: plain REINFORCE, which can push a negative's log-probability down without bound).
     """
 
     lr: float = 3e-4
@@ -163,6 +165,7 @@ class DistillConfig:
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     progress: bool = False
     max_steps: int | None = None
+    pg_clip: float = 0.2
 
 
 def _is_int(v) -> bool:
@@ -199,6 +202,7 @@ def validate(config: DistillConfig) -> DistillConfig:
         ("progress", isinstance(c.progress, bool), "a bool"),
         ("max_steps", c.max_steps is None or (_is_int(c.max_steps) and c.max_steps >= 1),
          "None or an int >= 1"),
+        ("pg_clip", _is_number(c.pg_clip) and 0 <= c.pg_clip < 1, "a number in [0, 1)"),
     ]
     for name, ok, want in checks:
         if not ok:
@@ -510,49 +514,96 @@ def policy_gradient(model, tokenizer, examples: Sequence[PGExample],
     """One REINFORCE-style pass over fixed examples with signed advantages, in place.
     Returns ``(model, stats)``.
 
-    Per minibatch of B examples the loss is
+    Per minibatch of B examples the loss is the clipped surrogate of PPO, token-mean per
+    sequence:
 
-        -(1 / B) * sum_b advantage_b * mean_t log p(completion token t of b)
+        -(1 / B) * sum_b mean_t min(r_bt * A_b, clip(r_bt, 1 - eps, 1 + eps) * A_b)
 
-    (token-mean per sequence, as ``policies.rl``'s policy-gradient loss on its first pass,
-    where the ratio is 1). Used for W-REINFORCE-style updates (positives weighted by a
-    small lambda, negatives pushed down: Zhu et al. 2025, arXiv 2506.01347) and for
-    step-level advantages taken from a search tree (``policies.rl.tree_examples``).
-    Examples with a zero advantage carry no gradient and are dropped. stats: loss_first /
-    loss_last (None without steps), examples (kept), positives, negatives, steps, seconds.
+    with r_bt = p(token t of b) / p_start(token t of b), p_start the model as the call
+    starts (eval mode) and eps = ``config.pg_clip``. At the start r = 1 and the gradient
+    is that of A_b * mean_t log p, plain REINFORCE; a token whose probability has moved by
+    more than eps in the advantage's direction stops pulling, so negatives cannot drive
+    their tokens' log-probabilities (and the shared tokens with them) to minus infinity.
+    ``pg_clip`` = 0 turns the clip off (loss -(1 / B) * sum_b A_b * mean_t log p).
+
+    Used for W-REINFORCE-style updates (positives weighted by a small lambda, negatives
+    pushed down: Zhu et al. 2025, arXiv 2506.01347) and for step-level advantages taken
+    from a search tree (``policies.rl.tree_examples``). Examples with a zero advantage
+    carry no gradient and are dropped. stats: loss_first / loss_last (None without
+    steps), examples (kept), positives, negatives, clipped_share_last (share of the last
+    minibatch's tokens whose ratio was clipped), steps, seconds.
     """
     config = validate(config or DistillConfig())
     examples = [e for e in examples if e.advantage != 0]
     start = time.perf_counter()
     stats = {"loss_first": None, "loss_last": None, "examples": len(examples),
              "positives": sum(e.advantage > 0 for e in examples),
-             "negatives": sum(e.advantage < 0 for e in examples), "steps": 0, "seconds": 0.0}
+             "negatives": sum(e.advantage < 0 for e in examples),
+             "clipped_share_last": None, "steps": 0, "seconds": 0.0}
     if not examples:
         return model, stats
-    _check_sequences(model, "example", [(e.prompt_ids, e.completion_ids) for e in examples])
+    sequences = [(e.prompt_ids, e.completion_ids) for e in examples]
+    _check_sequences(model, "example", sequences)
     for i, e in enumerate(examples):
         if not _is_number(e.advantage):
             raise ValueError(f"distill: example {i} has advantage {e.advantage!r}; need a "
                              f"finite number")
     pad = _pad_id(tokenizer)
     device = next(model.parameters()).device
+    eps = float(config.pg_clip)
+    start_logps = (_start_token_logprobs(model, sequences, config.batch_size, pad)
+                   if eps > 0 else None)
 
     def batch_loss(module, idx):
         chunk = [examples[i] for i in idx]
         batch = collate([(e.prompt_ids, e.completion_ids) for e in chunk], pad, device)
         logp = token_logprobs(module, batch)
         mask = (batch["labels"][:, 1:] != -100).to(logp.dtype)
-        per_seq = (logp * mask).sum(1) / mask.sum(1).clamp_min(1)
         adv = torch.tensor([float(e.advantage) for e in chunk], dtype=logp.dtype,
-                           device=logp.device)
-        return -(adv * per_seq).mean(), {}
+                           device=logp.device)[:, None]
+        if start_logps is None:
+            per_token = adv * logp
+            info = {}
+        else:
+            old = torch.zeros_like(logp)
+            for b, i in enumerate(idx):
+                n, m = len(examples[i].prompt_ids), len(examples[i].completion_ids)
+                old[b, n - 1:n - 1 + m] = start_logps[i].to(logp.device)
+            ratio = torch.exp(logp - old)
+            clipped = ratio.clamp(1 - eps, 1 + eps)
+            per_token = torch.minimum(ratio * adv, clipped * adv)
+            share = ((ratio != clipped).to(logp.dtype) * mask).sum() / mask.sum().clamp_min(1)
+            info = {"clipped_share": float(share)}
+        per_seq = (per_token * mask).sum(1) / mask.sum(1).clamp_min(1)
+        return -per_seq.mean(), info
 
     model, run = _train(model, config, len(examples), batch_loss, "pg")
     losses = run["losses"]
     stats.update(loss_first=losses[0] if losses else None,
                  loss_last=losses[-1] if losses else None, steps=run["steps"],
+                 clipped_share_last=run["last"].get("clipped_share"),
                  seconds=round(time.perf_counter() - start, 3))
     return model, stats
+
+
+@torch.no_grad()
+def _start_token_logprobs(model, sequences, batch_size: int, pad_id: int) -> list:
+    """Per sequence, float32 [len(completion)] on CPU: log p of each completion token under
+    the model as it is now (eval mode; the mode is restored after)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    try:
+        for lo in range(0, len(sequences), batch_size):
+            chunk = sequences[lo:lo + batch_size]
+            logp = token_logprobs(model, collate(chunk, pad_id, device)).cpu()
+            for b, (prompt, completion) in enumerate(chunk):
+                n, m = len(prompt), len(completion)
+                out.append(logp[b, n - 1:n - 1 + m].clone())
+    finally:
+        model.train(was_training)
+    return out
 
 
 # ----------------------------------------------------------------------------- saving

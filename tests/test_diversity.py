@@ -155,6 +155,31 @@ def test_policy_gradient_pushes_positives_up_and_negatives_down(prior, task):
         policy_gradient(model, tok, [PGExample(p, ids("1\n"), float("nan"))])
 
 
+def test_the_clip_stops_a_negative_being_pushed_down_without_end(prior, task):
+    """Unclipped, more steps on one negative keep driving its log-probability down (the
+    wreinforce collapse); with pg_clip every token stops pulling once its probability has
+    fallen by eps, so after the first steps' overshoot more steps change little."""
+    start, tok = prior
+    p = prompt_ids(tok, task, task.problems("train", 1, seed=0)[0])
+    neg = [PGExample(p, tok("25*4=100\n", add_special_tokens=False)["input_ids"], -1.0)] * 8
+    seqs = [(neg[0].prompt_ids, neg[0].completion_ids)]
+    n = len(neg[0].completion_ids)
+    drop = {}
+    for eps in (0.0, 0.2):
+        for epochs in (4, 16):
+            model, _ = load_model(zoo.resolve("tiny-countdown3"))
+            model, stats = policy_gradient(model, tok, neg, DistillConfig(
+                lr=1e-4, epochs=epochs, batch_size=1, seed=0, pg_clip=eps))
+            drop[eps, epochs] = float(completion_logprobs(model, seqs)
+                                      - completion_logprobs(start, seqs)) / n
+        if eps:
+            assert stats["clipped_share_last"] > 0.9, stats
+    # measured: unclipped -9.6 -> -25.0 nats per token, clipped -3.3 -> -3.7
+    assert drop[0.0, 16] < drop[0.0, 4] - 5, drop
+    assert abs(drop[0.2, 16] - drop[0.2, 4]) < 1.5, drop
+    assert drop[0.2, 16] > drop[0.0, 16] / 3, drop
+
+
 def test_shares(task):
     texts = ["25*4=100\nA:(25*4)+7", "25 * 4 = 100\nA:(25*4)-7", "A:7"]
     assert format_share(task, texts) == pytest.approx({"0": 1 / 3, "1": 1 / 3, "none": 1 / 3})

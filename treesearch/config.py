@@ -116,6 +116,9 @@ class DistillSection:
     prior_samples: int = 0
     prior_weight: float = 1.0
     positive_weight: float = 0.1  # wreinforce: lambda on the verified paths
+    # wreinforce / tree_pg: PPO-style clip on each token's probability ratio to the round's
+    # starting policy (0 = off; off, wreinforce at lr 1e-4 collapsed the policy in round 1)
+    pg_clip: float = 0.2
     tree_baseline: str = "siblings"  # tree_pg: "siblings" or "parent"
 
 
@@ -219,6 +222,7 @@ def validate(cfg) -> None:
     need(d.prior_samples >= 0, "distill.prior_samples", "must be >= 0 (0 = off)")
     need(d.prior_weight > 0, "distill.prior_weight", "must be > 0")
     need(d.positive_weight >= 0, "distill.positive_weight", "must be >= 0")
+    need(0 <= d.pg_clip < 1, "distill.pg_clip", "must be in [0, 1) (0 = off)")
     need(d.tree_baseline in TREE_BASELINES, "distill.tree_baseline",
          f"must be one of {', '.join(TREE_BASELINES)}")
     need(d.method != "tree_pg" or not (d.distinct or d.unlikeliness > 0), "distill.method",

@@ -304,7 +304,8 @@ class SelfPlay:
                 pg += failing_siblings(result, d.dpo_margin)
         prior = self._prior_examples(r) if d.prior_samples else []
         config = DistillConfig(lr=d.lr, epochs=d.epochs, batch_size=d.batch_size, seed=seed,
-                               lora=d.lora, dpo_beta=d.dpo_beta, progress=self.cfg.progress)
+                               lora=d.lora, dpo_beta=d.dpo_beta, pg_clip=d.pg_clip,
+                               progress=self.cfg.progress)
         if d.method in ("wreinforce", "tree_pg"):
             scale = d.positive_weight if d.method == "wreinforce" else 1.0
             pg += [PGExample(e.prompt_ids, e.completion_ids, scale * e.weight) for e in examples]
@@ -312,7 +313,8 @@ class SelfPlay:
             model, stats = policy_gradient(policy.model, tok, pg, config)
             row = {"pg_examples": stats["examples"], "pg_positives": stats["positives"],
                    "pg_negatives": stats["negatives"], "pg_loss_first": stats["loss_first"],
-                   "pg_loss_last": stats["loss_last"], "prior_examples": len(prior)}
+                   "pg_loss_last": stats["loss_last"],
+                   "pg_clipped_share_last": stats["clipped_share_last"], "prior_examples": len(prior)}
             save_policy(model, tok, self.run.round_dir(r) / "policy")
             return row
         model, stats = sft(policy.model, tok, examples + prior, config)
