@@ -127,6 +127,24 @@ def test_fruitless_nodes_reopen_when_their_visits_double(policy, task):
     assert runs[True].stats.generated[0] > runs[False].stats.generated[0]  # it sampled again
 
 
+def test_repeat_visits_counts_every_continuation_that_repeats_a_solution(policy, task):
+    """Four identical rollouts in one round: merged into one path either way; with
+    repeat_visits each is one visit of the answer node, as a repeat from an earlier round
+    always is (without it the within-round repeats add nothing)."""
+    problems = task.problems("test", 1, seed=1)
+    visits = {}
+    for repeat in (False, True):
+        config = SearchConfig(simulations=1, branching=4, horizon=2, max_depth=2,
+                              early_stop=False, repeat_visits=repeat)
+        result = StepSearch(_Scripted(policy.tokenizer), StepScorer(value=_Const("value", 0.3)),
+                            task, policy.tokenizer, config).run(problems)
+        forest = result.forest
+        assert int(forest.n_nodes[0]) == 3 and forest.terminal[0, 2] == 1
+        assert forest.check_invariants(strict_visits=False) == []
+        visits[repeat] = int(forest.visits[0, 2])
+    assert visits == {False: 1, True: 4}, visits
+
+
 def test_without_state_merge_every_sampled_step_is_a_node(policy, task):
     scripted = _Scripted(policy.tokenizer)
     problems = task.problems("test", 1, seed=1)

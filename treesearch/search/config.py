@@ -31,6 +31,9 @@ class SearchConfig:
     reopen_fruitless: a node whose widening sampled nothing new is capped at the children
         it has; True re-opens it for widening each time its visits double after that (more
         samples where the search keeps going; the cap stays off otherwise).
+    repeat_visits: a continuation that repeats a terminal step sampled earlier in the SAME
+        round counts one more visit of it, as a repeat of a terminal from an earlier round
+        always does (False: such a within-round repeat is merged without a visit).
     max_depth: steps per solution, the answer line included; a step at this depth ends
         the episode (wrong unless it is an answer).
     max_step_tokens: tokens per step; a step cut there is malformed (terminal, wrong).
@@ -58,6 +61,7 @@ class SearchConfig:
     widen_c: float = 1.0
     widen_alpha: float = 0.5
     reopen_fruitless: bool = False
+    repeat_visits: bool = False
     max_depth: int = 6
     max_step_tokens: int = 24
     c_explore: float = 1.25

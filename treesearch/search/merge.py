@@ -30,7 +30,8 @@ class NewNode:
 def merge_continuations(search, forest, tree, node, paths):
     """Walk each continuation down the existing nodes and this round's new ones while
     its steps match; the rest becomes new nodes. Returns (new nodes in creation order,
-    indices of the new nodes where continuations end, repeats: (tree, node) of existing
+    indices of the new nodes where continuations end (with ``repeat_visits`` a terminal
+    one once per continuation that reached it: each is one visit), repeats: (tree, node) of existing
     terminal nodes a continuation repeated, fruitless: (tree, node) of widened nodes
     that got nothing new)."""
     new: list[NewNode] = []
@@ -44,7 +45,7 @@ def merge_continuations(search, forest, tree, node, paths):
         before = len(new)
         for path in per:
             parent, parent_new, depth = s, -1, int(forest.depth[t, s])
-            last = -1
+            last, repeated = -1, False
             for tokens, logprob, finished in path:
                 depth += 1
                 text = search._text(tokens)
@@ -62,6 +63,7 @@ def merge_continuations(search, forest, tree, node, paths):
                     parent_new = made[slot]
                     last = parent_new
                     if new[parent_new].terminal:
+                        repeated = search.config.repeat_visits
                         break
                     continue
                 is_answer = search.task.is_answer_step(text)
@@ -71,7 +73,7 @@ def merge_continuations(search, forest, tree, node, paths):
                 made[slot] = parent_new = last = len(new) - 1
                 if ends_here:
                     break
-            if last >= 0 and last not in ends:
+            if last >= 0 and (repeated or last not in ends):
                 ends.append(last)
         if len(new) == before and forest.n_children[t, s] > 0:
             fruitless.append((t, s))
