@@ -172,6 +172,25 @@ def test_a_budgeted_tree_that_only_recounts_finished_solutions_stops(policy, tas
     assert result.stats.generated[0] < 10_000
 
 
+def test_idle_rollouts_spend_the_budget_from_the_root(policy, task):
+    """A tree whose selection only lands on its finished solution samples fresh root
+    continuations instead (here they repeat the one solution: visits, no new nodes) until
+    its budget is spent, where without idle_rollouts it stops idle."""
+    base = dict(simulations=500, branching=1, horizon=2, max_children=1, max_tokens=600,
+                early_stop=False)
+    runs = {}
+    for on in (False, True):
+        config = SearchConfig(**base, idle_rollouts=on)
+        runs[on] = StepSearch(_Scripted(policy.tokenizer), StepScorer(value=_Const("value", 0.3)),
+                              task, policy.tokenizer, config).run(task.problems("test", 1, seed=1))
+    off, on = runs[False], runs[True]
+    assert off.stats.generated[0] < 100
+    assert 600 - 24 < on.stats.generated[0] <= 600 + 24  # spent, overshot < one step
+    assert int(on.forest.n_nodes[0]) == 3  # root -> '1+2=3' -> 'A:1+2': only repeats
+    assert on.forest.visits[0, 2] > 2 * off.forest.visits[0, 2]  # each repeat is a visit
+    assert on.answers[0] == off.answers[0] == "1+2=3\nA:1+2\n"
+
+
 def test_widening_adds_children_and_budgets_stop_trees(policy, task):
     problems = task.problems("train", 3, seed=5)
     config = SearchConfig(simulations=40, branching=2, horizon=1, widen_c=1.5, max_children=6,

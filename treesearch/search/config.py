@@ -34,6 +34,11 @@ class SearchConfig:
     repeat_visits: a continuation that repeats a terminal step sampled earlier in the SAME
         round counts one more visit of it, as a repeat of a terminal from an earlier round
         always does (False: such a within-round repeat is merged without a visit).
+    idle_rollouts: with a budget (``max_tokens``), a tree whose last round generated
+        nothing (its selection landed on finished solutions or capped nodes) spends its
+        next round on ``branching`` fresh continuations from the root instead, so the
+        budget is spent rather than the tree going idle (False: it idles and stops after
+        ``IDLE_ROUNDS`` such rounds).
     max_depth: steps per solution, the answer line included; a step at this depth ends
         the episode (wrong unless it is an answer).
     max_step_tokens: tokens per step; a step cut there is malformed (terminal, wrong).
@@ -62,6 +67,7 @@ class SearchConfig:
     widen_alpha: float = 0.5
     reopen_fruitless: bool = False
     repeat_visits: bool = False
+    idle_rollouts: bool = False
     max_depth: int = 6
     max_step_tokens: int = 24
     c_explore: float = 1.25

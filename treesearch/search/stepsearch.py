@@ -21,7 +21,8 @@ a node whose widening found nothing new is capped where it is (re-opened each ti
 visits double with ``reopen_fruitless``). Early stop: a tree
 stops once its most visited root step cannot be overtaken in the rounds left and the
 most visited descent ends in an answer, or when its token budget is spent, or (with a
-budget) after ``IDLE_ROUNDS`` rounds in a row that generated nothing for it.
+budget) after ``IDLE_ROUNDS`` rounds in a row that generated nothing for it (with
+``idle_rollouts`` such a tree samples fresh continuations from its root instead).
 
 The search sees problems WITHOUT labels (it strips them itself): only the policy and the
 scorer's critics guide it. This module imports nothing from ``policies/`` or
@@ -97,6 +98,8 @@ class StepSearch:
             forest.cancel(leaf_tree, leaf_node)  # new nodes carry the backups, not the leaves
             keep = active[leaf_tree]
             leaf_tree, leaf_node = leaf_tree[keep], leaf_node[keep]
+            if cfg.idle_rollouts and cfg.max_tokens is not None:
+                leaf_tree, leaf_node = self._restart_idle(leaf_tree, leaf_node, active & (idle > 0))
             stats.rounds += active
             np.add.at(stats.selected, leaf_tree, 1)
             stats.seconds["select"] += time.perf_counter() - t0
@@ -185,6 +188,15 @@ class StepSearch:
         due = (cap > 0) & (at > 0) & (forest.visits >= 2 * at)
         cap[due] = 0.0
         at[due] = 0.0
+
+    @staticmethod
+    def _restart_idle(leaf_tree, leaf_node, idle):
+        """``idle_rollouts``: the selected leaves with every leaf of an idle tree (bool [B])
+        replaced by that tree's root, once. Returns (leaf_tree, leaf_node), int64."""
+        keep = ~idle[leaf_tree]
+        roots = np.flatnonzero(idle).astype(np.int64)
+        return (np.concatenate([leaf_tree[keep], roots]),
+                np.concatenate([leaf_node[keep], np.zeros(roots.size, np.int64)]))
 
     def _drop_full(self, forest, tree, node):
         """Nodes whose text leaves no room for another step in the policy's context: an
