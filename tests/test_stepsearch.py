@@ -164,7 +164,7 @@ def test_a_budgeted_tree_that_only_recounts_finished_solutions_stops(policy, tas
 
     scripted = _Scripted(policy.tokenizer)
     config = SearchConfig(simulations=500, branching=1, horizon=2, max_children=1,
-                          max_tokens=10_000, early_stop=False)
+                          max_tokens=10_000, early_stop=False, idle_rollouts=False)
     result = StepSearch(scripted, StepScorer(value=_Const("value", 0.3)), task,
                         policy.tokenizer, config).run(task.problems("test", 1, seed=1))
     # one path exists and is finished at once; then only re-counting rounds remain

@@ -38,7 +38,9 @@ class SearchConfig:
         nothing (its selection landed on finished solutions or capped nodes) spends its
         next round on ``branching`` fresh continuations from the root instead, so the
         budget is spent rather than the tree going idle (False: it idles and stops after
-        ``IDLE_ROUNDS`` such rounds).
+        ``IDLE_ROUNDS`` such rounds). On by default: with the checkers on 200 val problems
+        MCTS spent 518 of 512 and 1030 of 1024 tokens (0.535, 0.590; checker best-of-N
+        0.530, 0.610) where it had idled at about 440 / 490.
     max_depth: steps per solution, the answer line included; a step at this depth ends
         the episode (wrong unless it is an answer).
     max_step_tokens: tokens per step; a step cut there is malformed (terminal, wrong).
@@ -66,8 +68,8 @@ class SearchConfig:
     widen_c: float = 1.0
     widen_alpha: float = 0.5
     reopen_fruitless: bool = False
-    repeat_visits: bool = False
-    idle_rollouts: bool = False
+    repeat_visits: bool = True
+    idle_rollouts: bool = True
     max_depth: int = 6
     max_step_tokens: int = 24
     c_explore: float = 1.25
