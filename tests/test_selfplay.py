@@ -67,6 +67,9 @@ def test_kill_and_resume_match_an_uninterrupted_run(tmp_path):
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-2000:]
     assert (straight / "accuracy.png").is_file() and (straight / "summary.md").is_file()
+    page = (straight / "report.html").read_text()  # the viewer over every trained round
+    rounds = {int(p.name.split("_")[1]) for p in straight.glob("round_*")} - {0}
+    assert all(f'id="data-round-{i}"' in page for i in range(len(rounds))), sorted(rounds)
     assert (straight / "round_1" / "trees.jsonl.gz").is_file()
 
     killed = tmp_path / "killed"

@@ -32,7 +32,8 @@ equal a local run with the same shard size, whatever the number of workers.
 
 Everything lands in the run directory (``treesearch.utils.runs``): the resolved config,
 metrics.jsonl, each round's trees (compressed JSONL), checkpoints, calibration plots,
-``accuracy.png`` and ``summary.md``. A killed run continues with ``--resume`` from the last
+``accuracy.png``, ``summary.md`` and ``report.html`` (the tree viewer over every round,
+``treesearch.view``). A killed run continues with ``--resume`` from the last
 finished stage; every stage seeds itself from (seed, round, stage) and reloads its inputs
 from disk, so a resumed run computes what an uninterrupted one would.
 """
@@ -97,6 +98,7 @@ from treesearch.utils.estimators import default_ks, distinct_correct, pass_at_k_
 from treesearch.utils.plots import line_plot
 from treesearch.utils.recipes import shipped_recipes
 from treesearch.utils.runs import RunDir, RunError
+from treesearch.view import ViewError, write_report
 
 STAGES = ("search", "critics", "distill", "eval")
 EVAL_PARTS = ("greedy", "sampled", "mcts")
@@ -454,6 +456,10 @@ class SelfPlay:
         bar.close()
         rows = [m for m in self.run.metrics() if m["stage"] == "eval"]
         self.report(rows)
+        try:  # the viewer over every round's trees; a finished run stays finished without it
+            write_report(self.run.path)
+        except ViewError as exc:
+            print(f"selfplay: report.html not written: {exc}", file=sys.stderr)
         return rows
 
     def report(self, rows: list[dict]) -> None:
