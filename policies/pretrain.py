@@ -36,6 +36,7 @@ import dataclasses
 import json
 import math
 import random
+import re
 import shlex
 import sys
 import time
@@ -51,6 +52,7 @@ from policies.rollout import generate_solutions, pass_at_k
 from policies.tokenization import build_char_tokenizer
 from treesearch.tasks import get_task
 from treesearch.utils.atomic import atomic_dir, write_text
+from treesearch.utils.cli import CLIError, blame, dotted_args
 from treesearch.utils.runs import portable_path
 
 DEFAULT_TOKENS = 4_000_000  # training tokens when no budget is given
@@ -60,7 +62,9 @@ DEFAULT_TOKENS = 4_000_000  # training tokens when no budget is given
 class PretrainConfig:
     """Every knob of a pretraining run (the CLI flags are these names with dashes)."""
 
-    task: str = "countdown"
+    task: str = "countdown"  # any form get_task takes: a built-in, rg:<dataset>, package.module:factory
+    # the task's own arguments (the CLI's task_args.KEY=VALUE items); unknown keys are errors
+    task_args: dict = field(default_factory=dict)
     out: str = "runs/prior"
     # model
     hidden: int = 128
@@ -96,6 +100,16 @@ class PretrainConfig:
     eval_max_steps: int = 8
     eval_max_step_tokens: int = 48
     progress: bool = True
+
+
+class Refusal(ValueError):
+    """A request that turns out impossible once the data is made (too few distinct
+    problems, a sequence longer than the model takes, a strategy that cannot be held
+    out); ``cli_flag`` names the flag to change."""
+
+    def __init__(self, flag: str, message: str):
+        super().__init__(message)
+        self.cli_flag = flag
 
 
 @dataclass
@@ -149,7 +163,10 @@ def validate(config: PretrainConfig):
     if not c.out:
         raise ValueError("pretrain: out (the output directory) must be set")
 
-    task = get_task(c.task)  # the registry's ValueError for an unknown name
+    task = get_task(c.task, **(c.task_args or {}))  # the registry's errors name the task or the key
+    if not task.writes_traces:
+        raise ValueError(f"pretrain: task {c.task!r} has no solver, so there are no solution "
+                         "traces to pretrain a prior on; start from an existing model instead")
     n = task.n_styles
     if c.held_out_style is not None:
         if (isinstance(c.held_out_style, bool) or not isinstance(c.held_out_style, int)
@@ -216,7 +233,7 @@ class TraceSampler:
             if (self.held_out_strategy is None
                     or not self.task.uses_strategy(trace, self.held_out_strategy)):
                 return problem, flawed, style, trace
-        raise ValueError(f"pretrain: {tries} traces in a row used the held-out strategy "
+        raise Refusal("--held-out-strategy", f"pretrain: {tries} traces in a row used the held-out strategy "
                          f"{self.held_out_strategy!r}; it cannot be held out of {self.task.name}")
 
     def batch(self, size: int):
@@ -227,7 +244,7 @@ class TraceSampler:
             ids, labels = encode_example(self.tokenizer, self.task, problem, self.rng, flawed,
                                          style, self.loss_on, trace=trace)
             if len(ids) > self.max_positions:
-                raise ValueError(f"pretrain: a {self.task.name} sequence of {len(ids)} tokens "
+                raise Refusal("--max-positions", f"pretrain: a {self.task.name} sequence of {len(ids)} tokens "
                                  f"exceeds max_positions={self.max_positions}; raise it")
             seqs.append((ids, labels))
         width = max(len(ids) for ids, _ in seqs)
@@ -310,6 +327,10 @@ def command_line(config: PretrainConfig) -> str:
     args = ["python", "-m", "policies.pretrain"]
     for f in dataclasses.fields(config):
         v = getattr(config, f.name)
+        if f.name == "task_args":
+            args += [f"task_args.{k}={json.dumps(x) if not isinstance(x, str) else x}"
+                     for k, x in sorted((v or {}).items())]
+            continue
         if v == f.default:
             continue
         flag = "--" + f.name.replace("_", "-")
@@ -331,8 +352,12 @@ def pretrain(config: PretrainConfig, command: str | None = None) -> PretrainResu
 
     t0 = time.perf_counter()
     tokenizer = build_char_tokenizer()
-    train = task.problems("train", c.train_problems, seed=c.seed)
-    test = task.problems("test", c.eval_problems, seed=c.seed + 1_000_003)
+    try:
+        train = task.problems("train", c.train_problems, seed=c.seed)
+        test = task.problems("test", c.eval_problems, seed=c.seed + 1_000_003)
+    except (ValueError, RuntimeError) as exc:
+        raise Refusal("--train-problems / --eval-problems",
+                      f"pretrain: task {c.task!r} cannot give the problems asked for: {exc}") from None
     data_s = time.perf_counter() - t0
     sampler = TraceSampler(tokenizer, task, train, styles, c.flawed_share, c.loss_on, c.seed,
                            c.max_positions, c.held_out_strategy)
@@ -507,8 +532,13 @@ def print_table(metrics: dict) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m policies.pretrain", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("task_args", nargs="*", metavar="task_args.KEY=VALUE",
+                   help="the task's own arguments (a reasoning-gym dataset's config keys, a "
+                        "factory's arguments), values read as YAML")
     for f in dataclasses.fields(PretrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        if f.name == "task_args":
+            continue
         if f.type in ("bool",) or isinstance(f.default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
             continue
@@ -519,16 +549,34 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> PretrainResult:
+    """The CLI: every refusal is one line naming its flag (``error: --hidden: ...``,
+    ``--task: ...``, ``task_args.KEY: ...``) on stderr, never a traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     ns = parser().parse_args(argv)
-    config = PretrainConfig(**vars(ns))
     command = shlex.join(["python", "-m", "policies.pretrain", *argv])
     try:
-        return pretrain(config, command=command)
-    except ValueError as exc:
-        if "pretrain" in str(exc) or "unknown task" in str(exc):
-            raise SystemExit(f"error: {exc}")
-        raise
+        task_args, rest = dotted_args(ns.task_args)
+        if rest:
+            raise CLIError(rest[0], "unexpected argument (the task's arguments are task_args.KEY=VALUE)")
+        config = PretrainConfig(**{**vars(ns), "task_args": task_args})
+        with blame("--task"):
+            try:
+                validate(config)
+            except ValueError as exc:
+                knob = _KNOB.match(str(exc))
+                if knob is None or knob[1] not in PretrainConfig.__dataclass_fields__:
+                    raise
+                raise CLIError("--" + knob[1].replace("_", "-"), str(exc)) from None
+    except CLIError as exc:
+        raise SystemExit(f"error: {exc}") from None  # printed on stderr, exit status 1
+    try:
+        with blame(None, (Refusal,)):
+            return pretrain(config, command=command)
+    except CLIError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+_KNOB = re.compile(r"pretrain: (\w+)")
 
 
 if __name__ == "__main__":

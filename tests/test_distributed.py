@@ -1,14 +1,21 @@
-"""Self-play's eval stage on Ray worker actors (``treesearch.distributed``): config
-refusals, the same metrics as the local backend, a local cluster that listens on loopback
-only, named errors (unreachable address, unplaceable workers, a failing item) in bounded
-time. Ray runs only on a local 127.0.0.1 cluster here, 2 CPUs."""
+"""Self-play, decode and the study on Ray worker actors (``treesearch.distributed``):
+config refusals; the same metrics as the local backend at any number of workers; faults
+(a worker SIGKILLed mid-item is restarted and its item re-run, a worker that raises stops
+the run naming the item, a driver SIGKILLed takes its cluster along and --resume finishes
+the run); a local cluster that listens on loopback only; named errors in bounded time
+(unreachable address, a port where something else listens, unplaceable workers). Ray runs
+only on local 127.0.0.1 clusters here, 2 CPUs."""
 
 import gzip
 import ipaddress
 import json
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -69,24 +76,81 @@ def test_shards_cover_in_order():
     assert shards(0, 3) == []
 
 
-@pytest.mark.slow
-def test_ray_writes_the_local_metrics_and_trees(tmp_path):
-    """Same seed, same shards: 2 Ray workers write the local backend's search trees (byte
-    for byte) and search and eval metrics."""
+def _popen(*args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "treesearch.selfplay", *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _busy_worker(proc, timeout: float = 120):
+    """A Ray worker process of ``proc``'s local cluster while it runs an item."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if child.cmdline()[:1] == ["ray::_Worker.call"]:
+                    return child
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+        time.sleep(0.02)
+    raise AssertionError("no worker was seen running an item")
+
+
+def _wait_for(path: Path, text: str, proc, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.is_file() and text in path.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """The local backend's run with shards of 3 problems: what every Ray run must write."""
     require_module("ray", HINT)
-    local, ray_run = tmp_path / "local", tmp_path / "ray"
-    proc, _ = _selfplay(*SMALL, "distributed.shard_problems=3", f"out={local}")
+    run = tmp_path_factory.mktemp("local") / "run"
+    proc, _ = _selfplay(*SMALL, "distributed.shard_problems=3", f"out={run}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc, _ = _selfplay(*SMALL, "distributed.shard_problems=3", "distributed.backend=ray",
-                        "distributed.workers=2", f"out={ray_run}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = _rows(ray_run, "eval")
-    assert len(rows) == 2 and rows == _rows(local, "eval")  # rounds 0 and 1
-    assert _rows(ray_run, "search") == _rows(local, "search")
-    trees = ray_run / "round_1" / "trees.jsonl.gz"
-    assert trees.read_bytes() == (local / "round_1" / "trees.jsonl.gz").read_bytes()
+    return run
+
+
+@pytest.mark.slow
+def test_killed_worker_then_killed_driver_resume_to_the_local_metrics_and_trees(local_run,
+                                                                               tmp_path):
+    """Same seed, same shards, 2 Ray workers. One worker is SIGKILLed while it runs a
+    search shard of round 1: Ray restarts it, the shard is re-run, and the search writes
+    the local backend's trees byte for byte. Then the driver is SIGKILLed: its whole
+    local cluster goes with it, and --resume starts a new one and finishes with the local
+    backend's search and eval metrics."""
+    import psutil
+
+    run = tmp_path / "ray"
+    proc = _popen(*SMALL, "distributed.shard_problems=3", "distributed.backend=ray",
+                  "distributed.workers=2", f"out={run}")
+    _wait_for(run / "state.json", "0/eval", proc)  # round 1's search is next
+    victim = _busy_worker(proc)
+    victim.send_signal(signal.SIGKILL)
+    _wait_for(run / "state.json", "1/search", proc, timeout=180)
+    trees = run / "round_1" / "trees.jsonl.gz"
+    assert trees.read_bytes() == (local_run / "round_1" / "trees.jsonl.gz").read_bytes()
     assert len(gzip.decompress(trees.read_bytes()).splitlines()) == 8  # 3 + 3 + 2 merged
-    assert "backend: ray" in (ray_run / "config.yaml").read_text()
+    assert _rows(run, "search") == _rows(local_run, "search")
+
+    cluster_procs = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert "1/eval" not in json.loads((run / "state.json").read_text())["done"]
+    _, alive = psutil.wait_procs(cluster_procs, timeout=30)
+    assert not alive, [p.name() for p in alive]  # nothing of the cluster outlives its driver
+    proc, _ = _selfplay("--resume", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(run, "eval")
+    assert len(rows) == 2 and rows == _rows(local_run, "eval")  # rounds 0 and 1
+    assert _rows(run, "search") == _rows(local_run, "search")
+    assert "backend: ray" in (run / "config.yaml").read_text()
 
 
 def test_unreachable_address_is_named_in_bounded_time(tmp_path):
@@ -100,6 +164,67 @@ def test_unreachable_address_is_named_in_bounded_time(tmp_path):
     assert "no Ray cluster reachable" in proc.stderr
     assert seconds < 60
     assert not run.exists()
+
+
+@pytest.fixture
+def not_ray():
+    """A loopback port where something that is not Ray listens: it accepts connections
+    and answers every one with an HTTP error (yields the port)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                time.sleep(0.2)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(timeout=5)
+    server.close()
+
+
+def test_a_port_where_something_else_listens_is_named_in_bounded_time(not_ray, tmp_path):
+    """Something answers at the address, but not Ray's GCS: refused by name within the
+    connect timeout (ray.init itself would wait minutes), exit 2, no run directory."""
+    require_module("ray", HINT)
+    run = tmp_path / "run"
+    address = f"127.0.0.1:{not_ray}"
+    proc, seconds = _selfplay(*SMALL, "distributed.backend=ray", "distributed.shard_problems=2",
+                              f"distributed.address={address}", f"out={run}", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"distributed.address '{address}': something listens at {address} but it is " \
+           "not a Ray GCS" in proc.stderr, proc.stderr[-3000:]
+    assert seconds < 60
+    assert not run.exists()
+
+
+def test_a_listener_that_never_answers_is_named_in_bounded_time():
+    """A loopback socket that accepts connections and says nothing: the probe gives up
+    after the connect timeout (ray.init would wait minutes) and names the address."""
+    require_module("ray", HINT)
+    from treesearch.distributed import cluster
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"ray://127.0.0.1:{silent.getsockname()[1]}"
+        start = time.monotonic()
+        match = f"'{address}': something listens .* not a Ray Client server .*within 2 s"
+        with (pytest.raises(DistributedError, match=match),
+              cluster(DistributedConfig(backend="ray", address=address), connect_timeout=2)):
+            pass
+        assert time.monotonic() - start < 10
 
 
 # -- one in-process local cluster for the rest -------------------------------------------
@@ -162,3 +287,167 @@ def test_workers_the_cluster_cannot_place_fail_in_bounded_time(pool):
     with pytest.raises(DistributedError, match="could not place 1 workers of num_cpus=8"):
         WorkerPool(DistributedConfig(backend="ray", workers=1, num_cpus=8), place_timeout=3)
     assert time.monotonic() - start < 30
+
+
+class _Slow:
+    """A worker state whose items take a while and leave a line (item, pid) in a log as
+    they start. This test module travels to the workers by value (they cannot import it)."""
+
+    def __init__(self, log: str):
+        self.log = log
+
+    def run(self, item):
+        i, seconds = item
+        with open(self.log, "a") as f:
+            f.write(f"{i} {os.getpid()}\n")
+        time.sleep(seconds)
+        return i * 10
+
+
+def _starts(log: Path) -> list[tuple[int, int]]:
+    return [tuple(map(int, line.split())) for line in log.read_text().splitlines()] \
+        if log.exists() else []
+
+
+def test_a_worker_killed_mid_item_is_restarted_and_its_item_rerun(pool, tmp_path):
+    """SIGKILL to the process of the worker running item 0: Ray restarts the actor, the
+    restarted one rebuilds its state and runs item 0 again, and map returns every result
+    in order as if nothing had happened."""
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    log = tmp_path / "starts.log"
+    pool.setup(_Slow, str(log))
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(r=pool.map("run", [(i, 1.0) for i in range(4)])))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(i == 0 for i, _ in _starts(log)):
+        time.sleep(0.05)
+    victim = next(pid for i, pid in _starts(log) if i == 0)
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert out["r"] == [0, 10, 20, 30]
+    runs_of_0 = [pid for i, pid in _starts(log) if i == 0]
+    assert len(runs_of_0) == 2 and runs_of_0[0] == victim != runs_of_0[1], _starts(log)
+    assert pool.map("run", [(5, 0.0), (6, 0.0)]) == [50, 60]  # both workers serve on
+
+
+def _no_seconds(obj):
+    """``obj`` without wall-clock figures (keys naming seconds)."""
+    if isinstance(obj, dict):
+        return {k: _no_seconds(v) for k, v in obj.items() if "seconds" not in k}
+    if isinstance(obj, list):
+        return [_no_seconds(v) for v in obj]
+    return obj
+
+
+def test_decode_rows_are_the_same_here_and_on_two_workers(pool):
+    """decode's (strategy, budget) jobs cut into shards of 2 problems, seeded by shard:
+    run here in order and on the 2 workers, the same rows (answers scored, tokens, critic
+    work), whatever ran where."""
+    from treesearch import decode as app
+
+    args = app.parse_args(["--problems", "5", "--strategies", "greedy", "majority", "mcts",
+                           "--budgets", "48", "--outcome", "checker",
+                           "distributed.shard_problems=2", "search.simulations=4"])
+    assert args.distributed == ["distributed.shard_problems=2"]
+    settings, search = app.resolve_settings(args)
+    spec = app.run_spec(args, settings)
+    built = app.build_run(spec)
+    here = app.shard_rows(built, spec, search, settings, 2, pool=None)
+    there = app.shard_rows(built, spec, search, settings, 2, pool=pool)
+    assert [(r["strategy"], r["budget"]) for r in here] == [
+        ("greedy", None), ("majority", 48), ("mcts", 48)]
+    assert _no_seconds(there) == _no_seconds(here)
+    assert all(r["tokens"] > 0 for r in here)
+
+
+def test_decode_names_an_address_that_is_not_ray(not_ray, capsys):
+    """decode's command line with an address where something else listens: exit 2 and
+    the address named, within the connect timeout, before any decoding."""
+    from treesearch import decode as app
+
+    start = time.monotonic()
+    code = app.main(["--problems", "2", "--strategies", "greedy", "--budgets", "48",
+                     "--out", "/nonexistent/never-written", "distributed.backend=ray",
+                     "distributed.shard_problems=1", f"distributed.address=127.0.0.1:{not_ray}"])
+    assert code == 2
+    assert f"127.0.0.1:{not_ray}' : something" in capsys.readouterr().err.replace("':", "' :")
+    assert time.monotonic() - start < 60
+
+
+def test_decode_refuses_bad_distributed_values_by_key():
+    from treesearch import decode as app
+
+    args = app.parse_args(["distributed.workers=0"])
+    with pytest.raises(ConfigError, match=r"distributed\.workers"):
+        app.distributed_config(args)
+    args = app.parse_args(["distributed.wrkers=2"])
+    with pytest.raises(ConfigError, match=r"distributed\.wrkers"):
+        app.distributed_config(args)
+
+
+def test_study_cells_on_two_workers_measure_what_a_local_study_does(pool, tmp_path):
+    """One prior, the tree optimizer and an on-policy one, tiny budgets: the cells run
+    on the 2 workers (search first, then the cells) write the local study's measurements."""
+    from treesearch.study.config import load_study_config
+    from treesearch.study.run import Study
+    from treesearch.utils.runs import RunDir
+
+    small = ["priors=[{name: p3, model: tiny-countdown3}]", "optimizers=[mcts, grpo]",
+             "seeds=[0]", "budget_tokens=1000", "train_problems=4", "eval.problems=2",
+             "eval.ood_problems=0", "eval.samples=4", "eval.entropy_samples=1",
+             "rl.problems_per_step=4", "rl.group_size=4", "threads=1", "progress=false"]
+    measured = {}
+    for name, use in (("local", None), ("ray", pool)):
+        cfg = load_study_config("study_quick", small)
+        run = RunDir.create(tmp_path / name, "")
+        Study(cfg, run, use).run_all()
+        measured[name] = {p.relative_to(run.path).as_posix(): json.loads(p.read_text())
+                          for p in sorted(run.path.glob("cells/**/measure.json"))}
+        assert (run.path / "report.md").is_file()
+    assert list(measured["ray"]) == ["cells/p3/base/measure.json",
+                                     "cells/p3/grpo/seed0/measure.json",
+                                     "cells/p3/mcts/seed0/measure.json"]
+    assert _no_seconds(measured["ray"]) == _no_seconds(measured["local"])
+
+
+def test_a_worker_that_cannot_load_the_checkpoint_stops_the_run_naming_it(pool, tmp_path):
+    """A policy whose weights are truncated: the workers fail loading it on round 0's
+    first eval shards; the run stops with the worker's error naming the stage, the shard's
+    problems and the checkpoint, and nothing of the stage is written."""
+    from omegaconf import OmegaConf
+
+    from policies.zoo import resolve
+    from treesearch.selfplay import SelfPlay
+    from treesearch.utils.runs import RunDir
+
+    model = tmp_path / "broken-prior"
+    model.mkdir()
+    for f in Path(resolve("tiny-countdown3")).iterdir():
+        if f.is_file():
+            (model / f.name).write_bytes(f.read_bytes())
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    cfg = load_config(None, [*SMALL, "distributed.shard_problems=3", "distributed.backend=ray",
+                             f"policy.model={model}"])
+    run = RunDir.create(tmp_path / "run", OmegaConf.to_yaml(cfg))
+    with pytest.raises(DistributedError) as err:
+        SelfPlay(cfg, run, pool).run_all()
+    assert re.search(r"a worker failed on 'round 0 eval/greedy problems \[\d:\d\] \(ids "
+                     r"countdown3:[^)]+\)': RunError: ", str(err.value)), str(err.value)
+    assert f"{model}: cannot load the policy checkpoint" in str(err.value)
+    assert not run.metrics() and not run.is_done(0, "eval")
+    assert not list(run.path.glob("round_*")) and not (run.path / "summary.md").exists()
+
+
+def test_the_gpu_cluster_recipe_loads():
+    """configs/ray_gpu.yaml: a vLLM engine per one-GPU worker joined by address, the
+    learner's device in the driver; it loads and passes the checks (nothing contacted)."""
+    cfg = load_config("ray_gpu")
+    d = cfg.distributed
+    assert (d.backend, d.address, d.num_gpus, d.workers) == ("ray", "auto", 1.0, 7)
+    assert d.shard_problems >= 1 and d.retries >= 1
+    assert cfg.policy.backend == "vllm" and cfg.policy.device == "cuda"

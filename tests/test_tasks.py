@@ -1,4 +1,5 @@
-"""Tasks: determinism, disjoint train / val / test splits (test unchanged by val), solver traces against the tasks' own checkers and
+"""Tasks: the conformance kit on every registered task, determinism, disjoint train / val /
+test splits (test unchanged by val), solver traces against the tasks' own checkers and
 reasoning-gym's scorers, flawed traces, answer extraction, OOD presets, the GSM loader."""
 
 import itertools
@@ -9,13 +10,14 @@ import sys
 
 import pytest
 
-from treesearch.tasks import SPLITS, TASKS, Problem, get_task
+from treesearch.tasks import SPLITS, TASKS, Problem, get_task, registered_tasks
 from treesearch.tasks.base import Task
 from treesearch.tasks.countdown import evaluate, solve
 from treesearch.tasks.gsm import GSMTask, load_jsonl
+from treesearch.tasks.testing import check_task
 
-GENERATED = ["countdown", "countdown3", "countdown5", "countdown_wide", "arithmetic",
-             "arithmetic_long", "arithmetic2"]
+# problems per split the kit asks of a task: gsm's bundled sample has 2 val problems
+KIT_N = {"gsm": 2}
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +79,19 @@ def test_prompt_and_trace_conventions(name):
         task.solution_trace(problem, random.Random(0), style=task.n_styles)
 
 
+# ---- the conformance kit on every registered task ----------------------------------------
+
+@pytest.mark.parametrize("name", registered_tasks())
+def test_every_registered_task_passes_the_kit(name):
+    """Built-ins and installed ``treesearch.tasks`` entry points: splits disjoint and
+    deterministic, prompts, labels out of prompts, checker, traces, answer keys."""
+    report = check_task(get_task(name), n=KIT_N.get(name, 10))
+    assert report.ok and "traces" in report.passed
+
+
 # ---- determinism and splits ------------------------------------------------------------
 
-@pytest.mark.parametrize("name", GENERATED + ["gsm"])
+@pytest.mark.parametrize("name", registered_tasks())
 def test_problems_deterministic_for_a_seed(name):
     n = 3 if name == "gsm" else 20
     a = get_task(name).problems("train", n, seed=7)

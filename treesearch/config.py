@@ -11,18 +11,20 @@ two equal). The search section is ``treesearch.search.SearchConfig`` itself.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from omegaconf import OmegaConf
+from transformers import AutoTokenizer
 
 from critics.generative import JUDGES
 from policies.zoo import MODELS, resolve
 from treesearch.distributed import DistributedConfig
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
-from treesearch.tasks import TASKS, Task, TaskOptions, get_task
+from treesearch.tasks import Task, TaskArgsError, TaskOptions, get_task, prompt_ids
 from treesearch.utils.checkpoints import has_chat_template
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 
@@ -142,7 +144,12 @@ class EvalSection:
 
 @dataclass
 class SelfPlayConfig:
+    # a built-in name, rg:<reasoning-gym dataset>, a treesearch.tasks entry point or
+    # package.module:factory (``treesearch.tasks.registry``)
     task: str = "countdown3"
+    # the task's own arguments: a preset's keyword arguments, a reasoning-gym dataset's
+    # config keys (task_args.operators=[+,-,*]) or the factory's; unknown keys are errors
+    task_args: Dict[str, Any] = field(default_factory=dict)
     # how the task talks to the model: prompt_style (plain | chat | fewshot), system_prompt,
     # shots, step_delimiter, answer_formats, last_number_fallback (``treesearch.tasks.options``)
     task_options: TaskOptions = field(default_factory=TaskOptions)
@@ -169,9 +176,31 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Se
 
 
 def build_task(cfg) -> Task:
-    """The recipe's task (``task``) with its ``task_options``: the one task object every
-    stage renders prompts and reads answers with."""
-    return get_task(cfg.task, options=instantiate(cfg.task_options, "task_options"))
+    """The recipe's task (``task``, built with ``task_args``) with its ``task_options``: the
+    one task object every stage renders prompts and reads answers with. A task that cannot
+    be built is a ConfigError naming ``task`` or the ``task_args`` key."""
+    options = instantiate(cfg.task_options, "task_options")
+    args = OmegaConf.to_container(cfg.task_args) if OmegaConf.is_config(cfg.task_args) else dict(cfg.task_args)
+    try:
+        task = get_task(cfg.task, **args)
+    except TaskArgsError as exc:
+        raise ConfigError(f"config key 'task_args.{exc.key}': {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"config key 'task' = {cfg.task!r}: {exc}") from None
+    try:
+        return task.configure(options)
+    except ValueError as exc:  # options the task cannot take (shots without a solver)
+        raise ConfigError(f"config key 'task_options': {exc}") from None
+
+
+def check_clean_steps(cfg, task: Task) -> None:
+    """Refuse clean_steps (critics.train_clean_steps, distill.clean_steps) for a task that
+    does not count arithmetic slips, naming the key and the task."""
+    for key in ("critics.train_clean_steps", "distill.clean_steps"):
+        if OmegaConf.select(cfg, key) and not task.counts_slips:
+            raise ConfigError(f"config key {key!r} = True: task {task.name!r} does not count "
+                              "arithmetic slips (counts_slips = False), so steps cannot be "
+                              "judged clean")
 
 
 def validate(cfg) -> None:
@@ -180,8 +209,8 @@ def validate(cfg) -> None:
         if not ok:
             raise ConfigError(f"config key {key!r} = {OmegaConf.select(cfg, key)!r}: {why}")
 
-    need(cfg.task in TASKS, "task", f"unknown task; known: {', '.join(TASKS)}")
-    instantiate(cfg.task_options, "task_options")  # TaskOptions checks its own values
+    task = build_task(cfg)  # names the task, task_args or task_options key it cannot use
+    check_clean_steps(cfg, task)
     need(cfg.rounds >= 1, "rounds", "must be >= 1")
     need(cfg.train_problems >= 1, "train_problems", "must be >= 1")
     need(cfg.policy.backend in BACKENDS, "policy.backend", f"must be one of {BACKENDS}")
@@ -194,7 +223,7 @@ def validate(cfg) -> None:
     need(cfg.critics.value != "checker", "critics.value",
          "there is no label-free value checker (checkers judge steps or answers)")
     if cfg.critics.outcome == "checker":
-        need(build_task(cfg).can_verify_answers, "critics.outcome",
+        need(task.can_verify_answers, "critics.outcome",
              f"task {cfg.task!r} cannot verify answers from the problem's text alone, so it "
              "has no outcome checker")
     need(any(getattr(cfg.critics, k) != "none" for k in ("value", "process", "outcome")),
@@ -246,6 +275,7 @@ def validate(cfg) -> None:
         check_model(cfg.critics.trunk, "critics.trunk")
     if cfg.task_options.prompt_style == "chat":
         check_chat_model(cfg.policy.model, "policy.model")
+    check_prompts(task, cfg.policy.model, "policy.model", seed=cfg.seed)
 
 
 def check_model(name: str, key: str) -> None:
@@ -267,3 +297,24 @@ def check_chat_model(name: str, key: str, setting: str = "task_options.prompt_st
         other = "'plain' or 'fewshot'" if setting == "task_options.prompt_style" else "'plain'"
         raise ConfigError(f"config key {setting!r} = 'chat': the tokenizer of "
                           f"{key} {name!r} has no chat template (use {other})")
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(model_dir: str):
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def check_prompts(task: Task, name: str, key: str, seed: int = 0) -> None:
+    """Refuse a task whose prompts the model's tokenizer cannot write (a character-level
+    tiny prior has no token for most of a word problem's characters), naming the task and
+    ``key``, from one train problem. A zoo model still to be converted is checked when its
+    prompts render."""
+    if name in MODELS and MODELS[name].build is not None:
+        return
+    problem = task.problems("train", 1, seed=seed)[0]
+    try:
+        prompt_ids(_tokenizer(str(resolve(name))), task, problem)
+    except Exception as exc:  # tokenizers raise a bare Exception for a missing character
+        raise ConfigError(f"config key 'task' = {task.name!r}: the tokenizer of {key} {name!r} "
+                          f"cannot write its prompts ({type(exc).__name__}: {exc}), e.g. "
+                          f"{task.prompt(problem)[:80]!r}; use a model whose tokenizer can") from None

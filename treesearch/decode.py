@@ -13,12 +13,19 @@ temperature and ``search`` section become this run's defaults, so a
 self-play round's search can be replayed exactly. Positional ``search.KEY=VALUE``
 overrides set any ``SearchConfig`` option; ``search.max_depth`` and
 ``search.max_step_tokens`` bound every strategy's solutions.
+
+``distributed.KEY=VALUE`` overrides (self-play's ``distributed`` section, the recipe's
+by default; README "More than one machine") cut the problems into shards of
+``distributed.shard_problems``, each (strategy, budget, shard) seeded by its shard index,
+run here in order (``backend=local``) or on Ray worker actors (``backend=ray``): the
+rows are the same whatever the number of workers (``evaluate_shards``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,15 +36,24 @@ from policies.hf import HFPolicy
 from policies.zoo import resolve
 from treesearch.backends import build_scorer
 from treesearch.config import load_config
+from treesearch.distributed import DistributedConfig, DistributedError, cluster, shards
+from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
 from treesearch.search.strategies import (
+    REFERENCES,
     STRATEGIES,
     check_request,
+    concat_results,
+    decode,
     evaluate,
     format_table,
     plot,
+    reseed,
+    result_row,
 )
-from treesearch.tasks import TaskOptions, get_task
+from treesearch.tasks import TaskOptions, get_task, prompt_ids
+from treesearch.tasks.base import stable_hash
+from treesearch.utils.cli import CLIError, blame, dotted_args
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 from treesearch.utils.runs import portable_path, write_json
 
@@ -65,17 +81,21 @@ def search_config(base: SearchConfig, overrides) -> SearchConfig:
 def resolve_settings(args) -> tuple[dict, SearchConfig]:
     """This run's task, model, temperature and search: flags over the ``--config`` recipe
     over ``FALLBACK`` (the embedded default's)."""
-    settings, search, options = dict(FALLBACK), SearchConfig(), {}
+    settings, search, options, task_args = dict(FALLBACK), SearchConfig(), {}, {}
     if args.config:
         recipe = load_config(args.config)
         settings = {"task": recipe.task, "model": recipe.policy.model,
                     "temperature": recipe.policy.temperature, "judge": recipe.critics.judge}
         options = OmegaConf.to_container(recipe.task_options)
         search = OmegaConf.to_object(recipe.search)
+        if args.task in (None, recipe.task):  # the recipe's task_args belong to its task
+            task_args = OmegaConf.to_container(recipe.task_args)
     for key in settings:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    return {**settings, "task_options": options}, search_config(search, args.overrides)
+    task_args = {**task_args, **getattr(args, "task_args", {})}  # task_args.KEY=VALUE on top
+    return ({**settings, "task_options": options, "task_args": task_args},
+            search_config(search, args.overrides))
 
 
 def parse_args(argv):
@@ -99,37 +119,187 @@ def parse_args(argv):
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="runs/decode")
-    parser.add_argument("overrides", nargs="*", help="search.KEY=VALUE (anywhere on the line)")
+    parser.add_argument("overrides", nargs="*", help="search.KEY=VALUE and "
+                        "distributed.KEY=VALUE (anywhere on the line)")
     rest, overrides = split_overrides(argv)
     args = parser.parse_args(rest)
     args.overrides += overrides
+    args.distributed = [o for o in args.overrides if o.startswith("distributed.")]
+    args.overrides = [o for o in args.overrides if not o.startswith("distributed.")]
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
         parser.error(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
     return args
 
 
+@dataclass
+class _Distributed:
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+
+def distributed_config(args) -> DistributedConfig:
+    """The run's ``distributed`` section: the ``--config`` recipe's (default: local, one
+    shard) with the ``distributed.KEY=VALUE`` overrides on top; ConfigError naming the key."""
+    base = (OmegaConf.to_object(load_config(args.config).distributed) if args.config
+            else DistributedConfig())
+    cfg = instantiate(load_recipe(_Distributed(base), None, args.distributed),
+                      "distributed").distributed
+    check_distributed(cfg)
+    return cfg
+
+
+def shard_items(strategies, budgets, n: int, size: int, seed: int) -> list[tuple]:
+    """The work items (strategy, budget, lo, hi, shard seed) of every (strategy, budget)
+    job, the references once, over problems [0, n) cut into shards of ``size``; a
+    shard's sampling seed is keyed by (seed, strategy, budget, shard index), never by the
+    worker that runs it."""
+    items, seen = [], set()
+    for budget in budgets:
+        for strategy in strategies:
+            if strategy in REFERENCES and strategy in seen:
+                continue
+            seen.add(strategy)
+            items += [(strategy, budget, lo, hi,
+                       stable_hash("decode", seed, strategy, budget, i) % 2**31)
+                      for i, (lo, hi) in enumerate(shards(n, size))]
+    return items
+
+
+class DecodeShards:
+    """Runs decode's work items (``shard_items``) with one policy and scorer: here for the
+    local backend, on every Ray worker otherwise (``_decode_worker``). An item starts from
+    an empty prefix cache and a reseeded generator, so its result does not depend on the
+    worker or on what ran before it."""
+
+    def __init__(self, task, problems, policy, critics, search, temperature: float):
+        self.task, self.problems, self.policy, self.critics = task, problems, policy, critics
+        self.search, self.temperature = search, temperature
+
+    def run(self, item):
+        strategy, budget, lo, hi, seed = item
+        if hasattr(self.policy, "reset_cache"):
+            self.policy.reset_cache()
+        reseed(self.policy, seed)
+        return decode(self.policy, self.critics, self.problems[lo:hi], strategy, budget,
+                      task=self.task, temperature=self.temperature, search=self.search)
+
+
+def build_run(spec: dict):
+    """(task, problems, policy, critics) of a decode run from its ``spec`` (settings,
+    critic specs, split, problems, seed, threads): what ``main`` builds, built again on a
+    worker."""
+    settings = spec["settings"]
+    torch.set_num_threads(spec["threads"])
+    task = get_task(settings["task"], options=TaskOptions(**settings["task_options"]),
+                    **settings.get("task_args", {}))
+    problems = task.problems(spec["split"], spec["problems"], seed=spec["seed"])
+    policy = HFPolicy(resolve(settings["model"]), step_delimiter=task.step_delimiter,
+                      temperature=settings["temperature"], seed=spec["seed"])
+    critics = build_scorer(spec["critics"], policy_tokenizer=policy.tokenizer, task=task,
+                           problems=problems, judge=settings["judge"])
+    return task, problems, policy, critics
+
+
+def _decode_worker(spec: dict, search, temperature: float) -> DecodeShards:
+    return DecodeShards(*build_run(spec), search, temperature)
+
+
+def run_spec(args, settings: dict) -> dict:
+    """What a worker needs to build this run's task, problems, policy and critics
+    (``build_run``): plain values."""
+    return {"settings": settings, "split": args.split, "problems": args.problems,
+            "seed": args.seed, "threads": args.threads,
+            "strategies": list(args.strategies), "budgets": list(args.budgets),
+            "critics": {"value": args.value, "process": args.process, "outcome": args.outcome}}
+
+
+def evaluate_shards(args, settings: dict, search, built) -> list[dict]:
+    """``evaluate``'s rows. ``distributed.backend=local`` with ``shard_problems=0``: the
+    one-process computation as ever (``built``: the task, problems, policy and critics
+    main made). Otherwise ``shard_rows`` here or on the cluster's workers."""
+    dist = DistributedConfig(**args.dist) if getattr(args, "dist", None) else distributed_config(args)
+    task, problems, policy, critics = built
+    if dist.backend == "local" and not dist.shard_problems:
+        return evaluate(policy, critics, task, problems, args.strategies, args.budgets,
+                        temperature=settings["temperature"], search=search, seed=args.seed)
+    with cluster(dist) as pool:
+        return shard_rows(built, run_spec(args, settings), search, settings,
+                          dist.shard_problems, pool)
+
+
+def shard_rows(built, spec: dict, search, settings: dict, size: int, pool=None) -> list[dict]:
+    """Every (strategy, budget) as shards of ``size`` problems (``shard_items``), run here
+    in order with ``built`` (pool None) or on the pool's workers (each builds its own
+    policy and critics from ``spec``), merged in problem order into ``evaluate``'s rows:
+    the same rows at any number of workers."""
+    task, problems, policy, critics = built
+    items = shard_items(spec["strategies"], spec["budgets"], len(problems), size, spec["seed"])
+    if pool is None:
+        state = DecodeShards(task, problems, policy, critics, search, settings["temperature"])
+        parts = [state.run(item) for item in items]
+    else:
+        pool.setup(_decode_worker, spec, search, settings["temperature"])
+        names = [f"{s} budget {b} problems [{lo}:{hi}] (ids "
+                 f"{', '.join(str(p.id) for p in problems[lo:hi][:4])}"
+                 f"{', ...' if hi - lo > 4 else ''})" for s, b, lo, hi, _ in items]
+        parts = pool.map("run", items, names=names)
+    rows, i = [], 0
+    while i < len(items):
+        strategy, budget = items[i][:2]
+        j = i
+        while j < len(items) and items[j][:2] == (strategy, budget):
+            j += 1
+        rows.append(result_row(task, problems, budget, concat_results(parts[i:j])))
+        i = j
+    return rows
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        settings, search = resolve_settings(args)
-        task = get_task(settings["task"], options=TaskOptions(**settings["task_options"]))
-        problems = task.problems(args.split, args.problems, seed=args.seed)
-        torch.set_num_threads(args.threads)
-        policy = HFPolicy(resolve(settings["model"]), step_delimiter=task.step_delimiter,
-                          temperature=settings["temperature"],
-                          seed=args.seed)
-        critics = build_scorer({"value": args.value, "process": args.process,
-                                "outcome": args.outcome}, policy_tokenizer=policy.tokenizer,
-                               task=task, problems=problems, judge=settings["judge"])
+    try:  # every refusal is one line naming its flag (treesearch.utils.cli), before any decoding
+        args.task_args, args.overrides = dotted_args(args.overrides)
+        with blame(None):  # ConfigErrors name their key or file
+            settings, search = resolve_settings(args)
+            args.dist = vars(distributed_config(args))  # checked before any model work
+        with blame("--task"):
+            task = get_task(settings["task"], options=TaskOptions(**settings["task_options"]),
+                            **settings["task_args"])
+        with blame(f"--split {args.split} --problems"):
+            if args.problems < 1:
+                raise CLIError("--problems", f"must be >= 1, got {args.problems}")
+            problems = task.problems(args.split, args.problems, seed=args.seed)
+        with blame("--threads", (ValueError, RuntimeError)):
+            if args.threads < 1:
+                raise ValueError(f"must be >= 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
+        with blame("--model"):
+            policy = HFPolicy(resolve(settings["model"]), step_delimiter=task.step_delimiter,
+                              temperature=settings["temperature"],
+                              seed=args.seed)
+        with blame("--task / --model", (Exception,)):  # the model's tokenizer must write the prompts
+            for p in problems:
+                try:
+                    prompt_ids(policy.tokenizer, task, p)
+                except Exception as exc:  # tokenizers raise a bare Exception for a missing character
+                    raise ValueError(f"the tokenizer of model {settings['model']!r} cannot write "
+                                     f"task {task.name!r}'s prompts ({exc}), e.g. "
+                                     f"{task.prompt(p)[:80]!r}") from None
+        with blame("--value / --process / --outcome / --judge"):
+            critics = build_scorer({"value": args.value, "process": args.process,
+                                    "outcome": args.outcome}, policy_tokenizer=policy.tokenizer,
+                                   task=task, problems=problems, judge=settings["judge"])
         for strategy in args.strategies:  # refuse early: before any decoding
-            check_request(strategy, critics, problems, min(args.budgets), search.max_step_tokens)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+            flag = f"--strategies {strategy}" if min(args.budgets) >= search.max_step_tokens else "--budgets"
+            with blame(flag):
+                check_request(strategy, critics, problems, min(args.budgets), search.max_step_tokens)
+    except CLIError as exc:
+        return exc.exit()
+    print(policy.describe())
+    try:
+        rows = evaluate_shards(args, settings, search, (task, problems, policy, critics))
+    except (ConfigError, DistributedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(policy.describe())
-    rows = evaluate(policy, critics, task, problems, args.strategies, args.budgets,
-                    temperature=settings["temperature"], search=search, seed=args.seed)
     out = Path(args.out)
     print(format_table(rows))
     record = {**vars(args), **settings, "search": vars(search)}
@@ -142,4 +312,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the importable module, not __main__, so Ray workers find its functions by name
+    from treesearch import decode as _module  # noqa: PLW0406 (the importable copy)
+
+    sys.exit(_module.main())

@@ -7,13 +7,24 @@
       num_cpus: 1           # per worker
       num_gpus: 0           # per worker
       shard_problems: 0     # problems per shard; 0: one shard holding every problem
+      retries: 3            # a worker that dies is restarted and its item re-run, this often
 
 One dataclass (``DistributedConfig``) for every app; ``check`` refuses bad values naming
 the key. ``cluster(cfg)`` connects (or starts a loopback-only local cluster with the
 dashboard off) and yields a ``WorkerPool``, or None for the local backend; the cluster it
 started is shut down on exit. ``WorkerPool.map`` runs work items on the actors, each item
 a picklable tuple handed to a method of the worker's state object, and returns the results
-in item order, whichever worker ran them.
+in item order, whichever worker ran them. Self-play (search and eval shards), decode
+((strategy, budget) shards) and the study (whole cells) use it.
+
+Faults: a worker whose process dies is restarted by Ray (``max_restarts``) and the item it
+ran is re-run there (``max_task_retries``), ``retries`` times; the restarted actor builds
+its state again from the spec every call carries. An item that raises stops ``map`` with
+``DistributedError`` naming the item. A driver killed outright takes its local cluster
+along (gcs and raylet share its fate; a watcher process kills the agents Ray leaves).
+An address is probed before ``ray.init`` (TCP, then a gRPC handshake and, for a GCS, its
+cluster-id call) so that nothing, or something that is not Ray, fails by name within
+``CONNECT_TIMEOUT_S`` instead of hanging.
 
 Results do not depend on the number of workers: the apps cut their problems into shards
 of ``shard_problems`` and seed each shard from (run seed, round, stage, part, shard
@@ -29,6 +40,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import threading
+import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -55,10 +70,12 @@ class DistributedConfig:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     shard_problems: int = 0
+    retries: int = 3
 
 
-def check(cfg, key: str = "distributed") -> None:
-    """Refuse values that cannot work, naming the key (``ConfigError``)."""
+def check(cfg, key: str = "distributed", cells: bool = False) -> None:
+    """Refuse values that cannot work, naming the key (``ConfigError``). ``cells``: the
+    app's work items are whole cells (the study), not shards of problems."""
     def need(ok: bool, name: str, why: str) -> None:
         if not ok:
             raise ConfigError(f"config key '{key}.{name}' = {getattr(cfg, name)!r}: {why}")
@@ -69,10 +86,11 @@ def check(cfg, key: str = "distributed") -> None:
     need(cfg.num_cpus > 0, "num_cpus", "must be > 0 (CPUs per worker)")
     need(cfg.num_gpus >= 0, "num_gpus", "must be >= 0 (GPUs per worker)")
     need(cfg.shard_problems >= 0, "shard_problems", "must be >= 0 (0: one shard)")
+    need(cfg.retries >= 0, "retries", "must be >= 0 (restarts of a worker that died)")
     if cfg.address:
         need(cfg.address == "auto" or _host_port(cfg.address) is not None, "address",
              "must be empty (start a local cluster), 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
-    if cfg.backend == "ray":
+    if cfg.backend == "ray" and not cells:
         need(cfg.shard_problems >= 1, "shard_problems",
              "the ray backend needs shards of >= 1 problems (0 puts every problem in one "
              "shard, which one worker would run alone); metrics depend on this value, never "
@@ -98,8 +116,12 @@ def _host_port(address: str):
 
 
 def _reachable(address: str, timeout: float) -> None:
-    """DistributedError unless something accepts a TCP connection at ``address``."""
+    """DistributedError unless a Ray cluster answers at ``address`` within ``timeout``:
+    something accepts a TCP connection there, speaks gRPC, and (HOST:PORT) answers the
+    GCS's cluster-id call. ``ray.init`` itself waits minutes on a port where something
+    else listens, so nothing reaches it before this probe passes."""
     host, port = _host_port(address)
+    start = time.monotonic()
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
@@ -109,6 +131,61 @@ def _reachable(address: str, timeout: float) -> None:
             f"within {timeout:g} s ({type(exc).__name__}: {exc}); start one with "
             f"`ray start --head` there, or leave the address empty for a local cluster"
         ) from None
+    import grpc  # lazy: a dependency of ray
+
+    left = max(0.5, timeout - (time.monotonic() - start))
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        _handshake(grpc, channel, left)
+        if not address.startswith("ray://"):  # the GCS itself (ray:// is Ray Client's)
+            from ray.core.generated import (
+                gcs_service_pb2 as pb,  # lazy: ray is optional
+            )
+            from ray.core.generated import (
+                gcs_service_pb2_grpc as rpc,  # lazy: ray is optional
+            )
+
+            try:
+                rpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+                    pb.GetClusterIdRequest(),
+                    timeout=max(0.5, timeout - (time.monotonic() - start)))
+            except grpc.RpcError as exc:  # a GCS with token authentication on says so
+                if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                    raise
+    except (grpc.FutureTimeoutError, grpc.RpcError) as exc:
+        why = (exc.code().name if isinstance(exc, grpc.RpcError) else "no gRPC handshake")
+        if address.startswith("ray://"):
+            service = "a Ray Client server"
+            want = "the head node's Ray Client address (ray://HOST:10001 by default)"
+        else:
+            service = "a Ray GCS"
+            want = "the head node's GCS address (HOST:6379 by default, printed by `ray start --head`)"
+        raise DistributedError(
+            f"distributed.address {address!r}: something listens at {host}:{port} but it is "
+            f"not {service} (within {timeout:g} s: {why}); give {want}, or "
+            f"'auto' on a node of the cluster") from None
+    finally:
+        channel.close()
+
+
+def _handshake(grpc, channel, timeout: float) -> None:
+    """Wait until ``channel`` is ready; ``grpc.FutureTimeoutError`` once it fails (the TCP
+    connection worked, so a failed handshake means the other side does not speak gRPC) or
+    ``timeout`` passes (a listener that never answers)."""
+    states, ready = [], threading.Event()
+
+    def seen(state):
+        states.append(state)
+        if state in (grpc.ChannelConnectivity.READY,
+                     grpc.ChannelConnectivity.TRANSIENT_FAILURE):
+            ready.set()
+
+    channel.subscribe(seen, try_to_connect=True)
+    try:
+        if not ready.wait(timeout) or states[-1] != grpc.ChannelConnectivity.READY:
+            raise grpc.FutureTimeoutError()
+    finally:
+        channel.unsubscribe(seen)
 
 
 @contextmanager
@@ -123,6 +200,8 @@ def cluster(cfg, connect_timeout: float = CONNECT_TIMEOUT_S,
         return
     import ray  # lazy: ray is optional (the ray extra), needed only for backend=ray
 
+    if cfg.address and cfg.address != "auto":
+        _reachable(cfg.address, connect_timeout)  # before anything else: bounded, named
     if ray.is_initialized():
         raise DistributedError("Ray is already initialised in this process")
     try:
@@ -133,8 +212,6 @@ def cluster(cfg, connect_timeout: float = CONNECT_TIMEOUT_S,
                          include_dashboard=False, _node_ip_address="127.0.0.1",
                          logging_level="WARNING")
         else:
-            if cfg.address != "auto":
-                _reachable(cfg.address, connect_timeout)
             ray.init(address=cfg.address, logging_level="WARNING")
     except DistributedError:
         raise
@@ -142,6 +219,7 @@ def cluster(cfg, connect_timeout: float = CONNECT_TIMEOUT_S,
         what = (f"distributed.address {cfg.address!r}: cannot connect to a Ray cluster"
                 if cfg.address else "cannot start a local Ray cluster")
         raise DistributedError(f"{what} ({type(exc).__name__}: {exc})") from None
+    reaper = _reaper(ray) if not cfg.address else None
     try:
         pool = WorkerPool(cfg, place_timeout)
         try:
@@ -150,6 +228,43 @@ def cluster(cfg, connect_timeout: float = CONNECT_TIMEOUT_S,
             pool.close()
     finally:
         ray.shutdown()
+        if reaper is not None:
+            reaper.kill()
+            reaper.wait()
+
+
+# Kills what is left of a local cluster once its driver is gone: a driver killed with
+# SIGKILL cannot stop its cluster, and while Ray's gcs_server and raylet die with it,
+# its agents (dashboard, runtime env) may linger (ray-project/ray#52385).
+_REAPER = """
+import sys, time
+try:
+    import psutil
+except ImportError:
+    sys.path.insert(0, sys.argv[2])
+    import psutil
+driver, seen = psutil.Process(int(sys.argv[1])), {}
+while driver.is_running() and driver.status() != psutil.STATUS_ZOMBIE:
+    try:
+        seen.update((p.pid, p) for p in driver.children(recursive=True))
+    except psutil.Error:
+        pass
+    time.sleep(0.5)
+for p in seen.values():
+    try:
+        if p.pid != psutil.Process().pid and p.is_running():
+            p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+def _reaper(ray):
+    """A watcher process of this driver that kills the local cluster's processes (the
+    ones it saw, by identity) if the driver dies without stopping them; stopped on exit."""
+    vendored = os.path.join(os.path.dirname(ray.__file__), "thirdparty_files")
+    return subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()), vendored],
+                            stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 @contextmanager
@@ -173,32 +288,46 @@ def _loopback_only(ray):
 
 
 class _Worker:
-    """A Ray actor holding one state object built by ``setup(factory, *args)``."""
+    """A Ray actor holding one state object, built on first use from the pool's spec
+    ``(key, factory, args)``, which travels with every call: an actor Ray restarted after
+    its process died rebuilds the state by itself before it re-runs the item it lost."""
 
     def __init__(self):
-        self.state = None
+        self.key, self.state = None, None
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> int:
+        return os.getpid()
 
-    def setup(self, factory, *args) -> None:
-        self.state = factory(*args)
+    def _state(self, spec):
+        key, factory, args = spec
+        if self.key != key:
+            self.state, self.key = factory(*args), key
+        return self.state
 
-    def call(self, method: str, item):
-        return getattr(self.state, method)(item)
+    def setup(self, spec) -> int:
+        self._state(spec)
+        return os.getpid()
+
+    def call(self, spec, method: str, item):
+        return getattr(self._state(spec), method)(item)
 
 
 class WorkerPool:
-    """``cfg.workers`` actors of ``cfg.num_cpus`` / ``cfg.num_gpus`` each."""
+    """``cfg.workers`` actors of ``cfg.num_cpus`` / ``cfg.num_gpus`` each. An actor whose
+    process dies (killed, out of memory, its node lost) is restarted by Ray up to
+    ``cfg.retries`` times, and the item it was running is re-run on the restarted actor
+    (Ray's ``max_restarts`` / ``max_task_retries``); an item that raises is not retried."""
 
     def __init__(self, cfg, place_timeout: float = PLACE_TIMEOUT_S):
         import ray  # lazy: ray is optional (the ray extra), needed only for backend=ray
 
-        self.ray, self.cfg = ray, cfg
-        actor = ray.remote(_Worker).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
+        self.ray, self.cfg, self.spec, self.pids = ray, cfg, None, []
+        actor = ray.remote(_Worker).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
+                                            max_restarts=cfg.retries,
+                                            max_task_retries=cfg.retries)
         self.actors = [actor.remote() for _ in range(cfg.workers)]
         try:
-            ray.get([a.ready.remote() for a in self.actors], timeout=place_timeout)
+            self.pids = ray.get([a.ready.remote() for a in self.actors], timeout=place_timeout)
         except ray.exceptions.GetTimeoutError:
             self.close()
             raise DistributedError(
@@ -208,33 +337,47 @@ class WorkerPool:
                 f"resources") from None
 
     def setup(self, factory, *args) -> None:
-        """Every worker builds its state: ``factory(*args)`` (a module-level function, so
-        it travels by reference)."""
-        self._get([a.setup.remote(factory, *args) for a in self.actors], "setup")
+        """The workers' state from now on: ``factory(*args)`` (a module-level function, so
+        it travels by reference), built on every worker now (its errors named here) and
+        again by a worker Ray restarts."""
+        self.spec = self.ray.put((os.urandom(8).hex(), factory, args))
+        self.pids = self._get([a.setup.remote(self.spec) for a in self.actors], "setup")
 
-    def map(self, method: str, items: list) -> list:
+    def map(self, method: str, items: list, names: list[str] | None = None) -> list:
         """``state.<method>(item)`` for every item, on whichever worker is free next;
         results in item order. A failing item stops the map with DistributedError naming
-        it and the worker's error."""
+        it (``names[i]``, else the item) and the worker's error; the items still running
+        are cancelled and nothing of theirs is returned."""
+        if self.spec is None:
+            raise DistributedError("WorkerPool.map before setup: the workers have no state")
         ray = self.ray
         results: list = [None] * len(items)
         pending = {}
         free = list(self.actors)
         queue = list(enumerate(items))
-        while queue or pending:
-            while queue and free:
-                i, item = queue.pop(0)
-                actor = free.pop(0)
-                pending[actor.call.remote(method, item)] = (i, actor)
-            done, _ = ray.wait(list(pending), num_returns=1)
-            i, actor = pending.pop(done[0])
-            results[i] = self._get([done[0]], items[i])[0]
-            free.append(actor)
+        try:
+            while queue or pending:
+                while queue and free:
+                    i, item = queue.pop(0)
+                    actor = free.pop(0)
+                    pending[actor.call.remote(self.spec, method, item)] = (i, actor)
+                done, _ = ray.wait(list(pending), num_returns=1)
+                i, actor = pending.pop(done[0])
+                results[i] = self._get([done[0]], names[i] if names else items[i])[0]
+                free.append(actor)
+        finally:
+            for ref in pending:  # a failure elsewhere: what still runs is abandoned
+                with suppress(Exception):
+                    ray.cancel(ref)
         return results
 
     def _get(self, refs, what):
         try:
             return self.ray.get(refs)
+        except self.ray.exceptions.RayActorError as exc:
+            raise DistributedError(
+                f"a worker died on {what!r} and was not brought back after "
+                f"{self.cfg.retries} restarts (distributed.retries): {exc}") from None
         except self.ray.exceptions.RayError as exc:
             cause = getattr(exc, "cause", None) or exc
             raise DistributedError(f"a worker failed on {what!r}: {type(cause).__name__}: "
@@ -245,4 +388,3 @@ class WorkerPool:
             with suppress(ValueError, self.ray.exceptions.RayError):  # already gone
                 self.ray.kill(a)
         self.actors = []
-

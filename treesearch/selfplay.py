@@ -410,9 +410,20 @@ class SelfPlay:
             if not self._pool_ready:
                 self.pool.setup(_shard_worker, self.cfg, str(self.run.path))
                 self._pool_ready = True
-            return self.pool.map("run", items)
+            return self.pool.map("run", items, names=self.item_names(items))
         self._local = self._local or StageShards(self)
         return [self._local.run(item) for item in items]
+
+    def item_names(self, items: list[tuple]) -> list[str]:
+        """The work items in words, for errors: round, stage part, shard and problem ids."""
+        train = {r: self.train_problems(r) for r, part, *_ in items if part == "search"}
+        names = []
+        for r, part, lo, hi, _ in items:
+            problems = (train[r] if part == "search" else self.eval_problems)[lo:hi]
+            ids = ", ".join(str(p.id) for p in problems[:4]) + (", ..." if hi - lo > 4 else "")
+            stage = "search" if part == "search" else f"eval/{part}"
+            names.append(f"round {r} {stage} problems [{lo}:{hi}] (ids {ids})")
+        return names
 
     def stage_eval(self, r: int) -> dict:
         """Greedy accuracy, sampled pass@k and MCTS decoding on the held-out problems, as
@@ -490,6 +501,7 @@ class StageShards:
 
     def __init__(self, selfplay: SelfPlay):
         self.sp, self.policy_round, self.policy, self.critics = selfplay, None, None, {}
+        self.train = (None, None)  # (round, its training problems): drawn once per round
 
     def _policy(self, r: int, seed: int):
         if self.policy_round != r:
@@ -549,7 +561,9 @@ class StageShards:
 
     def _search(self, r: int, policy, lo: int, hi: int, sharded: bool) -> dict:
         sp = self.sp
-        problems = sp.train_problems(r)[lo:hi]
+        if self.train[0] != r:
+            self.train = (r, sp.train_problems(r))
+        problems = self.train[1][lo:hi]
         critics = self._critics(r - 1, "search", sharded)
         verifier = (RuleVerifier(sp.task, policy.tokenizer, problems,
                                  clean_steps=sp.cfg.critics.train_clean_steps)

@@ -346,15 +346,31 @@ def evaluate(policy, critics, task, problems, strategies, budgets, *, seed: int 
             continue
         reseed(policy, stable_hash("decode", seed, strategy, budget) % 2**31)
         out = decode(policy, critics, problems, strategy, budget, task=task, **kw)
-        correct = np.array([task.check_solution(p, a) for p, a in zip(problems, out.answers)], float)
-        rows.append({"strategy": strategy, "budget": None if strategy in REFERENCES else int(budget),
-                     "accuracy": float(correct.mean()), "se": standard_error(correct),
-                     "tokens": float(out.tokens.mean()), "max_tokens": int(out.tokens.max()),
-                     "critic_tokens": float(out.critic_tokens.mean()),
-                     "model_tokens": float((out.tokens + out.critic_tokens).mean()),
-                     "critic_calls": float(out.critic_calls.mean()),
-                     "samples": float(out.samples.mean()), "seconds": round(out.seconds, 2)})
+        rows.append(result_row(task, problems, budget, out))
     return rows
+
+
+def result_row(task, problems, budget, out: DecodeResult) -> dict:
+    """``evaluate``'s row of one strategy's result on labelled ``problems`` (scored here,
+    after decoding): accuracy with its standard error, mean costs per problem."""
+    correct = np.array([task.check_solution(p, a) for p, a in zip(problems, out.answers)], float)
+    return {"strategy": out.strategy,
+            "budget": None if out.strategy in REFERENCES else int(budget),
+            "accuracy": float(correct.mean()), "se": standard_error(correct),
+            "tokens": float(out.tokens.mean()), "max_tokens": int(out.tokens.max()),
+            "critic_tokens": float(out.critic_tokens.mean()),
+            "model_tokens": float((out.tokens + out.critic_tokens).mean()),
+            "critic_calls": float(out.critic_calls.mean()),
+            "samples": float(out.samples.mean()), "seconds": round(out.seconds, 2)}
+
+
+def concat_results(parts: Sequence[DecodeResult]) -> DecodeResult:
+    """One strategy's results on consecutive shards of problems as one result (problems
+    in shard order; seconds: the shards' sum)."""
+    return DecodeResult(parts[0].strategy, [a for p in parts for a in p.answers],
+                        *(np.concatenate([getattr(p, k) for p in parts])
+                          for k in ("tokens", "samples", "critic_calls", "critic_tokens")),
+                        sum(p.seconds for p in parts))
 
 
 def format_table(rows) -> str:

@@ -22,7 +22,9 @@ from typing import Any, Dict, List
 from omegaconf import OmegaConf
 
 from policies.pretrain import PretrainConfig
-from treesearch.config import check_model
+from treesearch.config import build_task, check_model, check_prompts
+from treesearch.distributed import DistributedConfig
+from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
 from treesearch.tasks import TaskOptions, get_task
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
@@ -84,7 +86,8 @@ class StudyEval:
 
 @dataclass
 class StudyConfig:
-    task: str = "countdown3"
+    task: str = "countdown3"  # any form get_task takes (rg:<dataset>, package.module:factory, ...)
+    task_args: Dict[str, Any] = field(default_factory=dict)  # the task's own arguments (not the OOD tasks')
     ood_tasks: List[str] = field(default_factory=lambda: ["countdown2", "countdown"])
     # prompt style, step delimiter, answer formats of the task and the OOD tasks
     # (``treesearch.tasks.options``; the self-play recipe's ``task_options`` section)
@@ -106,6 +109,9 @@ class StudyConfig:
                                                                       early_stop=False))
     tree: TreeSection = field(default_factory=TreeSection)
     eval: StudyEval = field(default_factory=StudyEval)
+    # where the cells run: this process, or Ray worker actors (``treesearch.distributed``;
+    # the same keys as self-play's; shard_problems does not apply: a cell is the unit)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 def load_study_config(path: str | Path | None, overrides=()) -> StudyConfig:
@@ -122,13 +128,13 @@ def validate_study(cfg) -> None:
         if not ok:
             raise ConfigError(f"config key {key!r}: {why}")
 
-    for key in ["task", *[f"ood_tasks.{i}" for i in range(len(cfg.ood_tasks))]]:
+    task = build_task(cfg)  # the task with its task_args and task_options, refused by key
+    for key in [f"ood_tasks.{i}" for i in range(len(cfg.ood_tasks))]:
         name = OmegaConf.select(cfg, key)
         try:
             get_task(name)
-        except (KeyError, ValueError) as exc:
-            raise ConfigError(f"config key {key!r}: unknown task {name!r} ({exc})") from None
-    instantiate(cfg.task_options, "task_options")  # TaskOptions checks its own values
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(f"config key {key!r}: cannot use task {name!r} ({exc})") from None
     need(len(cfg.priors) >= 1, "priors", "list at least one prior")
     names = [p.name for p in cfg.priors]
     need(all(names) and len(set(names)) == len(names), "priors",
@@ -157,6 +163,7 @@ def validate_study(cfg) -> None:
     need(cfg.eval.samples >= 1, "eval.samples", "must be >= 1")
     need(cfg.eval.temperature > 0, "eval.temperature", "must be > 0 (pass@k samples)")
     need(cfg.threads >= 1, "threads", "must be >= 1")
+    check_distributed(cfg.distributed, cells=True)
     instantiate(cfg.search, "search")  # SearchConfig checks its own values
     need(cfg.rl.lr > 0 and cfg.tree.sft_lr > 0 and cfg.tree.dpo_lr > 0, "rl.lr / tree.*_lr",
          "learning rates must be > 0")
@@ -175,3 +182,8 @@ def validate_study(cfg) -> None:
     for i, p in enumerate(cfg.priors):
         if p.model:
             check_model(p.model, f"priors.{i}.model")
+            check_prompts(task, p.model, f"priors.{i}.model")
+        elif not p.reference:
+            need(task.writes_traces, f"priors.{i}.pretrain",
+                 f"prior {p.name!r} is pretrained on task {cfg.task!r}, which has no solver "
+                 "(no solution traces to pretrain on); give a model instead")

@@ -31,6 +31,12 @@ Run directory: ``config.yaml``; ``priors.json``; ``search/<prior>/seed<s>/`` (tr
 stats); ``cells/<prior>/<optimizer>/seed<s>/`` with ``train.json`` and ``measure.json``
 (written last and atomically: a cell with it is done, so ``--resume`` skips it) and
 ``cells/<prior>/base/measure.json``. Policies are kept only while a cell is measured.
+
+With ``distributed.backend=ray`` the cells run on Ray worker actors (``Study.run_on``),
+in three waves: the priors (a variant after its reference), the (prior, seed) searches
+the tree optimizers share, then every cell not yet measured, each on whichever worker is
+free; every step is seeded by its own names (``cell_seed``), so the cells measure what a
+local run measures, and each stays resumable on its own.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from policies.rl import RLConfig, TreeBatch, train
 from policies.updates import summarise_ranks, update_rank, update_sparsity
 from policies.zoo import resolve
 from treesearch.config import ConfigError
+from treesearch.distributed import DistributedError, cluster
 from treesearch.engine.export import write_jsonl
 from treesearch.search import StepSearch
 from treesearch.search.harvest import (
@@ -83,11 +90,13 @@ def cell_seed(*parts) -> int:
 class Study:
     """One study run over a ``StudyConfig`` in a run directory."""
 
-    def __init__(self, cfg, run: RunDir):
-        self.cfg, self.run = cfg, run
+    def __init__(self, cfg, run: RunDir, pool=None):
+        """``pool``: a ``treesearch.distributed.WorkerPool`` that runs the cells (None:
+        everything runs in this process)."""
+        self.cfg, self.run, self.pool = cfg, run, pool
         torch.set_num_threads(cfg.threads)
         options = instantiate(cfg.task_options, "task_options")
-        self.task = get_task(cfg.task, options=options)
+        self.task = get_task(cfg.task, options=options, **OmegaConf.to_container(cfg.task_args))
         self.ood = {name: get_task(name, options=options) for name in cfg.ood_tasks}
         self.specs = {p.name: p for p in cfg.priors}
         self._prior_paths: dict[str, Path] = {}
@@ -111,7 +120,8 @@ class Study:
         reference trained for a time budget is replayed by the tokens it actually saw, so
         a variant differs in the one factor it names, not in machine speed."""
         if not spec.reference:
-            fields = {"task": self.cfg.task, **dict(spec.pretrain), "progress": self.cfg.progress}
+            fields = {"task": self.cfg.task, "task_args": OmegaConf.to_container(self.cfg.task_args),
+                      **dict(spec.pretrain), "progress": self.cfg.progress}
             return PretrainConfig(**fields)
         ref = self.prior_path(spec.reference)
         try:
@@ -318,7 +328,13 @@ class Study:
         c = self.cfg
         plan = [(p, "base", None) for p in self.specs]
         plan += [(p, o, s) for p in self.specs for s in c.seeds for o in c.optimizers]
-        bar = tqdm(plan, desc="study", disable=not c.progress)
+        if self.pool is not None:
+            self.run_on(self.pool, plan)
+            missing = [f"{p}/{o}" for p, o, s in plan
+                       if not (self.cell_dir(p, o, s) / "measure.json").is_file()]
+            if missing:
+                raise DistributedError(f"the workers finished without measuring {missing}")
+        bar = tqdm(plan if self.pool is None else [], desc="study", disable=not c.progress)
         for prior, optimizer, seed in bar:
             bar.set_postfix(prior=prior, optimizer=optimizer, seed=seed)
             if optimizer == "base":
@@ -330,6 +346,60 @@ class Study:
                    "reference": spec.reference, "pretrain": dict(spec.pretrain)}
             for name, spec in self.specs.items()})
         return write_report(self.run.path, c)
+
+    def run_on(self, pool, plan) -> None:
+        """The plan's unfinished work on the pool's workers, in waves whose items do not
+        share files: priors (by depth of reference), the searches the tree optimizers
+        share, the cells. A failing item stops the run naming it; a finished cell is never
+        redone, a half-done one is redone from its start."""
+        pool.setup(_study_worker, self.cfg, str(self.run.path))
+
+        def depth(name):
+            ref = self.specs[name].reference
+            return 0 if not ref else 1 + depth(ref)
+
+        todo = [(p, o, s) for p, o, s in plan
+                if not (self.cell_dir(p, o, s) / "measure.json").is_file()]
+        priors, names = set(), [p for p, _, _ in todo]
+        while names:  # the priors the cells need, and the references they are built from
+            name = names.pop()
+            priors.add(name)
+            names += [self.specs[name].reference] if self.specs[name].reference else []
+        priors = sorted(priors, key=lambda n: (depth(n), n))
+        for level in sorted({depth(n) for n in priors}):
+            names = [n for n in priors if depth(n) == level]
+            paths = pool.map("run_item", [("prior", n) for n in names],
+                             names=[f"prior {n!r}" for n in names])
+            self._prior_paths.update({n: Path(path) for n, path in zip(names, paths)})
+        searches = sorted({(p, s) for p, o, s in todo if o in ("mcts", "dpo")
+                           if not (self.run.path / "search" / p / f"seed{s}" / "search.json").is_file()})
+        pool.map("run_item", [("search", p, s) for p, s in searches],
+                 names=[f"search of prior {p!r} seed {s}" for p, s in searches])
+        pool.map("run_item", [("cell", p, o, s) for p, o, s in todo],
+                 names=[f"cell {p}/{o}" + (f"/seed{s}" if s is not None else "") for p, o, s in todo])
+
+    def run_item(self, item: tuple):
+        """One work item of ``run_on`` (on a worker): ("prior", name) -> its model
+        directory; ("search", prior, seed); ("cell", prior, optimizer, seed)."""
+        kind, *rest = item
+        if kind == "prior":
+            return str(self.prior_path(*rest))
+        if kind == "search":
+            self.search(*rest)
+            return None
+        prior, optimizer, seed = rest
+        if optimizer == "base":
+            self.run_base(prior)
+        else:
+            self.run_cell(prior, optimizer, seed)
+        return None
+
+
+def _study_worker(cfg, run_path: str) -> Study:
+    """A Ray worker's state: the study's config and run directory (no progress bars: the
+    driver's log is shared)."""
+    cfg.progress = False
+    return Study(cfg, RunDir(Path(run_path)))
 
 
 def _jsonable(obj):
@@ -374,7 +444,12 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        report = Study(cfg, run).run_all()
+        with cluster(cfg.distributed) as pool:
+            report = Study(cfg, run, pool).run_all()
+    except DistributedError as exc:
+        print(f"error: {exc}\n(the run directory {run.path} is intact; resume with "
+              f"--resume {run.path})", file=sys.stderr)
+        return 2
     except RunError as exc:
         print(f"error: {exc}\n(the run directory {run.path} is intact; fix the file and "
               f"resume with --resume {run.path})", file=sys.stderr)
@@ -384,4 +459,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the importable module, not __main__, so Ray workers find its functions by name
+    from treesearch.study import run as _module  # noqa: PLW0406 (the importable copy)
+
+    sys.exit(_module.main())

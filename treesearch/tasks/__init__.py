@@ -13,40 +13,26 @@ problems are ``held_out``: tune on "val", report on "test".
 
 Named presets live in ``TASKS``; keyword arguments to ``get_task`` override a preset's, and
 ``options`` (``TaskOptions``: prompt style, step delimiter, answer formats) say how the task
-talks to a model; ``prompt_ids`` renders every prompt.
-Nothing here imports torch, ``policies`` or ``critics``; reasoning-gym and math-verify are
-imported only when problems are generated or GSM answers are checked.
+talks to a model; ``prompt_ids`` renders every prompt. Beyond the presets, ``get_task``
+takes ``rg:<dataset>`` (any reasoning-gym dataset, ``rg.RGTask``), the name of a
+``treesearch.tasks`` entry point and ``package.module:factory`` (a task in the user's own
+code; ``registry``). ``treesearch.tasks.testing.check_task`` is the conformance kit a task
+should pass.
+
+Nothing here imports torch, ``policies`` or ``critics``.
 """
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Callable
-
-from . import arithmetic, countdown
 from .arithmetic import ArithmeticChain
-from .base import SPLITS, Problem, Task
+from .base import SPLITS, Problem, Task, split_of, stable_hash
 from .countdown import Countdown
 from .gsm import GSMTask
 from .options import TaskOptions
 from .prompting import prompt_ids
+from .registry import ENTRY_POINT_GROUP, TASKS, get_task, registered_tasks
+from .rg import RGTask, TaskArgsError
 
-TASKS: dict[str, Callable[..., Task]] = {
-    **{name: partial(Countdown, name=name, **kw) for name, kw in countdown.PRESETS.items()},
-    **{name: partial(ArithmeticChain, name=name, **kw) for name, kw in arithmetic.PRESETS.items()},
-    "gsm": partial(GSMTask, name="gsm"),
-}
-
-
-def get_task(name: str, options: TaskOptions | None = None, **kwargs) -> Task:
-    """The task called ``name``, built with its preset and ``kwargs`` on top, talking to
-    models as ``options`` says (prompt style, step delimiter, answer formats; default:
-    plain, the tiny priors' format)."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    task = TASKS[name](**kwargs)
-    return task.configure(options) if options is not None else task
-
-
-__all__ = ["SPLITS", "TASKS", "ArithmeticChain", "Countdown", "GSMTask", "Problem", "Task", "TaskOptions",
-           "get_task", "prompt_ids"]
+__all__ = ["ENTRY_POINT_GROUP", "SPLITS", "TASKS", "ArithmeticChain", "Countdown", "GSMTask",
+           "Problem", "RGTask", "Task", "TaskArgsError", "TaskOptions", "get_task", "prompt_ids",
+           "registered_tasks", "split_of", "stable_hash"]

@@ -22,6 +22,8 @@ from .base import Problem, Task, check_fractions, split_of, stable_hash
 
 _TOKEN = re.compile(r"\s*([+-])\s*(\d+)")
 _NUMBER = re.compile(r"[+-]?\d+(\.\d*)?")
+_STYLES = (re.compile(r"-?\d+[-+]\d+=-?\d+"), re.compile(r"-?\d+"),
+           re.compile(r"-?\d+ [-+] \d+ = -?\d+"))
 
 
 def parse_chain(expression: str) -> tuple[list[int], list[str]]:
@@ -119,6 +121,19 @@ class ArithmeticChain(Task):
     def _check(self, problem: Problem, answer: str) -> bool:
         value = parse_number(answer)
         return value is not None and value == Decimal(problem.label)
+
+    def style_of(self, text: str) -> int | None:
+        """0 ``12+7=19``, 1 ``19``, 2 ``12 + 7 = 19``, read off the first step line; None
+        without a step line or when it fits none of them."""
+        for line in text.split(self.step_delimiter):
+            line = line.strip()
+            if not line or self.is_answer_step(line):
+                continue
+            for style, pattern in enumerate(_STYLES):
+                if pattern.fullmatch(line):
+                    return style
+            return None
+        return None
 
     def solution_trace(self, problem: Problem, rng: random.Random, flawed: bool = False,
                        style: int = 0) -> str:

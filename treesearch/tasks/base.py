@@ -25,12 +25,12 @@ import abc
 import dataclasses
 import hashlib
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .answers import read_answer, states_answer
 from .options import TaskOptions
+from .slips import count_arithmetic_slips
 
 SPLITS = ("train", "val", "test")
 HELD_OUT_SPLITS = ("val", "test")
@@ -79,7 +79,7 @@ class Problem:
 
 class Task(abc.ABC):
     """Base class of all tasks. Subclasses set ``name`` and ``n_styles`` and implement
-    ``problems``, ``prompt``, ``_check`` and ``solution_trace``.
+    ``problems``, ``prompt`` and ``_check``, and ``solution_trace`` when they have a solver.
 
     Text conventions shared by every task: a solution is a sequence of steps, each ended by
     ``step_delimiter``; the last step is the answer line, which starts with
@@ -100,14 +100,27 @@ class Task(abc.ABC):
     strategies: tuple[str, ...] = ()
     # whether ``verify_answer`` can tell a right answer from the public inputs alone
     can_verify_answers: bool = False
+    # whether ``step_slips`` means something for this task's texts (arithmetic steps); a
+    # task that sets False has ``step_slips`` raise, and ``clean_steps`` refuses it by name
+    counts_slips: bool = True
 
     def configure(self, options: TaskOptions) -> Task:
         """Use ``options`` (prompt style, step delimiter, answer formats); returns self."""
         if not isinstance(options, TaskOptions):
             raise TypeError(f"{self.name}: options must be a TaskOptions, got {type(options).__name__}")
+        if options.shots and not self.writes_traces:
+            raise ValueError(f"task {self.name!r}: shots = {options.shots} needs worked examples, "
+                             "and this task has no solver (it writes no solution traces); use shots=0")
         self.options = options
         self.step_delimiter = options.step_delimiter
         return self
+
+    @property
+    def writes_traces(self) -> bool:
+        """Whether ``solution_trace`` can write solutions (a solver): pretraining a tiny
+        prior, worked examples (shots) and the kit's trace checks need it. Default: the
+        subclass overrides ``solution_trace``."""
+        return type(self).solution_trace is not Task.solution_trace
 
     @property
     def answer_formats(self) -> tuple[str, ...]:
@@ -173,7 +186,13 @@ class Task(abc.ABC):
         """How many steps of a solution text state arithmetic that is false on its face
         ("23*7=151"). Needs no label: it checks the steps against themselves, not against
         the answer. A right answer reached through slipped steps is a bad example to learn
-        from. Default: every ``a op b = c`` with integers and + - * / in the text."""
+        from. Default: every equation whose two sides are arithmetic expressions (signed,
+        multi-digit and decimal numbers, + - * /, parentheses; ``treesearch.tasks.slips``)
+        and evaluate to different values. A task with ``counts_slips = False`` raises
+        ValueError naming it."""
+        if not self.counts_slips:
+            raise ValueError(f"task {self.name!r} does not count arithmetic slips "
+                             "(counts_slips = False): clean_steps cannot be used with it")
         return count_arithmetic_slips(text)
 
     # ---- label-free checks (what a code interpreter could tell from the problem's text) ----
@@ -231,12 +250,14 @@ class Task(abc.ABC):
         return self.check(problem, self.extract_answer(text))
 
     # ---- synthetic traces -----------------------------------------------------------
-    @abc.abstractmethod
     def solution_trace(self, problem: Problem, rng: random.Random, flawed: bool = False,
                        style: int = 0) -> str:
         """A synthetic solution: steps one per line, then the answer line, each ended by
         ``step_delimiter``. ``flawed=True`` gives a plausible-looking trace whose answer
-        fails ``check``. ``style`` in ``range(n_styles)`` picks the solution format."""
+        fails ``check``. ``style`` in ``range(n_styles)`` picks the solution format.
+        Optional: a task without a solver leaves it out (``writes_traces`` is then False)
+        and this raises ValueError naming the task."""
+        raise ValueError(f"task {self.name!r} has no solver: it writes no solution traces")
 
     def format_trace(self, steps: list[str], answer: str) -> str:
         """Join steps and the answer line, every line ended by the step delimiter."""
@@ -300,18 +321,3 @@ def split_of(key: str, test_fraction: float, val_fraction: float = 0.0) -> str:
     if u < test_fraction:
         return "test"
     return "val" if u < test_fraction + val_fraction else "train"
-
-
-_EQUATION = re.compile(r"(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(-?\d+)")
-
-
-def count_arithmetic_slips(text: str) -> int:
-    """Number of ``a op b = c`` equations in ``text`` (integers, + - * /) that are false."""
-    slips = 0
-    for m in _EQUATION.finditer(text):
-        a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
-        if op == "/":
-            slips += b == 0 or a != b * c
-        else:
-            slips += {"+": a + b, "-": a - b, "*": a * b}[op] != c
-    return slips

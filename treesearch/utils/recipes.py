@@ -10,8 +10,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, ValidationError
+from omegaconf.errors import ConfigKeyError, GrammarParseError, ValidationError
 
 
 class ConfigError(ValueError):
@@ -83,6 +84,7 @@ def load_recipe(schema, path: str | Path | None = None, overrides=()):
             cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
         where = " (command-line override)"
         for item in overrides:
+            where = f" (command-line override {item!r})"
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not key=value")
             key, value = item.split("=", 1)
@@ -101,4 +103,6 @@ def load_recipe(schema, path: str | Path | None = None, overrides=()):
         key = getattr(exc, "full_key", None) or ""
         msg = str(getattr(exc, "msg", exc)).splitlines()[0]
         raise ConfigError(f"bad value for config key {key!r}{where}: {msg}") from None
+    except (yaml.YAMLError, GrammarParseError) as exc:  # not YAML at all: name the file or item
+        raise ConfigError(f"cannot read the YAML{where}: {' '.join(str(exc).split())}") from None
     return cfg
