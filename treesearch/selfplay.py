@@ -153,6 +153,20 @@ class SelfPlay:
             raise RunError(f"{path}: cannot load the policy checkpoint "
                            f"({type(exc).__name__}: {exc})") from exc
 
+    def load_learner(self, round_: int, seed: int) -> HFPolicy:
+        """The round's checkpoint as a transformers policy to train (distillation), whatever
+        backend generates: a vLLM engine holds no trainable model."""
+        if self.cfg.policy.backend == "hf":
+            return self.load_policy(round_, seed)
+        path, p = self.policy_dir(round_), self.cfg.policy
+        try:
+            return HFPolicy(path, step_delimiter=self.task.step_delimiter,
+                            temperature=p.temperature, top_p=p.top_p, device=p.device,
+                            dtype=p.dtype, seed=seed)
+        except Exception as exc:  # safetensors, json, torch errors: name the checkpoint
+            raise RunError(f"{path}: cannot load the policy checkpoint to train "
+                           f"({type(exc).__name__}: {exc})") from exc
+
     def load_critics(self, round_: int, tokenizer):
         """{kind: critic} for the learned critics in the config (fresh heads on the trunk
         until a round has trained them)."""
@@ -285,7 +299,7 @@ class SelfPlay:
         d = self.cfg.distill
         seed = stage_seed(self.cfg.seed, r, "distill")
         # STaR-style (cumulative): restart from the starting model on every round's paths
-        policy = self.load_policy(0 if d.cumulative else r - 1, seed)
+        policy = self.load_learner(0 if d.cumulative else r - 1, seed)
         tok = policy.tokenizer
         key = None
         if d.distinct:
