@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -77,9 +78,19 @@ def test_shards_cover_in_order():
 
 
 def _popen(*args):
+    """A self-play run in the background, its output in a file (``proc.log``): a pipe
+    nobody reads while the run goes on would stall it once Ray's logs fill the buffer."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "treesearch.selfplay", *args], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([sys.executable, "-m", "treesearch.selfplay", *args], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log = log
+    return proc
+
+
+def _tail(proc, chars: int = 3000) -> str:
+    proc.log.seek(0)
+    return proc.log.read()[-chars:]
 
 
 def _busy_worker(proc, timeout: float = 120):
@@ -104,7 +115,9 @@ def _wait_for(path: Path, text: str, proc, timeout: float = 120) -> None:
         if path.is_file() and text in path.read_text():
             return
         time.sleep(0.05)
-    raise AssertionError(f"{text!r} never appeared in {path}")
+    why = f"the run exited with {proc.returncode}" if proc.poll() is not None else \
+        f"not within {timeout:.0f} s"
+    raise AssertionError(f"{text!r} never appeared in {path} ({why}):\n{_tail(proc)}")
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +143,10 @@ def test_killed_worker_then_killed_driver_resume_to_the_local_metrics_and_trees(
     run = tmp_path / "ray"
     proc = _popen(*SMALL, "distributed.shard_problems=3", "distributed.backend=ray",
                   "distributed.workers=2", f"out={run}")
-    _wait_for(run / "state.json", "0/eval", proc)  # round 1's search is next
+    _wait_for(run / "state.json", "0/eval", proc, timeout=300)  # round 1's search is next
     victim = _busy_worker(proc)
     victim.send_signal(signal.SIGKILL)
-    _wait_for(run / "state.json", "1/search", proc, timeout=180)
+    _wait_for(run / "state.json", "1/search", proc, timeout=300)
     trees = run / "round_1" / "trees.jsonl.gz"
     assert trees.read_bytes() == (local_run / "round_1" / "trees.jsonl.gz").read_bytes()
     assert len(gzip.decompress(trees.read_bytes()).splitlines()) == 8  # 3 + 3 + 2 merged
