@@ -1,0 +1,50 @@
+"""benchmarks/widen_table.py: arms grouped over seeds, round 0 against the last round."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import widen_table  # noqa: E402
+
+
+def _run(path: Path, greedy: list[float], p64: list[float], passk: bool = True) -> Path:
+    path.mkdir(parents=True)
+    rows = []
+    for r, (g, p) in enumerate(zip(greedy, p64)):
+        row = {"round": r, "stage": "eval", "greedy": g, "distinct_correct": 5.0 + r,
+               "entropy": 0.1}
+        if passk:
+            row["passk"] = {"1": g / 2, "8": p / 2, "64": p}
+        rows += [row, {"round": r, "stage": "search", "train_solved": 0.5}]
+    (path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_arms_average_their_seeds_with_the_standard_error_of_the_change(tmp_path):
+    runs = [_run(tmp_path / "default-s0", [0.2, 0.3], [0.8, 0.6]),
+            _run(tmp_path / "default-s1", [0.2, 0.26], [0.8, 0.7]),
+            _run(tmp_path / "wre-s0", [0.2, 0.21, 0.22], [0.8, 0.8, 0.82])]
+    table = widen_table.summarise(runs)
+    d = table["default"]
+    assert d["seeds"] == [0, 1] and d["rounds"] == 1
+    assert d["greedy"]["delta"] == pytest.approx(0.08)
+    assert d["greedy"]["delta_se"] == pytest.approx(0.02)  # deltas 0.10, 0.06
+    assert d["pass@64"]["last"] == pytest.approx(0.65)
+    w = table["wre"]
+    assert w["rounds"] == 2 and w["greedy"]["delta_se"] is None  # one seed: no error bar
+    assert w["distinct_correct"]["delta"] == pytest.approx(2.0)
+    text = widen_table.markdown(table)
+    assert "| default | 2 |" in text and "+0.080 ± 0.020" in text
+    assert str(tmp_path) not in json.dumps(table)  # names only, no machine paths
+
+
+def test_a_run_without_passk_or_unfinished_is_named(tmp_path):
+    with pytest.raises(ValueError, match="no pass@k curve"):
+        widen_table.summarise([_run(tmp_path / "a-s0", [0.2, 0.3], [0.8, 0.6], passk=False)])
+    with pytest.raises(ValueError, match="fewer than two eval rounds"):
+        widen_table.summarise([_run(tmp_path / "b-s0", [0.2], [0.8])])
+    with pytest.raises(ValueError, match="no metrics.jsonl"):
+        widen_table.summarise([tmp_path / "missing"])
