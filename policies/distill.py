@@ -281,18 +281,22 @@ def completion_logprobs(model, sequences: Sequence[tuple[Sequence[int], Sequence
                         batch_size: int = 16, pad_id: int = 0) -> torch.Tensor:
     """Summed log-probability (nats) of each completion given its prompt, float32 [N] on
     CPU, computed in eval mode (the model's train/eval mode is restored after)."""
-    sequences = list(sequences)
+    out = [logp.sum(-1) for logp in _eval_logprobs(model, list(sequences), batch_size, pad_id)]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def _eval_logprobs(model, sequences, batch_size: int, pad_id: int) -> list[torch.Tensor]:
+    """``token_logprobs`` (float32 [b, T-1], CPU) of each consecutive minibatch of
+    ``sequences``, in eval mode (the model's train/eval mode is restored after)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out = []
     try:
-        for lo in range(0, len(sequences), batch_size):
-            batch = collate(sequences[lo:lo + batch_size], pad_id, device)
-            out.append(token_logprobs(model, batch).sum(-1).cpu())
+        return [token_logprobs(model, collate(sequences[lo:lo + batch_size], pad_id, device)).cpu()
+                for lo in range(0, len(sequences), batch_size)]
     finally:
         model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0)
 
 
 # ----------------------------------------------------------------------------- training
@@ -586,23 +590,15 @@ def policy_gradient(model, tokenizer, examples: Sequence[PGExample],
     return model, stats
 
 
-@torch.no_grad()
 def _start_token_logprobs(model, sequences, batch_size: int, pad_id: int) -> list:
     """Per sequence, float32 [len(completion)] on CPU: log p of each completion token under
     the model as it is now (eval mode; the mode is restored after)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     out = []
-    try:
-        for lo in range(0, len(sequences), batch_size):
-            chunk = sequences[lo:lo + batch_size]
-            logp = token_logprobs(model, collate(chunk, pad_id, device)).cpu()
-            for b, (prompt, completion) in enumerate(chunk):
-                n, m = len(prompt), len(completion)
-                out.append(logp[b, n - 1:n - 1 + m].clone())
-    finally:
-        model.train(was_training)
+    for lo, logp in zip(range(0, len(sequences), batch_size),
+                        _eval_logprobs(model, sequences, batch_size, pad_id)):
+        for b, (prompt, completion) in enumerate(sequences[lo:lo + batch_size]):
+            n, m = len(prompt), len(completion)
+            out.append(logp[b, n - 1:n - 1 + m].clone())
     return out
 
 

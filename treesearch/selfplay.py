@@ -136,10 +136,18 @@ class SelfPlay:
         return None
 
     def load_policy(self, round_: int, seed: int):
-        path = self.policy_dir(round_)
-        p = self.cfg.policy
+        """The policy after ``round_`` on the configured backend (generation)."""
+        return self._load(round_, seed, self.cfg.policy.backend)
+
+    def load_learner(self, round_: int, seed: int) -> HFPolicy:
+        """The round's checkpoint as a transformers policy to train (distillation), whatever
+        backend generates: a vLLM engine holds no trainable model."""
+        return self._load(round_, seed, "hf")
+
+    def _load(self, round_: int, seed: int, backend: str):
+        path, p = self.policy_dir(round_), self.cfg.policy
         try:
-            if p.backend == "vllm":
+            if backend == "vllm":
                 from policies.vllm import (
                     VLLMPolicy as Backend,  # lazy: vllm is optional
                 )
@@ -151,20 +159,6 @@ class SelfPlay:
                             dtype=p.dtype, seed=seed)
         except Exception as exc:  # safetensors, json, torch errors: name the checkpoint
             raise RunError(f"{path}: cannot load the policy checkpoint "
-                           f"({type(exc).__name__}: {exc})") from exc
-
-    def load_learner(self, round_: int, seed: int) -> HFPolicy:
-        """The round's checkpoint as a transformers policy to train (distillation), whatever
-        backend generates: a vLLM engine holds no trainable model."""
-        if self.cfg.policy.backend == "hf":
-            return self.load_policy(round_, seed)
-        path, p = self.policy_dir(round_), self.cfg.policy
-        try:
-            return HFPolicy(path, step_delimiter=self.task.step_delimiter,
-                            temperature=p.temperature, top_p=p.top_p, device=p.device,
-                            dtype=p.dtype, seed=seed)
-        except Exception as exc:  # safetensors, json, torch errors: name the checkpoint
-            raise RunError(f"{path}: cannot load the policy checkpoint to train "
                            f"({type(exc).__name__}: {exc})") from exc
 
     def load_critics(self, round_: int, tokenizer):
