@@ -20,14 +20,16 @@
 #
 # and carry it with the run: the device tool's `carry: [".wheels"]`, command
 # `bash benchmarks/gpu_check.sh` (it writes under $OUT). A dry run of the plumbing on a CPU
-# with tiny sizes, here: `DEVICE=cpu OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh`.
+# with tiny sizes, here: `DEVICE=cpu PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh`.
 #
 # Environment: DEVICE (cuda | cpu; cpu = dry run, tiny sizes, float32 unless DTYPE is
-# set), DTYPE (default bfloat16 on cuda), OUT (default /tmp/gpu_check), WHEELS (.wheels).
+# set), DTYPE (default bfloat16 on cuda), OUT (default runs/gpu_check), WHEELS (.wheels);
+# the wheels install into runs/gpu_check_site (runs/ is gitignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
-OUT=${OUT:-/tmp/gpu_check}
+OUT=${OUT:-runs/gpu_check}
+SITE=runs/gpu_check_site
 WHEELS=${WHEELS:-.wheels}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
@@ -51,8 +53,8 @@ if [ -n "$missing" ]; then
     fi
     echo "installing from $WHEELS: $missing"
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-        --target /tmp/gpu_check_site "$WHEELS"/*.whl
-    export PYTHONPATH=/tmp/gpu_check_site${PYTHONPATH:+:$PYTHONPATH}
+        --target "$SITE" "$WHEELS"/*.whl
+    export PYTHONPATH=$PWD/$SITE${PYTHONPATH:+:$PYTHONPATH}
 fi
 
 if [ "$DEVICE" = cpu ]; then
