@@ -32,7 +32,6 @@ from treesearch.view import (
 )
 from treesearch.view.page import embed_json, write_html
 from treesearch.view.report import write_view
-from treesearch.view.sources import train_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("TREESEARCH_CHROMIUM", "/usr/bin/chromium")
@@ -131,11 +130,16 @@ def _live(forest, b: int) -> np.ndarray:
 
 
 # -- the page data ---------------------------------------------------------------------------
-def test_training_problems_are_drawn_as_selfplay_draws_them():
-    from treesearch.selfplay import stage_seed
+def test_training_problems_are_drawn_as_selfplay_draws_them(run, data):
+    """The page's problems of round 1 are self-play's training problems of that round,
+    in order (both draw them with ``treesearch.config.train_problems``)."""
+    from treesearch.config import load_config
+    from treesearch.selfplay import SelfPlay
+    from treesearch.utils.runs import RunDir
 
-    for seed, round_ in [(0, 1), (0, 4), (17, 2), (123456, 9)]:
-        assert train_seed(seed, round_) == stage_seed(seed, round_, "problems")
+    selfplay = SelfPlay(load_config(run / "config.yaml"), RunDir(run))
+    (rnd,) = data["rounds"]
+    assert [p["id"] for p in rnd["problems"]] == [p.id for p in selfplay.train_problems(1)]
 
 
 def test_page_data_agrees_with_the_run(run, forest, data):

@@ -25,6 +25,7 @@ from treesearch.distributed import DistributedConfig
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
 from treesearch.tasks import Task, TaskArgsError, TaskOptions, get_task, prompt_ids
+from treesearch.tasks.base import stable_hash
 from treesearch.utils.checkpoints import has_chat_template
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 
@@ -173,6 +174,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Se
     cfg = load_recipe(SelfPlayConfig, path, overrides)
     validate(cfg)
     return cfg
+
+
+def stage_seed(seed: int, round_: int, stage: str) -> int:
+    """The seed of one self-play stage of one round (run seed, round, stage name): every
+    stage reseeds itself from it, so a resumed run computes what an uninterrupted one would."""
+    return stable_hash("selfplay", seed, round_, stage) % 2**31
+
+
+def train_problems(cfg, task: Task, round_: int) -> list:
+    """Round ``round_``'s ``cfg.train_problems`` training problems of a self-play recipe:
+    what its search stage searched (and the tree viewer shows)."""
+    return task.problems("train", cfg.train_problems, seed=stage_seed(cfg.seed, round_, "problems"))
 
 
 def build_task(cfg) -> Task:

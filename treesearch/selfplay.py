@@ -74,7 +74,7 @@ from policies.rl import tree_examples
 from policies.rollout import generate_solutions, pass_at_k
 from policies.zoo import resolve
 from treesearch.backends import build_critic
-from treesearch.config import ConfigError, build_task, load_config
+from treesearch.config import ConfigError, build_task, load_config, stage_seed, train_problems
 from treesearch.distributed import DistributedError, cluster, shards
 from treesearch.engine.export import (
     merge_records,
@@ -92,7 +92,6 @@ from treesearch.search.harvest import (
 )
 from treesearch.search.strategies import decode
 from treesearch.tasks import prompt_ids
-from treesearch.tasks.base import stable_hash
 from treesearch.utils.atomic import write_text
 from treesearch.utils.estimators import default_ks, distinct_correct, pass_at_k_curve
 from treesearch.utils.plots import line_plot
@@ -102,10 +101,6 @@ from treesearch.view import ViewError, write_report
 
 STAGES = ("search", "critics", "distill", "eval")
 EVAL_PARTS = ("greedy", "sampled", "mcts")
-
-
-def stage_seed(seed: int, round_: int, stage: str) -> int:
-    return stable_hash("selfplay", seed, round_, stage) % 2**31
 
 
 class SelfPlay:
@@ -205,8 +200,7 @@ class SelfPlay:
         return OmegaConf.to_object(self.cfg.search)
 
     def train_problems(self, round_: int):
-        return self.task.problems("train", self.cfg.train_problems,
-                                  seed=stage_seed(self.cfg.seed, round_, "problems"))
+        return train_problems(self.cfg, self.task, round_)
 
     # -- stages ------------------------------------------------------------------------
     def stage_search(self, r: int) -> dict:

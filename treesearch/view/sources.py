@@ -22,9 +22,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from policies.zoo import resolve
-from treesearch.config import SelfPlayConfig, build_task
+from treesearch.config import SelfPlayConfig, build_task, train_problems
 from treesearch.search.config import SearchConfig
-from treesearch.tasks.base import stable_hash
 from treesearch.utils.recipes import ConfigError, load_recipe
 from treesearch.view.charts import (
     decode_charts,
@@ -47,13 +46,6 @@ DRAW_LIMIT = 10_000
 _ROUND_DIR = re.compile(r"round_(\d+)")
 DECODE_NOTE = ("A decode result stores accuracy per strategy and budget, not its search "
                "trees: the charts only.")
-
-
-def train_seed(seed: int, round_: int) -> int:
-    """The seed self-play draws round ``round_``'s training problems with
-    (``treesearch.selfplay.stage_seed(seed, round_, "problems")``; the apps' layer keeps
-    the two modules apart, so it is restated here and a test holds them equal)."""
-    return stable_hash("selfplay", seed, round_, "problems") % 2**31
 
 
 def load_tokenizer(model_dir: Path):
@@ -147,8 +139,7 @@ class RunSource:
         return self._tokenizers[where]
 
     def problems(self, round_: int) -> list:
-        return self.task.problems("train", self.cfg.train_problems,
-                                  seed=train_seed(self.cfg.seed, round_))
+        return train_problems(self.cfg, self.task, round_)
 
     def round_entry(self, round_: int) -> dict:
         """One round's trees as page data."""
