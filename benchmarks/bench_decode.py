@@ -5,8 +5,10 @@
     python benchmarks/bench_decode.py --run R --quick search.horizon=1 --drop process   # ablation
     # a long board in two processes sharing a resumable rows file, then one that assembles:
     python benchmarks/bench_decode.py --run R --tables learned --rows rows.jsonl &
-    python benchmarks/bench_decode.py --run R --tables checkers --rows rows.jsonl; wait
-    python benchmarks/bench_decode.py --run R --rows rows.jsonl --json out.json --png out.png
+    python benchmarks/bench_decode.py --run R --tables checkers --rows rows.jsonl &
+    python benchmarks/bench_decode.py --run R --tables oracle --oracle 0 0.2 0.5 --rows rows.jsonl
+    wait; python benchmarks/bench_decode.py --run R --oracle 0 0.2 0.5 --rows rows.jsonl \
+        --cached-only --json out.json --png out.png
 
 It replays a self-play run: the policy and learned critics (value, PRM, ORM heads) of its
 last round (``--round``), and its search settings (``config.yaml``), so the board measures
@@ -33,11 +35,16 @@ when asked for), each verdict flipped with probability FLIP (0: perfect, AUROC 1
 noise, AUROC 0.5), at the middle budget, beside majority vote. Where the learned ORM's
 AUROC falls on that curve says whether search can pay with it.
 
+``--tables`` picks the parts to compute: ``learned``, ``checkers``, ``oracle`` (the curve,
+with ``--oracle``) and ``critics`` (critic quality); by default all of them. Every decoded
+cell goes through ``--rows``, so the parts can run as separate processes.
+
 JSON keys: ``budgets``, ``acc[strategy][budget]``, ``se[...]``, ``tokens[...]``,
 ``critic_tokens[...]``, ``seconds[...]`` (the references under budget "ref"),
 ``checkers`` (the same for the checker table), ``orm_auroc``, ``prm_auroc``,
 ``value_skill``, ``settings``, ``missing`` (cells ``--cached-only`` left out). Paths in it
-are relative; ``--png`` plots accuracy against tokens.
+are relative; ``--png`` plots accuracy against tokens (and the oracle curve, against the
+ORM's AUROC, beside it as ``<name>_oracle.png``).
 """
 
 from __future__ import annotations
@@ -73,7 +80,7 @@ from treesearch.utils.runs import portable_path
 
 LEARNED = ("greedy", "majority", "best_of_n", "weighted_bon", "beam", "mcts")
 CHECKED = ("best_of_n", "mcts")
-TABLES = ("learned", "checkers")
+TABLES = ("learned", "checkers", "oracle", "critics")
 QUICK = {"problems": 40, "budgets": [128, 256], "strategies": ["greedy", "majority",
                                                                 "weighted_bon", "mcts"]}
 
@@ -95,8 +102,9 @@ def parse_args(argv=None):
     parser.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
     parser.add_argument("--strategies", nargs="+", default=list(LEARNED))
     parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES),
-                        help="which tables to decode (the checker table only where the task "
-                             "can verify answers)")
+                        help="which parts to compute: the two tables (the checker table only "
+                             "where the task can verify answers), the oracle curve (with "
+                             "--oracle) and the critics' quality on held-out trees")
     parser.add_argument("--rows", default=None,
                         help="a JSONL file of finished rows: each (table, strategy, budget) is "
                              "appended when done and skipped when already there, so a long "
@@ -120,6 +128,8 @@ def parse_args(argv=None):
     rest, overrides = split_overrides(argv)
     args = parser.parse_args(rest)
     args.overrides += overrides
+    if args.tables == ["oracle"] and not args.oracle:
+        parser.error("--tables oracle needs the flip rates: --oracle FLIP [FLIP ...]")
     if args.quick:
         args.problems, args.budgets, args.strategies = (QUICK["problems"], QUICK["budgets"],
                                                         QUICK["strategies"])
@@ -220,13 +230,17 @@ class LabelOracle:
         return out
 
 
-def oracle_curve(policy, task, problems, flips, budget, kw) -> list[dict]:
-    """MCTS and ORM-weighted best-of-N with the label oracle at each flip rate, one budget."""
+def oracle_curve(cache, policy, task, problems, flips, budget, kw) -> list[dict]:
+    """MCTS and ORM-weighted best-of-N with the label oracle at each flip rate, one budget;
+    each cell through ``cache`` (table ``oracle flip=F``). A flip with a cell missing from a
+    ``--cached-only`` board is left out of the curve."""
     out = []
     for flip in flips:
         oracle = StepScorer(outcome=LabelOracle(task, policy.tokenizer, problems, flip))
-        rows = evaluate(policy, oracle, task, problems, ["weighted_bon", "mcts"], [budget],
-                        progress=False, **kw)
+        rows = cache.evaluate(f"oracle flip={flip:g}", policy, oracle, task, problems,
+                              ["weighted_bon", "mcts"], [budget], **kw)
+        if len(rows) < 2:
+            continue
         out.append({"flip": flip, **{f"{r['strategy']}_acc": r["accuracy"] for r in rows},
                     **{f"{r['strategy']}_se": r["se"] for r in rows}})
         print(f"oracle flip {flip}: " + ", ".join(f"{r['strategy']} {r['accuracy']:.3f} "
@@ -310,6 +324,22 @@ def plot(rows, checker_rows, path, title) -> None:
               title=title, xscale="log")
 
 
+def plot_oracle(curve, rows, orm_auroc, budget, path, title) -> None:
+    """The oracle curve: accuracy against the oracle ORM's AUROC (1 - flip rate, exactly,
+    for a binary verdict flipped at random), with majority vote at the same budget as a flat
+    line and the learned ORM's MCTS at the learned ORM's AUROC."""
+    auroc = [1 - point["flip"] for point in curve]
+    series = {f"{s} with the oracle ORM": (auroc, [point[f"{s}_acc"] for point in curve])
+              for s in ("mcts", "weighted_bon")}
+    cell = {r["strategy"]: r["accuracy"] for r in rows if r["budget"] == budget}
+    if "majority" in cell:
+        series["majority vote"] = ([min(auroc), max(auroc)], [cell["majority"]] * 2)
+    if "mcts" in cell and orm_auroc is not None:
+        series["mcts with the learned ORM"] = ([orm_auroc], [cell["mcts"]])
+    line_plot(series, path, xlabel="ORM AUROC on answers", ylabel="accuracy",
+              title=f"{title}, {budget} tokens")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -339,11 +369,14 @@ def main(argv=None) -> int:
             [s for s in CHECKED if s in args.strategies or s == "best_of_n"], args.budgets, **kw)
         print("label-free checkers (not comparable with the table above)\n"
               + format_table(checker_rows))
-    quality = critic_quality(policy, scorer, task, problems, search,
-                             args.budgets[len(args.budgets) // 2])
-    print("critics on held-out trees: " + json.dumps(quality))
     middle = args.budgets[len(args.budgets) // 2]
-    curve = oracle_curve(policy, task, problems, args.oracle, middle, kw) if args.oracle else []
+    quality = {}
+    if "critics" in args.tables:
+        quality = critic_quality(policy, scorer, task, problems, search, middle)
+        print("critics on held-out trees: " + json.dumps(quality))
+    curve = []
+    if "oracle" in args.tables and args.oracle:
+        curve = oracle_curve(cache, policy, task, problems, args.oracle, middle, kw)
     result = {"budgets": args.budgets, **board(rows), "checkers": board(checker_rows),
               **quality, "references": list(REFERENCES), "oracle": curve,
               "missing": cache.missing,
@@ -355,7 +388,12 @@ def main(argv=None) -> int:
     if args.json:
         write_text(args.json, json.dumps(result, indent=1, sort_keys=True) + "\n")
     if args.png:
-        plot(rows, checker_rows, args.png, f"{cfg.task}: {len(problems)} {args.split} problems")
+        title = f"{cfg.task}: {len(problems)} {args.split} problems"
+        plot(rows, checker_rows, args.png, title)
+        if curve:
+            png = Path(args.png)
+            plot_oracle(curve, rows, quality.get("orm_auroc"), middle,
+                        png.with_name(png.stem + "_oracle.png"), title)
     return 0
 
 

@@ -30,14 +30,19 @@ def test_scoreboard_on_a_small_run(small_run, tmp_path):
     board_cmd = [sys.executable, "benchmarks/bench_decode.py", "--run", str(run), "--problems",
                  "4", "--budgets", "48", "96", "--strategies", "greedy", "majority",
                  "weighted_bon", "mcts", "--rows", str(rows)]
-    # the two tables in two processes sharing the rows file, then one run that assembles
-    for table in ("learned", "checkers"):
-        proc = subprocess.run(board_cmd + ["--tables", table], cwd=ROOT, capture_output=True,
+    oracle = ["--oracle", "0", "0.5"]
+    # the two tables and the oracle curve in three processes sharing the rows file, then
+    # one run that assembles
+    for part in (["learned"], ["checkers"], ["oracle", *oracle]):
+        proc = subprocess.run(board_cmd + ["--tables", *part], cwd=ROOT, capture_output=True,
                               text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "critics on held-out trees" not in proc.stdout  # a worker skips that part
     cached = rows.read_text()
-    assert len(cached.splitlines()) == 7 + 4  # greedy once + 3 x 2 budgets; checkers 2 x 2
-    proc = subprocess.run(board_cmd + ["--json", str(out), "--png", str(tmp_path / "board.png")],
+    # greedy once + 3 x 2 budgets; checkers 2 x 2; oracle 2 flips x 2 strategies at 96
+    assert len(cached.splitlines()) == 7 + 4 + 4
+    proc = subprocess.run(board_cmd + oracle + ["--json", str(out), "--png",
+                                                str(tmp_path / "board.png")],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert rows.read_text() == cached  # nothing decoded again
@@ -60,7 +65,10 @@ def test_scoreboard_on_a_small_run(small_run, tmp_path):
                 assert tokens < int(budget) + 24
     assert {"orm_auroc", "prm_auroc", "value_skill"} <= set(board)
     assert set(board["checkers"]["acc"]) == {"best_of_n", "mcts"}
+    assert [point["flip"] for point in board["oracle"]] == [0.0, 0.5]
+    assert {"mcts_acc", "weighted_bon_acc", "mcts_se"} <= set(board["oracle"][0])
     assert (tmp_path / "board.png").stat().st_size > 0
+    assert (tmp_path / "board_oracle.png").stat().st_size > 0
 
 
 @pytest.mark.slow
