@@ -5,6 +5,7 @@ self-play's per-round measurements (``eval.passk_samples``).
     token_entropy(model, [(prompt_ids, sample_ids), ...], temperature=0.7)   # nats/token
     format_share(task, texts)        # {"0": 0.9, "none": 0.1}
     strategy_share(task, correct_texts)   # {"division": 0.1, "subtraction": 0.4}
+    strategy_use_share(task, texts)       # the same over all samples, correct or not
 """
 
 from __future__ import annotations
@@ -67,3 +68,10 @@ def strategy_share(task, texts: Sequence[str]) -> dict[str, float]:
     (e.g. the CORRECT samples) that use it (``task.uses_strategy``); nan without texts."""
     return {s: (float(np.mean([task.uses_strategy(t, s) for t in texts]))
                 if texts else float("nan")) for s in task.strategies}
+
+
+def strategy_use_share(task, texts: Sequence[str]) -> dict[str, float]:
+    """For each of the task's named strategies, the share of ALL ``texts`` (every sample,
+    correct or not) that use it: does a policy try a strategy at all, whether or not it
+    gets the answer right? Same keys and rule as ``strategy_share``; nan without texts."""
+    return strategy_share(task, texts)

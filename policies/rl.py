@@ -30,15 +30,40 @@ closed form (Chen et al. 2025, "Pass@k Training", arXiv 2508.10751; cf. PKPO, ar
 2505.15201): the group's pass@K estimate and each sample's leave-one-out effect on it,
 ``passk_advantages``; K = 1 is GRPO's advantage.
 
+Options on what the update sees (issue item 5):
+
+- ``zero_success`` (difficulty): groups with no correct sample are kept as they are
+  ("keep"), leave the update and its normalisation entirely ("drop": no gradient, not
+  counted in the minibatch mean), or have their samples' loss scaled by
+  ``zero_success_weight`` ("downweight"). GRPO's group-normalised binary advantage is
+  already 0 on such a group; the option matters where they carry a signal: NSR's -1 on
+  every wrong sample, the KL term (``kl_beta > 0`` keeps zero-advantage samples in the
+  mean), and the Brier reward.
+- ``reward = "brier"`` (calibration; RLCR, Damani et al. 2025, arXiv 2507.16806; grpo
+  only): the policy states a confidence in a line after its answer ("confidence: 0.7"),
+  read by ``policies.confidence.stated_confidence``, and the reward is correct -
+  (c - correct)^2 (``policies.confidence.brier_reward``; a missing confidence is scored as
+  the worst one). The sampler stops at the answer line, so one extra step is sampled after
+  each complete answer line (``policies.confidence.add_confidence_lines``; its tokens
+  count against the budget). Correctness is checked with the confidence lines removed.
+- ``curriculum = "easy_first"`` (order): before the first iteration, ``curriculum_samples``
+  solutions per training problem with the starting weights estimate the prior's success
+  rate on each (these tokens are CHARGED to the budget: ``stats["curriculum"]``); every
+  pass over the problems then goes from the highest success rate to the lowest, ties
+  broken by fewer numbers (``len(problem.inputs["numbers"])`` when the problems carry
+  them, e.g. countdown) and then by the seeded shuffle.
+
 One iteration:
 
 1. take ``problems_per_step`` problems, cycling through a shuffle of ``problems`` seeded by
-   ``config.seed`` (reshuffled, with the same seeded generator, on every pass);
+   ``config.seed`` (reshuffled, with the same seeded generator, on every pass; with
+   ``curriculum = "easy_first"`` the easy-to-hard order on every pass);
 2. sample ``group_size`` solutions per problem at ``temperature`` with the CURRENT weights
    (``rollout.generate_solutions`` over an ``HFPolicy`` whose sampler is seeded from
    ``config.seed`` and the iteration), keeping the exact sampled token ids (EOS included
    when sampled; never re-tokenised from text);
-3. reward = ``task.check_solution(problem, text)`` (the labels are read only here);
+3. reward = ``task.check_solution(problem, text)`` (the labels are read only here; with
+   ``reward = "brier"`` the Brier-scored reward of that verdict and the stated confidence);
 4. ``updates_per_batch`` passes over the samples that carry a gradient, in minibatches of
    ``batch_size`` shuffled by a seeded ``torch.Generator``, one AdamW step per minibatch
    (one optimizer for the whole run, its moments kept across iterations).
@@ -48,7 +73,8 @@ Policy-gradient loss (grpo, psr, nsr), per token t of sample i with advantage A_
     l_it = -min(rho_it * A_i, clip(rho_it, 1 - clip_eps, 1 + clip_eps) * A_i)
            + kl_beta * (exp(ref_it - logp_it) - (ref_it - logp_it) - 1)
 
-averaged over the sample's tokens, then over the minibatch's samples. On the first pass
+averaged over the sample's tokens, then (times the sample's zero-success weight: 1 unless
+``zero_success = "downweight"``) over the minibatch's samples. On the first pass
 rho = exp(logp - logp.detach()) = 1 exactly (plain on-policy policy gradient, every
 minibatch); on later passes rho = exp(logp - old) with ``old`` the per-token log-probs under
 the weights that sampled the batch (one no-grad forward before the first update, only when
@@ -60,7 +86,8 @@ optimizer step, so the weights stay exactly as they were.
 
 Budget: every generated token of every sample counts. An iteration starts only while
 ``tokens_generated < token_budget``, so the run overshoots the budget by less than one
-iteration's tokens; ``stats["tokens_generated"]`` is the actual count.
+iteration's tokens; ``stats["tokens_generated"]`` is the actual count (the easy_first
+probe's tokens included).
 
     from policies.rl import RLConfig, train
     model, stats = train(model, tok, get_task("countdown3"), task.problems("train", 256),
@@ -83,6 +110,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from policies.confidence import (
+    add_confidence_lines,
+    brier_reward,
+    stated_confidence,
+    strip_confidence,
+)
 from policies.distill import (
     PGExample,
     _is_int,
@@ -100,6 +133,9 @@ from treesearch.tasks import prompt_ids
 
 METHODS = ("grpo", "expert_iteration", "psr", "nsr", "tree_rl")
 TREE_BASELINES = ("siblings", "parent")
+ZERO_SUCCESS = ("keep", "drop", "downweight")
+REWARDS = ("binary", "brier")
+CURRICULA = ("random", "easy_first")
 
 
 # ----------------------------------------------------------------------------- config
@@ -121,7 +157,13 @@ class RLConfig:
     minibatch (one optimizer step each). grad_clip: max gradient norm (0 = off). passk: K of
     the pass@K advantage (grpo only; 1 = GRPO's own advantage; <= group_size).
     tree_baseline: tree_rl's step baseline, "siblings" (mean Q of the visited siblings) or
-    "parent" (the parent's Q). seed:
+    "parent" (the parent's Q). zero_success: what happens to groups without a correct
+    sample, "keep", "drop" (out of the update and its mean) or "downweight" (their
+    samples' loss times zero_success_weight, in [0, 1]); "keep" for tree_rl.
+    reward: "binary" (1 / 0) or "brier" (grpo, passk 1: correct - (c - correct)^2 with the
+    stated confidence c). curriculum: "random" (seeded shuffle per pass) or "easy_first"
+    (prior success rate, estimated from curriculum_samples samples per problem charged to
+    the budget, high to low). seed:
     problem order, sampling and minibatch order. threads: torch CPU threads during the call
     (None = untouched). progress: a tqdm bar over the token budget.
     """
@@ -141,6 +183,11 @@ class RLConfig:
     grad_clip: float = 1.0
     passk: int = 1
     tree_baseline: str = "siblings"
+    zero_success: str = "keep"
+    zero_success_weight: float = 0.1
+    reward: str = "binary"
+    curriculum: str = "random"
+    curriculum_samples: int = 4
     seed: int = 0
     threads: int | None = None
     progress: bool = False
@@ -175,6 +222,19 @@ def validate(config: RLConfig) -> RLConfig:
          and (c.passk == 1 or (c.method == "grpo" and c.passk <= c.group_size)),
          "an int >= 1; K > 1 only for grpo and at most group_size (pass@K of the group)"),
         ("tree_baseline", c.tree_baseline in TREE_BASELINES, f"one of {', '.join(TREE_BASELINES)}"),
+        ("zero_success", c.zero_success in ZERO_SUCCESS
+         and (c.method != "tree_rl" or c.zero_success == "keep"),
+         (f"one of {', '.join(ZERO_SUCCESS)} ('keep' for tree_rl, whose batch is a search's "
+          "steps, not groups of samples)")),
+        ("zero_success_weight", _is_number(c.zero_success_weight)
+         and 0 <= c.zero_success_weight <= 1, "a finite number in [0, 1]"),
+        ("reward", c.reward in REWARDS
+         and (c.reward == "binary" or (c.method == "grpo" and c.passk == 1)),
+         (f"one of {', '.join(REWARDS)} ('brier' only for grpo with passk = 1: the other "
+          "methods and pass@K read rewards as right / wrong)")),
+        ("curriculum", c.curriculum in CURRICULA, f"one of {', '.join(CURRICULA)}"),
+        ("curriculum_samples", _is_int(c.curriculum_samples) and c.curriculum_samples >= 1,
+         "an int >= 1"),
         ("seed", _is_int(c.seed) and c.seed >= 0, "an int >= 0"),
         ("threads", c.threads is None or (_is_int(c.threads) and c.threads >= 1),
          "None or an int >= 1"),
@@ -311,33 +371,75 @@ def _sampling_seed(seed: int, iteration: int) -> int:
 
 
 class _ProblemCycle:
-    """Problems in a seeded shuffled order, reshuffled (same generator) after each pass."""
+    """Problems in a seeded shuffled order, reshuffled (same generator) after each pass;
+    with ``fixed_order`` (indices into ``problems``), that order on every pass instead."""
 
-    def __init__(self, problems: Sequence, seed: int):
+    def __init__(self, problems: Sequence, seed: int, fixed_order: Sequence[int] | None = None):
         self.problems = list(problems)
         self.rng = random.Random(seed)
+        self.fixed_order = None if fixed_order is None else list(fixed_order)
         self.order: list[int] = []
 
     def take(self, k: int) -> list:
         out = []
         while len(out) < k:
             if not self.order:
-                self.order = list(range(len(self.problems)))
-                self.rng.shuffle(self.order)
+                if self.fixed_order is not None:
+                    self.order = list(self.fixed_order)
+                else:
+                    self.order = list(range(len(self.problems)))
+                    self.rng.shuffle(self.order)
             out.append(self.problems[self.order.pop(0)])
         return out
 
 
+def _number_count(problem) -> int:
+    """How many numbers a problem gives (countdown's ``inputs["numbers"]``), 0 if none."""
+    numbers = getattr(problem, "inputs", {}).get("numbers")
+    try:
+        return len(numbers) if numbers is not None and not isinstance(numbers, str) else 0
+    except TypeError:
+        return 0
+
+
+def _easy_first_order(model, policy, tokenizer, task, problems: list, config: RLConfig):
+    """The easy_first curriculum: indices into ``problems``, easy to hard, and its probe.
+
+    Samples ``config.curriculum_samples`` solutions per problem with the current (starting)
+    weights, the sampler seeded from ``config.seed`` apart from every iteration's seed, and
+    sorts by success rate (high first), then number count (few first), then the seeded
+    shuffle. Returns (order: list of int, probe: {"tokens": generated tokens (charged to
+    the budget), "order": problem ids easy to hard, "success": their success rates})."""
+    model.eval()
+    policy.reset_cache()
+    policy.generator.manual_seed(_sampling_seed(config.seed, -1))
+    texts, counts = generate_solutions(
+        policy, tokenizer, task, problems, n=config.curriculum_samples,
+        temperature=config.temperature, max_steps=config.max_steps,
+        max_step_tokens=config.max_step_tokens, return_counts=True)
+    success = _rewards(task, problems, texts).mean(axis=1)                 # [P]
+    shuffled = list(range(len(problems)))
+    random.Random(config.seed).shuffle(shuffled)
+    tie_break = {index: rank for rank, index in enumerate(shuffled)}
+    order = sorted(range(len(problems)),
+                   key=lambda k: (-success[k], _number_count(problems[k]), tie_break[k]))
+    probe = {"tokens": int(counts.sum()), "order": [problems[k].id for k in order],
+             "success": [float(success[k]) for k in order]}
+    return order, probe
+
+
 # ----------------------------------------------------------------------------- losses
 
-def _pg_loss(model, batch, adv, old, ref, first: bool, clip_eps: float, kl_beta: float):
+def _pg_loss(model, batch, adv, old, ref, first: bool, clip_eps: float, kl_beta: float,
+             weight=None):
     """Clipped policy-gradient loss of a minibatch (scalar tensor).
 
     batch: ``collate`` output, B sequences of T tokens; adv: float [B] advantages;
     old / ref: float [B, T-1] per-token log-probs under the sampling weights / the
     reference (None when unused), aligned with ``token_logprobs``; first: ratio = 1
-    exactly. Per-token losses are averaged over each sequence's completion tokens, then
-    over the B sequences.
+    exactly; weight: float [B] per-sequence loss weights (None = all 1). Per-token losses
+    are averaged over each sequence's completion tokens, weighted, then averaged over the
+    B sequences.
     """
     logp = token_logprobs(model, batch)                      # [B, T-1], 0 off-completion
     mask = (batch["labels"][:, 1:] != -100).to(logp.dtype)   # [B, T-1]
@@ -348,6 +450,8 @@ def _pg_loss(model, batch, adv, old, ref, first: bool, clip_eps: float, kl_beta:
         diff = ref - logp
         tok = tok + kl_beta * (torch.exp(diff) - diff - 1)
     per_seq = (tok * mask).sum(1) / mask.sum(1).clamp_min(1)
+    if weight is not None:
+        per_seq = per_seq * weight.to(per_seq.device, per_seq.dtype)
     return per_seq.mean()
 
 
@@ -407,7 +511,8 @@ def train(model, tokenizer, task, problems: Sequence, config: RLConfig,
     on_samples: optional ``on_samples(iteration, problems, texts, rewards)`` after each
         iteration's sampling, before its update: iteration int (0-based), problems the P
         problems sampled, texts P lists of G solution strings, rewards float32 [P, G]
-        (tree_rl: the search's texts and solved [P, 1]).
+        (tree_rl: the search's texts and solved [P, 1]; reward "brier": the Brier-scored
+        rewards, texts with their confidence lines).
     search: tree_rl only (required there): ``search(policy, problems, iteration) ->
         TreeBatch``, a search over the problems with ``policy`` (an ``HFPolicy`` over the
         current weights, its sampler already seeded for the iteration), answers scored by
@@ -416,9 +521,15 @@ def train(model, tokenizer, task, problems: Sequence, config: RLConfig,
     tokens_generated (actual, >= token_budget, less than one iteration over it), budget,
     tokens_per_iteration (list of int), samples (total sampled solutions), trained_samples
     (samples that entered a gradient minibatch, counted once per iteration),
-    mean_reward (list, per iteration, share of correct samples), zero_advantage_groups
-    (groups whose rewards were all equal: zero GRPO advantage), steps (optimizer steps),
-    loss (list, per iteration: mean minibatch loss, None without a step), seconds.
+    mean_reward (list, per iteration, mean reward: the share of correct samples for the
+    binary reward), mean_correct (list, per iteration, share of correct samples),
+    zero_advantage_groups (groups whose rewards were all equal: zero GRPO advantage),
+    zero_success_groups (groups without a correct sample), steps (optimizer steps),
+    loss (list, per iteration: mean minibatch loss, None without a step), seconds; with
+    reward "brier" also stated_share (list, per iteration, share of samples stating a
+    confidence); with curriculum "easy_first" also curriculum ({"tokens", "order",
+    "success"}, ``_easy_first_order``; its tokens are in tokens_generated but not in
+    tokens_per_iteration).
     """
     config = validate(config)
     if config.method == "tree_rl" and search is None:
@@ -434,8 +545,14 @@ def train(model, tokenizer, task, problems: Sequence, config: RLConfig,
         reference = _frozen_reference(model) if config.kl_beta > 0 else None
         policy = HFPolicy((model, tokenizer), temperature=config.temperature, device=str(device),
                           seed=config.seed)
-        cycle = _ProblemCycle(problems, config.seed)
-        bar = tqdm(total=config.token_budget, desc=f"rl {config.method}", unit="tok",
+        order = None
+        if config.curriculum == "easy_first":
+            order, stats["curriculum"] = _easy_first_order(model, policy, tokenizer, task,
+                                                           problems, config)
+            stats["tokens_generated"] += stats["curriculum"]["tokens"]
+        cycle = _ProblemCycle(problems, config.seed, fixed_order=order)
+        bar = tqdm(total=config.token_budget, initial=stats["tokens_generated"],
+                   desc=f"rl {config.method}", unit="tok",
                    disable=not config.progress, dynamic_ncols=True)
         try:
             while stats["tokens_generated"] < config.token_budget:
@@ -445,7 +562,8 @@ def train(model, tokenizer, task, problems: Sequence, config: RLConfig,
                 if config.method == "tree_rl":
                     seqs, sample_adv, texts, rewards, used = _search_samples(
                         model, policy, batch_problems, config, it, search)
-                    _record_samples(stats, rewards, used)
+                    sample_weight = torch.ones(len(seqs))
+                    _record_samples(stats, rewards, rewards, used)
                     stats["tree_steps"] = stats.get("tree_steps", 0) + len(seqs)
                     bar.update(used)
                     if on_samples is not None:
@@ -453,18 +571,20 @@ def train(model, tokenizer, task, problems: Sequence, config: RLConfig,
                 else:
                     texts, tokens, used = _sample(model, policy, tokenizer, task,
                                                   batch_problems, config, it)
-                    rewards = _rewards(task, batch_problems, texts)
-                    _record_samples(stats, rewards, used)
+                    rewards, correct = _score(task, batch_problems, texts, config.reward)
+                    _record_samples(stats, rewards, correct, used)
+                    if config.reward == "brier":
+                        stats["stated_share"].append(_stated_share(texts))
                     bar.update(used)
                     if on_samples is not None:
                         on_samples(it, batch_problems, texts, rewards)
                     # -- update on the samples that carry a gradient
-                    seqs, sample_adv = _gradient_samples(tokenizer, task, batch_problems,
-                                                         tokens, rewards, config)
+                    seqs, sample_adv, sample_weight = _gradient_samples(
+                        tokenizer, task, batch_problems, tokens, rewards, correct, config)
                 losses: list[float] = []
                 if seqs:
-                    losses = _update(model, opt, params, seqs, sample_adv, reference, config,
-                                     it, pad, device)
+                    losses = _update(model, opt, params, seqs, sample_adv, sample_weight,
+                                     reference, config, it, pad, device)
                 _record_update(stats, len(seqs), losses)
                 bar.set_postfix(reward=f"{stats['mean_reward'][-1]:.3f}", steps=stats["steps"])
         finally:
@@ -491,8 +611,10 @@ def _new_stats(config: RLConfig) -> dict:
     """The run's stats before the first iteration (keys as documented in ``train``)."""
     return {"method": config.method, "iterations": 0, "tokens_generated": 0,
             "budget": config.token_budget, "tokens_per_iteration": [], "samples": 0,
-            "trained_samples": 0, "mean_reward": [], "zero_advantage_groups": 0, "steps": 0,
-            "loss": [], "seconds": 0.0}
+            "trained_samples": 0, "mean_reward": [], "mean_correct": [],
+            "zero_advantage_groups": 0, "zero_success_groups": 0, "steps": 0,
+            "loss": [], "seconds": 0.0,
+            **({"stated_share": []} if config.reward == "brier" else {})}
 
 
 def _optimizer(model, lr: float):
@@ -515,8 +637,9 @@ def _frozen_reference(model):
 
 def _sample(model, policy, tokenizer, task, problems: list, config: RLConfig, iteration: int):
     """``group_size`` solutions per problem with the current weights, the sampler seeded
-    from ``config.seed`` and the iteration. Returns (texts: P lists of G strings, tokens:
-    P lists of G lists of sampled token ids, used: int, generated tokens in all)."""
+    from ``config.seed`` and the iteration (reward "brier": plus the confidence line after
+    each complete answer line). Returns (texts: P lists of G strings, tokens: P lists of G
+    lists of sampled token ids, used: int, generated tokens in all)."""
     model.eval()
     policy.reset_cache()
     policy.generator.manual_seed(_sampling_seed(config.seed, iteration))
@@ -525,6 +648,11 @@ def _sample(model, policy, tokenizer, task, problems: list, config: RLConfig, it
         temperature=config.temperature, max_steps=config.max_steps,
         max_step_tokens=config.max_step_tokens, return_counts=True,
         return_tokens=True)
+    if config.reward == "brier":
+        # the sampler stops at the answer line; the confidence line comes after it
+        texts, tokens, counts = add_confidence_lines(
+            policy, tokenizer, task, problems, texts, tokens, counts,
+            config.max_step_tokens, config.temperature)
     used = int(counts.sum())
     if used == 0:
         raise ValueError("rl: an iteration generated no token (the prompts fill "
@@ -561,28 +689,64 @@ def _rewards(task, problems: list, texts: list[list[str]]) -> np.ndarray:
                        for p, row in zip(problems, texts)], np.float32)
 
 
-def _record_samples(stats: dict, rewards: np.ndarray, used: int) -> None:
-    """Count one iteration's sampling in ``stats``: rewards float32 [P, G], used tokens."""
+def _score(task, problems: list, texts: list[list[str]], reward: str):
+    """(rewards float32 [P, G], correct float32 [P, G] in {0, 1}) of sampled solutions.
+
+    binary: the reward is the verdict. brier: the verdict is read with the confidence lines
+    removed (a last-number answer fallback must not read the confidence), and the reward is
+    ``policies.confidence.brier_reward`` of it and the stated confidence."""
+    if reward != "brier":
+        correct = _rewards(task, problems, texts)
+        return correct, correct
+    correct = _rewards(task, problems, [[strip_confidence(t) for t in row] for row in texts])
+    stated = np.asarray([[_nan_if_none(stated_confidence(t)) for t in row] for row in texts],
+                        np.float64)
+    return brier_reward(correct, stated), correct
+
+
+def _nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _stated_share(texts: list[list[str]]) -> float:
+    """Share of the solution texts that state a confidence."""
+    flat = [t for row in texts for t in row]
+    return float(np.mean([stated_confidence(t) is not None for t in flat])) if flat else 0.0
+
+
+def _record_samples(stats: dict, rewards: np.ndarray, correct: np.ndarray, used: int) -> None:
+    """Count one iteration's sampling in ``stats``: rewards and correct float32 [P, G],
+    used tokens."""
     stats["iterations"] += 1
     stats["tokens_generated"] += used
     stats["tokens_per_iteration"].append(used)
     stats["samples"] += rewards.size
     stats["mean_reward"].append(float(rewards.mean()))
+    stats["mean_correct"].append(float(correct.mean()))
     stats["zero_advantage_groups"] += int((rewards.std(axis=1) == 0).sum())
+    stats["zero_success_groups"] += int((correct.max(axis=1) <= 0).sum())
 
 
 def _gradient_samples(tokenizer, task, problems: list, tokens, rewards: np.ndarray,
-                      config: RLConfig):
+                      correct: np.ndarray, config: RLConfig):
     """The samples that carry a gradient: non-empty ones with a nonzero advantage (every
-    non-empty one when ``kl_beta > 0``), row-major over [P, G]. Returns (seqs: N (prompt
-    ids, completion ids) pairs, advantages float32 tensor [N])."""
+    non-empty one when ``kl_beta > 0``), row-major over [P, G], without the groups that
+    have no correct sample under ``zero_success = "drop"``. Returns (seqs: N (prompt ids,
+    completion ids) pairs, advantages float32 tensor [N], loss weights float32 tensor [N]:
+    ``zero_success_weight`` for a zero-success group's samples under "downweight", else
+    1)."""
     adv = group_advantages(rewards, config.method, passk=config.passk)
+    no_success = ~(np.asarray(correct) > 0).any(axis=1)                       # [P]
+    group_weight = np.where(no_success & (config.zero_success == "downweight"),
+                            float(config.zero_success_weight), 1.0)
+    dropped = no_success & (config.zero_success == "drop")
     prompts = [prompt_ids(tokenizer, task, p) for p in problems]
     keep = [(i, j) for i in range(len(problems)) for j in range(config.group_size)
-            if tokens[i][j] and (adv[i, j] != 0 or config.kl_beta > 0)]
+            if tokens[i][j] and not dropped[i] and (adv[i, j] != 0 or config.kl_beta > 0)]
     seqs = [(prompts[i], tokens[i][j]) for i, j in keep]
     sample_adv = torch.tensor([float(adv[i, j]) for i, j in keep])
-    return seqs, sample_adv
+    sample_weight = torch.tensor([float(group_weight[i]) for i, _ in keep])
+    return seqs, sample_adv, sample_weight
 
 
 def _record_update(stats: dict, trained: int, losses: list[float]) -> None:
@@ -592,10 +756,11 @@ def _record_update(stats: dict, trained: int, losses: list[float]) -> None:
     stats["loss"].append(float(np.mean(losses)) if losses else None)
 
 
-def _update(model, opt, params, seqs, adv, reference, config: RLConfig, iteration: int,
-            pad: int, device) -> list[float]:
+def _update(model, opt, params, seqs, adv, weight, reference, config: RLConfig,
+            iteration: int, pad: int, device) -> list[float]:
     """``updates_per_batch`` passes over seqs (N (prompt, completion) pairs, advantages
-    float [N]) in seeded random minibatches; returns the per-step losses."""
+    float [N], per-sample loss weights float [N]) in seeded random minibatches; returns
+    the per-step losses."""
     n = len(seqs)
     pg = config.method != "expert_iteration"
     old = ref = None
@@ -616,7 +781,7 @@ def _update(model, opt, params, seqs, adv, reference, config: RLConfig, iteratio
                 loss = _pg_loss(model, batch, adv[idx],
                                 _scatter([old[i] for i in idx], mask) if old and epoch else None,
                                 _scatter([ref[i] for i in idx], mask) if ref else None,
-                                epoch == 0, config.clip_eps, config.kl_beta)
+                                epoch == 0, config.clip_eps, config.kl_beta, weight[idx])
             else:
                 loss, _ = sft_loss(model, batch)
             opt.zero_grad(set_to_none=True)

@@ -56,6 +56,17 @@ class RLSection:
     passk: int = 1
     # tree_rl: step baseline "siblings" (mean Q of the visited siblings) or "parent"
     tree_baseline: str = "siblings"
+    # groups without a correct sample: "keep", "drop" (out of the update and its mean) or
+    # "downweight" (loss times zero_success_weight); tree_rl always keeps
+    zero_success: str = "keep"
+    zero_success_weight: float = 0.1
+    # "binary" (1 / 0) or "brier" (grpo only: RLCR's correct - (c - correct)^2 with the
+    # confidence the policy states after its answer, ``policies.confidence``)
+    reward: str = "binary"
+    # problem order: "random" (seeded shuffle per pass) or "easy_first" (prior success
+    # rate from curriculum_samples samples per training problem, charged to the budget)
+    curriculum: str = "random"
+    curriculum_samples: int = 4
 
 
 @dataclass
@@ -82,6 +93,13 @@ class StudyEval:
     samples: int = 256                     # n per problem (>= 256 for pass@256)
     temperature: float = 1.0
     entropy_samples: int = 16
+    # a held-out-strategy probe: eval.split problems solvable ONLY with this task strategy
+    # (e.g. "division"; "" = off), measured as the set "heldout:<strategy>"
+    heldout_strategy: str = ""
+    heldout_problems: int = 100
+    # the when-vs-how token-routing probe (``treesearch.study.routing``) on the in-distribution
+    # problems of every trained cell: samples per problem (0 = off)
+    routing_samples: int = 0
 
 
 @dataclass
@@ -162,6 +180,16 @@ def validate_study(cfg) -> None:
     need(cfg.eval.ood_problems >= 0, "eval.ood_problems", "must be >= 0")
     need(cfg.eval.samples >= 1, "eval.samples", "must be >= 1")
     need(cfg.eval.temperature > 0, "eval.temperature", "must be > 0 (pass@k samples)")
+    if cfg.eval.heldout_strategy:
+        need(hasattr(task, "needs_strategy") and hasattr(task, "problems_needing"),
+             "eval.heldout_strategy", f"task {cfg.task!r} cannot tell which problems need a "
+             "strategy (no needs_strategy); set it to '' (off)")
+        need(cfg.eval.heldout_strategy in task.strategies, "eval.heldout_strategy",
+             f"{cfg.eval.heldout_strategy!r} is not one of task {cfg.task!r}'s strategies "
+             f"{list(task.strategies)}")
+        need(cfg.eval.heldout_problems >= 1, "eval.heldout_problems", "must be >= 1")
+    need(cfg.eval.routing_samples >= 0, "eval.routing_samples",
+         "must be >= 0 (samples per problem for the routing probe; 0 = off)")
     need(cfg.threads >= 1, "threads", "must be >= 1")
     check_distributed(cfg.distributed, cells=True)
     instantiate(cfg.search, "search")  # SearchConfig checks its own values
@@ -179,6 +207,22 @@ def validate_study(cfg) -> None:
          "K > 1 changes grpo's advantages only, and grpo is not among the optimizers")
     need(cfg.rl.tree_baseline in ("siblings", "parent"), "rl.tree_baseline",
          "must be 'siblings' or 'parent'")
+    need(cfg.rl.zero_success in ("keep", "drop", "downweight"), "rl.zero_success",
+         f"must be 'keep', 'drop' or 'downweight', got {cfg.rl.zero_success!r}")
+    weight = cfg.rl.zero_success_weight
+    need(isinstance(weight, (int, float)) and not isinstance(weight, bool)
+         and 0 <= weight <= 1, "rl.zero_success_weight",
+         f"must be a number in [0, 1] (the zero-success groups' loss factor), got {weight!r}")
+    need(cfg.rl.reward in ("binary", "brier"), "rl.reward",
+         f"must be 'binary' or 'brier', got {cfg.rl.reward!r}")
+    need(cfg.rl.reward == "binary" or ("grpo" in cfg.optimizers and cfg.rl.passk == 1),
+         "rl.reward", "'brier' changes grpo's reward only (with rl.passk = 1), and needs "
+         "grpo among the optimizers")
+    need(cfg.rl.curriculum in ("random", "easy_first"), "rl.curriculum",
+         f"must be 'random' or 'easy_first', got {cfg.rl.curriculum!r}")
+    samples = cfg.rl.curriculum_samples
+    need(isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1,
+         "rl.curriculum_samples", f"must be an int >= 1, got {samples!r}")
     for i, p in enumerate(cfg.priors):
         if p.model:
             check_model(p.model, f"priors.{i}.model")

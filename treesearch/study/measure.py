@@ -22,6 +22,15 @@ a ``Measurement``:
 - ``strategy_share``: for each of the task's named strategies (countdown: "division",
   "subtraction"), the share of CORRECT samples that use it (nan without correct ones):
   does a policy whose pretraining never showed a strategy come to use it?
+- ``strategy_use``: for each named strategy, the share of ALL samples (correct or not)
+  that use it: does the policy try it at all?
+- stated calibration (``stated_calibration``): the confidence a sample STATES in a
+  "confidence: 0.7" line (``policies.confidence.stated_confidence``; the convention of
+  ``policies.rl``'s Brier reward) against that sample's correctness, Brier score and ECE
+  (10 bins) over the samples that state one (nan when none does), and ``stated_share``,
+  the share of samples that state one. The sampler stops at the answer line, so pass
+  ``confidence_line=True`` to sample the line after it (its tokens then count in
+  ``tokens_per_sample``); the label-free modal-answer calibration above is unchanged.
 """
 
 from __future__ import annotations
@@ -34,10 +43,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from critics.calibration import brier, ece
+from policies.confidence import (
+    add_confidence_lines,
+    stated_confidence,
+    strip_confidence,
+)
 from policies.diversity import (  # one definition, shared with self-play's eval
     answer_rule_share,
     format_share,
     strategy_share,
+    strategy_use_share,
     token_entropy,
 )
 from policies.rollout import generate_solutions
@@ -65,8 +80,12 @@ class Measurement:
     confidence: float                        # mean modal-answer share
     format_share: dict[str, float] = field(default_factory=dict)
     answer_rule_share: dict[str, float] = field(default_factory=dict)
-    strategy_share: dict[str, float] = field(default_factory=dict)
+    strategy_share: dict[str, float] = field(default_factory=dict)   # among correct samples
+    strategy_use: dict[str, float] = field(default_factory=dict)     # among all samples
     tokens_per_sample: float = 0.0
+    stated_brier: float = float("nan")       # stated confidence vs the sample's correctness
+    stated_ece: float = float("nan")
+    stated_share: float = 0.0                # share of samples stating a confidence
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,10 +93,13 @@ class Measurement:
 
 def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: float = 1.0,
             max_steps: int = 6, max_step_tokens: int = 24, entropy_samples: int = 16,
-            batch_rows: int = 1024, progress: bool = False, desc: str = "measure") -> Measurement:
+            batch_rows: int = 1024, progress: bool = False, desc: str = "measure",
+            confidence_line: bool = False) -> Measurement:
     """Sample ``n`` solutions per problem with ``policy`` (an ``HFPolicy``: the entropy
     pass needs ``policy.model``) and measure them; see the module docstring. Problems are
-    decoded in chunks of about ``batch_rows`` samples (a tqdm bar with ``progress``)."""
+    decoded in chunks of about ``batch_rows`` samples (a tqdm bar with ``progress``).
+    ``confidence_line``: sample one more step after each complete answer line (the
+    stated-confidence line) and read correctness with the confidence lines removed."""
     if n < 1 or not problems:
         raise ValueError(f"measure: need n >= 1 and at least one problem, got n={n}, "
                          f"{len(problems)} problems")
@@ -91,11 +113,17 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
                 policy, policy.tokenizer, task, chunk, n=n, temperature=temperature,
                 max_steps=max_steps, max_step_tokens=max_step_tokens, batch_rows=batch_rows,
                 return_counts=True, return_tokens=True)
+            if confidence_line:
+                t, k, u = add_confidence_lines(policy, policy.tokenizer, task, chunk, t, k, u,
+                                               max_step_tokens, temperature)
             texts += t
             used.append(u)
             tokens += k
             bar.update(len(chunk))
     used = np.concatenate(used)
+    stated_texts = texts
+    if confidence_line:
+        texts = [[strip_confidence(t) for t in ts] for ts in texts]
     correct = [[task.check_solution(p, t) for t in ts] for p, ts in zip(problems, texts)]
     counts = np.array([sum(c) for c in correct], np.int64)
     ks = default_ks(n)
@@ -133,8 +161,31 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
         brier=brier(confidence, outcome), ece=ece(confidence, outcome),
         confidence=float(np.mean(confidence)), format_share=formats, answer_rule_share=rules,
         strategy_share=strategy,
-        tokens_per_sample=float(used.mean()))
+        strategy_use=strategy_use_share(task, [t for ts in texts for t in ts]),
+        tokens_per_sample=float(used.mean()),
+        **stated_calibration([t for ts in stated_texts for t in ts],
+                             [c for cs in correct for c in cs]))
 
 
-__all__ = ["Measurement", "answer_rule_share", "format_share", "measure", "strategy_share",
-           "token_entropy"]
+def stated_calibration(texts: Sequence[str], correct: Sequence) -> dict:
+    """Calibration of the confidences the samples state, per sample.
+
+    texts: N solution texts; correct: N verdicts (bool or 0/1). Returns {"stated_brier",
+    "stated_ece" (10 bins): over the samples whose text states a confidence
+    (``policies.confidence.stated_confidence``), nan when none does; "stated_share":
+    share of the N samples that state one (0.0 for N = 0)}.
+    """
+    if len(texts) != len(correct):
+        raise ValueError(f"stated_calibration: {len(texts)} texts but {len(correct)} verdicts")
+    pairs = [(c, int(bool(y))) for c, y in
+             zip((stated_confidence(t) for t in texts), correct) if c is not None]
+    if not pairs:
+        return {"stated_brier": float("nan"), "stated_ece": float("nan"),
+                "stated_share": 0.0}
+    confidence, outcome = zip(*pairs)
+    return {"stated_brier": brier(confidence, outcome), "stated_ece": ece(confidence, outcome),
+            "stated_share": len(pairs) / len(texts)}
+
+
+__all__ = ["Measurement", "answer_rule_share", "format_share", "measure", "stated_calibration",
+           "strategy_share", "token_entropy"]

@@ -13,22 +13,42 @@ Definitions (per trained cell; means over seeds in the tables):
   its prior's after being above it at k = 1 ("-" if never; "below" if below from k = 1);
 - ``newly solved``: held-out problems with no correct sample among the prior's n that
   have one among the trained policy's n; ``lost`` the reverse;
-- standard errors (``±``) are over problems: std of the per-problem estimate / sqrt(P).
+- standard errors (``±``) are over problems: std of the per-problem estimate / sqrt(P);
+- intervals ``[lo, hi]`` are 95% percentile bootstrap intervals (``treesearch.study.stats``)
+  resampling the held-out problems (the same resample for every policy) and the seeds;
+- ``heldout:<strategy>`` eval sets (problems solvable only with a strategy held out of
+  pretraining) get their own section and are left out of the OOD figures.
+
+Sections whose data a run lacks (older runs, probes not run) are left out.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
+from treesearch.study.stats import (
+    CI_LEVEL,
+    DIFFICULTY_BINS,
+    bootstrap_eta_squared,
+    eta_squared,
+    gain_by_bin,
+    is_heldout_set,
+    ood_set_names,
+    paired_difference_ci,
+)
 from treesearch.utils.atomic import write_text
-from treesearch.utils.estimators import eta_squared, newly_solved, pass_at_k
+from treesearch.utils.estimators import newly_solved, pass_at_k
 from treesearch.utils.plots import new_figure, save_png
-from treesearch.utils.runs import read_json, write_json
+from treesearch.utils.runs import portable_path, read_json, write_json
 
 ETA_METRICS = ("pass@1", "pass@n", "ood_drop")
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+HELDOUT_KS = (1, 16, 256)   # the pass@k columns of the held-out strategy table (those measured)
 
 
 def load_cells(run_dir: Path) -> tuple[dict, list[dict]]:
@@ -51,23 +71,32 @@ def _per_problem(counts, n: int, k: int) -> np.ndarray:
 
 
 def summarise(row: dict, base: dict | None) -> dict:
-    """Flat figures of one measured policy (trained cell or base)."""
+    """Flat figures of one measured policy (trained cell or base). Figures a run did not
+    record (newer probes on an older run) are None, empty, or absent."""
     ev = row["eval"]
     idm = ev["id"]
     n = idm["n"]
     p1 = _per_problem(idm["counts"], n, 1)
     pn = _per_problem(idm["counts"], n, n)
-    ood = [v["pass_at"]["1"] for k, v in ev.items() if k != "id"]
+    ood_sets = ood_set_names(ev)
+    ood = [ev[s]["pass_at"]["1"] for s in ood_sets]
     out = {
         "prior": row["prior"], "optimizer": row["optimizer"], "seed": row.get("seed"),
         "pass@1": float(p1.mean()), "pass@1_se": float(p1.std(ddof=1) / np.sqrt(len(p1))) if len(p1) > 1 else float("nan"),
         "pass@n": float(pn.mean()), "pass@n_se": float(pn.std(ddof=1) / np.sqrt(len(pn))) if len(pn) > 1 else float("nan"),
-        "n": n, "coverage": idm["coverage"], "distinct_correct": idm["distinct_correct"],
-        "entropy": idm["entropy"], "brier": idm["brier"], "ece": idm["ece"],
-        "ood_pass@1": {k: v["pass_at"]["1"] for k, v in ev.items() if k != "id"},
-        "ood_pass@n": {k: v["pass_at"][str(v["n"])] for k, v in ev.items() if k != "id"},
+        "n": n, "coverage": idm.get("coverage"), "distinct_correct": idm.get("distinct_correct"),
+        "entropy": idm.get("entropy"), "brier": idm.get("brier"), "ece": idm.get("ece"),
+        "stated_brier": idm.get("stated_brier"), "stated_ece": idm.get("stated_ece"),
+        "stated_share": idm.get("stated_share"),
+        "ood_pass@1": {s: ev[s]["pass_at"]["1"] for s in ood_sets},
+        "ood_pass@n": {s: ev[s]["pass_at"][str(ev[s]["n"])] for s in ood_sets},
         "ood_drop": float(p1.mean() - np.mean(ood)) if ood else float("nan"),
-        "format_share": idm["format_share"],
+        "heldout": {s: {"n": m.get("n"), "pass_at": m.get("pass_at") or {},
+                        "strategy_use": m.get("strategy_use") or {}}
+                    for s, m in ev.items() if is_heldout_set(s)},
+        "strategy_use": idm.get("strategy_use") or {},
+        "routing": row.get("routing"),
+        "format_share": idm.get("format_share") or {},
         "strategy_share": idm.get("strategy_share", {}),
         "format_over_training": row.get("train", {}).get("format_over_training", []),
         "curve": {int(k): v for k, v in idm["pass_at"].items()},
@@ -111,19 +140,126 @@ def _fmt(x, digits=3):
 
 
 def analyse(run_dir: Path) -> dict:
+    """Every number the report shows: ``base`` (prior -> summary), ``cells`` (trained
+    summaries), ``eta_squared`` (metric -> shares, with bootstrap intervals under "ci"),
+    ``headline`` (paired differences with intervals) and ``difficulty`` (gain by bin)."""
     base, cells = load_cells(run_dir)
     bases = {p: summarise(row, None) for p, row in base.items()}
     trained = [summarise(row, base.get(row["prior"])) for row in cells]
+    return {"base": bases, "cells": trained, "eta_squared": _eta_with_intervals(cells, trained),
+            "headline": _headline_differences(base, cells),
+            "difficulty": _gain_by_difficulty(base, cells)}
+
+
+def _eta_with_intervals(cells: list[dict], trained: list[dict]) -> dict:
+    """metric -> eta squared of the trained cells: shares under "a" (prior), "b"
+    (optimizer), "interaction", "residual" (the names results.json always had; "prior" and
+    "optimizer" too), bootstrap intervals under "ci" (part -> [lo, hi]); {"error": why}
+    for a grid that cannot be decomposed (unbalanced: an unfinished run)."""
     eta = {}
-    if trained:
-        for metric in ETA_METRICS:
+    if not trained:
+        return eta
+    has_ood = any(ood_set_names(c["eval"]) for c in cells)
+    for metric in ETA_METRICS:
+        if metric == "ood_drop" and not has_ood:
+            continue
+        try:
+            boot = bootstrap_eta_squared(cells, metric, n_boot=BOOTSTRAP_RESAMPLES,
+                                         seed=BOOTSTRAP_SEED)
+            point = boot["point"]
+            ci = {part: list(interval) for part, interval in boot["ci"].items()}
+        except (ValueError, KeyError, TypeError):
+            # no interval (cells measured on different problems, counts missing): the
+            # point estimate from the summaries alone, or the reason there is none
             try:
-                eta[metric] = eta_squared([r[metric] for r in trained],
-                                          [r["prior"] for r in trained],
-                                          [r["optimizer"] for r in trained])
-            except ValueError as exc:  # an unbalanced (unfinished) grid
+                point = eta_squared([r[metric] for r in trained], [r["prior"] for r in trained],
+                                    [r["optimizer"] for r in trained])
+            except ValueError as exc:
                 eta[metric] = {"error": str(exc)}
-    return {"base": bases, "cells": trained, "eta_squared": eta}
+                continue
+            ci = {}
+        eta[metric] = {**point, "a": point["prior"], "b": point["optimizer"], "ci": ci}
+    return eta
+
+
+def _by_pair(cells: list[dict]) -> dict:
+    """(prior, optimizer) -> that pair's raw cells (measure.json rows), in order seen."""
+    out: dict = {}
+    for c in cells:
+        out.setdefault((c["prior"], c["optimizer"]), []).append(c)
+    return out
+
+
+def _id_counts(rows: list[dict]) -> np.ndarray:
+    """In-distribution counts of several cells of one pair: int [S, P]."""
+    return np.array([r["eval"]["id"]["counts"] for r in rows], dtype=np.int64)
+
+
+def _difference(counts_a, counts_b, n_a: int, n_b: int, k_of_n) -> dict:
+    """``paired_difference_ci`` at k = ``k_of_n(n)`` (the report's resamples and seed)."""
+    return paired_difference_ci(counts_a, counts_b, n_a, k_of_n(min(n_a, n_b)),
+                                n_boot=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED, n_b=n_b)
+
+
+def _headline_differences(base: dict, cells: list[dict]) -> list[dict]:
+    """Per prior: each optimizer minus the prior, and the best optimizer minus the worst
+    (by pass@1, and by pass@n where that picks another pair), in-distribution pass@1 and
+    pass@n with paired bootstrap intervals. Rows: {"prior", "comparison", "pass@1",
+    "pass@n"} (each a ``paired_difference_ci`` dict, or None when it cannot be computed)."""
+    rows = []
+    pairs = _by_pair(cells)
+    for prior, b in base.items():
+        try:
+            base_counts, base_n = np.asarray(b["eval"]["id"]["counts"]), int(b["eval"]["id"]["n"])
+        except KeyError:
+            continue
+        trained = {}
+        for (p, opt), members in pairs.items():
+            if p != prior:
+                continue
+            try:
+                counts = _id_counts(members)
+            except (KeyError, ValueError):
+                continue
+            if counts.ndim == 2 and counts.shape[1] == base_counts.shape[0]:
+                trained[opt] = (counts, int(members[0]["eval"]["id"]["n"]))
+        for opt, (counts, n) in trained.items():
+            rows.append({"prior": prior, "comparison": f"{opt} - prior",
+                         "pass@1": _difference(counts, base_counts, n, base_n, lambda n: 1),
+                         "pass@n": _difference(counts, base_counts, n, base_n, lambda n: n)})
+        if len(trained) < 2:
+            continue
+        picked = []
+        for metric in ("pass@1", "pass@n"):
+            means = {opt: next(r[metric]["diff"] for r in rows
+                               if r["prior"] == prior and r["comparison"] == f"{opt} - prior")
+                     for opt in trained}
+            best, worst = max(means, key=means.get), min(means, key=means.get)
+            if best == worst or (best, worst) in picked:
+                continue
+            picked.append((best, worst))
+            (ca, na), (cb, nb) = trained[best], trained[worst]
+            rows.append({"prior": prior, "comparison": f"best - worst by {metric}: {best} - {worst}",
+                         "pass@1": _difference(ca, cb, na, nb, lambda n: 1),
+                         "pass@n": _difference(ca, cb, na, nb, lambda n: n)})
+    return rows
+
+
+def _gain_by_difficulty(base: dict, cells: list[dict]) -> list[dict]:
+    """Per (prior, optimizer): in-distribution pass@1 gain over the prior per difficulty
+    bin of the prior's pass rate (``stats.gain_by_bin``). Rows: {"prior", "optimizer",
+    "bins": {bin: {"gain", "problems"}}}."""
+    rows = []
+    for (prior, opt), members in _by_pair(cells).items():
+        b = base.get(prior)
+        try:
+            base_counts, base_n = b["eval"]["id"]["counts"], int(b["eval"]["id"]["n"])
+            bins = gain_by_bin(base_counts, _id_counts(members), base_n,
+                               trained_n=int(members[0]["eval"]["id"]["n"]))
+        except (KeyError, TypeError, ValueError):   # no base yet, or other problems
+            continue
+        rows.append({"prior": prior, "optimizer": opt, "bins": bins})
+    return rows
 
 
 def write_report(run_dir, cfg=None) -> Path:
@@ -135,9 +271,14 @@ def write_report(run_dir, cfg=None) -> Path:
     groups = _groups(res["cells"])
     lines = ["# Prior vs optimizer: study report", ""]
     lines += _setup_section(cfg)
-    lines += _priors_section(_read_priors(run_dir))
+    lines += _priors_section(_read_priors(run_dir), run_dir)
     lines += _in_distribution_section(res, groups)
+    lines += _headline_section(res)
+    lines += _difficulty_section(res)
+    lines += _heldout_section(res, groups)
     lines += _ood_section(res, groups)
+    lines += _calibration_section(res, groups)
+    lines += _routing_section(groups)
     lines += _updates_section(res, groups)
     lines += _formats_section(res, groups)
     lines += _formats_over_training_section(groups)
@@ -171,15 +312,45 @@ def _setup_section(cfg) -> list[str]:
             f"seeds {list(cfg.seeds)}.", ""]
 
 
-def _priors_section(priors: dict) -> list[str]:
-    """Each prior: how it differs from the reference, its pretraining changes, its path."""
+def _shown_path(path, run_dir: Path) -> str:
+    """``path`` as the report may show it: never absolute. Relative paths are kept;
+    absolute ones become ``portable_path``'s form (relative to the project or ``~/...``),
+    else relative to the run directory (where report.md lies)."""
+    path = str(path)
+    if not os.path.isabs(os.path.expanduser(path)):
+        return path
+    shown = portable_path(path)
+    if os.path.isabs(shown):
+        shown = os.path.relpath(shown, Path(run_dir).resolve())
+    return shown
+
+
+def _val_columns(priors: dict) -> list[str]:
+    """The validation figures some priors carry (``"val": {"pass@1": x, ...}``), in order
+    of k where the name is ``pass@<k>``."""
+    names = {k for p in priors.values() if isinstance(p.get("val"), dict) for k in p["val"]}
+
+    def order(name):
+        k = name.removeprefix("pass@")
+        return (0, int(k), name) if k.isdigit() else (1, 0, name)
+
+    return sorted(names, key=order)
+
+
+def _priors_section(priors: dict, run_dir: Path) -> list[str]:
+    """Each prior: how it differs from the reference, its pretraining changes, its
+    validation pass@k where recorded, its path (never absolute)."""
     if not priors:
         return []
-    lines = ["## Priors", "", "| prior | differs from reference in | pretraining changes | path |",
-             "|---|---|---|---|"]
+    val = _val_columns(priors)
+    lines = ["## Priors", "", "| prior | differs from reference in | pretraining changes | "
+             + "".join(f"val {v} | " for v in val) + "path |", "|---|---|---|" + "---|" * len(val) + "---|"]
     for name, p in priors.items():
+        figures = p.get("val") if isinstance(p.get("val"), dict) else {}
+        path = f"`{_shown_path(p['path'], run_dir)}`" if p.get("path") else "-"
         lines.append(f"| {name} | {p.get('factor') or ('reference' if not p.get('reference') else '-')} "
-                     f"| {json.dumps(p.get('pretrain') or {})} | `{p['path']}` |")
+                     f"| {json.dumps(p.get('pretrain') or {})} | "
+                     + "".join(f"{_fmt(figures.get(v))} | " for v in val) + f"{path} |")
     lines.append("")
     return lines
 
@@ -219,7 +390,7 @@ def _trained_row(prior: str, opt: str, rows: list[dict]) -> str:
             f"{_fmt(_mean(rows, 'coverage'))} | {ns:.1f} of {unsolved} | {lost:.1f} | {cross} | "
             f"{_fmt(_mean(rows, 'distinct_correct'), 1)} | {_fmt(_mean(rows, 'entropy'))} | "
             f"{_fmt(_mean(rows, 'brier'))} | {_fmt(_mean(rows, 'ece'))} | "
-            f"{_mean(rows, 'train_tokens'):.0f} |")
+            f"{_fmt(_mean(rows, 'train_tokens'), 0)} |")
 
 
 def _rows_by_optimizer(prior: str, b: dict, groups: dict) -> list[tuple[str, list[dict]]]:
@@ -240,8 +411,8 @@ def _ood_section(res: dict, groups: dict) -> list[str]:
         for opt, rows in _rows_by_optimizer(prior, b, groups):
             cells = []
             for t in ood_names:
-                cells.append(_fmt(np.mean([r["ood_pass@1"][t] for r in rows])))
-                cells.append(_fmt(np.mean([r["ood_pass@n"][t] for r in rows])))
+                cells.append(_fmt(_mean_present([r["ood_pass@1"].get(t) for r in rows])))
+                cells.append(_fmt(_mean_present([r["ood_pass@n"].get(t) for r in rows])))
             lines.append(f"| {prior} | {opt} | " + " | ".join(cells) + f" | {_fmt(_mean(rows, 'ood_drop'))} |")
     lines.append("")
     return lines
@@ -316,26 +487,205 @@ def _strategies_section(res: dict, groups: dict) -> list[str]:
     return lines
 
 
+def _with_interval(point, interval, digits=3) -> str:
+    """``0.620 [0.410, 0.800]``; the point alone when there is no interval."""
+    if not interval or any(v is None or np.isnan(v) for v in interval):
+        return _fmt(point, digits)
+    return f"{_fmt(point, digits)} [{_fmt(interval[0], digits)}, {_fmt(interval[1], digits)}]"
+
+
+def _signed_interval(d: dict | None) -> str:
+    """A paired difference as ``+0.012 [-0.004, +0.030]`` ("-" when absent)."""
+    if not d:
+        return "-"
+    return f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+
+
 def _eta_section(res: dict) -> list[str]:
-    """The eta squared table per metric, with the caveats that apply (one seed, two priors)."""
+    """The eta squared table per metric with bootstrap intervals, and the caveats that
+    apply (one seed, two priors)."""
+    if not res["eta_squared"]:
+        return []
+    level = round(100 * CI_LEVEL)
     lines = ["## Prior vs optimizer: eta squared", "",
-             "Two-way decomposition over the trained cells (prior x optimizer, seeds as "
-             "replicates): the share of the metric's variance explained by each factor.", "",
+             ("Two-way decomposition over the trained cells (prior x optimizer, seeds as "
+              "replicates): the share of the metric's variance explained by each factor. "
+              f"In brackets: {level}% percentile bootstrap intervals ({BOOTSTRAP_RESAMPLES} "
+              "resamples of the held-out problems, the same for every cell, and of the seeds "
+              "within each prior x optimizer pair). Shares are biased upwards for small effects: "
+              "an interval reaching down to about 0 means the factor cannot be told from noise."), "",
              "| metric | prior | optimizer | interaction | residual (seeds) |", "|---|---|---|---|---|"]
     for metric, e in res["eta_squared"].items():
         if "error" in e:
             lines.append(f"| {metric} | {e['error']} | | | |")
-        else:
-            lines.append(f"| {metric} | {_fmt(e['a'])} | {_fmt(e['b'])} | {_fmt(e['interaction'])} "
-                         f"| {_fmt(e['residual'])} |")
+            continue
+        ci = e.get("ci") or {}
+        lines.append(f"| {metric} | {_with_interval(e['a'], ci.get('prior'))} "
+                     f"| {_with_interval(e['b'], ci.get('optimizer'))} "
+                     f"| {_with_interval(e['interaction'], ci.get('interaction'))} "
+                     f"| {_with_interval(e['residual'], ci.get('residual'))} |")
     replicates = {e.get("replicates") for e in res["eta_squared"].values() if "error" not in e}
     if replicates == {1}:
-        lines += ["", "With one seed the interaction and residual cannot be told apart (reported "
-                  "together as interaction)."]
+        lines += ["", ("With one seed the interaction and residual cannot be told apart (reported "
+                  "together as interaction), and the intervals resample problems only.")]
     if len(res["base"]) == 2:
         lines += ["", "With two priors, the prior share rests on one contrast."]
     lines.append("")
     return lines
+
+
+def _headline_section(res: dict) -> list[str]:
+    """Each optimizer minus its prior, and the best optimizer minus the worst, with paired
+    bootstrap intervals (in distribution, pass@1 and pass@n)."""
+    rows = res.get("headline") or []
+    if not rows:
+        return []
+    level = round(100 * CI_LEVEL)
+    lines = ["## Headline differences", "",
+             (f"Mean difference on the held-out in-distribution problems with a {level}% paired "
+              f"bootstrap interval ({BOOTSTRAP_RESAMPLES} resamples of the problems, the same for "
+              "both policies, and of each policy's seeds). An interval that excludes 0 is a "
+              "difference the problems and seeds support. The best and worst optimizers are "
+              "picked after seeing the data, so their interval is optimistic."), "",
+             "| prior | comparison | pass@1 difference | pass@n difference | problems | seeds (a vs b) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        d = r.get("pass@1") or r.get("pass@n") or {}
+        seeds = f"{d.get('seeds_a', '-')} vs {d.get('seeds_b', '-')}"
+        lines.append(f"| {r['prior']} | {r['comparison']} | {_signed_interval(r.get('pass@1'))} | "
+                     f"{_signed_interval(r.get('pass@n'))} | {d.get('problems', '-')} | {seeds} |")
+    lines.append("")
+    return lines
+
+
+def _difficulty_section(res: dict) -> list[str]:
+    """pass@1 gain over the prior per difficulty bin of the prior's pass rate."""
+    rows = res.get("difficulty") or []
+    if not rows:
+        return []
+    lines = ["## Gain by difficulty", "",
+             ("Held-out in-distribution problems binned by the prior's pass rate (correct "
+              "samples / n, bins closed on the right); each entry: mean pass@1 gain of the "
+              "trained policy (mean over seeds) over the prior in that bin, and in brackets the "
+              "number of problems in it. Gains on the \"0\" bin are what training reached that "
+              "the prior's n samples never did."), "",
+             "| prior | optimizer | " + " | ".join(f"prior pass rate {b}" for b in DIFFICULTY_BINS) + " |",
+             "|---|---|" + "---|" * len(DIFFICULTY_BINS)]
+    for r in rows:
+        cells = [f"{_signed(r['bins'][b]['gain'])} ({r['bins'][b]['problems']})" for b in DIFFICULTY_BINS]
+        lines.append(f"| {r['prior']} | {r['optimizer']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _signed(x) -> str:
+    return "-" if x is None or np.isnan(x) else f"{x:+.3f}"
+
+
+def _heldout_section(res: dict, groups: dict) -> list[str]:
+    """The ``heldout:<strategy>`` eval sets: pass@k and the share of all sampled solutions
+    that use the held-out strategy, per prior and optimizer (means over seeds)."""
+    summaries = [*res["base"].values(), *res["cells"]]
+    sets = sorted({s for r in summaries for s in r.get("heldout") or {}})
+    if not sets:
+        return []
+    measured = {int(k) for r in summaries for m in r["heldout"].values() for k in m["pass_at"]
+                if str(k).isdigit()}
+    ks = [k for k in HELDOUT_KS if k in measured]
+    if measured and max(measured) not in ks:
+        ks.append(max(measured))
+    show_id_use = any(r.get("strategy_use") for r in summaries)
+    lines = ["## Held-out strategy", "",
+             "Test problems solvable only with a strategy the priors' pretraining held out "
+             "(eval sets `heldout:<strategy>`), and the share of ALL sampled solutions (correct "
+             "or not) that use that strategy: does training reach a strategy the prior never saw?"
+             + (" The last column: the same share on the in-distribution problems." if show_id_use else ""),
+             ""]
+    for name in sets:
+        strategy = name.split(":", 1)[1]
+        header = ("| prior | optimizer | " + " | ".join(f"pass@{k}" for k in ks)
+                  + f" | share of samples using {strategy} |"
+                  + (" in distribution |" if show_id_use else ""))
+        lines += [f"### {name}", "", header, "|---|---|" + "---|" * (len(ks) + 1 + show_id_use)]
+        for prior, b in res["base"].items():
+            for opt, rows in _rows_by_optimizer(prior, b, groups):
+                sets_here = [r["heldout"][name] for r in rows if name in (r.get("heldout") or {})]
+                if not sets_here:
+                    continue
+                cells = [_fmt(_mean_present([m["pass_at"].get(str(k)) for m in sets_here])) for k in ks]
+                cells.append(_fmt(_mean_present([m["strategy_use"].get(strategy) for m in sets_here])))
+                if show_id_use:
+                    cells.append(_fmt(_mean_present([(r.get("strategy_use") or {}).get(strategy)
+                                                     for r in rows])))
+                lines.append(f"| {prior} | {opt} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _mean_present(values) -> float | None:
+    """Mean of the values that are there (not None, not nan); None when none is."""
+    vals = [v for v in map(_number, values) if v is not None and not np.isnan(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def _calibration_section(res: dict, groups: dict) -> list[str]:
+    """Calibration of a stated confidence (``stated_brier``, ``stated_ece``) next to the
+    modal-answer calibration, in distribution; only when some measurement has it."""
+    summaries = [*res["base"].values(), *res["cells"]]
+    # measurements without a stated confidence carry nan (newer runs) or nothing (older)
+    if all(_mean_present([r.get("stated_brier"), r.get("stated_ece")]) is None
+           for r in summaries):
+        return []
+    lines = ["## Calibration", "",
+             ("In distribution. Modal answer: confidence = share of the n samples giving the "
+              "modal answer, outcome = whether it is right. Stated: the confidence the policy "
+              "states in its solution, against that solution's correctness. Means over seeds."), "",
+             ("| prior | optimizer | modal Brier | modal ECE | stated Brier | stated ECE "
+              "| share stating one |"),
+             "|---|---|---|---|---|---|---|"]
+    for prior, b in res["base"].items():
+        for opt, rows in _rows_by_optimizer(prior, b, groups):
+            figures = [_mean_present([r.get(key) for r in rows])
+                       for key in ("brier", "ece", "stated_brier", "stated_ece", "stated_share")]
+            lines.append(f"| {prior} | {opt} | " + " | ".join(_fmt(v) for v in figures) + " |")
+    lines.append("")
+    return lines
+
+
+ROUTING_FIELDS = (("swapped_share", "swapped share"), ("prior_pass1", "prior pass@1"),
+                  ("trained_pass1", "trained pass@1"), ("routed_pass1", "routed pass@1"),
+                  ("recovered", "recovered"))
+
+
+def _routing_section(groups: dict) -> list[str]:
+    """The token-routing probe (cells that recorded ``routing``): is the trained policy's
+    gain in WHEN it deviates from the prior (the tokens where their top-1 choices differ)
+    or in HOW its distribution is shaped elsewhere? Means over the seeds that have it."""
+    probed = [(key, [r["routing"] for r in rows if isinstance(r.get("routing"), dict)])
+              for key, rows in groups.items()]
+    probed = [(key, routes) for key, routes in probed if routes]
+    if not probed:
+        return []
+    lines = ["## When vs how (token routing)", "",
+             ("Token-routing probe (`treesearch.study.routing`): sample from the prior, but "
+              "draw from the trained policy at every position where the two policies' top-1 "
+              "tokens differ. Swapped share: share of tokens so handed over; pass@1 of the "
+              "prior, the trained policy and the routed sampler on the held-out problems; "
+              "recovered: the share of the trained policy's pass@1 gain the routed sampler "
+              "recovers (near 1: the gain is in WHEN to deviate, the top-1 flips; near 0: in "
+              "HOW the distribution is shaped elsewhere). Means over seeds."), "",
+             "| prior | optimizer | " + " | ".join(label for _, label in ROUTING_FIELDS) + " |",
+             "|---|---|" + "---|" * len(ROUTING_FIELDS)]
+    for (prior, opt), routes in probed:
+        figures = [_mean_present([_number(r.get(key)) for r in routes]) for key, _ in ROUTING_FIELDS]
+        lines.append(f"| {prior} | {opt} | " + " | ".join(_fmt(v) for v in figures) + " |")
+    lines.append("")
+    return lines
+
+
+def _number(x) -> float | None:
+    """``x`` as a float when it is a number, else None (a probe field of another shape)."""
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
 
 
 def _plots_section(plots: list[Path]) -> list[str]:

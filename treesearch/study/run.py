@@ -74,6 +74,8 @@ from treesearch.search.harvest import (
 from treesearch.study.config import load_study_config
 from treesearch.study.measure import format_share, measure
 from treesearch.study.report import write_report
+from treesearch.study.routing import routing_probe
+from treesearch.study.stats import HELDOUT_PREFIX
 from treesearch.tasks import get_task, prompt_ids
 from treesearch.tasks.base import stable_hash
 from treesearch.utils.recipes import instantiate
@@ -100,6 +102,7 @@ class Study:
         self.ood = {name: get_task(name, options=options) for name in cfg.ood_tasks}
         self.specs = {p.name: p for p in cfg.priors}
         self._prior_paths: dict[str, Path] = {}
+        self._eval_sets: dict | None = None  # drawn on first use (``eval_sets``)
 
     # -- priors ----------------------------------------------------------------------
     def prior_path(self, name: str) -> Path:
@@ -154,12 +157,25 @@ class Study:
         return self.task.problems("train", self.cfg.train_problems, seed=seed)
 
     def eval_sets(self) -> dict:
-        """{name: (task, problems)}: "id" and every OOD task, held-out problems."""
+        """{name: (task, problems)}: "id" and every OOD task, held-out problems, and with
+        ``eval.heldout_strategy`` the set "heldout:<strategy>" of eval.split problems of
+        the task solvable only with that strategy (``task.problems_needing``). Drawn once
+        per Study (the held-out set takes many generator draws) and reused."""
+        if self._eval_sets is not None:
+            return self._eval_sets
         e = self.cfg.eval
         sets = {"id": (self.task, self.task.problems(e.split, e.problems, seed=0))}
         if e.ood_problems:
             for name, task in self.ood.items():
                 sets[name] = (task, task.problems(e.split, e.ood_problems, seed=0))
+        if e.heldout_strategy:
+            try:
+                needing = self.task.problems_needing(e.heldout_strategy, e.split,
+                                                     e.heldout_problems, seed=0)
+            except RuntimeError as exc:  # too rare in this task: the key to change
+                raise ConfigError(f"config key 'eval.heldout_problems': {exc}") from exc
+            sets[f"{HELDOUT_PREFIX}{e.heldout_strategy}"] = (self.task, needing)
+        self._eval_sets = sets
         return sets
 
     # -- training ----------------------------------------------------------------------
@@ -213,6 +229,10 @@ class Study:
                           updates_per_batch=r.updates_per_batch, batch_size=r.batch_size,
                           passk=r.passk if optimizer == "grpo" else 1,
                           tree_baseline=r.tree_baseline,
+                          zero_success=r.zero_success if optimizer != "tree_rl" else "keep",
+                          zero_success_weight=float(r.zero_success_weight),
+                          reward=r.reward if optimizer == "grpo" else "binary",
+                          curriculum=r.curriculum, curriculum_samples=r.curriculum_samples,
                           seed=cell_seed(prior, optimizer, seed), progress=self.cfg.progress)
         formats: list[dict] = []
 
@@ -272,30 +292,66 @@ class Study:
 
     # -- measuring ---------------------------------------------------------------------
     def measure(self, model_or_path, seed: int) -> dict:
-        e = self.cfg.eval
+        """{eval set name: Measurement dict} of one policy on every eval set."""
         policy = self._policy(model_or_path, seed)
-        out = {}
-        for name, (task, problems) in self.eval_sets().items():
-            m = measure(policy, task, problems, n=e.samples, temperature=e.temperature,
-                        max_steps=self.cfg.search.max_depth,
-                          max_step_tokens=self.cfg.search.max_step_tokens,
-                        entropy_samples=e.entropy_samples, progress=self.cfg.progress,
-                        desc=f"measure {name}")
-            out[name] = m.to_dict()
-        return out
+        return {name: self._measure_set(policy, task, problems, f"measure {name}")
+                for name, (task, problems) in self.eval_sets().items()}
+
+    def _measure_set(self, policy, task, problems, desc: str) -> dict:
+        """One problem set measured with the study's eval settings (n samples, temperature,
+        step limits; the stated-confidence line sampled when grpo trains for Brier)."""
+        e = self.cfg.eval
+        return measure(policy, task, problems, n=e.samples, temperature=e.temperature,
+                       max_steps=self.cfg.search.max_depth,
+                       max_step_tokens=self.cfg.search.max_step_tokens,
+                       entropy_samples=e.entropy_samples, progress=self.cfg.progress,
+                       desc=desc, confidence_line=self.cfg.rl.reward == "brier").to_dict()
 
     def cell_dir(self, prior: str, optimizer: str, seed: int | None = None) -> Path:
         d = self.run.path / "cells" / prior / optimizer
         return d if seed is None else d / f"seed{seed}"
 
     def run_base(self, prior: str) -> None:
+        """The untrained prior: ``measure.json`` on the eval sets, then ``val.json``
+        (``prior_val``); each is skipped when already written."""
         where = self.cell_dir(prior, "base")
-        if (where / "measure.json").is_file():
-            return
-        measured = self.measure(self.prior_path(prior), cell_seed(prior, "base", "measure"))
-        write_json(where / "measure.json", {"prior": prior, "optimizer": "base",
-                                            "prior_path": portable_path(self.prior_path(prior)),
-                                            "eval": measured})
+        if not (where / "measure.json").is_file():
+            self.eval_sets()  # a held-out set the task cannot fill fails here, before pretraining
+            measured = self.measure(self.prior_path(prior), cell_seed(prior, "base", "measure"))
+            write_json(where / "measure.json", {"prior": prior, "optimizer": "base",
+                                                "prior_path": portable_path(self.prior_path(prior)),
+                                                "eval": measured})
+        self.prior_val(prior)
+
+    def prior_val(self, prior: str) -> dict:
+        """The prior measured once in distribution on the VAL split (eval.problems problems
+        x eval.samples samples, the eval settings of ``_measure_set``), stored in
+        ``cells/<prior>/base/val.json`` as {"prior", "split": "val", "problems",
+        "measure": Measurement dict} and read back when present. With eval.split = "val"
+        the base cell's "id" set is these very problems, so its measurement is reused."""
+        path = self.cell_dir(prior, "base") / "val.json"
+        if path.is_file():
+            return read_json(path)
+        e = self.cfg.eval
+        base = self.cell_dir(prior, "base") / "measure.json"
+        if e.split == "val" and base.is_file():
+            measured = read_json(base)["eval"]["id"]
+        else:
+            policy = self._policy(self.prior_path(prior), cell_seed(prior, "base", "val"))
+            measured = self._measure_set(policy, self.task,
+                                         self.task.problems("val", e.problems, seed=0),
+                                         f"measure {prior} on val")
+        record = {"prior": prior, "split": "val", "problems": e.problems, "measure": measured}
+        write_json(path, record)
+        return record
+
+    def prior_val_figures(self, prior: str) -> dict[str, float]:
+        """{"pass@1": x, "pass@<k>": y} of ``prior_val``: k = 256, or the largest k
+        measured when eval.samples < 256 (keyed by that real k)."""
+        pass_at = self.prior_val(prior)["measure"]["pass_at"]
+        ks = sorted(int(k) for k in pass_at)
+        top = 256 if 256 in ks else max(ks)
+        return {"pass@1": pass_at["1"], f"pass@{top}": pass_at[str(top)]}
 
     def run_cell(self, prior: str, optimizer: str, seed: int) -> None:
 
@@ -314,6 +370,15 @@ class Study:
         ranks = update_rank(b, a)
         measured = self.measure(where / "policy",
                                 cell_seed(prior, optimizer, seed, "measure"))
+        extra = {}
+        if self.cfg.eval.routing_samples > 0:  # when vs how: routing on the "id" problems
+            task, problems = self.eval_sets()["id"]
+            extra["routing"] = routing_probe(
+                self.prior_path(prior), where / "policy", None, task, problems,
+                n=self.cfg.eval.routing_samples, temperature=self.cfg.eval.temperature,
+                max_steps=self.cfg.search.max_depth,
+                max_step_tokens=self.cfg.search.max_step_tokens,
+                seed=cell_seed(prior, optimizer, seed, "routing"), device=self.cfg.device)
         write_json(where / "measure.json", {
             "prior": prior, "optimizer": optimizer, "seed": seed,
             "train_tokens": int(stats.get("tokens_generated", 0)),
@@ -321,7 +386,7 @@ class Study:
             "sparsity": {k: v for k, v in update_sparsity(b, a).items() if k != "per_tensor"},
             "rank": {**summarise_ranks(ranks),
                      "per_matrix": [{k: r[k] for k in ("name", "rank", "full_rank")} for r in ranks]},
-            "eval": measured})
+            "eval": measured, **extra})
         shutil.rmtree(where / "policy", ignore_errors=True)
 
     def run_all(self) -> Path:
@@ -343,7 +408,8 @@ class Study:
                 self.run_cell(prior, optimizer, seed)
         write_json(self.run.path / "priors.json", {
             name: {"path": portable_path(self.prior_path(name)), "factor": spec.factor,
-                   "reference": spec.reference, "pretrain": dict(spec.pretrain)}
+                   "reference": spec.reference, "pretrain": dict(spec.pretrain),
+                   "val": self.prior_val_figures(name)}
             for name, spec in self.specs.items()})
         return write_report(self.run.path, c)
 

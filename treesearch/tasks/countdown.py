@@ -98,8 +98,10 @@ def _wrap(expr: str) -> str:
     return expr if expr.isdigit() else f"({expr})"
 
 
-def _combine(x: Item, y: Item, allow_negative: bool) -> list[tuple[Item, str, Item, int]]:
-    """Candidate steps combining two items: (left, op, right, result), larger operand left."""
+def _combine(x: Item, y: Item, allow_negative: bool,
+             exclude_ops: frozenset[str] = frozenset()) -> list[tuple[Item, str, Item, int]]:
+    """Candidate steps combining two items: (left, op, right, result), larger operand left;
+    none with an operator in ``exclude_ops``."""
     a, b = (x, y) if x[0] >= y[0] else (y, x)
     out = [(a, "+", b, a[0] + b[0]), (a, "*", b, a[0] * b[0]), (a, "-", b, a[0] - b[0])]
     if allow_negative and a[0] != b[0]:
@@ -108,18 +110,26 @@ def _combine(x: Item, y: Item, allow_negative: bool) -> list[tuple[Item, str, It
         out.append((a, "/", b, a[0] // b[0]))
     if allow_negative and a[0] not in (0, 1) and a[0] != b[0] and b[0] % a[0] == 0:
         out.append((b, "/", a, b[0] // a[0]))
+    if exclude_ops:
+        out = [step for step in out if step[1] not in exclude_ops]
     return out
 
 
 def solve_items(items: Sequence[Item], target: int, rng: random.Random | None = None,
-                allow_negative: bool = False) -> tuple[list[Step], str] | None:
+                allow_negative: bool = False, exclude_ops: Sequence[str] = (),
+                ) -> tuple[list[Step], str] | None:
     """Steps that combine all ``items`` into ``target``, and the final expression.
 
     Depth-first over pairs and operators with a memo of dead multisets; with ``rng`` the
     pair and operator order is shuffled, so different seeds give different solutions.
     Returns None if no solution exists under the rules (non-negative intermediates unless
-    ``allow_negative``; exact division always).
+    ``allow_negative``; exact division always; no operator of ``exclude_ops``, e.g.
+    ``("/",)`` for a solution without division).
     """
+    unknown = set(exclude_ops) - set(OPS)
+    if unknown:
+        raise ValueError(f"solve_items: exclude_ops must be among {OPS}, got {sorted(unknown)}")
+    excluded = frozenset(exclude_ops)
     dead: set[tuple[int, ...]] = set()
 
     def rec(state: list[Item]) -> tuple[list[Step], str] | None:
@@ -133,7 +143,7 @@ def solve_items(items: Sequence[Item], target: int, rng: random.Random | None = 
             rng.shuffle(pairs)
         for i, j in pairs:
             rest = [it for k, it in enumerate(state) if k != i and k != j]
-            options = _combine(state[i], state[j], allow_negative)
+            options = _combine(state[i], state[j], allow_negative, excluded)
             if rng is not None:
                 rng.shuffle(options)
             for left, op, right, value in options:
@@ -150,11 +160,12 @@ def solve_items(items: Sequence[Item], target: int, rng: random.Random | None = 
 
 
 def solve(numbers: Sequence[int], target: int, rng: random.Random | None = None,
-          ) -> tuple[list[Step], str] | None:
-    """Solve a countdown problem: non-negative intermediates first, then any integers."""
+          exclude_ops: Sequence[str] = ()) -> tuple[list[Step], str] | None:
+    """Solve a countdown problem: non-negative intermediates first, then any integers;
+    without the operators in ``exclude_ops`` (see ``solve_items``)."""
     items = [(n, str(n)) for n in numbers]
-    return (solve_items(items, target, rng)
-            or solve_items(items, target, rng, allow_negative=True))
+    return (solve_items(items, target, rng, exclude_ops=exclude_ops)
+            or solve_items(items, target, rng, allow_negative=True, exclude_ops=exclude_ops))
 
 
 def _apply(state: list[Item], step: Step) -> list[Item]:
@@ -215,18 +226,57 @@ class Countdown(Task):
         (``split_of``), so no seed can put a val or test problem in train. Tune on "val",
         report on "test"."""
         self._check_split(split)
-        if not isinstance(n, int) or n < 0:
+        self._check_count(n)
+        max_tries = 50 * n + 1000
+        out: list[Problem] = []
+        for problem in self._draw_problems(split, seed, max_tries) if n else ():
+            out.append(problem)
+            if len(out) == n:
+                break
+        if len(out) < n:
+            raise RuntimeError(f"{self.name}: found only {len(out)} distinct {split} problems in "
+                               f"{max_tries} draws; widen the number or target range")
+        return out
+
+    def problems_needing(self, strategy: str, split: str, n: int, seed: int = 0,
+                         max_draws: int | None = None) -> list[Problem]:
+        """``n`` distinct problems of ``split`` that need ``strategy`` (``needs_strategy``:
+        solvable, but not without it), drawn as ``problems`` draws (same generator, same
+        content-hash split, so a test problem is never a train one) and filtered.
+        ``max_draws`` (default ``200 * n + 20000``) bounds the generator draws; fewer
+        than ``n`` found in them is a RuntimeError that says how many were found.
+
+        Rare for small tasks: all of countdown3 (numbers 1-25, targets 100-999) has only
+        23 test and 12 val problems that need division (of 3984 and 2040); the first 20000
+        draws give 16 and 11 of them. countdown (4 numbers) gives ~7 per 1000 draws."""
+        self._check_split(split)
+        self._check_count(n)
+        self._strategy_ops(strategy)
+        max_draws = 200 * n + 20000 if max_draws is None else max_draws
+        out: list[Problem] = []
+        for problem in self._draw_problems(split, seed, max_draws) if n else ():
+            if self.needs_strategy(problem, strategy):
+                out.append(problem)
+                if len(out) == n:
+                    break
+        if len(out) < n:
+            raise RuntimeError(f"{self.name}: found only {len(out)} distinct {split} problems "
+                               f"that need {strategy!r} in {max_draws} draws; ask for fewer")
+        return out
+
+    def _check_count(self, n) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"{self.name}: n must be a non-negative int (a generated task has no 'all'), got {n!r}")
+
+    def _draw_problems(self, split: str, seed: int, max_tries: int):
+        """Yield the distinct solvable problems of ``split`` among the first ``max_tries``
+        draws of the seeded reasoning-gym generator, in draw order."""
         # reasoning-gym seeds item idx with Random(seed + idx): derive a scattered seed so
         # that seeds 0 and 1 do not give shifted copies of the same sequence.
         rg_seed = stable_hash(self.name, "rg-seed", seed) % 2**31
-        max_tries = 50 * n + 1000
         dataset = self._dataset(rg_seed, max_tries)
-        out: list[Problem] = []
         seen: set[str] = set()
         for idx in range(max_tries):
-            if len(out) == n:
-                break
             try:
                 entry = dataset[idx]
             except ValueError:  # reasoning-gym gave up on a target in range
@@ -247,15 +297,31 @@ class Countdown(Task):
                 label = found[1]
             question = (f"Use each of the numbers {', '.join(map(str, numbers))} exactly once, "
                         f"with + - * / and parentheses, to make {target}.")
-            out.append(Problem(
+            yield Problem(
                 id=f"{self.name}:{key}", question=question,
                 inputs={"numbers": tuple(numbers), "target": target},
                 label=label, split=split,
-                source={"generator": "reasoning_gym.countdown", "seed": rg_seed, "index": idx}))
-        if len(out) < n:
-            raise RuntimeError(f"{self.name}: found only {len(out)} distinct {split} problems in "
-                               f"{max_tries} draws; widen the number or target range")
-        return out
+                source={"generator": "reasoning_gym.countdown", "seed": rg_seed, "index": idx})
+
+    def needs_strategy(self, problem_or_inputs, strategy: str) -> bool:
+        """True iff the problem (a ``Problem`` or its ``inputs``) is solvable at all but not
+        without ``strategy`` ("division": no ``/``, "subtraction": no ``-``), by the exact
+        solver under ``solve``'s rules (integer intermediates, negative ones allowed as a
+        fallback, exact division). Without division every intermediate is an integer
+        anyway, so "division" is exact for any answer ``check`` accepts; "subtraction"
+        assumes exact divisions."""
+        excluded = self._strategy_ops(strategy)
+        inputs = getattr(problem_or_inputs, "inputs", problem_or_inputs)
+        numbers, target = list(inputs["numbers"]), int(inputs["target"])
+        return (solve(numbers, target, exclude_ops=excluded) is None
+                and solve(numbers, target) is not None)
+
+    def _strategy_ops(self, strategy: str) -> tuple[str, ...]:
+        """The operators that make up ``strategy``; a ValueError for an unknown one."""
+        if strategy not in _STRATEGY_OPERATORS:
+            raise ValueError(f"{self.name}: unknown strategy {strategy!r}; known: "
+                             f"{list(self.strategies)}")
+        return _STRATEGY_OPERATORS[strategy]
 
     def prompt(self, problem: Problem) -> str:
         numbers = " ".join(map(str, problem.inputs["numbers"]))
@@ -452,6 +518,8 @@ _STYLE1 = re.compile(r"-?\d+ [-+*/] -?\d+ = -?\d+")
 _STYLE2 = re.compile(r"-?\d+[-+*/]-?\d+=-?\d+ \((-?\d+ ?)*\)")
 
 _REMAINING = re.compile(r"\s\((-?\d+ ?)*\)\s*$")  # style 2's "(7 3 100)" annotation
+# the solver's operators of each strategy (``needs_strategy``)
+_STRATEGY_OPERATORS = {"division": ("/",), "subtraction": ("-",)}
 _STRATEGY_OPS = {"division": re.compile(r"[\d)]\s*/\s*[-\d(]"),
                  "subtraction": re.compile(r"[\d)]\s*-\s*[-\d(]")}
 
@@ -459,6 +527,11 @@ PRESETS = {
     "countdown2": dict(n_numbers=2, min_target=10),  # two numbers cannot reach 100-999 often enough
     "countdown": dict(n_numbers=4),
     "countdown3": dict(n_numbers=3),
+    # reachable OOD for a countdown3 prior (trained on targets 100-999): two-digit targets.
+    # tiny-countdown3 on 30 val problems x 256 samples: pass@1 0.013, pass@256 0.73 (in
+    # distribution 0.091 and 0.97); targets 1000-1999 gave 0.022 / 1.00 (pass@256 saturated),
+    # numbers 26-50 0.0004 / 0.03 (out of reach)
+    "countdown3_small_targets": dict(n_numbers=3, min_target=10, max_target=99),
     "countdown5": dict(n_numbers=5),
     "countdown_wide": dict(n_numbers=4, min_target=10, max_target=9999),
 }

@@ -276,30 +276,48 @@ def eta_squared(values, factor_a, factor_b) -> dict:
             f"{cell_n[i, j]} observations, cell (a={levels_a[0]!r}, b={levels_b[0]!r}) "
             f"has {r}; every cell needs the same number >= 1")
 
-    cell_sum = np.zeros((A, B))
-    np.add.at(cell_sum, (ia, ib), x)
-    cell_mean = cell_sum / r
-    m = cell_mean.mean()
-    m_a, m_b = cell_mean.mean(axis=1), cell_mean.mean(axis=0)
+    order = np.lexsort((np.arange(x.size), ib, ia))  # by cell, observations in order
+    shares = eta_squared_grid(x[order].reshape(A, B, r))
+    return {"replicates": r, "levels_a": levels_a, "levels_b": levels_b,
+            **{key: float(v) for key, v in shares.items()}}
 
-    ss_a = r * B * float(np.sum((m_a - m) ** 2))
-    ss_b = r * A * float(np.sum((m_b - m) ** 2))
-    ss_ab = r * float(np.sum((cell_mean - m_a[:, None] - m_b[None, :] + m) ** 2))
-    ss_within = float(np.sum((x - cell_mean[ia, ib]) ** 2))
-    ss_total = float(np.sum((x - m) ** 2))
 
-    out = {"replicates": r, "levels_a": levels_a, "levels_b": levels_b}
+def eta_squared_grid(grid) -> dict:
+    """Two-way eta squared of a balanced design given as a grid, for a batch of grids.
+
+    Args:
+        grid: float array [..., A, B, r]: observation r of cell (level a of factor a, level
+            b of factor b); leading axes are a batch (e.g. bootstrap resamples).
+    Returns:
+        ``{"a", "b", "interaction", "residual"}``: float64 arrays [...], each sum of squares
+        over the total, with the definitions and the r == 1 / all-equal cases of
+        ``eta_squared``.
+    """
+    x = np.asarray(grid, dtype=np.float64)
+    if x.ndim < 3 or 0 in x.shape[-3:]:
+        raise ValueError(f"grid must have shape [..., A, B, r] with A, B, r >= 1, got {x.shape}")
+    n_a, n_b, r = x.shape[-3:]
+    cell = x.mean(axis=-1)                                   # [..., A, B]
+    m = cell.mean(axis=(-2, -1))                             # [...]
+    m_a, m_b = cell.mean(axis=-1), cell.mean(axis=-2)        # [..., A], [..., B]
+    ss_a = r * n_b * np.sum((m_a - m[..., None]) ** 2, axis=-1)
+    ss_b = r * n_a * np.sum((m_b - m[..., None]) ** 2, axis=-1)
+    ss_ab = r * np.sum((cell - m_a[..., :, None] - m_b[..., None, :] + m[..., None, None]) ** 2,
+                       axis=(-2, -1))
+    ss_within = np.sum((x - cell[..., None]) ** 2, axis=(-3, -2, -1))
+    ss_total = np.sum((x - m[..., None, None, None]) ** 2, axis=(-3, -2, -1))
     # all values equal up to rounding: the deviations are pure round-off
-    scale = float(np.max(np.abs(x)))
-    if ss_total <= x.size * (64 * np.finfo(np.float64).eps * scale) ** 2:
-        out.update(a=float("nan"), b=float("nan"), interaction=float("nan"),
-                   residual=float("nan"))
-        return out
-    out.update(a=ss_a / ss_total, b=ss_b / ss_total)
-    if r == 1:
-        out.update(interaction=(ss_ab + ss_within) / ss_total, residual=float("nan"))
-    else:
-        out.update(interaction=ss_ab / ss_total, residual=ss_within / ss_total)
+    scale = np.max(np.abs(x), axis=(-3, -2, -1))
+    flat = ss_total <= n_a * n_b * r * (64 * np.finfo(np.float64).eps * scale) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total = np.where(flat, np.nan, ss_total)
+        out = {"a": ss_a / total, "b": ss_b / total}
+        if r == 1:
+            out["interaction"] = (ss_ab + ss_within) / total
+            out["residual"] = np.full_like(total, np.nan)
+        else:
+            out["interaction"] = ss_ab / total
+            out["residual"] = ss_within / total
     return out
 
 
