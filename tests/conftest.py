@@ -26,3 +26,17 @@ def task():
     from treesearch.tasks import get_task
 
     return get_task("countdown")
+
+
+@pytest.fixture(scope="module")
+def prior_dir():
+    """The shipped 3-number prior's directory (the optimizer tests train copies of it)."""
+    from policies.zoo import resolve
+
+    return resolve("tiny-countdown3")
+
+
+@pytest.fixture()
+def problems(task):
+    """Four training problems of the module's ``task``."""
+    return task.problems("train", 4, seed=0)

@@ -381,7 +381,7 @@ def test_orm_separates_right_from_wrong_answers(orm_report):
     "the tiny trunk's ORM is at chance on tree answers too (issue 13's missed critic "
     "target): held-out AUROC over problem seeds 21 / 22 was 0.636 / 0.369 with the old "
     "search (repeat_visits off) and 0.427 / 0.467 with the default; 0.636 was one lucky "
-    "seed. The scoreboard's held-out ORM AUROC is 0.555"))
+    "seed. The scoreboard's held-out ORM AUROC is 0.541"))
 def test_orm_on_tree_answers_beats_chance(tmp_path):
     """The self-play route: an ORM fitted on the answer nodes of verifier-guided search trees
     of the 3-number prior (class-balanced, as treesearch.selfplay does), measured on the

@@ -10,33 +10,19 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import policies.rl as rl  # noqa: E402
-from policies import zoo  # noqa: E402
 from policies.distill import completion_logprobs  # noqa: E402
 from policies.hf import HFPolicy, load_model  # noqa: E402
 from policies.rl import RLConfig, group_advantages, train  # noqa: E402
 from policies.rollout import generate_solutions
 from treesearch.engine.forest import Forest
-from treesearch.tasks import (
-    get_task,  # noqa: E402
-    prompt_ids,  # noqa: E402
-)
+from treesearch.tasks import get_task, prompt_ids  # noqa: E402
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def prior_dir():
-    return zoo.resolve("tiny-countdown3")
 
 
 @pytest.fixture()
 def task():
     return get_task("countdown3")
-
-
-@pytest.fixture()
-def problems(task):
-    return task.problems("train", 4, seed=0)
 
 
 def _model(prior_dir):

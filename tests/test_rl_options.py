@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from policies import rl, zoo
+from policies import rl
 from policies.confidence import (
     add_confidence_lines,
     brier_reward,
@@ -29,22 +29,12 @@ from treesearch.study.measure import stated_calibration
 from treesearch.tasks import get_task, prompt_ids
 
 torch.set_num_threads(1)
-QUICK = Path(__file__).resolve().parent.parent / "configs" / "study_quick.yaml"
-
-
-@pytest.fixture(scope="module")
-def prior_dir():
-    return zoo.resolve("tiny-countdown3")
 
 
 @pytest.fixture()
 def task():
     return get_task("countdown3")
-
-
-@pytest.fixture()
-def problems(task):
-    return task.problems("train", 4, seed=0)
+QUICK = Path(__file__).resolve().parent.parent / "configs" / "study_quick.yaml"
 
 
 def _weights(model):

@@ -228,11 +228,7 @@ class Countdown(Task):
         self._check_split(split)
         self._check_count(n)
         max_tries = 50 * n + 1000
-        out: list[Problem] = []
-        for problem in self._draw_problems(split, seed, max_tries) if n else ():
-            out.append(problem)
-            if len(out) == n:
-                break
+        out = self._first_drawn(split, seed, n, max_tries)
         if len(out) < n:
             raise RuntimeError(f"{self.name}: found only {len(out)} distinct {split} problems in "
                                f"{max_tries} draws; widen the number or target range")
@@ -253,15 +249,23 @@ class Countdown(Task):
         self._check_count(n)
         self._strategy_ops(strategy)
         max_draws = 200 * n + 20000 if max_draws is None else max_draws
-        out: list[Problem] = []
-        for problem in self._draw_problems(split, seed, max_draws) if n else ():
-            if self.needs_strategy(problem, strategy):
-                out.append(problem)
-                if len(out) == n:
-                    break
+        out = self._first_drawn(split, seed, n, max_draws,
+                                keep=lambda problem: self.needs_strategy(problem, strategy))
         if len(out) < n:
             raise RuntimeError(f"{self.name}: found only {len(out)} distinct {split} problems "
                                f"that need {strategy!r} in {max_draws} draws; ask for fewer")
+        return out
+
+    def _first_drawn(self, split: str, seed: int, n: int, max_draws: int,
+                     keep=lambda problem: True) -> list[Problem]:
+        """The first ``n`` drawn problems of ``split`` that ``keep`` accepts (fewer when the
+        ``max_draws`` draws run out)."""
+        out: list[Problem] = []
+        for problem in self._draw_problems(split, seed, max_draws) if n else ():
+            if keep(problem):
+                out.append(problem)
+                if len(out) == n:
+                    break
         return out
 
     def _check_count(self, n) -> None:
