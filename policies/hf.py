@@ -31,6 +31,7 @@ were used to sample; the search turns these into priors with its own temperature
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -354,31 +355,51 @@ class HFPolicy:
             return order.gather(1, pick).squeeze(1)
         return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
 
-    def _decode(self, keys: list[tuple[int, ...]], n: int, max_step_tokens: int) -> _Rows:
-        """Sample n steps per prefix; rows leave the batch as soon as their step ends."""
+    def _decode(self, keys: list[tuple[int, ...]], n: int, max_step_tokens: int,
+                companion: HFPolicy | None = None, choose=None) -> _Rows:
+        """Sample n steps per prefix; rows leave the batch as soon as their step ends.
+
+        companion: another ``HFPolicy`` over the same vocabulary, decoded in lockstep on
+        the same tokens with its own prefix cache (the study's token routing), and then
+        ``choose(logits, companion_logits) -> (token ids long [A], log p float [A])``
+        picks every token from both models' logits float32 [A, vocab]. Without one,
+        tokens are sampled from this policy's logits."""
+        lanes = [self] if companion is None else [self, companion]
         uniq = list(dict.fromkeys(keys))
         where = {k: u for u, k in enumerate(uniq)}
-        cache, mask, logits, entries = self._prefill(uniq)
-
-        dev = self.device
-        sel = torch.tensor([where[k] for k in keys for _ in range(n)], device=dev)
-        cache.batch_select_indices(sel)  # U rows -> B = len(keys) * n rows
-        mask, logits = mask[sel], logits[sel]
-        room = self.max_positions if self.max_positions is not None else 1 << 62
+        sel = torch.tensor([where[k] for k in keys for _ in range(n)], device=self.device)
+        caches, masks, logits, entries = [], [], [], []
+        for lane in lanes:
+            cache, mask, first, lane_entries = lane._prefill(uniq)
+            cache.batch_select_indices(sel)  # U rows -> B = len(keys) * n rows
+            caches.append(cache)
+            masks.append(mask[sel])
+            logits.append(first[sel])
+            entries.append(lane_entries)
+        limits = [lane.max_positions for lane in lanes if lane.max_positions is not None]
+        room = min(limits) if limits else 1 << 62
         rows = _Rows(prefix=[k for k in keys for _ in range(n)],
-                     parent=[entries[where[k]] for k in keys for _ in range(n)],
+                     parent=[entries[0][where[k]] for k in keys for _ in range(n)],
                      limit=[min(max_step_tokens, room - len(k)) for k in keys for _ in range(n)])
         B = len(rows.prefix)
         rows.steps = [[] for _ in range(B)]
         rows.logps = [0.0] * B
         rows.finished = [False] * B
         rows.carry = [""] * B
+        # the companion's rows: the same step lists, chained to its own cache entries
+        lane_rows = [rows] + [dataclasses.replace(rows, parent=[e[where[k]] for k in keys
+                                                                for _ in range(n)])
+                              for e in entries[1:]]
         active = list(range(B))  # batch position -> row
-        pos = torch.tensor([len(rows.prefix[r]) for r in active], dtype=torch.long, device=dev)
+        pos = torch.tensor([len(rows.prefix[r]) for r in active], dtype=torch.long,
+                           device=self.device)
         t = 0
         while True:
-            tok = self._sample(logits)
-            logp = torch.log_softmax(logits, dim=-1).gather(1, tok[:, None]).squeeze(1)
+            if companion is None:
+                tok = self._sample(logits[0])
+                logp = torch.log_softmax(logits[0], dim=-1).gather(1, tok[:, None]).squeeze(1)
+            else:
+                tok, logp = choose(*logits)
             t += 1
             self.counts.generated += len(active)
             eos, delim = self.is_eos[tok.cpu()].tolist(), self.is_delim[tok.cpu()].tolist()
@@ -393,18 +414,22 @@ class HFPolicy:
                 if eos[b] or full:
                     rows.finished[r] = True
                 elif ended or t >= rows.limit[r]:
-                    self._remember(cache, b, r, t, rows)
+                    for lane, cache, lane_row in zip(lanes, caches, lane_rows):
+                        lane._remember(cache, b, r, t, lane_row)
                 else:
                     keep.append(b)
             if not keep:
                 return rows
             if len(keep) < len(active):
-                idx = torch.tensor(keep, device=dev)
-                cache.batch_select_indices(idx)
-                mask, pos, tok = mask[idx], pos[idx], tok[idx]
+                idx = torch.tensor(keep, device=self.device)
+                for cache in caches:
+                    cache.batch_select_indices(idx)
+                masks = [mask[idx] for mask in masks]
+                pos, tok = pos[idx], tok[idx]
                 active = [active[b] for b in keep]
-            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-            logits = self._forward(tok[:, None], mask, pos[:, None], cache)
+            masks = [torch.cat([mask, mask.new_ones(len(active), 1)], dim=1) for mask in masks]
+            logits = [lane._forward(tok[:, None], mask, pos[:, None], cache)
+                      for lane, mask, cache in zip(lanes, masks, caches)]
             pos = pos + 1
 
     def _remember(self, cache, b: int, r: int, t: int, rows: _Rows) -> None:

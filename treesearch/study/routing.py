@@ -40,7 +40,6 @@ does: routing a model with itself gives that model's own samples under the same 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,7 +48,7 @@ import numpy as np
 import torch
 
 from policies.contract import propose_keys
-from policies.hf import HFPolicy, _Rows
+from policies.hf import HFPolicy
 from policies.rollout import generate_solutions
 from treesearch.engine.interfaces import StepProposal
 
@@ -102,15 +101,16 @@ class RoutedPolicy:
             return []
         start = time.perf_counter()
         with torch.inference_mode():
-            rows = self._decode(keys, n, max_step_tokens)
+            rows = self.prior._decode(keys, n, max_step_tokens, companion=self.trained,
+                                      choose=self._route)
         self.seconds += time.perf_counter() - start
         return [[StepProposal(np.asarray(rows.steps[r], dtype=np.int32), float(rows.logps[r]),
                               len(rows.steps[r]), rows.finished[r])
                  for r in range(i * n, (i + 1) * n)] for i in range(len(keys))]
 
     def _route(self, prior_logits: torch.Tensor, trained_logits: torch.Tensor):
-        """logits float32 [A, vocab] each -> (token ids long [A], swapped bool [A],
-        log p(token) float32 [A] under the distribution it was drawn from)."""
+        """logits float32 [A, vocab] each -> (token ids long [A], log p(token) float32 [A]
+        under the distribution it was drawn from); counts the tokens and the swaps."""
         if prior_logits.shape != trained_logits.shape:
             raise ValueError(f"RoutedPolicy: the models' logits differ in shape "
                              f"({tuple(prior_logits.shape)} vs {tuple(trained_logits.shape)}): "
@@ -119,75 +119,9 @@ class RoutedPolicy:
         logits = torch.where(swapped[:, None], trained_logits, prior_logits)
         tok = self.prior._sample(logits)
         logp = torch.log_softmax(logits, dim=-1).gather(1, tok[:, None]).squeeze(1)
-        return tok, swapped, logp
-
-    def _decode(self, keys: list[tuple[int, ...]], n: int, max_step_tokens: int) -> _Rows:
-        """``HFPolicy._decode`` with two models: both prefill the unique prefixes from
-        their own prefix caches, then decode in lockstep; rows leave both batches when
-        their step ends, and an unfinished step is remembered in both caches."""
-        prior, trained = self.prior, self.trained
-        uniq = list(dict.fromkeys(keys))
-        where = {k: u for u, k in enumerate(uniq)}
-        p_cache, p_mask, p_logits, p_entries = prior._prefill(uniq)
-        t_cache, t_mask, t_logits, t_entries = trained._prefill(uniq)
-
-        dev = prior.device
-        sel = torch.tensor([where[k] for k in keys for _ in range(n)], device=dev)
-        p_cache.batch_select_indices(sel)  # U rows -> B = len(keys) * n rows
-        t_cache.batch_select_indices(sel)
-        p_mask, p_logits = p_mask[sel], p_logits[sel]
-        t_mask, t_logits = t_mask[sel], t_logits[sel]
-        room = self.max_positions if self.max_positions is not None else 1 << 62
-        p_rows = _Rows(prefix=[k for k in keys for _ in range(n)],
-                       parent=[p_entries[where[k]] for k in keys for _ in range(n)],
-                       limit=[min(max_step_tokens, room - len(k)) for k in keys for _ in range(n)])
-        B = len(p_rows.prefix)
-        p_rows.steps = [[] for _ in range(B)]
-        p_rows.logps = [0.0] * B
-        p_rows.finished = [False] * B
-        p_rows.carry = [""] * B
-        # the same rows (shared step lists) chained to the trained model's cache entries
-        t_rows = dataclasses.replace(p_rows, parent=[t_entries[where[k]] for k in keys
-                                                     for _ in range(n)])
-        active = list(range(B))  # batch position -> row
-        pos = torch.tensor([len(p_rows.prefix[r]) for r in active], dtype=torch.long, device=dev)
-        t = 0
-        while True:
-            tok, swapped, logp = self._route(p_logits, t_logits)
-            t += 1
-            self.generated += len(active)
-            self.swapped += int(swapped.sum())
-            prior.counts.generated += len(active)
-            cpu_tok = tok.cpu()
-            eos, delim = prior.is_eos[cpu_tok].tolist(), prior.is_delim[cpu_tok].tolist()
-            keep = []
-            for b, (r, x, lp) in enumerate(zip(active, tok.tolist(), logp.double().tolist())):
-                p_rows.steps[r].append(x)
-                p_rows.logps[r] += lp
-                full = len(p_rows.prefix[r]) + t >= room
-                ended = delim[b]
-                if not ended and prior.step_ends.split:  # a delimiter spelt across tokens
-                    ended, p_rows.carry[r] = prior.step_ends.advance(p_rows.carry[r], x)
-                if eos[b] or full:
-                    p_rows.finished[r] = True
-                elif ended or t >= p_rows.limit[r]:
-                    prior._remember(p_cache, b, r, t, p_rows)
-                    trained._remember(t_cache, b, r, t, t_rows)
-                else:
-                    keep.append(b)
-            if not keep:
-                return p_rows
-            if len(keep) < len(active):
-                idx = torch.tensor(keep, device=dev)
-                p_cache.batch_select_indices(idx)
-                t_cache.batch_select_indices(idx)
-                p_mask, t_mask, pos, tok = p_mask[idx], t_mask[idx], pos[idx], tok[idx]
-                active = [active[b] for b in keep]
-            p_mask = torch.cat([p_mask, p_mask.new_ones(len(active), 1)], dim=1)
-            t_mask = torch.cat([t_mask, t_mask.new_ones(len(active), 1)], dim=1)
-            p_logits = prior._forward(tok[:, None], p_mask, pos[:, None], p_cache)
-            t_logits = trained._forward(tok[:, None], t_mask, pos[:, None], t_cache)
-            pos = pos + 1
+        self.generated += len(tok)
+        self.swapped += int(swapped.sum())
+        return tok, logp
 
 
 def _policy(model, tokenizer, step_delimiter: str, device: str) -> HFPolicy:
