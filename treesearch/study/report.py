@@ -39,9 +39,10 @@ from treesearch.study.stats import (
     is_heldout_set,
     ood_set_names,
     paired_difference_ci,
+    pass_at_k_per_problem,
 )
 from treesearch.utils.atomic import write_text
-from treesearch.utils.estimators import newly_solved, pass_at_k
+from treesearch.utils.estimators import newly_solved
 from treesearch.utils.plots import new_figure, save_png
 from treesearch.utils.runs import portable_path, read_json, write_json
 
@@ -65,19 +66,14 @@ def load_cells(run_dir: Path) -> tuple[dict, list[dict]]:
     return base, cells
 
 
-def _per_problem(counts, n: int, k: int) -> np.ndarray:
-    counts = np.asarray(counts, np.int64)
-    return np.asarray(pass_at_k(np.full_like(counts, n), counts, k), np.float64).reshape(-1)
-
-
 def summarise(row: dict, base: dict | None) -> dict:
     """Flat figures of one measured policy (trained cell or base). Figures a run did not
     record (newer probes on an older run) are None, empty, or absent."""
     ev = row["eval"]
     idm = ev["id"]
     n = idm["n"]
-    p1 = _per_problem(idm["counts"], n, 1)
-    pn = _per_problem(idm["counts"], n, n)
+    p1 = pass_at_k_per_problem(idm["counts"], n, 1)             # [P]
+    pn = pass_at_k_per_problem(idm["counts"], n, n)
     ood_sets = ood_set_names(ev)
     ood = [ev[s]["pass_at"]["1"] for s in ood_sets]
     out = {
