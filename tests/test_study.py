@@ -33,6 +33,8 @@ QUICK = ROOT / "configs" / "study_quick.yaml"
     ("rl.passk=0", "rl.passk"),
     ("rl.passk=99", "rl.passk"),
     ("rl.tree_baseline=uncle", "rl.tree_baseline"),
+    ("priors.1.optimizers=[grpo, ppo]", "priors.1.optimizers.1"),
+    ("priors.1.seeds=[0, 0]", "priors.1.seeds"),
 ])
 def test_bad_study_config_is_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -118,6 +120,36 @@ def test_report_on_a_synthetic_grid(tmp_path):
     assert ns[("A", "x", 1)] == 1 and ns[("A", "x", 0)] == 0
     text = report.read_text()
     assert "| A | (prior) |" in text and "passk_A.png" in text and (tmp_path / "eta2.png").is_file()
+
+
+def test_a_probe_prior_has_its_own_cells_and_stays_out_of_eta_squared(tmp_path):
+    """A prior with its own optimizer / seed lists is planned with them, marked off the
+    grid in priors.json, and the report decomposes eta squared over the grid priors only
+    (a probe that would unbalance the grid does not turn it into an error)."""
+    from treesearch.study.config import optimizers_of, seeds_of
+
+    cfg = load_study_config(QUICK, ["priors.1.optimizers=[grpo]", "priors.1.seeds=[5]"])
+    assert optimizers_of(cfg, cfg.priors[1]) == ["grpo"] and seeds_of(cfg, cfg.priors[1]) == [5]
+    assert optimizers_of(cfg, cfg.priors[0]) == list(cfg.optimizers)
+    n = 8
+    for prior, level in (("A", 6), ("B", 1)):
+        _fake_cell(tmp_path / "cells" / prior / "base", prior, "base", None, [level, 0, level], n, [0, 0])
+        for opt in ("x", "y"):
+            for seed in (0, 1):
+                _fake_cell(tmp_path / "cells" / prior / opt / f"seed{seed}", prior, opt, seed,
+                           [level + (opt == "y"), seed, level], n, [0, 1])
+    _fake_cell(tmp_path / "cells" / "P" / "base", "P", "base", None, [0, 0, 0], n, [0, 0])
+    _fake_cell(tmp_path / "cells" / "P" / "x" / "seed5", "P", "x", 5, [8, 8, 8], n, [0, 1])
+    (tmp_path / "priors.json").write_text(json.dumps({
+        "A": {"path": "a", "grid": True}, "B": {"path": "b", "grid": True},
+        "P": {"path": "p", "grid": False}}))
+    text = write_report(tmp_path).read_text()
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["eta_squared_priors"] == ["A", "B"]
+    assert "error" not in res["eta_squared"]["pass@1"]
+    assert res["eta_squared"]["pass@1"]["priors"] == ["A", "B"]
+    assert "P (trained with optimizer or seed lists of its own) is a probe" in text
+    assert any(c["prior"] == "P" for c in res["cells"])  # still in the tables
 
 
 # ---------------------------------------------------------------------------- measurements

@@ -40,6 +40,26 @@ class PriorSpec:
     reference: str = ""                   # prior whose pretraining config is the base
     factor: str = ""                      # what differs from the reference, for the report
     pretrain: Dict[str, Any] = field(default_factory=dict)
+    # this prior's own optimizers / seeds (empty: the study's). A prior with its own lists
+    # is a probe beside the grid: eta squared reads only the priors that share the
+    # study's full optimizer x seed grid (``treesearch.study.report``)
+    optimizers: List[str] = field(default_factory=list)
+    seeds: List[int] = field(default_factory=list)
+
+
+def optimizers_of(cfg, spec) -> list[str]:
+    """The optimizers a prior is trained with: its own list, else the study's."""
+    return list(spec.optimizers or cfg.optimizers)
+
+
+def seeds_of(cfg, spec) -> list[int]:
+    """The seeds a prior is trained with: its own list, else the study's."""
+    return list(spec.seeds or cfg.seeds)
+
+
+def all_optimizers(cfg) -> set[str]:
+    """Every optimizer some prior of the study is trained with."""
+    return {o for p in cfg.priors for o in optimizers_of(cfg, p)}
 
 
 @dataclass
@@ -169,6 +189,10 @@ def validate_study(cfg) -> None:
         bad = sorted(set(p.pretrain) - fields)
         need(not bad, f"priors.{i}.pretrain", f"unknown pretrain fields {bad}; valid: "
              f"{sorted(fields)}")
+        for j, o in enumerate(p.optimizers):
+            need(o in OPTIMIZERS, f"priors.{i}.optimizers.{j}",
+                 f"unknown optimizer {o!r}; known: {list(OPTIMIZERS)}")
+        need(len(set(p.seeds)) == len(p.seeds), f"priors.{i}.seeds", "seeds must be distinct")
     need(len(cfg.optimizers) >= 1, "optimizers", "list at least one optimizer")
     for i, o in enumerate(cfg.optimizers):
         need(o in OPTIMIZERS, f"optimizers.{i}", f"unknown optimizer {o!r}; known: {list(OPTIMIZERS)}")
@@ -203,7 +227,8 @@ def validate_study(cfg) -> None:
     need(isinstance(cfg.rl.passk, int) and 1 <= cfg.rl.passk <= cfg.rl.group_size, "rl.passk",
          f"must be an int in [1, rl.group_size = {cfg.rl.group_size}] (pass@K of a group; "
          "K > 1 changes grpo only)")
-    need(cfg.rl.passk == 1 or "grpo" in cfg.optimizers, "rl.passk",
+    used = all_optimizers(cfg)
+    need(cfg.rl.passk == 1 or "grpo" in used, "rl.passk",
          "K > 1 changes grpo's advantages only, and grpo is not among the optimizers")
     need(cfg.rl.tree_baseline in ("siblings", "parent"), "rl.tree_baseline",
          "must be 'siblings' or 'parent'")
@@ -215,7 +240,7 @@ def validate_study(cfg) -> None:
          f"must be a number in [0, 1] (the zero-success groups' loss factor), got {weight!r}")
     need(cfg.rl.reward in ("binary", "brier"), "rl.reward",
          f"must be 'binary' or 'brier', got {cfg.rl.reward!r}")
-    need(cfg.rl.reward == "binary" or ("grpo" in cfg.optimizers and cfg.rl.passk == 1),
+    need(cfg.rl.reward == "binary" or ("grpo" in used and cfg.rl.passk == 1),
          "rl.reward", "'brier' changes grpo's reward only (with rl.passk = 1), and needs "
          "grpo among the optimizers")
     need(cfg.rl.curriculum in ("random", "easy_first"), "rl.curriculum",

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from treesearch.study.config import optimizers_of, seeds_of
 from treesearch.study.stats import (
     CI_LEVEL,
     DIFFICULTY_BINS,
@@ -142,9 +143,22 @@ def analyse(run_dir: Path) -> dict:
     base, cells = load_cells(run_dir)
     bases = {p: summarise(row, None) for p, row in base.items()}
     trained = [summarise(row, base.get(row["prior"])) for row in cells]
-    return {"base": bases, "cells": trained, "eta_squared": _eta_with_intervals(cells, trained),
+    grid = _grid_priors(_read_priors(run_dir), base, cells)
+    in_grid = [i for i, c in enumerate(cells) if c["prior"] in grid]
+    return {"base": bases, "cells": trained,
+            "eta_squared": _eta_with_intervals([cells[i] for i in in_grid],
+                                               [trained[i] for i in in_grid]),
+            "eta_squared_priors": sorted(grid),
             "headline": _headline_differences(base, cells),
             "difficulty": _gain_by_difficulty(base, cells)}
+
+
+def _grid_priors(priors: dict, base: dict, cells: list[dict]) -> set[str]:
+    """The priors eta squared decomposes: those ``priors.json`` marks ``"grid": true``
+    (trained with the study's own optimizer and seed lists); a prior with lists of its
+    own is a probe beside the grid. Runs from before the mark: every prior."""
+    names = set(base) | {c["prior"] for c in cells}
+    return {n for n in names if priors.get(n, {}).get("grid", True)}
 
 
 def _eta_with_intervals(cells: list[dict], trained: list[dict]) -> dict:
@@ -305,7 +319,9 @@ def _setup_section(cfg) -> list[str]:
             f"{cfg.train_problems} training problems; held-out: {cfg.eval.problems} "
             f"problems in distribution, {cfg.eval.ood_problems} per OOD task, "
             f"n = {cfg.eval.samples} samples each at temperature {cfg.eval.temperature}; "
-            f"seeds {list(cfg.seeds)}.", ""]
+            f"seeds {list(cfg.seeds)}."] + [
+        f"Prior `{p.name}` has its own lists: optimizers {list(optimizers_of(cfg, p))}, "
+        f"seeds {list(seeds_of(cfg, p))}." for p in cfg.priors if p.optimizers or p.seeds] + [""]
 
 
 def _shown_path(path, run_dir: Path) -> str:
@@ -524,7 +540,14 @@ def _eta_section(res: dict) -> list[str]:
     if replicates == {1}:
         lines += ["", ("With one seed the interaction and residual cannot be told apart (reported "
                   "together as interaction), and the intervals resample problems only.")]
-    if len(res["base"]) == 2:
+    grid = res.get("eta_squared_priors") or sorted(res["base"])
+    probes = sorted(set(res["base"]) - set(grid))
+    if probes:
+        lines += ["", f"Over the priors of the grid ({', '.join(grid)}); "
+                  f"{', '.join(probes)} (trained with optimizer or seed lists of "
+                  f"{'its' if len(probes) == 1 else 'their'} own) "
+                  f"{'is a probe' if len(probes) == 1 else 'are probes'} beside it, left out."]
+    if len(grid) == 2:
         lines += ["", "With two priors, the prior share rests on one contrast."]
     lines.append("")
     return lines

@@ -71,7 +71,7 @@ from treesearch.search.harvest import (
     sft_examples,
     sibling_preference_pairs,
 )
-from treesearch.study.config import load_study_config
+from treesearch.study.config import load_study_config, optimizers_of, seeds_of
 from treesearch.study.measure import format_share, measure
 from treesearch.study.report import write_report
 from treesearch.study.routing import routing_probe
@@ -392,7 +392,8 @@ class Study:
     def run_all(self) -> Path:
         c = self.cfg
         plan = [(p, "base", None) for p in self.specs]
-        plan += [(p, o, s) for p in self.specs for s in c.seeds for o in c.optimizers]
+        plan += [(p, o, s) for p, spec in self.specs.items() for s in seeds_of(c, spec)
+                 for o in optimizers_of(c, spec)]
         if self.pool is not None:
             self.run_on(self.pool, plan)
             missing = [f"{p}/{o}" for p, o, s in plan
@@ -409,6 +410,7 @@ class Study:
         write_json(self.run.path / "priors.json", {
             name: {"path": portable_path(self.prior_path(name)), "factor": spec.factor,
                    "reference": spec.reference, "pretrain": dict(spec.pretrain),
+                   "grid": not (spec.optimizers or spec.seeds),
                    "val": self.prior_val_figures(name)}
             for name, spec in self.specs.items()})
         return write_report(self.run.path, c)
