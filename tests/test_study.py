@@ -35,6 +35,12 @@ QUICK = ROOT / "configs" / "study_quick.yaml"
     ("rl.tree_baseline=uncle", "rl.tree_baseline"),
     ("priors.1.optimizers=[grpo, ppo]", "priors.1.optimizers.1"),
     ("priors.1.seeds=[0, 0]", "priors.1.seeds"),
+    ("variants={grpo: {optimizer: nsr}}", "variants.grpo"),
+    ("variants={v: {optimizer: mcts}}", "variants.v.optimizer"),
+    ("variants={v: {optimizer: grpo, rl: {bogus: 1}}}", "variants.v.rl"),
+    ("variants={v: {optimizer: grpo, rl: {reward: shiny}}}", "variants.v.rl.reward"),
+    ("variants={v: {optimizer: nsr, rl: {reward: brier}}}", "variants.v.rl.reward"),
+    ("optimizers=[grpo, v]", "optimizers.1"),
 ])
 def test_bad_study_config_is_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -150,6 +156,39 @@ def test_a_probe_prior_has_its_own_cells_and_stays_out_of_eta_squared(tmp_path):
     assert res["eta_squared"]["pass@1"]["priors"] == ["A", "B"]
     assert "P (trained with optimizer or seed lists of its own) is a probe" in text
     assert any(c["prior"] == "P" for c in res["cells"])  # still in the tables
+
+
+def test_an_optimizer_variant_trains_its_base_with_its_rl_changes(tmp_path, monkeypatch):
+    """A variant is its base optimizer with the rl section changed in the fields it names
+    (its own lr beats method_lr); only a Brier-trained policy is measured with its
+    confidence line."""
+    from treesearch.study import run as study_run
+    from treesearch.study.config import base_optimizer, optimizer_lr, rl_of
+    from treesearch.utils.runs import RunDir
+
+    cfg = load_study_config(QUICK, [
+        "optimizers=[grpo, grpo_brier, nsr_fast]",
+        "variants={grpo_brier: {optimizer: grpo, rl: {reward: brier, curriculum: easy_first}},"
+        " nsr_fast: {optimizer: nsr, rl: {lr: 0.001}}}"])
+    assert base_optimizer(cfg, "grpo_brier") == "grpo" and base_optimizer(cfg, "grpo") == "grpo"
+    assert rl_of(cfg, "grpo_brier").reward == "brier" and cfg.rl.reward == "binary"
+    assert rl_of(cfg, "grpo_brier").group_size == cfg.rl.group_size
+    assert optimizer_lr(cfg, "nsr") == 1e-5 and optimizer_lr(cfg, "nsr_fast") == 1e-3
+    seen = {}
+
+    def fake_train(model, tokenizer, task, problems, config, on_samples=None, search=None):
+        seen["config"] = config
+        return model, {"tokens_generated": 0}
+
+    monkeypatch.setattr(study_run, "train", fake_train)
+    study = study_run.Study(cfg, RunDir.create(tmp_path / "run", "x: 1\n"))
+    study.train("reference", "grpo_brier", 0)
+    c = seen["config"]
+    assert (c.method, c.reward, c.curriculum, c.lr) == ("grpo", "brier", "easy_first", cfg.rl.lr)
+    study.train("reference", "nsr_fast", 0)
+    assert (seen["config"].method, seen["config"].lr) == ("nsr", 1e-3)
+    assert study.states_confidence("grpo_brier") and not study.states_confidence("grpo")
+    assert not study.states_confidence("base") and not study.states_confidence("mcts")
 
 
 # ---------------------------------------------------------------------------- measurements

@@ -58,8 +58,30 @@ def seeds_of(cfg, spec) -> list[int]:
 
 
 def all_optimizers(cfg) -> set[str]:
-    """Every optimizer some prior of the study is trained with."""
+    """Every optimizer (or variant name) some prior of the study is trained with."""
     return {o for p in cfg.priors for o in optimizers_of(cfg, p)}
+
+
+def base_optimizer(cfg, name: str) -> str:
+    """The optimizer a name trains with: a variant's base, else the name itself."""
+    return cfg.variants[name].optimizer if name in cfg.variants else name
+
+
+def rl_of(cfg, name: str):
+    """The rl section optimizer ``name`` trains with: the study's, with a variant's
+    changes on top (a variant's own ``lr`` beats ``method_lr``)."""
+    if name not in cfg.variants:
+        return cfg.rl
+    rl = OmegaConf.merge(cfg.rl, dict(cfg.variants[name].rl))
+    if "lr" in cfg.variants[name].rl:
+        rl.method_lr = {}
+    return rl
+
+
+def optimizer_lr(cfg, name: str) -> float:
+    """The learning rate optimizer ``name`` trains with (``rl_of``, then ``method_lr``)."""
+    rl = rl_of(cfg, name)
+    return float(rl.method_lr.get(base_optimizer(cfg, name), rl.lr))
 
 
 @dataclass
@@ -87,6 +109,16 @@ class RLSection:
     # rate from curriculum_samples samples per training problem, charged to the budget)
     curriculum: str = "random"
     curriculum_samples: int = 4
+
+
+@dataclass
+class VariantSpec:
+    """A named on-policy optimizer: ``optimizer`` trained with the study's ``rl`` section
+    changed in the fields of ``rl`` (e.g. ``{reward: brier}``); the name goes in an
+    optimizer list like any optimizer, so its cells sit beside the base optimizer's."""
+
+    optimizer: str = ""
+    rl: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,6 +173,9 @@ class StudyConfig:
     prior_cache: str = "~/.cache/treesearch/study-priors"
     progress: bool = True
     rl: RLSection = field(default_factory=RLSection)
+    # named on-policy optimizer variants (name -> VariantSpec), e.g. the probes of
+    # calibration (reward), order (curriculum) and zero-success groups
+    variants: Dict[str, VariantSpec] = field(default_factory=dict)
     # the training search of the mcts and dpo optimizers; search.max_depth and
     # search.max_step_tokens also bound every rollout (RL samples, measurements)
     search: SearchConfig = field(default_factory=lambda: SearchConfig(simulations=64,
@@ -160,6 +195,39 @@ def load_study_config(path: str | Path | None, overrides=()) -> StudyConfig:
     return cfg
 
 
+def _check_rl(rl, key: str, methods: set[str], need) -> None:
+    """The checks of one rl section (the study's, or a variant's with its changes): ``key``
+    names it in errors, ``methods`` are the optimizers it serves."""
+    need(rl.lr > 0, f"{key}.lr", "learning rates must be > 0")
+    for method, lr in rl.method_lr.items():
+        need(method in ON_POLICY, f"{key}.method_lr.{method}",
+             f"not an on-policy optimizer ({', '.join(ON_POLICY)})")
+        need(isinstance(lr, (int, float)) and lr > 0, f"{key}.method_lr.{method}", "must be > 0")
+    need(isinstance(rl.passk, int) and 1 <= rl.passk <= rl.group_size, f"{key}.passk",
+         f"must be an int in [1, {key}.group_size = {rl.group_size}] (pass@K of a group; "
+         "K > 1 changes grpo only)")
+    need(rl.passk == 1 or "grpo" in methods, f"{key}.passk",
+         "K > 1 changes grpo's advantages only, and grpo is not among the optimizers")
+    need(rl.tree_baseline in ("siblings", "parent"), f"{key}.tree_baseline",
+         "must be 'siblings' or 'parent'")
+    need(rl.zero_success in ("keep", "drop", "downweight"), f"{key}.zero_success",
+         f"must be 'keep', 'drop' or 'downweight', got {rl.zero_success!r}")
+    weight = rl.zero_success_weight
+    need(isinstance(weight, (int, float)) and not isinstance(weight, bool)
+         and 0 <= weight <= 1, f"{key}.zero_success_weight",
+         f"must be a number in [0, 1] (the zero-success groups' loss factor), got {weight!r}")
+    need(rl.reward in ("binary", "brier"), f"{key}.reward",
+         f"must be 'binary' or 'brier', got {rl.reward!r}")
+    need(rl.reward == "binary" or ("grpo" in methods and rl.passk == 1),
+         f"{key}.reward", "'brier' changes grpo's reward only (with rl.passk = 1), and needs "
+         "grpo among the optimizers")
+    need(rl.curriculum in ("random", "easy_first"), f"{key}.curriculum",
+         f"must be 'random' or 'easy_first', got {rl.curriculum!r}")
+    samples = rl.curriculum_samples
+    need(isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1,
+         f"{key}.curriculum_samples", f"must be an int >= 1, got {samples!r}")
+
+
 def validate_study(cfg) -> None:
     """Refuse values that cannot work, naming the key, before any model work."""
     def need(ok: bool, key: str, why: str) -> None:
@@ -173,6 +241,19 @@ def validate_study(cfg) -> None:
             get_task(name)
         except (KeyError, ValueError, TypeError) as exc:
             raise ConfigError(f"config key {key!r}: cannot use task {name!r} ({exc})") from None
+    rl_fields = set(RLSection.__dataclass_fields__)
+    for name, v in cfg.variants.items():
+        need(name not in OPTIMIZERS, f"variants.{name}", f"a variant cannot take the name of "
+             f"an optimizer ({list(OPTIMIZERS)})")
+        need(v.optimizer in ON_POLICY, f"variants.{name}.optimizer", f"must be an on-policy "
+             f"optimizer ({', '.join(ON_POLICY)}): a variant changes the rl section, which mcts "
+             f"and dpo do not read; got {v.optimizer!r}")
+        bad = sorted(set(v.rl) - rl_fields)
+        need(not bad, f"variants.{name}.rl", f"unknown rl fields {bad}; valid: {sorted(rl_fields)}")
+    known = list(OPTIMIZERS) + list(cfg.variants)
+    need(len(cfg.optimizers) >= 1, "optimizers", "list at least one optimizer")
+    for i, o in enumerate(cfg.optimizers):
+        need(o in known, f"optimizers.{i}", f"unknown optimizer {o!r}; known: {known}")
     need(len(cfg.priors) >= 1, "priors", "list at least one prior")
     names = [p.name for p in cfg.priors]
     need(all(names) and len(set(names)) == len(names), "priors",
@@ -190,12 +271,9 @@ def validate_study(cfg) -> None:
         need(not bad, f"priors.{i}.pretrain", f"unknown pretrain fields {bad}; valid: "
              f"{sorted(fields)}")
         for j, o in enumerate(p.optimizers):
-            need(o in OPTIMIZERS, f"priors.{i}.optimizers.{j}",
-                 f"unknown optimizer {o!r}; known: {list(OPTIMIZERS)}")
+            need(o in known, f"priors.{i}.optimizers.{j}",
+                 f"unknown optimizer {o!r}; known: {known}")
         need(len(set(p.seeds)) == len(p.seeds), f"priors.{i}.seeds", "seeds must be distinct")
-    need(len(cfg.optimizers) >= 1, "optimizers", "list at least one optimizer")
-    for i, o in enumerate(cfg.optimizers):
-        need(o in OPTIMIZERS, f"optimizers.{i}", f"unknown optimizer {o!r}; known: {list(OPTIMIZERS)}")
     need(len(cfg.seeds) >= 1, "seeds", "list at least one seed")
     need(cfg.budget_tokens >= 1000, "budget_tokens", "must be >= 1000 generated tokens")
     need(cfg.train_problems >= 1, "train_problems", "must be >= 1")
@@ -217,37 +295,16 @@ def validate_study(cfg) -> None:
     need(cfg.threads >= 1, "threads", "must be >= 1")
     check_distributed(cfg.distributed, cells=True)
     instantiate(cfg.search, "search")  # SearchConfig checks its own values
-    need(cfg.rl.lr > 0 and cfg.tree.sft_lr > 0 and cfg.tree.dpo_lr > 0, "rl.lr / tree.*_lr",
-         "learning rates must be > 0")
-    for method, lr in cfg.rl.method_lr.items():
-        need(method in ON_POLICY, f"rl.method_lr.{method}",
-             f"not an on-policy optimizer ({', '.join(ON_POLICY)})")
-        need(isinstance(lr, (int, float)) and lr > 0, f"rl.method_lr.{method}", "must be > 0")
-
-    need(isinstance(cfg.rl.passk, int) and 1 <= cfg.rl.passk <= cfg.rl.group_size, "rl.passk",
-         f"must be an int in [1, rl.group_size = {cfg.rl.group_size}] (pass@K of a group; "
-         "K > 1 changes grpo only)")
+    need(cfg.tree.sft_lr > 0 and cfg.tree.dpo_lr > 0, "tree.*_lr", "learning rates must be > 0")
     used = all_optimizers(cfg)
-    need(cfg.rl.passk == 1 or "grpo" in used, "rl.passk",
-         "K > 1 changes grpo's advantages only, and grpo is not among the optimizers")
-    need(cfg.rl.tree_baseline in ("siblings", "parent"), "rl.tree_baseline",
-         "must be 'siblings' or 'parent'")
-    need(cfg.rl.zero_success in ("keep", "drop", "downweight"), "rl.zero_success",
-         f"must be 'keep', 'drop' or 'downweight', got {cfg.rl.zero_success!r}")
-    weight = cfg.rl.zero_success_weight
-    need(isinstance(weight, (int, float)) and not isinstance(weight, bool)
-         and 0 <= weight <= 1, "rl.zero_success_weight",
-         f"must be a number in [0, 1] (the zero-success groups' loss factor), got {weight!r}")
-    need(cfg.rl.reward in ("binary", "brier"), "rl.reward",
-         f"must be 'binary' or 'brier', got {cfg.rl.reward!r}")
-    need(cfg.rl.reward == "binary" or ("grpo" in used and cfg.rl.passk == 1),
-         "rl.reward", "'brier' changes grpo's reward only (with rl.passk = 1), and needs "
-         "grpo among the optimizers")
-    need(cfg.rl.curriculum in ("random", "easy_first"), "rl.curriculum",
-         f"must be 'random' or 'easy_first', got {cfg.rl.curriculum!r}")
-    samples = cfg.rl.curriculum_samples
-    need(isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1,
-         "rl.curriculum_samples", f"must be an int >= 1, got {samples!r}")
+    # the study's rl section serves the optimizers used under their own names
+    _check_rl(cfg.rl, "rl", {o for o in used if o not in cfg.variants}, need)
+    for name in cfg.variants:
+        try:
+            rl = rl_of(cfg, name)
+        except Exception as exc:  # a value of the wrong type for its field
+            raise ConfigError(f"config key 'variants.{name}.rl': {exc}") from None
+        _check_rl(rl, f"variants.{name}.rl", {cfg.variants[name].optimizer}, need)
     for i, p in enumerate(cfg.priors):
         if p.model:
             check_model(p.model, f"priors.{i}.model")

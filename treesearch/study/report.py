@@ -321,7 +321,9 @@ def _setup_section(cfg) -> list[str]:
             f"n = {cfg.eval.samples} samples each at temperature {cfg.eval.temperature}; "
             f"seeds {list(cfg.seeds)}."] + [
         f"Prior `{p.name}` has its own lists: optimizers {list(optimizers_of(cfg, p))}, "
-        f"seeds {list(seeds_of(cfg, p))}." for p in cfg.priors if p.optimizers or p.seeds] + [""]
+        f"seeds {list(seeds_of(cfg, p))}." for p in cfg.priors if p.optimizers or p.seeds] + [
+        f"Optimizer `{name}`: {v.optimizer} with rl {json.dumps(dict(v.rl), sort_keys=True)}."
+        for name, v in cfg.variants.items()] + [""]
 
 
 def _shown_path(path, run_dir: Path) -> str:

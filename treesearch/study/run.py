@@ -71,7 +71,14 @@ from treesearch.search.harvest import (
     sft_examples,
     sibling_preference_pairs,
 )
-from treesearch.study.config import load_study_config, optimizers_of, seeds_of
+from treesearch.study.config import (
+    base_optimizer,
+    load_study_config,
+    optimizer_lr,
+    optimizers_of,
+    rl_of,
+    seeds_of,
+)
 from treesearch.study.measure import format_share, measure
 from treesearch.study.report import write_report
 from treesearch.study.routing import routing_probe
@@ -218,20 +225,20 @@ class Study:
         if optimizer in ("mcts", "dpo"):
             return self._train_from_trees(model, tokenizer, prior, optimizer, seed)
 
-        r = self.cfg.rl
-        config = RLConfig(method=optimizer, token_budget=self.cfg.budget_tokens,
+        method, r = base_optimizer(self.cfg, optimizer), rl_of(self.cfg, optimizer)
+        config = RLConfig(method=method, token_budget=self.cfg.budget_tokens,
                           group_size=r.group_size, problems_per_step=r.problems_per_step,
-                          lr=float(r.method_lr.get(optimizer, r.lr)),
+                          lr=optimizer_lr(self.cfg, optimizer),
                           temperature=self.cfg.eval.temperature,
                           max_steps=self.cfg.search.max_depth,
                         max_step_tokens=self.cfg.search.max_step_tokens,
                           clip_eps=r.clip_eps, kl_beta=r.kl_beta,
                           updates_per_batch=r.updates_per_batch, batch_size=r.batch_size,
-                          passk=r.passk if optimizer == "grpo" else 1,
+                          passk=r.passk if method == "grpo" else 1,
                           tree_baseline=r.tree_baseline,
-                          zero_success=r.zero_success if optimizer != "tree_rl" else "keep",
+                          zero_success=r.zero_success if method != "tree_rl" else "keep",
                           zero_success_weight=float(r.zero_success_weight),
-                          reward=r.reward if optimizer == "grpo" else "binary",
+                          reward=r.reward if method == "grpo" else "binary",
                           curriculum=r.curriculum, curriculum_samples=r.curriculum_samples,
                           seed=cell_seed(prior, optimizer, seed), progress=self.cfg.progress)
         formats: list[dict] = []
@@ -239,7 +246,7 @@ class Study:
         def on_samples(iteration, problems, texts, rewards):
             formats.append(format_share(self.task, [t for ts in texts for t in ts]))
 
-        search = self._tree_searcher(tokenizer) if optimizer == "tree_rl" else None
+        search = self._tree_searcher(tokenizer) if method == "tree_rl" else None
         model, stats = train(model, tokenizer, self.task, self.train_problems(seed), config,
                              on_samples=on_samples, search=search)
         stats["format_over_training"] = formats
@@ -291,21 +298,29 @@ class Study:
         return model, tokenizer, stats
 
     # -- measuring ---------------------------------------------------------------------
-    def measure(self, model_or_path, seed: int) -> dict:
-        """{eval set name: Measurement dict} of one policy on every eval set."""
+    def measure(self, model_or_path, seed: int, optimizer: str = "base") -> dict:
+        """{eval set name: Measurement dict} of one policy on every eval set; ``optimizer``:
+        what trained it ("base": nothing), which decides the stated-confidence line."""
         policy = self._policy(model_or_path, seed)
-        return {name: self._measure_set(policy, task, problems, f"measure {name}")
+        return {name: self._measure_set(policy, task, problems, f"measure {name}",
+                                        self.states_confidence(optimizer))
                 for name, (task, problems) in self.eval_sets().items()}
 
-    def _measure_set(self, policy, task, problems, desc: str) -> dict:
+    def states_confidence(self, optimizer: str) -> bool:
+        """Whether a policy trained with ``optimizer`` writes a confidence line after its
+        answer (grpo with the Brier reward, RLCR), so that measurements sample it."""
+        return (optimizer not in ("base", "mcts", "dpo")
+                and rl_of(self.cfg, optimizer).reward == "brier")
+
+    def _measure_set(self, policy, task, problems, desc: str, confidence_line: bool = False) -> dict:
         """One problem set measured with the study's eval settings (n samples, temperature,
-        step limits; the stated-confidence line sampled when grpo trains for Brier)."""
+        step limits; with ``confidence_line`` the line after the answer is sampled too)."""
         e = self.cfg.eval
         return measure(policy, task, problems, n=e.samples, temperature=e.temperature,
                        max_steps=self.cfg.search.max_depth,
                        max_step_tokens=self.cfg.search.max_step_tokens,
                        entropy_samples=e.entropy_samples, progress=self.cfg.progress,
-                       desc=desc, confidence_line=self.cfg.rl.reward == "brier").to_dict()
+                       desc=desc, confidence_line=confidence_line).to_dict()
 
     def cell_dir(self, prior: str, optimizer: str, seed: int | None = None) -> Path:
         d = self.run.path / "cells" / prior / optimizer
@@ -369,7 +384,7 @@ class Study:
         a = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         ranks = update_rank(b, a)
         measured = self.measure(where / "policy",
-                                cell_seed(prior, optimizer, seed, "measure"))
+                                cell_seed(prior, optimizer, seed, "measure"), optimizer)
         extra = {}
         if self.cfg.eval.routing_samples > 0:  # when vs how: routing on the "id" problems
             task, problems = self.eval_sets()["id"]
