@@ -1,7 +1,7 @@
 """transformers backend for the Policy protocol: batched step sampling with prefix KV reuse.
 
 ``HFPolicy.propose`` samples n next steps for each of many prefixes in one batch, with its
-own decoding loop (model forward calls on a ``DynamicCache``) instead of ``generate``, so
+own decoding loop (model forward calls on a transformers KV cache) instead of ``generate``, so
 that key/value states survive between calls:
 
 - Prefix cache (``PrefixKVCache``): the KV states of every prefix it has run, and of
@@ -12,6 +12,10 @@ that key/value states survive between calls:
   the generated tokens, not by the prompt again.
 - The n samples of one prefix share one prefill: the prefix runs once at batch U (unique
   prefixes), then the cache is expanded along the batch dimension to len(prefixes) * n rows.
+- Decoding runs on buffers allocated once per call (``_StepCache``, and the attention mask
+  likewise) for every column the call can reach: each step writes its key/value column in
+  place, and a finished row leaves the batch by moving the rows after it within the same
+  buffers, not by copying the whole cache (``DynamicCache`` concatenates at every token).
 
 Batch layout of one call (S = cache columns, U unique prefixes, B = len(prefixes) * n):
 
@@ -40,6 +44,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
 
 from policies.contract import check_sampling, eos_token_ids, propose_keys
 from policies.tokenization import StepEnds
@@ -181,6 +186,99 @@ def _snapshot(cache, row: int, cols) -> tuple[list[torch.Tensor], list[torch.Ten
     return keys, values
 
 
+# ----------------------------------------------------------------------------- decode cache
+
+class _StepLayer(DynamicLayer):
+    """One layer's KV in buffers allocated once per ``_decode`` call.
+
+    ``_k``/``_v`` are float [capacity_rows, kv_heads, capacity_columns, head_dim]; the
+    filled part is rows [0, rows) x columns [0, length), and ``keys``/``values`` are views
+    of it (what ``DynamicLayer`` readers such as ``_snapshot`` and the mask sizes see).
+    ``update`` writes the new columns in place instead of concatenating; selecting rows
+    moves only the rows that change place, within the same buffers.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, src: torch.Tensor, n: int,
+                 columns: int):
+        """Rows src[i] of keys/values (float [U, kv_heads, S, head_dim]) each repeated n
+        times (row i * n + j <- src[i]), with room for ``columns`` more columns."""
+        super().__init__()
+        K, (U, H, S, D) = len(src), keys.shape
+        self.dtype, self.device = keys.dtype, keys.device
+        self._k = keys.new_empty((K * n, H, S + columns, D))
+        self._v = values.new_empty((K * n, H, S + columns, values.shape[-1]))
+        for buf, x in ((self._k, keys), (self._v, values)):
+            buf.view(K, n, *buf.shape[1:])[:, :, :, :S] = x.index_select(0, src)[:, None]
+        self.rows, self.length = K * n, S
+        self.is_initialized = True
+        self._views()
+
+    def _views(self) -> None:
+        self.keys = self._k[:self.rows, :, :self.length]
+        self.values = self._v[:self.rows, :, :self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        q = key_states.shape[-2]
+        end = self.length + q
+        if key_states.shape[0] != self.rows:
+            raise ValueError(f"_StepLayer holds {self.rows} rows, got {key_states.shape[0]}")
+        if end > self._k.shape[2]:  # out of room (not expected in _decode): grow
+            grow = max(end, 2 * self._k.shape[2]) - self._k.shape[2]
+            self._k = torch.cat([self._k, self._k.new_zeros(*self._k.shape[:2], grow,
+                                                            self._k.shape[3])], dim=2)
+            self._v = torch.cat([self._v, self._v.new_zeros(*self._v.shape[:2], grow,
+                                                            self._v.shape[3])], dim=2)
+        self._k[:self.rows, :, self.length:end] = key_states
+        self._v[:self.rows, :, self.length:end] = value_states
+        self.length = end
+        self._views()
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor,
+                             scratch: torch.Tensor | None = None) -> None:
+        """Keep rows ``indices`` (increasing), in place: rows already in place stay put.
+        scratch: a flat buffer of the same dtype to gather through (default: a new one)."""
+        keep = indices.tolist()
+        start = next((j for j, i in enumerate(keep) if i != j), len(keep))
+        if start < len(keep):
+            src = indices[start:].to(self._k.device)
+            for buf in (self._k, self._v):
+                shape = (len(src), *buf.shape[1:2], self.length, *buf.shape[3:])
+                size = shape[0] * shape[1] * shape[2] * shape[3]
+                if scratch is None or scratch.numel() < size:
+                    scratch = buf.new_empty(size)
+                moved = scratch[:size].view(shape)
+                torch.index_select(buf[:self.rows, :, :self.length], 0, src, out=moved)
+                buf[start:len(keep), :, :self.length] = moved
+        self.rows = len(keep)
+        self._views()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        raise NotImplementedError("_StepLayer does not grow its batch")
+
+
+class _StepCache(DynamicCache):
+    """A ``DynamicCache`` of ``_StepLayer``s: the KV cache of one ``_decode`` call."""
+
+    def __init__(self, layers: list[_StepLayer]):
+        Cache.__init__(self, layers=layers)
+        self._scratch: torch.Tensor | None = None  # shared by the layers' row selections
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self._scratch is None:  # reused: fresh large allocations cost page faults
+            size = max(max(layer._k.numel(), layer._v.numel()) for layer in self.layers)
+            self._scratch = self.layers[0]._k.new_empty(size)
+        for layer in self.layers:
+            layer.batch_select_indices(indices, self._scratch)
+
+    @classmethod
+    def expanded(cls, cache, src: torch.Tensor, n: int, columns: int) -> "_StepCache":
+        """A prefill cache's rows src[i], each repeated n times, with room for ``columns``
+        more columns."""
+        return cls([_StepLayer(layer.keys, layer.values, src, n, columns)
+                    for layer in cache.layers])
+
+
 # ----------------------------------------------------------------------------- policy
 
 @dataclass
@@ -249,6 +347,16 @@ class HFPolicy:
         self.is_eos = torch.zeros(vocab, dtype=torch.bool)
         self.is_eos[[i for i in eos if 0 <= i < vocab]] = True
 
+    # _decode keeps finished rows in its batch (outputs ignored, fed padding) while at least
+    # this share of the batch is live, and compacts the batch below it. 1 (the default):
+    # compact at every finish, as the reference path does; below 1 is faster, but the
+    # batch size then differs from the reference, and with it the float rounding of the
+    # live rows' logits (differences around 1e-7, which can flip a sample in rare ties).
+    _compact_below = 1.0
+    # reference decoding for tests and benchmarks: a DynamicCache grown by concatenation
+    # and compacted whenever a row finishes (what _decode did before its step buffers)
+    _legacy_decode = False
+
     # -- public -----------------------------------------------------------------------
 
     def describe(self) -> str:
@@ -290,12 +398,15 @@ class HFPolicy:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _forward(self, ids, mask, positions, cache) -> torch.Tensor:
+    def _forward(self, ids, mask, positions, cache, processed: int | None = None) -> torch.Tensor:
         """One model call; ids/positions long [rows, q], mask long [rows, S]; logits of the
-        last column, float32 [rows, vocab]."""
+        last column, float32 [rows, vocab]. ``processed``: the tokens to count (default:
+        the unmasked ones among the new columns)."""
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
-        self.counts.processed += int(mask[:, -ids.shape[1]:].sum())
+        if processed is None:
+            processed = int(mask[:, -ids.shape[1]:].sum())
+        self.counts.processed += processed
         return out.logits[:, -1, :].float()
 
     def _prefill(self, uniq: list[tuple[int, ...]]):
@@ -367,21 +478,34 @@ class HFPolicy:
         lanes = [self] if companion is None else [self, companion]
         uniq = list(dict.fromkeys(keys))
         where = {k: u for u, k in enumerate(uniq)}
-        sel = torch.tensor([where[k] for k in keys for _ in range(n)], device=self.device)
-        caches, masks, logits, entries = [], [], [], []
-        for lane in lanes:
-            cache, mask, first, lane_entries = lane._prefill(uniq)
-            cache.batch_select_indices(sel)  # U rows -> B = len(keys) * n rows
-            caches.append(cache)
-            masks.append(mask[sel])
-            logits.append(first[sel])
-            entries.append(lane_entries)
         limits = [lane.max_positions for lane in lanes if lane.max_positions is not None]
         room = min(limits) if limits else 1 << 62
         rows = _Rows(prefix=[k for k in keys for _ in range(n)],
-                     parent=[entries[0][where[k]] for k in keys for _ in range(n)],
+                     parent=[None] * (len(keys) * n),
                      limit=[min(max_step_tokens, room - len(k)) for k in keys for _ in range(n)])
         B = len(rows.prefix)
+        legacy = self._legacy_decode
+        columns = max(rows.limit)  # the decoding steps feed at most max(limit) - 1 tokens
+        src = torch.tensor([where[k] for k in keys], device=self.device)
+        sel = torch.tensor([where[k] for k in keys for _ in range(n)], device=self.device)
+        caches, masks, widths, logits, entries = [], [], [], [], []
+        for lane in lanes:  # lanes may have cached different prefixes: widths differ
+            cache, mask, first, lane_entries = lane._prefill(uniq)
+            width = mask.shape[1]
+            widths.append(width)
+            if legacy:
+                cache.batch_select_indices(sel)  # U rows -> B = len(keys) * n rows
+                mask = mask[sel]
+            else:  # U rows -> B rows, in buffers with room for every decoding step
+                cache = _StepCache.expanded(cache, src, n, columns)
+                full = mask.new_ones(B, width + columns)
+                full[:, :width] = mask[sel]
+                mask = full
+            caches.append(cache)
+            masks.append(mask)
+            logits.append(first[sel])
+            entries.append(lane_entries)
+        rows.parent = [entries[0][where[k]] for k in keys for _ in range(n)]
         rows.steps = [[] for _ in range(B)]
         rows.logps = [0.0] * B
         rows.finished = [False] * B
@@ -390,16 +514,23 @@ class HFPolicy:
         lane_rows = [rows] + [dataclasses.replace(rows, parent=[e[where[k]] for k in keys
                                                                 for _ in range(n)])
                               for e in entries[1:]]
-        active = list(range(B))  # batch position -> row
+        active = list(range(B))  # the live rows, in batch order
+        # batch position of each live row; None while they are exactly the batch. Finished
+        # rows ride along (their outputs ignored) until fewer than _compact_below of the
+        # batch is live, then the batch is compacted.
+        slots: list[int] | None = None
+        slot_idx = None
+        nb = B  # batch rows
         pos = torch.tensor([len(rows.prefix[r]) for r in active], dtype=torch.long,
                            device=self.device)
         t = 0
         while True:
+            live = logits if slot_idx is None else [x.index_select(0, slot_idx) for x in logits]
             if companion is None:
-                tok = self._sample(logits[0])
-                logp = torch.log_softmax(logits[0], dim=-1).gather(1, tok[:, None]).squeeze(1)
+                tok = self._sample(live[0])
+                logp = torch.log_softmax(live[0], dim=-1).gather(1, tok[:, None]).squeeze(1)
             else:
-                tok, logp = choose(*logits)
+                tok, logp = choose(*live)
             t += 1
             self.counts.generated += len(active)
             eos, delim = self.is_eos[tok.cpu()].tolist(), self.is_delim[tok.cpu()].tolist()
@@ -414,22 +545,45 @@ class HFPolicy:
                 if eos[b] or full:
                     rows.finished[r] = True
                 elif ended or t >= rows.limit[r]:
+                    at = b if slots is None else slots[b]
                     for lane, cache, lane_row in zip(lanes, caches, lane_rows):
-                        lane._remember(cache, b, r, t, lane_row)
+                        lane._remember(cache, at, r, t, lane_row)
                 else:
                     keep.append(b)
             if not keep:
                 return rows
             if len(keep) < len(active):
-                idx = torch.tensor(keep, device=self.device)
-                for cache in caches:
-                    cache.batch_select_indices(idx)
-                masks = [mask[idx] for mask in masks]
-                pos, tok = pos[idx], tok[idx]
+                kept = keep if slots is None else [slots[b] for b in keep]
+                tok = tok[torch.tensor(keep, device=self.device)]
                 active = [active[b] for b in keep]
-            masks = [torch.cat([mask, mask.new_ones(len(active), 1)], dim=1) for mask in masks]
-            logits = [lane._forward(tok[:, None], mask, pos[:, None], cache)
-                      for lane, mask, cache in zip(lanes, masks, caches)]
+                if legacy or len(kept) < self._compact_below * nb:
+                    idx = torch.tensor(kept, device=self.device)
+                    for cache in caches:
+                        cache.batch_select_indices(idx)
+                    if legacy:
+                        masks = [mask[idx] for mask in masks]
+                    else:
+                        for mask, width in zip(masks, widths):
+                            mask[:len(kept), :width] = mask[:nb, :width].index_select(0, idx)
+                    pos = pos[idx]
+                    nb, slots, slot_idx = len(kept), None, None
+                else:
+                    slots, slot_idx = kept, torch.tensor(kept, device=self.device)
+            if slot_idx is None:
+                ids = tok[:, None]
+            else:  # riders are fed padding
+                ids = torch.full((nb, 1), self.pad_id, dtype=torch.long, device=self.device)
+                ids[slot_idx, 0] = tok
+            widths = [width + 1 for width in widths]
+            if legacy:
+                masks = [torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+                         for mask in masks]
+                logits = [lane._forward(ids, mask, pos[:, None], cache)
+                          for lane, mask, cache in zip(lanes, masks, caches)]
+            else:
+                logits = [lane._forward(ids, mask[:nb, :width], pos[:, None], cache,
+                                        processed=len(active))
+                          for lane, mask, width, cache in zip(lanes, masks, widths, caches)]
             pos = pos + 1
 
     def _remember(self, cache, b: int, r: int, t: int, rows: _Rows) -> None:

@@ -10,7 +10,7 @@ transformers = pytest.importorskip("transformers")
 
 from tiny_models import save_tiny_llama, step_endings  # noqa: E402
 
-from policies.hf import HFPolicy, PrefixKVCache  # noqa: E402
+from policies.hf import HFPolicy, PrefixKVCache, _StepCache  # noqa: E402
 from policies.tokenization import build_char_tokenizer, step_delimiter_ids  # noqa: E402
 
 MAX_POS = 96
@@ -102,6 +102,71 @@ def test_greedy_matches_uncached_reference(model_dir, tok):
                 assert abs(p.logprob - logp) < 1e-4
         prefixes = [prefixes[0] + out[0][0].tokens.tolist(), prefixes[1],
                     encode(tok, "9" * (round_ + 1))]
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.8, 0.9)])
+def test_step_buffers_sample_what_the_growing_cache_sampled(model_dir, tok, temperature, top_p):
+    """The preallocated decode cache samples the same tokens (same seed) with the same
+    logps and token counts as the reference DynamicCache path (grown by concatenation,
+    compacted at every finish), over prompts of different lengths, rows finishing at
+    different steps, and later rounds that hit the prefix cache."""
+    def run(legacy):
+        policy = HFPolicy(model_dir, temperature=temperature, top_p=top_p, seed=11)
+        policy._legacy_decode = legacy
+        prefixes, outs = prompts(tok), []
+        for _ in range(3):
+            out = policy.propose(prefixes, n=8, max_step_tokens=10)
+            outs.append(out)
+            prefixes = [prefixes[0] + out[0][0].tokens.tolist(),
+                        prefixes[1] + out[1][3].tokens.tolist(), prefixes[2]]
+        return outs, policy.counts
+
+    ref, ref_counts = run(True)
+    new, new_counts = run(False)
+    lengths = set()
+    for ref_out, new_out in zip(ref, new):
+        for ref_props, new_props in zip(ref_out, new_out):
+            for a, b in zip(ref_props, new_props):
+                assert b.tokens.tolist() == a.tokens.tolist()
+                assert b.finished == a.finished
+                assert abs(b.logprob - a.logprob) < 1e-5
+                lengths.add(len(a.tokens))
+    assert len(lengths) > 2  # rows did finish at different steps
+    assert new_counts == ref_counts
+
+
+def test_riding_finished_rows_matches_uncached_reference(model_dir, tok):
+    """Deferred compaction (finished rows ride along in the batch) stays greedy-exact."""
+    policy = HFPolicy(model_dir, temperature=0.0)
+    policy._compact_below = 0.3
+    stop = {tok("\n")["input_ids"][0], tok.eos_token_id}
+    prefixes = prompts(tok) + [encode(tok, "7"), encode(tok, "100-99=1\n2+2=4\n")]
+    out = policy.propose(prefixes, n=3, max_step_tokens=12)
+    for prefix, props in zip(prefixes, out):
+        want, logp = reference_step(policy.model, prefix, 12, stop)
+        for p in props:
+            assert p.tokens.tolist() == want
+            assert abs(p.logprob - logp) < 1e-4
+
+
+def test_step_cache_selects_rows_and_grows_like_dynamic_cache():
+    gen = torch.Generator().manual_seed(0)
+    kv = [(torch.randn(3, 2, 5, 4, generator=gen), torch.randn(3, 2, 5, 4, generator=gen))
+          for _ in range(2)]
+    ref = transformers.DynamicCache([(k[[0, 0, 2, 2]], v[[0, 0, 2, 2]]) for k, v in kv])
+    cache = _StepCache.expanded(transformers.DynamicCache(kv), torch.tensor([0, 2]), 2, 1)
+    for step in range(4):  # room for one column only: later updates must grow the buffers
+        if step == 2:
+            for c in (ref, cache):
+                c.batch_select_indices(torch.tensor([1, 3]))
+        rows = ref.layers[0].keys.shape[0]
+        for layer in range(2):
+            new = torch.randn(rows, 2, 1, 4, generator=gen), torch.randn(rows, 2, 1, 4, generator=gen)
+            want = ref.update(*new, layer)
+            got = cache.update(*new, layer)
+            for a, b in zip(want, got):
+                assert torch.equal(a, b)
+        assert cache.get_seq_length() == ref.get_seq_length()
 
 
 def test_top_p_tiny_is_greedy(model_dir, tok):
