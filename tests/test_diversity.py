@@ -24,6 +24,7 @@ from treesearch.engine.forest import Forest
 from treesearch.search.harvest import (
     best_correct,
     failing_siblings,
+    passk_tree_weights,
     path_logprior,
     sft_examples,
     solution_key,
@@ -54,6 +55,7 @@ def task():
     ("distill.prior_weight=0", "distill.prior_weight"),
     ("distill.positive_weight=-0.1", "distill.positive_weight"),
     ("distill.tree_baseline=uncle", "distill.tree_baseline"),
+    ("distill.passk_weight=-1", "distill.passk_weight"),
     ("eval.passk_samples=-1", "eval.passk_samples"),
     ("eval.passk_problems=-1", "eval.passk_problems"),
     ("eval.entropy_samples=-1", "eval.entropy_samples"),
@@ -72,6 +74,8 @@ def test_options_are_off_by_default_and_tree_pg_refuses_path_options():
                        "distill.unlikeliness=1", "distill.prior_samples=2"])
     with pytest.raises(ConfigError, match="distill.method"):
         load_config(None, ["distill.method=tree_pg", "distill.distinct=true"])
+    with pytest.raises(ConfigError, match="distill.method"):
+        load_config(None, ["distill.method=tree_pg", "distill.passk_weight=4"])
 
 
 # ----------------------------------------------------------------------------- harvest
@@ -123,6 +127,27 @@ def test_unlikeliness_weights_rare_paths_up(prior, task):
     rare = sft_examples(result, tok, _AllCorrect(), k=4, unlikeliness=2.0)
     assert [e.weight for e in rare] == [1.0, 3.0]               # the unlikely path: 1 + 2
     assert [e.completion_ids for e in rare] == [e.completion_ids for e in plain]
+
+
+def test_passk_weights_favour_the_problems_the_search_rarely_solves(prior):
+    """Root Q 0.75 (3 of 4 answers right) against root Q 0.25: at K = 3 the weights are
+    0.25^2 and 0.75^2; an unvisited root counts as unsolved; K <= 1 is uniform; a path of
+    weight 0 (a problem solved every time) is left out."""
+    _, tok = prior
+    texts = ["A:(25*4)+7\n", "A:7+(25*4)\n", "A:1\n", "A:2\n"]
+    easy = _answers_forest(tok, texts, [1.0, 1.0, 1.0, 0.0], [0.25] * 4)
+    hard = _answers_forest(tok, texts, [1.0, 0.0, 0.0, 0.0], [0.25] * 4)
+    for result in (easy, hard):  # the root's value: the sum of its children's
+        result.forest.value_sum[0, 0] = result.forest.value_sum[0, 1:5].sum()
+    assert passk_tree_weights(easy.forest, 3) == pytest.approx([0.25 ** 2])
+    assert passk_tree_weights(hard.forest, 3) == pytest.approx([0.75 ** 2])
+    np.testing.assert_array_equal(passk_tree_weights(easy.forest, 1), [1.0])
+    weighted = sft_examples(hard, tok, _AllCorrect(), k=2, tree_weights=[0.5])
+    assert [e.weight for e in weighted] == [0.5, 0.5]
+    assert sft_examples(hard, tok, _AllCorrect(), k=2, tree_weights=[0.0]) == []
+    fresh = _answers_forest(tok, texts[:1], [1.0], [1.0])
+    fresh.forest.visits[0, 0] = 0
+    assert passk_tree_weights(fresh.forest, 4) == pytest.approx([1.0])
 
 
 def test_failing_siblings_are_the_rejected_steps(prior):

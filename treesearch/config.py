@@ -118,6 +118,12 @@ class DistillSection:
     # on the starting model's own samples = KL(start || policy) up to a constant); 0 = off
     prior_samples: int = 0
     prior_weight: float = 1.0
+    # K >= 1: the imitated paths of a problem are weighted (1 - q)^(K - 1), q its tree's
+    # root Q (the search's success rate on it, clipped to [0, 1]), then scaled so the
+    # round's weights average 1: a problem the policy already solves reliably adds little,
+    # a rarely solved one counts fully (the shape of pass@K advantages, arXiv 2508.10751,
+    # without sampling groups); 0 = off
+    passk_weight: int = 0
     positive_weight: float = 0.1  # wreinforce: lambda on the verified paths
     # wreinforce / tree_pg: PPO-style clip on each token's probability ratio to the round's
     # starting policy (0 = off; off, wreinforce at lr 1e-4 collapsed the policy in round 1)
@@ -263,13 +269,16 @@ def validate(cfg) -> None:
     need(d.unlikeliness >= 0, "distill.unlikeliness", "must be >= 0 (0 = off)")
     need(d.prior_samples >= 0, "distill.prior_samples", "must be >= 0 (0 = off)")
     need(d.prior_weight > 0, "distill.prior_weight", "must be > 0")
+    need(isinstance(d.passk_weight, int) and d.passk_weight >= 0, "distill.passk_weight",
+         "must be an int >= 0 (K of the (1 - q)^(K - 1) problem weight; 0 = off)")
     need(d.positive_weight >= 0, "distill.positive_weight", "must be >= 0")
     need(0 <= d.pg_clip < 1, "distill.pg_clip", "must be in [0, 1) (0 = off)")
     need(d.tree_baseline in TREE_BASELINES, "distill.tree_baseline",
          f"must be one of {', '.join(TREE_BASELINES)}")
-    need(d.method != "tree_pg" or not (d.distinct or d.unlikeliness > 0), "distill.method",
-         "tree_pg trains on every visited step of the trees, not on selected paths: "
-         "distill.distinct and distill.unlikeliness do not apply")
+    need(d.method != "tree_pg" or not (d.distinct or d.unlikeliness > 0 or d.passk_weight),
+         "distill.method", "tree_pg trains on every visited step of the trees, not on "
+         "selected paths: distill.distinct, distill.unlikeliness and distill.passk_weight "
+         "do not apply")
     need(cfg.eval.split in ("val", "test"), "eval.split",
          "must be 'val' (tuning) or 'test' (reporting); train problems are not held out")
     need(cfg.eval.problems >= 1, "eval.problems", "must be >= 1")

@@ -41,6 +41,7 @@ from disk, so a resumed run computes what an uninterrupted one would.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -86,6 +87,7 @@ from treesearch.search import SearchConfig, StepSearch
 from treesearch.search.harvest import (
     failing_siblings,
     load_result,
+    passk_tree_weights,
     sft_examples,
     sibling_preference_pairs,
     solution_key,
@@ -301,11 +303,15 @@ class SelfPlay:
                 pg += tree_examples(result.forest, result.prompts, d.tree_baseline)
                 continue
             verifier = RuleVerifier(self.task, tok, problems)
+            weights = passk_tree_weights(result.forest, d.passk_weight) if d.passk_weight else None
             examples += sft_examples(result, tok, verifier, d.paths_per_problem,
                                      clean_steps=d.clean_steps, key=key,
-                                     unlikeliness=d.unlikeliness)
+                                     unlikeliness=d.unlikeliness, tree_weights=weights)
             if d.method == "wreinforce":
                 pg += failing_siblings(result, d.dpo_margin)
+        if d.passk_weight and examples:  # the round's mean weight back to 1: same step size
+            scale = len(examples) / sum(e.weight for e in examples)
+            examples = [dataclasses.replace(e, weight=e.weight * scale) for e in examples]
         prior = self._prior_examples(r) if d.prior_samples else []
         config = DistillConfig(lr=d.lr, epochs=d.epochs, batch_size=d.batch_size, seed=seed,
                                lora=d.lora, dpo_beta=d.dpo_beta, pg_clip=d.pg_clip,
@@ -326,7 +332,7 @@ class SelfPlay:
                "sft_loss_last": stats.get("loss_last")}
         if d.prior_samples:
             row["prior_examples"] = len(prior)
-        if d.distinct or d.unlikeliness:
+        if d.distinct or d.unlikeliness or d.passk_weight:
             row["sft_weight_mean"] = float(np.mean([e.weight for e in examples])) if examples else None
         if d.method == "sft+dpo":
             pairs = sibling_preference_pairs(result, d.dpo_margin)

@@ -102,18 +102,34 @@ def unlikeliness_weights(logpriors, strength: float) -> np.ndarray:
     return 1.0 + strength * rank / (m - 1)
 
 
+def passk_tree_weights(forest, k: int) -> np.ndarray:
+    """float64 [B]: (1 - q)^(k - 1) per tree, q its root Q clipped to [0, 1] (0 when the
+    root is unvisited): the chance that k - 1 more tries at the search's success rate all
+    fail, so problems already solved reliably weigh little. All ones for k <= 1."""
+    if k <= 1:
+        return np.ones(forest.n_trees)
+    q = np.nan_to_num(forest.q()[:, 0], nan=0.0).clip(0.0, 1.0)
+    return (1.0 - q) ** (k - 1)
+
+
 def sft_examples(result, tokenizer, verifier, k: int, clean_steps: bool = False,
                  key: Callable[[list], Hashable] | None = None,
-                 unlikeliness: float = 0.0) -> list:
+                 unlikeliness: float = 0.0, tree_weights=None) -> list:
     """``policies.distill.SFTExample`` for the ``best_correct`` paths of every tree (``key``:
     distinct solutions only); with ``unlikeliness`` > 0 each tree's paths are weighted by
-    ``unlikeliness_weights`` of their ``path_logprior`` (weight 1 otherwise)."""
+    ``unlikeliness_weights`` of their ``path_logprior`` (weight 1 otherwise), times
+    ``tree_weights[b]`` (float [B], e.g. ``passk_tree_weights``) where given; a path of
+    weight 0 is left out."""
     out = []
     for b in range(result.forest.n_trees):
         nodes = best_correct(result, b, verifier, k, clean_steps, key)
         weights = unlikeliness_weights([path_logprior(result.forest, b, c) for c in nodes],
                                        unlikeliness)
+        if tree_weights is not None:
+            weights = weights * float(tree_weights[b])
         for node, w in zip(nodes, weights):
+            if w <= 0:
+                continue
             steps = [s.tolist() for s in result.steps(b, node)]
             out.append(sft_example(tokenizer, result.prompts[b], steps, weight=float(w)))
     return out
