@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from treesearch.config import ConfigError
+from treesearch.study.analysis import crossover
 from treesearch.study.config import load_study_config
-from treesearch.study.report import crossover, write_report
+from treesearch.study.report import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ROOT / "configs" / "study_quick.yaml"
@@ -168,8 +169,8 @@ def test_an_optimizer_variant_trains_its_base_with_its_rl_changes(tmp_path, monk
 
     cfg = load_study_config(QUICK, [
         "optimizers=[grpo, grpo_brier, nsr_fast]",
-        "variants={grpo_brier: {optimizer: grpo, rl: {reward: brier, curriculum: easy_first}},"
-        " nsr_fast: {optimizer: nsr, rl: {lr: 0.001}}}"])
+        ("variants={grpo_brier: {optimizer: grpo, rl: {reward: brier, curriculum: easy_first}},"
+        " nsr_fast: {optimizer: nsr, rl: {lr: 0.001}}}")])
     assert base_optimizer(cfg, "grpo_brier") == "grpo" and base_optimizer(cfg, "grpo") == "grpo"
     assert rl_of(cfg, "grpo_brier").reward == "brier" and cfg.rl.reward == "binary"
     assert rl_of(cfg, "grpo_brier").group_size == cfg.rl.group_size
@@ -200,7 +201,7 @@ def test_token_entropy_matches_a_manual_computation():
     from policies.zoo import resolve
     from treesearch.study.measure import token_entropy
 
-    model, tok = load_model(resolve("tiny-countdown3"))
+    model, _tok = load_model(resolve("tiny-countdown3"))
     seqs = [([1, 5, 6], [7, 8]), ([1, 9], [10, 11, 12])]
     got = token_entropy(model, seqs)
     total, count = 0.0, 0
@@ -256,8 +257,8 @@ def test_small_grid_end_to_end_and_resume(tmp_path):
     from treesearch.study.run import main
 
     out = tmp_path / "study"
-    args = ["--quick", f"out={out}", "priors=[{name: p3, model: tiny-countdown3}, "
-            "{name: p4, model: tiny-countdown}]", "optimizers=[mcts, grpo]",
+    args = ["--quick", f"out={out}", ("priors=[{name: p3, model: tiny-countdown3}, "
+            "{name: p4, model: tiny-countdown}]"), "optimizers=[mcts, grpo]",
             "seeds=[0]", "budget_tokens=1500", "train_problems=6", "eval.problems=3", "eval.ood_problems=1",
             "eval.samples=8", "eval.entropy_samples=2", "progress=false"]
     assert main(args) == 0

@@ -42,7 +42,7 @@ class PriorSpec:
     pretrain: Dict[str, Any] = field(default_factory=dict)
     # this prior's own optimizers / seeds (empty: the study's). A prior with its own lists
     # is a probe beside the grid: eta squared reads only the priors that share the
-    # study's full optimizer x seed grid (``treesearch.study.report``)
+    # study's full optimizer x seed grid (``treesearch.study.analysis``)
     optimizers: List[str] = field(default_factory=list)
     seeds: List[int] = field(default_factory=list)
 
