@@ -190,6 +190,10 @@ def test_an_optimizer_variant_trains_its_base_with_its_rl_changes(tmp_path, monk
     assert (seen["config"].method, seen["config"].lr) == ("nsr", 1e-3)
     assert study.states_confidence("grpo_brier") and not study.states_confidence("grpo")
     assert not study.states_confidence("base") and not study.states_confidence("mcts")
+    assert not study.states_confidence("nsr_fast")
+    everyone = study_run.Study(load_study_config(QUICK, ["rl.reward=brier"]),
+                               RunDir.create(tmp_path / "run2", "x: 1\n"))
+    assert everyone.states_confidence("grpo") and not everyone.states_confidence("nsr")
 
 
 # ---------------------------------------------------------------------------- measurements

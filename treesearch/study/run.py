@@ -309,7 +309,7 @@ class Study:
     def states_confidence(self, optimizer: str) -> bool:
         """Whether a policy trained with ``optimizer`` writes a confidence line after its
         answer (grpo with the Brier reward, RLCR), so that measurements sample it."""
-        return (optimizer not in ("base", "mcts", "dpo")
+        return (optimizer != "base" and base_optimizer(self.cfg, optimizer) == "grpo"
                 and rl_of(self.cfg, optimizer).reward == "brier")
 
     def _measure_set(self, policy, task, problems, desc: str, confidence_line: bool = False) -> dict:
