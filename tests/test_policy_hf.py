@@ -89,17 +89,22 @@ def test_steps_stop_at_delimiter_eos_or_limit(model_dir, tok):
     assert "nl" in ends and "limit" in ends  # the random model does both here
 
 
+def assert_greedy_reference(policy, prefixes, out, max_tokens, stop):
+    """Every proposal of a greedy ``propose`` equals the uncached reference step."""
+    for prefix, props in zip(prefixes, out):
+        want, logp = reference_step(policy.model, prefix, max_tokens, stop)
+        for p in props:
+            assert p.tokens.tolist() == want
+            assert abs(p.logprob - logp) < 1e-4
+
+
 def test_greedy_matches_uncached_reference(model_dir, tok):
     policy = HFPolicy(model_dir, temperature=0.0)
     stop = {tok("\n")["input_ids"][0], tok.eos_token_id}
     prefixes = prompts(tok)
     for round_ in range(3):  # later rounds hit the prefix cache, mixed with fresh prefixes
         out = policy.propose(prefixes, n=2, max_step_tokens=12)
-        for prefix, props in zip(prefixes, out):
-            want, logp = reference_step(policy.model, prefix, 12, stop)
-            for p in props:
-                assert p.tokens.tolist() == want
-                assert abs(p.logprob - logp) < 1e-4
+        assert_greedy_reference(policy, prefixes, out, 12, stop)
         prefixes = [prefixes[0] + out[0][0].tokens.tolist(), prefixes[1],
                     encode(tok, "9" * (round_ + 1))]
 
@@ -142,11 +147,7 @@ def test_riding_finished_rows_matches_uncached_reference(model_dir, tok):
     stop = {tok("\n")["input_ids"][0], tok.eos_token_id}
     prefixes = prompts(tok) + [encode(tok, "7"), encode(tok, "100-99=1\n2+2=4\n")]
     out = policy.propose(prefixes, n=3, max_step_tokens=12)
-    for prefix, props in zip(prefixes, out):
-        want, logp = reference_step(policy.model, prefix, 12, stop)
-        for p in props:
-            assert p.tokens.tolist() == want
-            assert abs(p.logprob - logp) < 1e-4
+    assert_greedy_reference(policy, prefixes, out, 12, stop)
 
 
 def test_step_cache_selects_rows_and_grows_like_dynamic_cache():
