@@ -155,8 +155,34 @@ def test_a_probe_prior_has_its_own_cells_and_stays_out_of_eta_squared(tmp_path):
     assert res["eta_squared_priors"] == ["A", "B"]
     assert "error" not in res["eta_squared"]["pass@1"]
     assert res["eta_squared"]["pass@1"]["priors"] == ["A", "B"]
-    assert "P (trained with optimizer or seed lists of its own) is a probe" in text
+    assert "left out: P (trained with optimizer or seed lists of its own)" in text
     assert any(c["prior"] == "P" for c in res["cells"])  # still in the tables
+
+
+def test_an_untrained_control_is_planned_without_cells(tmp_path, monkeypatch):
+    """trained: false keeps a prior as a measured control: no optimizers, no cells, not in
+    the grid; with optimizers of its own it is refused."""
+    from treesearch.study.config import optimizers_of
+    from treesearch.study.run import Study
+    from treesearch.utils.runs import RunDir
+
+    cfg = load_study_config(QUICK, ["priors.0.trained=false"])
+    assert optimizers_of(cfg, cfg.priors[0]) == [] and optimizers_of(cfg, cfg.priors[1])
+    with pytest.raises(ConfigError, match=r"priors\.0\.trained"):
+        load_study_config(QUICK, ["priors.0.trained=false", "priors.0.optimizers=[grpo]"])
+    study = Study(cfg, RunDir.create(tmp_path / "run", "x: 1\n"))
+    done = []
+    study.run_base = lambda prior: done.append((prior, "base"))
+    study.run_cell = lambda prior, opt, seed: done.append((prior, opt))
+    study.prior_val_figures = lambda prior: {}
+    study.prior_path = lambda prior: tmp_path / prior
+    monkeypatch.setattr("treesearch.study.run.write_report", lambda path, cfg: path)
+    study.run_all()
+    assert ("reference", "base") in done and not any(p == "reference" and o != "base"
+                                                     for p, o in done)
+    assert any(p == "small" and o != "base" for p, o in done)
+    priors = json.loads((tmp_path / "run" / "priors.json").read_text())
+    assert priors["reference"]["grid"] is False and priors["small"]["grid"] is True
 
 
 def test_an_optimizer_variant_trains_its_base_with_its_rl_changes(tmp_path, monkeypatch):

@@ -136,7 +136,7 @@ def _eta_with_intervals(cells: list[dict], trained: list[dict]) -> dict:
     "optimizer" too), bootstrap intervals under "ci" (part -> [lo, hi]); {"error": why}
     for a grid that cannot be decomposed (unbalanced: an unfinished run)."""
     eta = {}
-    if not trained:
+    if len({r["prior"] for r in trained}) < 2:  # one prior: no prior factor to decompose
         return eta
     has_ood = any(ood_set_names(c["eval"]) for c in cells)
     for metric in ETA_METRICS:

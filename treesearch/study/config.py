@@ -45,10 +45,16 @@ class PriorSpec:
     # study's full optimizer x seed grid (``treesearch.study.analysis``)
     optimizers: List[str] = field(default_factory=list)
     seeds: List[int] = field(default_factory=list)
+    # False: a control, measured untrained only (no cells; e.g. the reference beside a
+    # probe prior built from it)
+    trained: bool = True
 
 
 def optimizers_of(cfg, spec) -> list[str]:
-    """The optimizers a prior is trained with: its own list, else the study's."""
+    """The optimizers a prior is trained with: its own list, else the study's; none for
+    an untrained control."""
+    if not spec.trained:
+        return []
     return list(spec.optimizers or cfg.optimizers)
 
 
@@ -274,6 +280,9 @@ def validate_study(cfg) -> None:
             need(o in known, f"priors.{i}.optimizers.{j}",
                  f"unknown optimizer {o!r}; known: {known}")
         need(len(set(p.seeds)) == len(p.seeds), f"priors.{i}.seeds", "seeds must be distinct")
+        need(p.trained or not (p.optimizers or p.seeds), f"priors.{i}.trained",
+             f"prior {p.name!r} is an untrained control (trained: false): it takes no "
+             "optimizers or seeds of its own")
     need(len(cfg.seeds) >= 1, "seeds", "list at least one seed")
     need(cfg.budget_tokens >= 1000, "budget_tokens", "must be >= 1000 generated tokens")
     need(cfg.train_problems >= 1, "train_problems", "must be >= 1")

@@ -318,12 +318,13 @@ def _eta_section(res: dict) -> list[str]:
         lines += ["", ("With one seed the interaction and residual cannot be told apart (reported "
                   "together as interaction), and the intervals resample problems only.")]
     grid = res.get("eta_squared_priors") or sorted(res["base"])
-    probes = sorted(set(res["base"]) - set(grid))
-    if probes:
-        lines += ["", (f"Over the priors of the grid ({', '.join(grid)}); "
-                  f"{', '.join(probes)} (trained with optimizer or seed lists of "
-                  f"{'its' if len(probes) == 1 else 'their'} own) "
-                  f"{'is a probe' if len(probes) == 1 else 'are probes'} beside it, left out.")]
+    trained = {c["prior"] for c in res["cells"]}
+    probes = sorted(trained - set(grid))
+    controls = sorted(set(res["base"]) - trained)
+    if probes or controls:
+        left = [f"{', '.join(probes)} (trained with optimizer or seed lists of its own)"] * bool(probes)
+        left += [f"{', '.join(controls)} (measured untrained only)"] * bool(controls)
+        lines += ["", f"Over the priors of the grid ({', '.join(grid)}); left out: {'; '.join(left)}."]
     if len(grid) == 2:
         lines += ["", "With two priors, the prior share rests on one contrast."]
     lines.append("")

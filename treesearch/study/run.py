@@ -425,7 +425,8 @@ class Study:
         write_json(self.run.path / "priors.json", {
             name: {"path": portable_path(self.prior_path(name)), "factor": spec.factor,
                    "reference": spec.reference, "pretrain": dict(spec.pretrain),
-                   "grid": not (spec.optimizers or spec.seeds),
+                   "grid": spec.trained and not (spec.optimizers or spec.seeds),
+                   "trained": spec.trained,
                    "val": self.prior_val_figures(name)}
             for name, spec in self.specs.items()})
         return write_report(self.run.path, c)
