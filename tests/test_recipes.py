@@ -58,6 +58,29 @@ def test_every_shipped_recipe_loads(tmp_path, monkeypatch):
         recipe_path("no-such-recipe")
 
 
+def test_a_recipe_extends_another(tmp_path):
+    """``extends`` loads the named recipe first: lists are replaced, mappings merged; a
+    shipped name works from anywhere; a circle is refused naming the file."""
+    (tmp_path / "base.yaml").write_text("seeds: [0, 1, 2]\nbudget_tokens: 5000\n"
+                                        "rl: {lr: 0.001, group_size: 4}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nseeds: [7]\nrl: {lr: 0.002}\n"
+                                         "priors: [{name: p, model: tiny-countdown3}]\n")
+    cfg = load_study_config(tmp_path / "child.yaml")
+    assert list(cfg.seeds) == [7] and cfg.budget_tokens == 5000
+    assert cfg.rl.lr == 0.002 and cfg.rl.group_size == 4
+    (tmp_path / "quick.yaml").write_text("extends: study_quick\nseeds: [3]\n")
+    cfg = load_study_config(tmp_path / "quick.yaml")
+    assert list(cfg.seeds) == [3] and cfg.budget_tokens == load_study_config("study_quick").budget_tokens
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="circle"):
+        load_study_config(tmp_path / "a.yaml")
+    heldout = load_study_config("study_heldout")
+    medium = load_study_config("study_medium")
+    assert heldout.budget_tokens == medium.budget_tokens and heldout.rl == medium.rl
+    assert [p.name for p in heldout.priors] == ["reference", "no_division"]
+
+
 @pytest.mark.slow
 def test_non_editable_install_finds_its_recipes(tmp_path):
     """`pip install .` (not editable), then the entry point from another directory."""

@@ -69,10 +69,29 @@ def instantiate(node, key: str):
         raise ConfigError(f"config key {str(exc).replace(name + '.', key + '.')}") from None
 
 
+EXTENDS = "extends"  # a recipe's key naming the recipe it changes
+
+
+def _load_extended(path: Path, seen: tuple = ()):
+    """A recipe file's YAML with its ``extends`` chain resolved: the named recipe (a
+    shipped name, or a path relative to this file's folder) loaded first, this file's keys
+    merged on top (a list replaces the list it names, a mapping merges into its own)."""
+    data = OmegaConf.load(path)
+    if EXTENDS not in data:
+        return data
+    name = str(data.pop(EXTENDS))
+    beside = path.parent / name
+    parent = recipe_path(beside if beside.is_file() else name)
+    if parent.resolve() in seen or parent.resolve() == path.resolve():
+        raise ConfigError(f"recipe {str(path)!r}: 'extends' goes round in a circle through "
+                          f"{str(parent)!r}")
+    return OmegaConf.merge(_load_extended(parent, seen + (path.resolve(),)), data)
+
+
 def load_recipe(schema, path: str | Path | None = None, overrides=()):
     """Defaults of the dataclass ``schema`` (a class, or an instance whose values are the
-    defaults) <- YAML file <- dotlist overrides, as an
-    omegaconf DictConfig. An override may index a list (``priors.1.pretrain={tokens: 9}``).
+    defaults) <- YAML file (after the recipe it ``extends``, if it names one) <- dotlist
+    overrides, as an omegaconf DictConfig. An override may index a list (``priors.1.pretrain={tokens: 9}``).
     Unknown keys and ill-typed values raise ``ConfigError`` naming the key and where it
     came from; nothing is validated beyond types (the caller's ``validate`` does that)."""
     cfg = OmegaConf.structured(schema)
@@ -81,7 +100,7 @@ def load_recipe(schema, path: str | Path | None = None, overrides=()):
         if path is not None:
             path = recipe_path(path)
             where = f" in {str(path)!r}"
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            cfg = OmegaConf.merge(cfg, _load_extended(path))
         where = " (command-line override)"
         for item in overrides:
             where = f" (command-line override {item!r})"
