@@ -94,6 +94,19 @@ def test_bootstrap_eta_squared_is_deterministic_and_handles_ood_drop_and_pass_at
         stats.bootstrap_eta_squared(cells, "accuracy", n_boot=10)
 
 
+def test_pass_at_k_of_a_named_set():
+    """"pass@n:<set>" decomposes that set's pass@n alone; a missing set is named."""
+    assert stats.metric_terms("pass@n:far", ["id", "far"]) == [("far", "n", 1.0)]
+    assert stats.metric_terms("pass@4", ["id", "far"]) == [("id", "4", 1.0)]
+    with pytest.raises(ValueError, match="no eval set 'near'"):
+        stats.metric_terms("pass@n:near", ["id", "far"])
+    cells = _grid_cells(np.random.default_rng(3), {"p": {"a": 0.5, "b": 0.4},
+                                                  "q": {"a": 0.2, "b": 0.1}}, 30, ood=True)
+    far = stats.bootstrap_eta_squared(cells, "pass@n:far", n_boot=50, seed=1)
+    assert far["problems"] == {"far": 30}
+    assert far != stats.bootstrap_eta_squared(cells, "pass@n", n_boot=50, seed=1)
+
+
 def test_heldout_sets_are_not_ood():
     assert stats.ood_set_names(["id", "countdown", "heldout:division", "countdown2"]) == [
         "countdown", "countdown2"]
@@ -228,7 +241,12 @@ def test_report_of_a_new_run_has_intervals_and_every_new_section(tmp_path):
     heldout = _section(text, "Held-out strategy")
     assert "pass@1 | pass@16 | share of samples using division | in distribution |" in heldout
     assert "| small | (prior) |" in heldout and "| 0.010 |" in heldout
-    assert "heldout:division" not in _section(text, "Out of distribution")
+    ood = _section(text, "Out of distribution")
+    assert "heldout:division" not in ood
+    # countdown2 is reached (a prior's pass@n > 0.2): its pass@n is decomposed, and each
+    # trained policy's change in reach there gets an interval
+    assert re.search(r"\| big \| mcts \| countdown2 \| [+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\] \| \d+ \|", ood)
+    assert re.search(r"\| pass@n:countdown2 \| \d\.\d{3} \[", eta)
     assert "| big | grpo |" in _section(text, "When vs how (token routing)")
     assert "| 0.200 | 0.100 | 0.500 |" in _section(text, "Calibration")
     priors = _section(text, "Priors")

@@ -27,6 +27,9 @@ from treesearch.utils.estimators import newly_solved
 from treesearch.utils.runs import read_json
 
 ETA_METRICS = ("pass@1", "pass@n", "ood_drop")
+# an OOD set on which some prior's pass@n exceeds this is one where a drop in reach can be
+# measured: eta squared of its pass@n ("pass@n:<set>") is added to ETA_METRICS
+REACHABLE_PASS_AT_N = 0.2
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 
@@ -108,7 +111,8 @@ def crossover(base_curve: dict, curve: dict):
 def analyse(run_dir: Path) -> dict:
     """Every number the report shows: ``base`` (prior -> summary), ``cells`` (trained
     summaries), ``eta_squared`` (metric -> shares, with bootstrap intervals under "ci"),
-    ``headline`` (paired differences with intervals) and ``difficulty`` (gain by bin)."""
+    ``headline`` (paired differences with intervals), ``ood_reach`` (trained minus prior
+    pass@n on the reachable OOD sets, with intervals) and ``difficulty`` (gain by bin)."""
     base, cells = load_cells(run_dir)
     bases = {p: summarise(row, None) for p, row in base.items()}
     trained = [summarise(row, base.get(row["prior"])) for row in cells]
@@ -116,9 +120,11 @@ def analyse(run_dir: Path) -> dict:
     in_grid = [i for i, c in enumerate(cells) if c["prior"] in grid]
     return {"base": bases, "cells": trained,
             "eta_squared": _eta_with_intervals([cells[i] for i in in_grid],
-                                               [trained[i] for i in in_grid]),
+                                               [trained[i] for i in in_grid],
+                                               _reachable_ood_sets(bases)),
             "eta_squared_priors": sorted(grid),
             "headline": _headline_differences(base, cells),
+            "ood_reach": _ood_reach_differences(base, cells, _reachable_ood_sets(bases)),
             "difficulty": _gain_by_difficulty(base, cells)}
 
 
@@ -130,16 +136,30 @@ def _grid_priors(priors: dict, base: dict, cells: list[dict]) -> set[str]:
     return {n for n in names if priors.get(n, {}).get("grid", True)}
 
 
-def _eta_with_intervals(cells: list[dict], trained: list[dict]) -> dict:
+def _reachable_ood_sets(bases: dict) -> list[str]:
+    """The OOD sets on which some prior's pass@n exceeds REACHABLE_PASS_AT_N, sorted."""
+    return sorted({s for b in bases.values() for s, v in b["ood_pass@n"].items()
+                   if v > REACHABLE_PASS_AT_N})
+
+
+def _summary_value(row: dict, metric: str) -> float:
+    """``metric`` (an ETA_METRICS name or "pass@n:<OOD set>") of one summary."""
+    if metric.startswith("pass@n:"):
+        return row["ood_pass@n"][metric[len("pass@n:"):]]
+    return row[metric]
+
+
+def _eta_with_intervals(cells: list[dict], trained: list[dict], reachable=()) -> dict:
     """metric -> eta squared of the trained cells: shares under "a" (prior), "b"
     (optimizer), "interaction", "residual" (the names results.json always had; "prior" and
     "optimizer" too), bootstrap intervals under "ci" (part -> [lo, hi]); {"error": why}
-    for a grid that cannot be decomposed (unbalanced: an unfinished run)."""
+    for a grid that cannot be decomposed (unbalanced: an unfinished run). reachable: OOD
+    set names whose pass@n is decomposed too (as "pass@n:<set>")."""
     eta = {}
     if len({r["prior"] for r in trained}) < 2:  # one prior: no prior factor to decompose
         return eta
     has_ood = any(ood_set_names(c["eval"]) for c in cells)
-    for metric in ETA_METRICS:
+    for metric in ETA_METRICS + tuple(f"pass@n:{s}" for s in reachable):
         if metric == "ood_drop" and not has_ood:
             continue
         try:
@@ -151,9 +171,10 @@ def _eta_with_intervals(cells: list[dict], trained: list[dict]) -> dict:
             # no interval (cells measured on different problems, counts missing): the
             # point estimate from the summaries alone, or the reason there is none
             try:
-                point = eta_squared([r[metric] for r in trained], [r["prior"] for r in trained],
+                point = eta_squared([_summary_value(r, metric) for r in trained],
+                                    [r["prior"] for r in trained],
                                     [r["optimizer"] for r in trained])
-            except ValueError as exc:
+            except (ValueError, KeyError) as exc:
                 eta[metric] = {"error": str(exc)}
                 continue
             ci = {}
@@ -221,6 +242,23 @@ def _headline_differences(base: dict, cells: list[dict]) -> list[dict]:
             rows.append({"prior": prior, "comparison": f"best - worst by {metric}: {best} - {worst}",
                          "pass@1": _difference(ca, cb, na, nb, lambda n: 1),
                          "pass@n": _difference(ca, cb, na, nb, lambda n: n)})
+    return rows
+
+
+def _ood_reach_differences(base: dict, cells: list[dict], sets: list[str]) -> list[dict]:
+    """Per (prior, optimizer) and reachable OOD set: trained minus prior pass@n on that set
+    with a paired bootstrap interval. Rows: {"prior", "optimizer", "set", "pass@n"}."""
+    rows = []
+    for (prior, opt), members in _by_pair(cells).items():
+        for name in sets:
+            try:
+                b = base[prior]["eval"][name]
+                counts = np.array([m["eval"][name]["counts"] for m in members], dtype=np.int64)
+                n = int(members[0]["eval"][name]["n"])
+                diff = _difference(counts, np.asarray(b["counts"]), n, int(b["n"]), lambda k: k)
+            except (KeyError, TypeError, ValueError):   # no base yet, or not measured there
+                continue
+            rows.append({"prior": prior, "optimizer": opt, "set": name, "pass@n": diff})
     return rows
 
 

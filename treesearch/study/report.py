@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from treesearch.study.analysis import BOOTSTRAP_RESAMPLES, analyse, read_priors
+from treesearch.study.analysis import (BOOTSTRAP_RESAMPLES, REACHABLE_PASS_AT_N, analyse,
+                                       read_priors)
 from treesearch.study.config import optimizers_of, seeds_of
 from treesearch.study.stats import CI_LEVEL, DIFFICULTY_BINS
 from treesearch.utils.atomic import write_text
@@ -204,6 +205,17 @@ def _ood_section(res: dict, groups: dict) -> list[str]:
                 cells.append(_fmt(_mean_present([r["ood_pass@n"].get(t) for r in rows])))
             lines.append(f"| {prior} | {opt} | " + " | ".join(cells) + f" | {_fmt(_mean(rows, 'ood_drop'))} |")
     lines.append("")
+    reach = res.get("ood_reach") or []
+    if reach:
+        level = round(100 * CI_LEVEL)
+        lines += [(f"Reach where a prior reaches (OOD sets with a prior's pass@n above "
+                   f"{REACHABLE_PASS_AT_N}): trained minus prior pass@n, with a {level}% paired "
+                   "bootstrap interval (problems and seeds resampled)."), "",
+                  "| prior | optimizer | OOD set | pass@n difference | problems |", "|---|---|---|---|---|"]
+        for r in reach:
+            lines.append(f"| {r['prior']} | {r['optimizer']} | {r['set']} | "
+                         f"{_signed_interval(r['pass@n'])} | {r['pass@n'].get('problems', '-')} |")
+        lines.append("")
     return lines
 
 

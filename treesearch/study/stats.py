@@ -163,7 +163,8 @@ def metric_terms(metric: str, eval_sets) -> list[tuple[str, str, float]]:
 
     Args:
         metric: "pass@<k>" (k an int, or "n": the set's own n) on the in-distribution set,
-            or "ood_drop": in-distribution pass@1 minus the mean pass@1 of the OOD sets.
+            "pass@<k>:<set>" on eval set <set> (e.g. "pass@n:countdown3_small_targets"), or
+            "ood_drop": in-distribution pass@1 minus the mean pass@1 of the OOD sets.
         eval_sets: the eval set names a cell has.
     Returns:
         [(set name, k as str ("n" for each set's n), weight)]: the metric equals
@@ -175,11 +176,15 @@ def metric_terms(metric: str, eval_sets) -> list[tuple[str, str, float]]:
             raise ValueError("ood_drop needs at least one OOD eval set")
         return [(IN_DISTRIBUTION, "1", 1.0)] + [(s, "1", -1.0 / len(ood)) for s in ood]
     if metric.startswith("pass@"):
-        k = metric[len("pass@"):]
+        k, _, set_name = metric[len("pass@"):].partition(":")
         if k != "n" and not k.isdigit():
             raise ValueError(f"metric {metric!r}: k must be an int or 'n'")
-        return [(IN_DISTRIBUTION, k, 1.0)]
-    raise ValueError(f"unknown metric {metric!r}: use 'pass@<k>', 'pass@n' or 'ood_drop'")
+        set_name = set_name or IN_DISTRIBUTION
+        if set_name not in eval_sets:
+            raise ValueError(f"metric {metric!r}: no eval set {set_name!r} (have {sorted(eval_sets)})")
+        return [(set_name, k, 1.0)]
+    raise ValueError(f"unknown metric {metric!r}: use 'pass@<k>', 'pass@n', 'pass@<k>:<set>' "
+                     "or 'ood_drop'")
 
 
 def _set_scores(measurements: list[dict], set_name: str, k: str) -> np.ndarray:
