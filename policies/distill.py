@@ -45,6 +45,7 @@ global random state (the LoRA initialisation draws from a forked, seeded CPU one
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -148,6 +149,10 @@ class DistillConfig:
     steps even if epochs are left (None = no cap). pg_clip: ``policy_gradient``'s PPO-style
     clip epsilon on each token's probability ratio to the model as the call starts (0 =
     off: plain REINFORCE, which can push a negative's log-probability down without bound).
+    anchor_kl: ``sft``'s weight beta of KL(p_start || p) per completion token, p_start the
+    model as the call starts (a frozen copy; 0 = off). Over the whole vocabulary at every
+    imitated position, so at one example the optimum is p = (onehot + beta p_start) /
+    (1 + beta): the imitated token gains, and the other tokens keep the start's proportions.
     """
 
     lr: float = 3e-4
@@ -166,6 +171,7 @@ class DistillConfig:
     progress: bool = False
     max_steps: int | None = None
     pg_clip: float = 0.2
+    anchor_kl: float = 0.0
 
 
 def _is_int(v) -> bool:
@@ -203,6 +209,7 @@ def validate(config: DistillConfig) -> DistillConfig:
         ("max_steps", c.max_steps is None or (_is_int(c.max_steps) and c.max_steps >= 1),
          "None or an int >= 1"),
         ("pg_clip", _is_number(c.pg_clip) and 0 <= c.pg_clip < 1, "a number in [0, 1)"),
+        ("anchor_kl", _is_number(c.anchor_kl) and c.anchor_kl >= 0, "a finite number >= 0 (0 = off)"),
     ]
     for name, ok, want in checks:
         if not ok:
@@ -262,18 +269,42 @@ def token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
                             reduction="none")
 
 
-def sft_loss(model, batch: dict[str, torch.Tensor], weights: torch.Tensor | None = None):
+def sft_loss(model, batch: dict[str, torch.Tensor], weights: torch.Tensor | None = None,
+             anchor=None, anchor_kl: float = 0.0):
     """(loss, completion tokens) of a batch from ``collate``.
 
     loss = sum over examples b and completion tokens t of weights[b] * -log p(token)
     divided by the number of completion tokens in the batch (with unit weights: the mean
-    token cross-entropy in nats). weights: float [B] (None = ones).
+    token cross-entropy in nats). weights: float [B] (None = ones). anchor: a frozen model
+    with the same vocabulary; with it, ``anchor_kl`` times the mean over completion tokens
+    of KL(p_anchor || p) (nats, whole vocabulary) is added (unweighted: it holds at every
+    imitated position alike).
     """
-    logp = token_logprobs(model, batch)
-    n_tokens = int((batch["labels"][:, 1:] != -100).sum())
+    cross_entropy, kl, n_tokens = _sft_terms(model, batch, weights,
+                                             anchor if anchor_kl > 0 else None)
+    return (cross_entropy if kl is None else cross_entropy + anchor_kl * kl), n_tokens
+
+
+def _sft_terms(model, batch, weights, anchor):
+    """(weighted cross-entropy, mean KL(p_anchor || p) or None without an anchor, completion
+    tokens) of a batch: ``sft_loss``'s two terms, each per completion token (nats)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   use_cache=False).logits[:, :-1].float()                  # [B, T-1, V]
+    targets = batch["labels"][:, 1:]
+    logp = -F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
+                            reduction="none")                                # [B, T-1]
+    mask = targets != -100
+    n_tokens = int(mask.sum())
     if weights is not None:
         logp = logp * weights.to(logp.device, logp.dtype)[:, None]
-    return -logp.sum() / max(n_tokens, 1), n_tokens
+    cross_entropy = -logp.sum() / max(n_tokens, 1)
+    if anchor is None:
+        return cross_entropy, None, n_tokens
+    with torch.no_grad():
+        ref = anchor(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     use_cache=False).logits[:, :-1].float().log_softmax(-1)
+    kl = (ref.exp() * (ref - logits.log_softmax(-1))).sum(-1)                # [B, T-1]
+    return cross_entropy, (kl * mask).sum() / max(n_tokens, 1), n_tokens
 
 
 @torch.no_grad()
@@ -405,6 +436,14 @@ def _train(model, config: DistillConfig, n: int, batch_loss: Callable, what: str
         return finish(merge=True), run
 
 
+def _frozen_copy(model):
+    """A deep copy of ``model`` in eval mode with no parameter requiring grad."""
+    frozen = copy.deepcopy(model).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    return frozen
+
+
 def _pad_id(tokenizer) -> int:
     pad = getattr(tokenizer, "pad_token_id", None)
     return int(pad) if pad is not None else 0
@@ -419,7 +458,8 @@ def sft(model, tokenizer, examples: Sequence[SFTExample], config: DistillConfig 
         cross-entropy on completion tokens only, per completion token of the batch).
     stats: loss_first / loss_last (the first and last optimizer step's batch loss, nats
         per token; None without steps), examples, tokens (completion tokens seen, all
-        epochs), steps (optimizer steps), seconds.
+        epochs), steps (optimizer steps), seconds; with ``config.anchor_kl``:
+        anchor_kl_last (the last batch's mean KL(p_start || p), nats per token).
     Empty ``examples``: nothing happens (steps 0), as when a round found no correct path.
     """
     config = validate(config or DistillConfig())
@@ -437,20 +477,26 @@ def sft(model, tokenizer, examples: Sequence[SFTExample], config: DistillConfig 
     pad = _pad_id(tokenizer)
     device = next(model.parameters()).device
     seen = 0
+    anchor = _frozen_copy(model) if config.anchor_kl > 0 else None
 
     def batch_loss(module, idx):
         nonlocal seen
         chunk = [examples[i] for i in idx]
         batch = collate([(e.prompt_ids, e.completion_ids) for e in chunk], pad, device)
-        loss, n_tokens = sft_loss(module, batch, torch.tensor([float(e.weight) for e in chunk]))
+        cross_entropy, kl, n_tokens = _sft_terms(
+            module, batch, torch.tensor([float(e.weight) for e in chunk]), anchor)
         seen += n_tokens
-        return loss, {}
+        if kl is None:
+            return cross_entropy, {}
+        return cross_entropy + config.anchor_kl * kl, {"anchor_kl_nats": kl.item()}
 
     model, run = _train(model, config, len(examples), batch_loss, "sft")
     losses = run["losses"]
     stats.update(loss_first=losses[0] if losses else None,
                  loss_last=losses[-1] if losses else None, tokens=seen, steps=run["steps"],
                  seconds=round(time.perf_counter() - start, 3))
+    if anchor is not None:
+        stats["anchor_kl_last"] = run["last"].get("anchor_kl_nats")
     return model, stats
 
 

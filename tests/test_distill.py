@@ -128,6 +128,40 @@ def test_sft_memorises_countdown_solutions_end_to_end(countdown):
     assert sum(task.check_solution(p, s[0]) for p, s in zip(problems, solutions)) >= 7
 
 
+def _target_probs(model, seqs):
+    """p(completion token) at every completion position of each sequence: float [N tokens]."""
+    out = []
+    with torch.no_grad():
+        for prompt, completion in seqs:
+            probs = torch.softmax(model(input_ids=torch.tensor([prompt + completion])).logits[0], -1)
+            out += [probs[len(prompt) + j - 1, t] for j, t in enumerate(completion)]
+    return torch.stack(out)
+
+
+def test_anchor_kl_keeps_the_start_distribution_around_the_imitated_token(tiny_dir):
+    """With anchor_kl = beta the optimum at a position is (onehot + beta p_start) / (1 + beta):
+    imitation still raises the path's tokens, but far less than plain SFT, which drives them
+    towards 1; the KL term is 0 at the first step (the anchor is the model as it starts)."""
+    model, tok = load_model(tiny_dir)
+    examples = _examples(tok, TEXTS[:3])
+    seqs = [(e.prompt_ids, e.completion_ids) for e in examples]
+    start = _target_probs(model, seqs)
+    config = dict(lr=1e-2, epochs=150, batch_size=3, threads=1)
+    plain, plain_stats = sft(load_model(tiny_dir)[0], tok, examples, DistillConfig(**config))
+    beta = 1.0
+    anchored, stats = sft(model, tok, examples, DistillConfig(**config, anchor_kl=beta))
+    assert stats["loss_first"] == pytest.approx(plain_stats["loss_first"], rel=1e-5)
+    assert stats["anchor_kl_last"] > 0 and "anchor_kl_last" not in plain_stats
+    p_plain, p_anchored = _target_probs(plain, seqs), _target_probs(anchored, seqs)
+    assert p_plain.mean() > 0.9
+    assert p_anchored.mean() > start.mean() + 0.2                 # imitation still works
+    optimum = (1 + beta * start) / (1 + beta)                    # about 0.5 here
+    assert abs(p_anchored.mean() - optimum.mean()) < 0.05
+    assert all(p.requires_grad for p in anchored.parameters())   # the frozen copy is apart
+    with pytest.raises(ValueError, match="anchor_kl"):
+        validate(DistillConfig(anchor_kl=-1.0))
+
+
 def test_same_seed_same_weights(tiny_dir):
     def run(seed, lora=False):
         model, tok = load_model(tiny_dir)

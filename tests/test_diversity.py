@@ -56,19 +56,22 @@ def task():
     ("distill.positive_weight=-0.1", "distill.positive_weight"),
     ("distill.tree_baseline=uncle", "distill.tree_baseline"),
     ("distill.passk_weight=-1", "distill.passk_weight"),
+    ("distill.anchor_kl=-0.5", "distill.anchor_kl"),
+    ("distill.method=wreinforce distill.anchor_kl=1", "distill.anchor_kl"),
     ("eval.passk_samples=-1", "eval.passk_samples"),
     ("eval.passk_problems=-1", "eval.passk_problems"),
     ("eval.entropy_samples=-1", "eval.entropy_samples"),
 ])
 def test_bad_diversity_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        load_config(None, [override])
+        load_config(None, override.split())
 
 
 def test_options_are_off_by_default_and_tree_pg_refuses_path_options():
     cfg = load_config(None, [])
     d = cfg.distill
     assert d.method == "sft" and not d.distinct and d.unlikeliness == 0 and d.prior_samples == 0
+    assert d.passk_weight == 0 and d.anchor_kl == 0
     assert cfg.eval.passk_samples == 0
     load_config(None, ["distill.method=wreinforce", "distill.distinct=true",
                        "distill.unlikeliness=1", "distill.prior_samples=2"])
@@ -251,6 +254,14 @@ def test_selfplay_with_wreinforce_diversity_options_and_measurements(tmp_path):
     summary = (tmp_path / "run" / "summary.md").read_text()
     assert "What shrinks" in summary and "pass@4" in summary
     assert (tmp_path / "run" / "passk.png").is_file()
+
+
+def test_selfplay_with_passk_weights_and_the_anchor(tmp_path):
+    rows = _run(tmp_path / "run", ["distill.passk_weight=4", "distill.anchor_kl=0.5",
+                                   "distill.epochs=2"])   # the first step: KL 0 (model = start)
+    distill = next(r for r in rows if r["stage"] == "distill")
+    assert distill["sft_examples"] > 0 and distill["sft_weight_mean"] == pytest.approx(1.0)
+    assert distill["sft_anchor_kl_last"] > 0
 
 
 def test_selfplay_with_tree_pg(tmp_path):

@@ -124,6 +124,11 @@ class DistillSection:
     # a rarely solved one counts fully (the shape of pass@K advantages, arXiv 2508.10751,
     # without sampling groups); 0 = off
     passk_weight: int = 0
+    # > 0 (sft, sft+dpo): beta of KL(start || policy) over the whole vocabulary at every
+    # imitated position, start the model the round's SFT begins from (with cumulative:
+    # the starting model): imitation raises the path's token, the rest keep the start's
+    # proportions (``policies.distill.DistillConfig.anchor_kl``); 0 = off
+    anchor_kl: float = 0.0
     positive_weight: float = 0.1  # wreinforce: lambda on the verified paths
     # wreinforce / tree_pg: PPO-style clip on each token's probability ratio to the round's
     # starting policy (0 = off; off, wreinforce at lr 1e-4 collapsed the policy in round 1)
@@ -272,6 +277,9 @@ def validate(cfg) -> None:
     need(isinstance(d.passk_weight, int) and d.passk_weight >= 0, "distill.passk_weight",
          "must be an int >= 0 (K of the (1 - q)^(K - 1) problem weight; 0 = off)")
     need(d.positive_weight >= 0, "distill.positive_weight", "must be >= 0")
+    need(d.anchor_kl >= 0, "distill.anchor_kl", "must be >= 0 (0 = off)")
+    need(d.anchor_kl == 0 or d.method in ("sft", "sft+dpo"), "distill.anchor_kl",
+         f"applies to the SFT methods (sft, sft+dpo), not {d.method!r}")
     need(0 <= d.pg_clip < 1, "distill.pg_clip", "must be in [0, 1) (0 = off)")
     need(d.tree_baseline in TREE_BASELINES, "distill.tree_baseline",
          f"must be one of {', '.join(TREE_BASELINES)}")

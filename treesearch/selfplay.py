@@ -315,7 +315,7 @@ class SelfPlay:
         prior = self._prior_examples(r) if d.prior_samples else []
         config = DistillConfig(lr=d.lr, epochs=d.epochs, batch_size=d.batch_size, seed=seed,
                                lora=d.lora, dpo_beta=d.dpo_beta, pg_clip=d.pg_clip,
-                               progress=self.cfg.progress)
+                               anchor_kl=d.anchor_kl, progress=self.cfg.progress)
         if d.method in ("wreinforce", "tree_pg"):
             scale = d.positive_weight if d.method == "wreinforce" else 1.0
             pg += [PGExample(e.prompt_ids, e.completion_ids, scale * e.weight) for e in examples]
@@ -330,6 +330,8 @@ class SelfPlay:
         model, stats = sft(policy.model, tok, examples + prior, config)
         row = {"sft_examples": len(examples), "sft_loss_first": stats.get("loss_first"),
                "sft_loss_last": stats.get("loss_last")}
+        if d.anchor_kl:
+            row["sft_anchor_kl_last"] = stats.get("anchor_kl_last")
         if d.prior_samples:
             row["prior_examples"] = len(prior)
         if d.distinct or d.unlikeliness or d.passk_weight:
