@@ -239,7 +239,8 @@ def test_report_of_a_new_run_has_intervals_and_every_new_section(tmp_path):
     difficulty = _section(text, "Gain by difficulty")
     assert "| big | mcts |" in difficulty and "prior pass rate (0.1, 0.5]" in difficulty
     heldout = _section(text, "Held-out strategy")
-    assert "pass@1 | pass@16 | share of samples using division | in distribution |" in heldout
+    assert "pass@1 | pass@16 | correct | share of samples using division | in distribution |" in heldout
+    assert re.search(r"\| small \| grpo \| [\d.]+ \| [\d.]+ \| \d+ of \d+ \|", heldout)
     assert "| small | (prior) |" in heldout and "| 0.010 |" in heldout
     ood = _section(text, "Out of distribution")
     assert "heldout:division" not in ood

@@ -70,7 +70,9 @@ def summarise(row: dict, base: dict | None) -> dict:
         "ood_pass@n": {s: ev[s]["pass_at"][str(ev[s]["n"])] for s in ood_sets},
         "ood_drop": float(p1.mean() - np.mean(ood)) if ood else float("nan"),
         "heldout": {s: {"n": m.get("n"), "pass_at": m.get("pass_at") or {},
-                        "strategy_use": m.get("strategy_use") or {}}
+                        "strategy_use": m.get("strategy_use") or {},
+                        "correct": int(np.sum(m["counts"])) if "counts" in m else None,
+                        "samples": int(m["n"]) * len(m["counts"]) if "counts" in m else None}
                     for s, m in ev.items() if is_heldout_set(s)},
         "strategy_use": idm.get("strategy_use") or {},
         "routing": row.get("routing"),

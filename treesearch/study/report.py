@@ -407,21 +407,24 @@ def _heldout_section(res: dict, groups: dict) -> list[str]:
     lines = ["## Held-out strategy", "",
              "Test problems solvable only with a strategy the priors' pretraining held out "
              "(eval sets `heldout:<strategy>`), and the share of ALL sampled solutions (correct "
-             "or not) that use that strategy: does training reach a strategy the prior never saw?"
+             "or not) that use that strategy: does training reach a strategy the prior never saw? "
+             "Correct: correct samples of all samples drawn (all seeds); none of N bounds the "
+             "per-sample rate below 3 / N (95%, the rule of three)."
              + (" The last column: the same share on the in-distribution problems." if show_id_use else ""),
              ""]
     for name in sets:
         strategy = name.split(":", 1)[1]
         header = ("| prior | optimizer | " + " | ".join(f"pass@{k}" for k in ks)
-                  + f" | share of samples using {strategy} |"
+                  + f" | correct | share of samples using {strategy} |"
                   + (" in distribution |" if show_id_use else ""))
-        lines += [f"### {name}", "", header, "|---|---|" + "---|" * (len(ks) + 1 + show_id_use)]
+        lines += [f"### {name}", "", header, "|---|---|" + "---|" * (len(ks) + 2 + show_id_use)]
         for prior, b in res["base"].items():
             for opt, rows in _rows_by_optimizer(prior, b, groups):
                 sets_here = [r["heldout"][name] for r in rows if name in (r.get("heldout") or {})]
                 if not sets_here:
                     continue
                 cells = [_fmt(_mean_present([m["pass_at"].get(str(k)) for m in sets_here])) for k in ks]
+                cells.append(_correct_of_samples(sets_here))
                 cells.append(_fmt(_mean_present([m["strategy_use"].get(strategy) for m in sets_here])))
                 if show_id_use:
                     cells.append(_fmt(_mean_present([(r.get("strategy_use") or {}).get(strategy)
@@ -429,6 +432,14 @@ def _heldout_section(res: dict, groups: dict) -> list[str]:
                 lines.append(f"| {prior} | {opt} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
+
+
+def _correct_of_samples(sets: list[dict]) -> str:
+    """"<correct> of <samples>" summed over the seeds' measurements of one set, "-" when a
+    measurement lacks its counts (an older run)."""
+    if any(m.get("correct") is None for m in sets):
+        return "-"
+    return f"{sum(m['correct'] for m in sets)} of {sum(m['samples'] for m in sets)}"
 
 
 def _mean_present(values) -> float | None:
