@@ -286,9 +286,12 @@ def test_local_cluster_listens_on_loopback_only(pool):
     assert not exposed, f"Ray processes listening beyond loopback: {exposed}"
 
 
-def test_map_keeps_item_order_and_names_a_failing_item(pool):
+def test_map_keeps_item_order_and_names_a_failing_item(pool, capsys):
     pool.setup(list, [10, 20, 30])  # every worker's state: a list (importable factory)
     assert pool.map("__getitem__", [2, 0, 1, 2]) == [30, 10, 20, 30]
+    assert "cells" not in capsys.readouterr().err
+    assert pool.map("__getitem__", [1, 0], names=["one", "zero"], desc="cells") == [20, 10]
+    assert "cells: 100%" in capsys.readouterr().err   # the bar of the items finished
     with pytest.raises(DistributedError, match=r"7.*IndexError"):
         pool.map("__getitem__", [0, 7])
 

@@ -48,6 +48,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from tqdm import tqdm
+
 from treesearch.utils.recipes import ConfigError
 
 DISTRIBUTED_BACKENDS = ("local", "ray")
@@ -343,11 +345,13 @@ class WorkerPool:
         self.spec = self.ray.put((os.urandom(8).hex(), factory, args))
         self.pids = self._get([a.setup.remote(self.spec) for a in self.actors], "setup")
 
-    def map(self, method: str, items: list, names: list[str] | None = None) -> list:
+    def map(self, method: str, items: list, names: list[str] | None = None,
+            desc: str | None = None) -> list:
         """``state.<method>(item)`` for every item, on whichever worker is free next;
         results in item order. A failing item stops the map with DistributedError naming
         it (``names[i]``, else the item) and the worker's error; the items still running
-        are cancelled and nothing of theirs is returned."""
+        are cancelled and nothing of theirs is returned. desc: a tqdm bar of the items
+        finished, under this name (None: no bar)."""
         if self.spec is None:
             raise DistributedError("WorkerPool.map before setup: the workers have no state")
         ray = self.ray
@@ -355,6 +359,8 @@ class WorkerPool:
         pending = {}
         free = list(self.actors)
         queue = list(enumerate(items))
+        bar = tqdm(total=len(items), desc=desc, unit="item", disable=desc is None or not items,
+                   dynamic_ncols=True)
         try:
             while queue or pending:
                 while queue and free:
@@ -365,7 +371,10 @@ class WorkerPool:
                 i, actor = pending.pop(done[0])
                 results[i] = self._get([done[0]], names[i] if names else items[i])[0]
                 free.append(actor)
+                bar.update(1)
+                bar.set_postfix_str(str(names[i] if names else i), refresh=False)
         finally:
+            bar.close()
             for ref in pending:  # a failure elsewhere: what still runs is abandoned
                 with suppress(Exception):
                     ray.cancel(ref)

@@ -420,7 +420,8 @@ class SelfPlay:
             if not self._pool_ready:
                 self.pool.setup(_shard_worker, self.cfg, str(self.run.path))
                 self._pool_ready = True
-            return self.pool.map("run", items, names=self.item_names(items))
+            return self.pool.map("run", items, names=self.item_names(items),
+                                 desc="shards" if self.cfg.progress else None)
         self._local = self._local or StageShards(self)
         return [self._local.run(item) for item in items]
 

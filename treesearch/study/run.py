@@ -438,6 +438,9 @@ class Study:
         redone, a half-done one is redone from its start."""
         pool.setup(_study_worker, self.cfg, str(self.run.path))
 
+        def bar(what):  # the driver's progress bars, one per wave
+            return f"study {what}" if self.cfg.progress else None
+
         def depth(name):
             ref = self.specs[name].reference
             return 0 if not ref else 1 + depth(ref)
@@ -453,14 +456,15 @@ class Study:
         for level in sorted({depth(n) for n in priors}):
             names = [n for n in priors if depth(n) == level]
             paths = pool.map("run_item", [("prior", n) for n in names],
-                             names=[f"prior {n!r}" for n in names])
+                             names=[f"prior {n!r}" for n in names], desc=bar("priors"))
             self._prior_paths.update({n: Path(path) for n, path in zip(names, paths)})
         searches = sorted({(p, s) for p, o, s in todo if o in ("mcts", "dpo")
                            if not (self.run.path / "search" / p / f"seed{s}" / "search.json").is_file()})
         pool.map("run_item", [("search", p, s) for p, s in searches],
-                 names=[f"search of prior {p!r} seed {s}" for p, s in searches])
+                 names=[f"search of prior {p!r} seed {s}" for p, s in searches], desc=bar("searches"))
         pool.map("run_item", [("cell", p, o, s) for p, o, s in todo],
-                 names=[f"cell {p}/{o}" + (f"/seed{s}" if s is not None else "") for p, o, s in todo])
+                 names=[f"cell {p}/{o}" + (f"/seed{s}" if s is not None else "") for p, o, s in todo],
+                 desc=bar("cells"))
 
     def run_item(self, item: tuple):
         """One work item of ``run_on`` (on a worker): ("prior", name) -> its model
