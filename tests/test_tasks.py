@@ -480,6 +480,33 @@ def test_countdown_strategies():
         task.uses_strategy("A:1", "telepathy")
 
 
+def test_countdown_reads_a_long_digit_run_at_once():
+    """A sampled line with " (" and a long run of digits (a degenerate policy writes those)
+    is read like any other: the annotation regexes once took 2^(digits) steps to reject it
+    (a study measurement hung for half an hour). The alarm turns a relapse into a failure."""
+    import signal
+
+    from treesearch.tasks import get_task
+    from treesearch.tasks.countdown import _parse_step
+
+    task = get_task("countdown3")
+    runs = ["3*5=15 (" + "1" * 400 + "x", "3 - 5 = -2 (" + "12 " * 200 + "-",
+            "25/5=5 (" + "7" * 400]
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("regex")))
+    signal.alarm(5)
+    try:
+        for line in runs:
+            for strategy in ("division", "subtraction"):
+                task.uses_strategy(line + "\nA:1\n", strategy)
+            assert task.style_of(line + "\n") in (0, 1, None)
+            assert _parse_step(line) is None
+        assert task.uses_strategy("25/5=5 (" + "7" * 400 + ")\n", "division")
+        assert _parse_step("25/5=5 (7 3 100)") == (25, "/", 5, 5)
+        assert task.style_of("25/5=5 (7 3 100)\nA:25/5\n") == 2
+    finally:
+        signal.alarm(0)
+
+
 def test_countdown2_preset_has_enough_held_out_problems():
     from treesearch.tasks import get_task
 

@@ -496,7 +496,7 @@ class Countdown(Task):
         return steps, expr[:i] + op + expr[i + 1:]
 
 
-_STEP = re.compile(r"\s*(-?\d+)\s*([-+*/])\s*(-?\d+)\s*=\s*(-?\d+)(\s*\((-?\d+ ?)*\))?\s*")
+_STEP = re.compile(r"\s*(-?\d+)\s*([-+*/])\s*(-?\d+)\s*=\s*(-?\d+)(\s*\((?:-?\d++ ?)*+\))?\s*")
 
 
 def _parse_step(line: str) -> Step | None:
@@ -519,9 +519,12 @@ def _take(pool: list[int], *numbers: int) -> bool:
 
 _STYLE0 = re.compile(r"-?\d+[-+*/]-?\d+=-?\d+")
 _STYLE1 = re.compile(r"-?\d+ [-+*/] -?\d+ = -?\d+")
-_STYLE2 = re.compile(r"-?\d+[-+*/]-?\d+=-?\d+ \((-?\d+ ?)*\)")
+_STYLE2 = re.compile(r"-?\d+[-+*/]-?\d+=-?\d+ \((?:-?\d++ ?)*+\)")
 
-_REMAINING = re.compile(r"\s\((-?\d+ ?)*\)\s*$")  # style 2's "(7 3 100)" annotation
+# style 2's "(7 3 100)" annotation. The quantifiers are possessive: "(-?\d+ ?)*" splits a
+# run of L digits in 2^(L-1) ways, and a sample with " (" and a long digit run (a sampled
+# policy writes those) took the regex hours to reject
+_REMAINING = re.compile(r"\s\((?:-?\d++ ?)*+\)\s*$")
 # the solver's operators of each strategy (``needs_strategy``)
 _STRATEGY_OPERATORS = {"division": ("/",), "subtraction": ("-",)}
 _STRATEGY_OPS = {"division": re.compile(r"[\d)]\s*/\s*[-\d(]"),
