@@ -120,13 +120,13 @@ def analyse(run_dir: Path) -> dict:
     trained = [summarise(row, base.get(row["prior"])) for row in cells]
     grid = _grid_priors(read_priors(run_dir), base, cells)
     in_grid = [i for i, c in enumerate(cells) if c["prior"] in grid]
+    reachable = _reachable_ood_sets(bases)
     return {"base": bases, "cells": trained,
             "eta_squared": _eta_with_intervals([cells[i] for i in in_grid],
-                                               [trained[i] for i in in_grid],
-                                               _reachable_ood_sets(bases)),
+                                               [trained[i] for i in in_grid], reachable),
             "eta_squared_priors": sorted(grid),
             "headline": _headline_differences(base, cells),
-            "ood_reach": _ood_reach_differences(base, cells, _reachable_ood_sets(bases)),
+            "ood_reach": _ood_reach_differences(base, cells, reachable),
             "difficulty": _gain_by_difficulty(base, cells)}
 
 
