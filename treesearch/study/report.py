@@ -325,6 +325,10 @@ def _eta_section(res: dict) -> list[str]:
                      f"| {_with_interval(e['b'], ci.get('optimizer'))} "
                      f"| {_with_interval(e['interaction'], ci.get('interaction'))} "
                      f"| {_with_interval(e['residual'], ci.get('residual'))} |")
+    if any(":" in metric for metric in res["eta_squared"]):
+        lines += ["", (f"pass@n:<set>: pass@n on an out-of-distribution set that some prior "
+                       f"reaches (pass@n above {REACHABLE_PASS_AT_N}), where a loss of reach can "
+                       "show; ood_drop: in-distribution pass@1 minus the mean OOD pass@1.")]
     replicates = {e.get("replicates") for e in res["eta_squared"].values() if "error" not in e}
     if replicates == {1}:
         lines += ["", ("With one seed the interaction and residual cannot be told apart (reported "
