@@ -94,6 +94,25 @@ def test_bootstrap_eta_squared_is_deterministic_and_handles_ood_drop_and_pass_at
         stats.bootstrap_eta_squared(cells, "accuracy", n_boot=10)
 
 
+def test_gain_metrics_take_out_the_priors_starting_points():
+    """Priors far apart, optimizers adding the same amount to every prior: the prior owns
+    pass@1's variance, the optimizer its gain; a gain needs every prior's measurement."""
+    rng = np.random.default_rng(5)
+    ease = rng.uniform(0.2, 1.0, size=200)
+    levels, lift = {"high": 0.6, "low": 0.2}, {"a": 0.0, "b": 0.15}
+    bases = {p: {"eval": {"id": {"n": N, "counts": rng.binomial(N, v * ease).tolist()}}}
+             for p, v in levels.items()}
+    cells = [{"prior": p, "optimizer": o, "seed": s,
+              "eval": {"id": {"n": N, "counts": rng.binomial(N, (v + d) * ease).tolist()}}}
+             for p, v in levels.items() for o, d in lift.items() for s in range(2)]
+    level = stats.bootstrap_eta_squared(cells, "pass@1", n_boot=100, seed=0)["point"]
+    gain = stats.bootstrap_eta_squared(cells, "gain:pass@1", n_boot=100, seed=0, bases=bases)
+    assert level["prior"] > 0.6 and gain["point"]["optimizer"] > 0.6
+    assert gain["ci"]["optimizer"][0] > 0.3
+    with pytest.raises(ValueError, match="untrained measurement of every prior"):
+        stats.bootstrap_eta_squared(cells, "gain:pass@1", n_boot=10, bases={"high": bases["high"]})
+
+
 def test_pass_at_k_of_a_named_set():
     """"pass@n:<set>" decomposes that set's pass@n alone; a missing set is named."""
     assert stats.metric_terms("pass@n:far", ["id", "far"]) == [("far", "n", 1.0)]
@@ -248,6 +267,8 @@ def test_report_of_a_new_run_has_intervals_and_every_new_section(tmp_path):
     # trained policy's change in reach there gets an interval
     assert re.search(r"\| big \| mcts \| countdown2 \| [+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\] \| \d+ \|", ood)
     assert re.search(r"\| pass@n:countdown2 \| \d\.\d{3} \[", eta)
+    for metric in ("gain:pass@1", "gain:pass@n", "gain:pass@n:countdown2"):
+        assert re.search(rf"\| {metric} \| \d\.\d{{3}} \[", eta), metric
     assert "| big | grpo |" in _section(text, "When vs how (token routing)")
     assert "| 0.200 | 0.100 | 0.500 |" in _section(text, "Calibration")
     priors = _section(text, "Priors")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from treesearch.study.stats import (
+    GAIN_PREFIX,
     bootstrap_eta_squared,
     eta_squared,
     gain_by_bin,
@@ -27,6 +28,9 @@ from treesearch.utils.estimators import newly_solved
 from treesearch.utils.runs import read_json
 
 ETA_METRICS = ("pass@1", "pass@n", "ood_drop")
+# the same, as each trained policy's change from its own prior ("gain:<metric>"): what
+# training added or lost, with the priors' different starting points taken out
+GAIN_METRICS = ("pass@1", "pass@n")
 # an OOD set on which some prior's pass@n exceeds this is one where a drop in reach can be
 # measured: eta squared of its pass@n ("pass@n:<set>") is added to ETA_METRICS
 REACHABLE_PASS_AT_N = 0.2
@@ -123,7 +127,8 @@ def analyse(run_dir: Path) -> dict:
     reachable = _reachable_ood_sets(bases)
     return {"base": bases, "cells": trained,
             "eta_squared": _eta_with_intervals([cells[i] for i in in_grid],
-                                               [trained[i] for i in in_grid], reachable),
+                                               [trained[i] for i in in_grid], reachable,
+                                               base, bases),
             "eta_squared_priors": sorted(grid),
             "headline": _headline_differences(base, cells),
             "ood_reach": _ood_reach_differences(base, cells, reachable),
@@ -144,36 +149,45 @@ def _reachable_ood_sets(bases: dict) -> list[str]:
                    if v > REACHABLE_PASS_AT_N})
 
 
-def _summary_value(row: dict, metric: str) -> float:
-    """``metric`` (an ETA_METRICS name or "pass@n:<OOD set>") of one summary."""
+def _summary_value(row: dict, metric: str, bases: dict | None = None) -> float:
+    """``metric`` (an ETA_METRICS name or "pass@n:<OOD set>", either after "gain:") of one
+    trained summary; a gain is taken from its prior's summary in ``bases``."""
+    if metric.startswith(GAIN_PREFIX):
+        inner = metric[len(GAIN_PREFIX):]
+        return _summary_value(row, inner) - _summary_value(bases[row["prior"]], inner)
     if metric.startswith("pass@n:"):
         return row["ood_pass@n"][metric[len("pass@n:"):]]
     return row[metric]
 
 
-def _eta_with_intervals(cells: list[dict], trained: list[dict], reachable=()) -> dict:
+def _eta_with_intervals(cells: list[dict], trained: list[dict], reachable=(),
+                        base_rows: dict | None = None, bases: dict | None = None) -> dict:
     """metric -> eta squared of the trained cells: shares under "a" (prior), "b"
     (optimizer), "interaction", "residual" (the names results.json always had; "prior" and
     "optimizer" too), bootstrap intervals under "ci" (part -> [lo, hi]); {"error": why}
     for a grid that cannot be decomposed (unbalanced: an unfinished run). reachable: OOD
-    set names whose pass@n is decomposed too (as "pass@n:<set>")."""
+    set names whose pass@n is decomposed too (as "pass@n:<set>"). base_rows / bases: the
+    priors' raw measurements / summaries, for the GAIN_METRICS (and the reachable sets'
+    pass@n) as changes from the prior."""
     eta = {}
     if len({r["prior"] for r in trained}) < 2:  # one prior: no prior factor to decompose
         return eta
     has_ood = any(ood_set_names(c["eval"]) for c in cells)
-    for metric in ETA_METRICS + tuple(f"pass@n:{s}" for s in reachable):
+    reach = tuple(f"pass@n:{s}" for s in reachable)
+    gains = tuple(GAIN_PREFIX + m for m in GAIN_METRICS + reach) if base_rows else ()
+    for metric in ETA_METRICS + reach + gains:
         if metric == "ood_drop" and not has_ood:
             continue
         try:
             boot = bootstrap_eta_squared(cells, metric, n_boot=BOOTSTRAP_RESAMPLES,
-                                         seed=BOOTSTRAP_SEED)
+                                         seed=BOOTSTRAP_SEED, bases=base_rows)
             point = boot["point"]
             ci = {part: list(interval) for part, interval in boot["ci"].items()}
         except (ValueError, KeyError, TypeError):
             # no interval (cells measured on different problems, counts missing): the
             # point estimate from the summaries alone, or the reason there is none
             try:
-                point = eta_squared([_summary_value(r, metric) for r in trained],
+                point = eta_squared([_summary_value(r, metric, bases) for r in trained],
                                     [r["prior"] for r in trained],
                                     [r["optimizer"] for r in trained])
             except (ValueError, KeyError) as exc:

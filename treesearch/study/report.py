@@ -328,7 +328,10 @@ def _eta_section(res: dict) -> list[str]:
     if any(":" in metric for metric in res["eta_squared"]):
         lines += ["", (f"pass@n:<set>: pass@n on an out-of-distribution set that some prior "
                        f"reaches (pass@n above {REACHABLE_PASS_AT_N}), where a loss of reach can "
-                       "show; ood_drop: in-distribution pass@1 minus the mean OOD pass@1.")]
+                       "show; ood_drop: in-distribution pass@1 minus the mean OOD pass@1; "
+                       "gain:<metric>: the trained policy's metric minus its prior's (problem "
+                       "by problem, so the resamples are paired), what training changed once "
+                       "the priors' different starting points are taken out.")]
     replicates = {e.get("replicates") for e in res["eta_squared"].values() if "error" not in e}
     if replicates == {1}:
         lines += ["", ("With one seed the interaction and residual cannot be told apart (reported "

@@ -46,6 +46,7 @@ CI_LEVEL = 0.95
 DIFFICULTY_BINS = ("0", "(0, 0.1]", "(0.1, 0.5]", "> 0.5")
 ETA_PARTS = ("prior", "optimizer", "interaction", "residual")
 HELDOUT_PREFIX = "heldout:"
+GAIN_PREFIX = "gain:"       # an eta squared metric taken as the change from the prior
 IN_DISTRIBUTION = "id"
 
 
@@ -218,15 +219,19 @@ def _percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def bootstrap_eta_squared(cells: list[dict], metric: str, n_boot: int = 1000, seed: int = 0,
-                          level: float = CI_LEVEL) -> dict:
+                          level: float = CI_LEVEL, bases: dict | None = None) -> dict:
     """Eta squared of prior and optimizer for ``metric``, with percentile bootstrap intervals.
 
     Args:
         cells: [N] trained cells as in ``measure.json``: ``{"prior", "optimizer", "eval":
             {set name: {"n", "counts": [P_set]}}}``; every (prior, optimizer) pair has the
             same number r of cells (seeds), and every cell was measured on the same problems.
-        metric: see ``metric_terms`` ("pass@1", "pass@16", "pass@n", "ood_drop").
+        metric: see ``metric_terms`` ("pass@1", "pass@16", "pass@n", "ood_drop"), or
+            "gain:<metric>": the metric of each cell minus that of its prior (the cell's
+            change by training), problem by problem, so the same resample serves both.
         n_boot: bootstrap resamples; seed: the resampling seed; level: interval coverage.
+        bases: prior name -> its untrained measurement (``{"eval": ...}`` as a cell; the
+            same problems and n); needed by "gain:" metrics.
     Returns:
         ``{"point": eta_squared of the cells' metric values (as ``eta_squared``),
         "ci": {"prior", "optimizer", "interaction", "residual": (lo, hi)}, "n_boot",
@@ -242,7 +247,11 @@ def bootstrap_eta_squared(cells: list[dict], metric: str, n_boot: int = 1000, se
         raise ValueError("bootstrap_eta_squared needs at least one cell")
     priors, opts, index = _grid_order([c["prior"] for c in cells],
                                       [c["optimizer"] for c in cells])
-    terms = metric_terms(metric, cells[0]["eval"])
+    gain = metric.startswith(GAIN_PREFIX)
+    if gain and not all(p in (bases or {}) for p in priors):
+        raise ValueError(f"metric {metric!r} needs the untrained measurement of every prior "
+                         f"(bases), have {sorted(bases or {})} for priors {priors}")
+    terms = metric_terms(metric[len(GAIN_PREFIX):] if gain else metric, cells[0]["eval"])
     rng = np.random.default_rng(seed)
     point = np.zeros(index.shape)                            # [A, B, r]
     boot = np.zeros((n_boot, *index.shape))                  # [n_boot, A, B, r]
@@ -251,6 +260,13 @@ def bootstrap_eta_squared(cells: list[dict], metric: str, n_boot: int = 1000, se
         if any(set_name not in c["eval"] for c in cells):
             raise ValueError(f"metric {metric!r} needs eval set {set_name!r} in every cell")
         scores = _set_scores([c["eval"][set_name] for c in cells], set_name, k)[index]  # [A, B, r, P]
+        if gain:  # minus the prior's own per-problem score: [A, 1, 1, P]
+            base = [bases[p]["eval"][set_name] for p in priors]
+            if {int(m["n"]) for m in base} != {int(cells[0]["eval"][set_name]["n"])}:
+                raise ValueError(f"metric {metric!r}: the priors' {set_name!r} measurements "
+                                 "have another n than the cells'")
+            scores = scores - _set_scores(base + [cells[0]["eval"][set_name]], set_name,
+                                          k)[:-1, None, None, :]
         problems[set_name] = scores.shape[-1]
         draws = _resample_weights(rng, n_boot, scores.shape[-1])                    # [n_boot, P]
         point += weight * scores.mean(axis=-1)
