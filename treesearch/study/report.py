@@ -563,20 +563,23 @@ def _plots(run_dir: Path, res: dict) -> list[Path]:
         out.append(path)
     eta = {m: e for m, e in res["eta_squared"].items() if "error" not in e}
     if eta:
-        fig = new_figure((6, 3.8))
-        ax = fig.add_subplot()
+        # horizontal bars, one metric a row (top to bottom in the table's order), labels
+        # beside them: metric names are long ("gain:pass@n:<OOD set>")
         metrics = list(eta)
-        x = np.arange(len(metrics))
-        bottom = np.zeros(len(metrics))
+        fig = new_figure((7.5, 1.2 + 0.45 * len(metrics)))
+        ax = fig.add_subplot()
+        y = np.arange(len(metrics))[::-1]
+        left = np.zeros(len(metrics))
         for part, label in (("a", "prior"), ("b", "optimizer"), ("interaction", "interaction"),
                             ("residual", "residual")):
             vals = np.nan_to_num([eta[m][part] for m in metrics])
-            ax.bar(x, vals, bottom=bottom, label=label)
-            bottom += vals
-        ax.set_xticks(x, metrics)
-        ax.set_ylabel("share of variance (eta squared)")
+            ax.barh(y, vals, left=left, label=label)
+            left += vals
+        ax.set_yticks(y, metrics, fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("share of variance (eta squared)")
         ax.set_title("prior vs optimizer")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.08))
         fig.tight_layout()
         path = run_dir / "eta2.png"
         save_png(fig, path)
