@@ -261,12 +261,17 @@ def collate(sequences: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: in
 def token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """log p(token | earlier tokens) of every completion token, float32 [B, T-1]
     (column t scores token t+1), 0 on prompt and padding positions."""
+    return _logits_and_logprobs(model, batch)[1]
+
+
+def _logits_and_logprobs(model, batch):
+    """(next-token logits float32 [B, T-1, V], ``token_logprobs`` [B, T-1]) of a batch."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    use_cache=False).logits[:, :-1].float()
     targets = batch["labels"][:, 1:]
     # cross_entropy wants the classes in dim 1: [B, V, T-1]; ignored targets give 0
-    return -F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
-                            reduction="none")
+    return logits, -F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
+                                    reduction="none")
 
 
 def sft_loss(model, batch: dict[str, torch.Tensor], weights: torch.Tensor | None = None,
@@ -288,12 +293,8 @@ def sft_loss(model, batch: dict[str, torch.Tensor], weights: torch.Tensor | None
 def _sft_terms(model, batch, weights, anchor):
     """(weighted cross-entropy, mean KL(p_anchor || p) or None without an anchor, completion
     tokens) of a batch: ``sft_loss``'s two terms, each per completion token (nats)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   use_cache=False).logits[:, :-1].float()                  # [B, T-1, V]
-    targets = batch["labels"][:, 1:]
-    logp = -F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
-                            reduction="none")                                # [B, T-1]
-    mask = targets != -100
+    logits, logp = _logits_and_logprobs(model, batch)                      # [B, T-1, V], [B, T-1]
+    mask = batch["labels"][:, 1:] != -100
     n_tokens = int(mask.sum())
     if weights is not None:
         logp = logp * weights.to(logp.device, logp.dtype)[:, None]

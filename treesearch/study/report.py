@@ -340,9 +340,12 @@ def _eta_section(res: dict) -> list[str]:
     trained = {c["prior"] for c in res["cells"]}
     probes = sorted(trained - set(grid))
     controls = sorted(set(res["base"]) - trained)
-    if probes or controls:
-        left = [f"{', '.join(probes)} (trained with optimizer or seed lists of its own)"] * bool(probes)
-        left += [f"{', '.join(controls)} (measured untrained only)"] * bool(controls)
+    left = []
+    if probes:
+        left.append(f"{', '.join(probes)} (trained with optimizer or seed lists of its own)")
+    if controls:
+        left.append(f"{', '.join(controls)} (measured untrained only)")
+    if left:
         lines += ["", f"Over the priors of the grid ({', '.join(grid)}); left out: {'; '.join(left)}."]
     if len(grid) == 2:
         lines += ["", "With two priors, the prior share rests on one contrast."]

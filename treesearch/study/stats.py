@@ -260,13 +260,11 @@ def bootstrap_eta_squared(cells: list[dict], metric: str, n_boot: int = 1000, se
         if any(set_name not in c["eval"] for c in cells):
             raise ValueError(f"metric {metric!r} needs eval set {set_name!r} in every cell")
         scores = _set_scores([c["eval"][set_name] for c in cells], set_name, k)[index]  # [A, B, r, P]
-        if gain:  # minus the prior's own per-problem score: [A, 1, 1, P]
-            base = [bases[p]["eval"][set_name] for p in priors]
-            if {int(m["n"]) for m in base} != {int(cells[0]["eval"][set_name]["n"])}:
-                raise ValueError(f"metric {metric!r}: the priors' {set_name!r} measurements "
-                                 "have another n than the cells'")
-            scores = scores - _set_scores(base + [cells[0]["eval"][set_name]], set_name,
-                                          k)[:-1, None, None, :]
+        if gain:  # minus the prior's own per-problem score: [A, 1, 1, P]; scored beside a
+            # cell so that _set_scores checks they share the problems and n
+            both = _set_scores([bases[p]["eval"][set_name] for p in priors]
+                               + [cells[0]["eval"][set_name]], set_name, k)
+            scores = scores - both[:-1, None, None, :]
         problems[set_name] = scores.shape[-1]
         draws = _resample_weights(rng, n_boot, scores.shape[-1])                    # [n_boot, P]
         point += weight * scores.mean(axis=-1)
