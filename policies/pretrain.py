@@ -11,7 +11,10 @@ The model is a ``LlamaForCausalLM`` over the character tokenizer
 over TRAIN problems only; a trace is drawn afresh each time a problem is used (the
 countdown solver shuffles its search, so a problem gets varied solutions), flawed with
 probability ``flawed_share``, in a style drawn from the ``n_styles_used`` styles kept
-(``held_out_style`` is never shown). The loss covers the solution tokens and EOS
+(``held_out_style`` is never shown). With ``stated_confidence`` every trace ends with one
+more line, "confidence: 0.D" with D drawn uniformly from 1-9 whatever the trace: a prior
+that states a confidence which says nothing (the starting point of RLCR's calibration
+reward, ``policies.confidence``). The loss covers the solution tokens and EOS
 (``loss_on="solution"``, default) or every token after BOS (``"all"``). Plain AdamW,
 linear warmup then cosine decay to ``min_lr_ratio * lr``; batches of right-padded
 sequences (padding never reaches a real token under causal attention, and is out of the
@@ -79,6 +82,7 @@ class PretrainConfig:
     n_styles_used: int | None = None     # None: every style not held out
     held_out_style: int | None = None
     held_out_strategy: str | None = None  # e.g. "division": no trace ever uses it
+    stated_confidence: bool = False      # a "confidence: 0.D" line (uniform D) after each trace
     loss_on: str = "solution"            # "solution" or "all"
     # budget: the first reached stops training; none set means tokens=DEFAULT_TOKENS
     steps: int | None = None
@@ -158,6 +162,8 @@ def validate(config: PretrainConfig):
     if c.time_budget_s is not None and not (isinstance(c.time_budget_s, (int, float))
                                             and c.time_budget_s > 0):
         raise ValueError(f"pretrain: time_budget_s must be > 0, got {c.time_budget_s!r}")
+    if not isinstance(c.stated_confidence, bool):
+        raise ValueError(f"pretrain: stated_confidence must be true or false, got {c.stated_confidence!r}")
     if c.loss_on not in ("solution", "all"):
         raise ValueError(f"pretrain: loss_on must be 'solution' or 'all', got {c.loss_on!r}")
     if not c.out:
@@ -208,8 +214,10 @@ class TraceSampler:
     """Batches of freshly drawn traces over the train problems, deterministic for a seed."""
 
     def __init__(self, tokenizer, task, problems, styles, flawed_share, loss_on, seed,
-                 max_positions, held_out_strategy: str | None = None):
+                 max_positions, held_out_strategy: str | None = None,
+                 stated_confidence: bool = False):
         self.tokenizer, self.task, self.problems = tokenizer, task, problems
+        self.stated_confidence = stated_confidence
         self.styles, self.flawed_share, self.loss_on = list(styles), flawed_share, loss_on
         self.rng = random.Random(f"pretrain-data:{seed}")
         self.max_positions = max_positions
@@ -232,6 +240,8 @@ class TraceSampler:
             trace = self.task.solution_trace(problem, self.rng, flawed=flawed, style=style)
             if (self.held_out_strategy is None
                     or not self.task.uses_strategy(trace, self.held_out_strategy)):
+                if self.stated_confidence:
+                    trace += f"confidence: 0.{self.rng.randint(1, 9)}{self.task.step_delimiter}"
                 return problem, flawed, style, trace
         raise Refusal("--held-out-strategy", f"pretrain: {tries} traces in a row used the held-out strategy "
                          f"{self.held_out_strategy!r}; it cannot be held out of {self.task.name}")
@@ -360,7 +370,7 @@ def pretrain(config: PretrainConfig, command: str | None = None) -> PretrainResu
                       f"pretrain: task {c.task!r} cannot give the problems asked for: {exc}") from None
     data_s = time.perf_counter() - t0
     sampler = TraceSampler(tokenizer, task, train, styles, c.flawed_share, c.loss_on, c.seed,
-                           c.max_positions, c.held_out_strategy)
+                           c.max_positions, c.held_out_strategy, c.stated_confidence)
     model = build_model(c, tokenizer, c.seed)
     n_params = sum(p.numel() for p in model.parameters())
     opt = _build_optimizer(model, c)

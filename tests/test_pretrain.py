@@ -4,6 +4,7 @@ a random model of the same shape on its task."""
 import json
 import random
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -200,3 +201,40 @@ def test_held_out_strategy_never_reaches_the_traces():
     assert divisions("division") == 0
     with pytest.raises(ValueError, match="held_out_strategy"):
         validate(PretrainConfig(task="countdown3", steps=1, held_out_strategy="telepathy"))
+
+
+def test_stated_confidence_ends_every_trace_with_an_uninformative_line():
+    """With stated_confidence each sequence ends "confidence: 0.D" + delimiter + EOS, D
+    spread over 1-9 whether or not the trace is right, and the answer still reads once the
+    line is stripped; without it no sequence states one. A non-bool is refused."""
+    from policies.confidence import stated_confidence, strip_confidence
+    from policies.pretrain import TraceSampler
+
+    tok = build_char_tokenizer()
+    task = get_task("countdown3")
+    problems = task.problems("train", 200, seed=0)
+
+    def texts(flag):
+        sampler = TraceSampler(tok, task, problems, [0, 1, 2], 0.2, "solution", 0, 256,
+                               stated_confidence=flag)
+        x, _, _ = sampler.batch(400)
+        return [tok.decode(row, skip_special_tokens=True) for row in x.tolist()], x
+
+    plain, _ = texts(False)
+    assert all(stated_confidence(t) is None for t in plain)
+    stated, x = texts(True)
+    eos = tok.eos_token_id
+    by_outcome = {True: [], False: []}
+    for t, row in zip(stated, x.tolist()):
+        prompt, solution = t.split("\n", 2)[:2], t.split("\n", 2)[2]
+        assert solution.splitlines()[-1].startswith("confidence: 0.") and solution.endswith("\n")
+        assert row[len(tok(t, add_special_tokens=False)["input_ids"]) + 1] == eos
+        c = stated_confidence(solution)
+        assert c in {d / 10 for d in range(1, 10)}
+        problem = next(p for p in problems if task.prompt(p) == "\n".join(prompt) + "\n")
+        by_outcome[task.check_solution(problem, strip_confidence(solution))].append(c)
+    assert len(set(by_outcome[True])) == 9 and len(by_outcome[False]) >= 40
+    # uninformative: the mean stated confidence of right and wrong traces within 0.1
+    assert abs(np.mean(by_outcome[True]) - np.mean(by_outcome[False])) < 0.1
+    with pytest.raises(ValueError, match="stated_confidence"):
+        validate(PretrainConfig(task="countdown3", steps=1, stated_confidence="yes"))

@@ -214,12 +214,42 @@ def test_an_optimizer_variant_trains_its_base_with_its_rl_changes(tmp_path, monk
     assert (c.method, c.reward, c.curriculum, c.lr) == ("grpo", "brier", "easy_first", cfg.rl.lr)
     study.train("reference", "nsr_fast", 0)
     assert (seen["config"].method, seen["config"].lr) == ("nsr", 1e-3)
-    assert study.states_confidence("grpo_brier") and not study.states_confidence("grpo")
-    assert not study.states_confidence("base") and not study.states_confidence("mcts")
-    assert not study.states_confidence("nsr_fast")
+    def states(optimizer, who=study):
+        return who.states_confidence("reference", optimizer)
+
+    assert states("grpo_brier") and not states("grpo")
+    assert not states("base") and not states("mcts")
+    assert not states("nsr_fast")
     everyone = study_run.Study(load_study_config(QUICK, ["rl.reward=brier"]),
                                RunDir.create(tmp_path / "run2", "x: 1\n"))
-    assert everyone.states_confidence("grpo") and not everyone.states_confidence("nsr")
+    assert states("grpo", everyone) and not states("nsr", everyone)
+    # a prior pretrained to state a confidence: every policy from it is measured with it
+    stated = tmp_path / "stated-prior"
+    stated.mkdir()
+    (stated / "metrics.json").write_text(json.dumps({"config": {"stated_confidence": True}}))
+    study._prior_paths["reference"] = stated
+    assert states("base") and states("grpo") and states("mcts")
+
+
+def test_a_knob_added_later_keeps_the_cached_priors_keys(tmp_path, monkeypatch):
+    """A prior's cache key leaves out pretraining knobs added after it was cached while they
+    sit at their default: the medium grid's amount_half keeps the key it was pretrained
+    under; setting the knob (stated_confidence) makes another prior."""
+    from omegaconf import OmegaConf
+
+    from treesearch.study import run as study_run
+    from treesearch.utils.runs import RunDir
+
+    made = []
+    monkeypatch.setattr(study_run, "pretrain", lambda config: made.append(config.out))
+    cfg = load_study_config(ROOT / "configs" / "study_medium.yaml",
+                            [f"prior_cache={tmp_path / 'cache'}"])
+    study = study_run.Study(cfg, RunDir.create(tmp_path / "run", "x: 1\n"))
+    half = study.specs["amount_half"]
+    assert study._pretrained(half).name == "amount_half-f9b6a2ecac"
+    stating = OmegaConf.merge(half, {"pretrain": {"stated_confidence": True}})
+    assert study._pretrained(stating).name != "amount_half-f9b6a2ecac"
+    assert len(made) == 2
 
 
 # ---------------------------------------------------------------------------- measurements

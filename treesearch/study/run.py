@@ -88,6 +88,10 @@ from treesearch.tasks.base import stable_hash
 from treesearch.utils.recipes import instantiate
 from treesearch.utils.runs import RunDir, RunError, portable_path, read_json, write_json
 
+# pretraining knobs added after priors were first cached: left out of a prior's cache key
+# while at their default, so a prior pretrained before a knob existed keeps its key
+KEYED_WHEN_SET = ("stated_confidence",)
+
 QUICK_CONFIG = "study_quick"  # a shipped recipe (configs/study_quick.yaml)
 BUDGET_KEYS = ("steps", "tokens", "time_budget_s")
 
@@ -152,6 +156,9 @@ class Study:
     def _pretrained(self, spec) -> Path:
         config = self.pretrain_config(spec)
         key = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "progress")}
+        for k in KEYED_WHEN_SET:  # knobs added later: priors cached before keep their keys
+            if key[k] == PretrainConfig.__dataclass_fields__[k].default:
+                del key[k]
         cache = Path(self.cfg.prior_cache).expanduser()
         path = cache / f"{spec.name}-{stable_hash(json.dumps(key, sort_keys=True)) % 16**10:010x}"
         if not (path / "metrics.json").is_file():
@@ -298,17 +305,24 @@ class Study:
         return model, tokenizer, stats
 
     # -- measuring ---------------------------------------------------------------------
-    def measure(self, model_or_path, seed: int, optimizer: str = "base") -> dict:
-        """{eval set name: Measurement dict} of one policy on every eval set; ``optimizer``:
-        what trained it ("base": nothing), which decides the stated-confidence line."""
+    def measure(self, model_or_path, seed: int, prior: str, optimizer: str = "base") -> dict:
+        """{eval set name: Measurement dict} of one policy on every eval set; ``prior`` and
+        ``optimizer`` (what trained it, "base": nothing) decide the stated-confidence line."""
         policy = self._policy(model_or_path, seed)
-        return {name: self._measure_set(policy, task, problems, f"measure {name}",
-                                        self.states_confidence(optimizer))
+        stated = self.states_confidence(prior, optimizer)
+        return {name: self._measure_set(policy, task, problems, f"measure {name}", stated)
                 for name, (task, problems) in self.eval_sets().items()}
 
-    def states_confidence(self, optimizer: str) -> bool:
-        """Whether a policy trained with ``optimizer`` writes a confidence line after its
-        answer (grpo with the Brier reward, RLCR), so that measurements sample it."""
+    def states_confidence(self, prior: str, optimizer: str) -> bool:
+        """Whether the policy writes a confidence line after its answer, so that
+        measurements sample it: its prior was pretrained to (``stated_confidence``), or
+        ``optimizer`` is grpo with the Brier reward (RLCR)."""
+        try:
+            recorded = read_json(self.prior_path(prior) / "metrics.json")["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = {}
+        if recorded.get("stated_confidence") is True:
+            return True
         return (optimizer != "base" and base_optimizer(self.cfg, optimizer) == "grpo"
                 and rl_of(self.cfg, optimizer).reward == "brier")
 
@@ -332,7 +346,8 @@ class Study:
         where = self.cell_dir(prior, "base")
         if not (where / "measure.json").is_file():
             self.eval_sets()  # a held-out set the task cannot fill fails here, before pretraining
-            measured = self.measure(self.prior_path(prior), cell_seed(prior, "base", "measure"))
+            measured = self.measure(self.prior_path(prior), cell_seed(prior, "base", "measure"),
+                                    prior)
             write_json(where / "measure.json", {"prior": prior, "optimizer": "base",
                                                 "prior_path": portable_path(self.prior_path(prior)),
                                                 "eval": measured})
@@ -384,7 +399,7 @@ class Study:
         a = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         ranks = update_rank(b, a)
         measured = self.measure(where / "policy",
-                                cell_seed(prior, optimizer, seed, "measure"), optimizer)
+                                cell_seed(prior, optimizer, seed, "measure"), prior, optimizer)
         extra = {}
         if self.cfg.eval.routing_samples > 0:  # when vs how: routing on the "id" problems
             task, problems = self.eval_sets()["id"]
