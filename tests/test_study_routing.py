@@ -164,3 +164,22 @@ def test_a_study_cell_with_routing_samples_writes_the_probe(tmp_path, setup, mon
     study.cfg.eval.routing_samples = 0
     study.run_cell("p3", "grpo", 1)
     assert "routing" not in json.loads((study.cell_dir("p3", "grpo", 1) / "measure.json").read_text())
+
+
+def test_the_report_gives_a_recovered_share_only_for_a_gain_outside_the_noise():
+    """The report's ratio comes from the seeds' mean pass@1s, and only where the trained
+    policy's gain exceeds two binomial standard errors over problems x samples: a gain of
+    -0.001 (which once printed "recovered 26.0") gives none."""
+    from treesearch.study.report import _recovered
+
+    def route(prior, trained, routed):
+        return {"prior_pass1": prior, "trained_pass1": trained, "routed_pass1": routed,
+                "problems": 100, "samples": 8}
+
+    assert _recovered([route(0.084, 0.083, 0.051)]) is None
+    assert _recovered([route(0.10, 0.11, 0.105)]) is None          # 1 point on 800 draws: noise
+    assert abs(_recovered([route(0.10, 0.20, 0.15)]) - 0.5) < 1e-12
+    # two seeds: the ratio of the means, not the mean of the ratios
+    two = [route(0.10, 0.20, 0.20), route(0.10, 0.30, 0.10)]
+    assert abs(_recovered(two) - (0.15 - 0.10) / (0.25 - 0.10)) < 1e-12
+    assert _recovered([{"prior_pass1": 0.1}]) is None

@@ -483,8 +483,23 @@ def _calibration_section(res: dict, groups: dict) -> list[str]:
 
 
 ROUTING_FIELDS = (("swapped_share", "swapped share"), ("prior_pass1", "prior pass@1"),
-                  ("trained_pass1", "trained pass@1"), ("routed_pass1", "routed pass@1"),
-                  ("recovered", "recovered"))
+                  ("trained_pass1", "trained pass@1"), ("routed_pass1", "routed pass@1"))
+
+
+def _recovered(routes: list[dict]) -> float | None:
+    """(routed - prior) / (trained - prior) of the seeds' mean pass@1s; None unless the
+    trained policy's gain exceeds two standard errors of a difference of two pass@1s over
+    the probe's problems x samples (binomial; a ratio over a gain inside the noise says
+    nothing)."""
+    prior, trained, routed = (_mean_present([_number(r.get(k)) for r in routes])
+                              for k in ("prior_pass1", "trained_pass1", "routed_pass1"))
+    draws = sum((_number(r.get("problems")) or 0) * (_number(r.get("samples")) or 0)
+                for r in routes)
+    if prior is None or trained is None or routed is None or draws <= 0:
+        return None
+    se = np.sqrt((prior * (1 - prior) + trained * (1 - trained)) / draws)
+    gain = trained - prior
+    return (routed - prior) / gain if gain > 2 * se else None
 
 
 def _routing_section(groups: dict) -> list[str]:
@@ -503,11 +518,14 @@ def _routing_section(groups: dict) -> list[str]:
               "prior, the trained policy and the routed sampler on the held-out problems; "
               "recovered: the share of the trained policy's pass@1 gain the routed sampler "
               "recovers (near 1: the gain is in WHEN to deviate, the top-1 flips; near 0: in "
-              "HOW the distribution is shaped elsewhere). Means over seeds."), "",
-             "| prior | optimizer | " + " | ".join(label for _, label in ROUTING_FIELDS) + " |",
-             "|---|---|" + "---|" * len(ROUTING_FIELDS)]
+              "HOW the distribution is shaped elsewhere), from the means over seeds, and "
+              "'-' where that gain is within two standard errors of 0 (nothing to recover)."), "",
+             "| prior | optimizer | " + " | ".join(label for _, label in ROUTING_FIELDS)
+             + " | recovered |",
+             "|---|---|" + "---|" * (len(ROUTING_FIELDS) + 1)]
     for (prior, opt), routes in probed:
         figures = [_mean_present([_number(r.get(key)) for r in routes]) for key, _ in ROUTING_FIELDS]
+        figures.append(_recovered(routes))
         lines.append(f"| {prior} | {opt} | " + " | ".join(_fmt(v) for v in figures) + " |")
     lines.append("")
     return lines
