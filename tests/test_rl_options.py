@@ -348,8 +348,13 @@ def test_stated_calibration_on_hand_made_texts():
     assert out["stated_brier"] == pytest.approx((0.1 ** 2 + 0.2 ** 2 + 1.0) / 3)
     # 10 bins: 0.2 (y 0) alone; 0.9 (y 1) and 1.0 (y 0) share the last bin (mean 0.95 vs 0.5)
     assert out["stated_ece"] == pytest.approx((0.2 + 2 * 0.45) / 3)
+    # the one right sample (0.9) ranks above one wrong (0.2) and below the other (1.0)
+    assert out["stated_auroc"] == pytest.approx(0.5)
+    ranked = stated_calibration(["A:1\nconfidence: 0.8\n", "A:2\nconfidence: 0.3\n"], [1, 0])
+    assert ranked["stated_auroc"] == 1.0
     none = stated_calibration(["A:1\n", "A:2\n"], [1, 0])
     assert math.isnan(none["stated_brier"]) and math.isnan(none["stated_ece"])
+    assert math.isnan(none["stated_auroc"])
     assert none["stated_share"] == 0.0
     with pytest.raises(ValueError, match="verdicts"):
         stated_calibration(["A:1\n"], [1, 0])

@@ -212,7 +212,8 @@ def _write_run(root, new_fields: bool):
 
         def cell(success, prior=prior, extra_row=None):
             ev = {"id": _measurement(rng.binomial(N, success * ease),
-                                     **({"stated_brier": 0.2, "stated_ece": 0.1, "stated_share": 0.5,
+                                     **({"stated_brier": 0.2, "stated_ece": 0.1, "stated_auroc": 0.7,
+                                         "stated_share": 0.5,
                                          "strategy_use": {"division": 0.01}} if new_fields else
                                         {})),
                   "countdown2": _measurement(rng.binomial(N, success * ease / 2, size=problems))}
@@ -270,7 +271,7 @@ def test_report_of_a_new_run_has_intervals_and_every_new_section(tmp_path):
     for metric in ("gain:pass@1", "gain:pass@n", "gain:pass@n:countdown2"):
         assert re.search(rf"\| {metric} \| \d\.\d{{3}} \[", eta), metric
     assert "| big | grpo |" in _section(text, "When vs how (token routing)")
-    assert "| 0.200 | 0.100 | 0.500 |" in _section(text, "Calibration")
+    assert "| 0.200 | 0.100 | 0.700 | 0.500 |" in _section(text, "Calibration")
     priors = _section(text, "Priors")
     assert "val pass@1 | val pass@256 |" in priors and "`priors/big`" in priors
     assert str(tmp_path) not in text and not re.search(r"(^|[\s`(\[])/[\w.~-]", text, re.MULTILINE)

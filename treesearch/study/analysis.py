@@ -69,6 +69,7 @@ def summarise(row: dict, base: dict | None) -> dict:
         "n": n, "coverage": idm.get("coverage"), "distinct_correct": idm.get("distinct_correct"),
         "entropy": idm.get("entropy"), "brier": idm.get("brier"), "ece": idm.get("ece"),
         "stated_brier": idm.get("stated_brier"), "stated_ece": idm.get("stated_ece"),
+        "stated_auroc": idm.get("stated_auroc"),
         "stated_share": idm.get("stated_share"),
         "ood_pass@1": {s: ev[s]["pass_at"]["1"] for s in ood_sets},
         "ood_pass@n": {s: ev[s]["pass_at"][str(ev[s]["n"])] for s in ood_sets},

@@ -42,7 +42,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from critics.calibration import brier, ece
+from critics.calibration import auroc, brier, ece
 from policies.confidence import (
     add_confidence_lines,
     stated_confidence,
@@ -85,6 +85,7 @@ class Measurement:
     tokens_per_sample: float = 0.0
     stated_brier: float = float("nan")       # stated confidence vs the sample's correctness
     stated_ece: float = float("nan")
+    stated_auroc: float = float("nan")       # does the stated confidence rank right above wrong?
     stated_share: float = 0.0                # share of samples stating a confidence
 
     def to_dict(self) -> dict:
@@ -171,8 +172,10 @@ def stated_calibration(texts: Sequence[str], correct: Sequence) -> dict:
     """Calibration of the confidences the samples state, per sample.
 
     texts: N solution texts; correct: N verdicts (bool or 0/1). Returns {"stated_brier",
-    "stated_ece" (10 bins): over the samples whose text states a confidence
-    (``policies.confidence.stated_confidence``), nan when none does; "stated_share":
+    "stated_ece" (10 bins), "stated_auroc" (discrimination: 0.5 for a confidence that says
+    nothing about which samples are right, nan with one class): over the samples whose
+    text states a confidence (``policies.confidence.stated_confidence``), nan when none
+    does; "stated_share":
     share of the N samples that state one (0.0 for N = 0)}.
     """
     if len(texts) != len(correct):
@@ -181,10 +184,10 @@ def stated_calibration(texts: Sequence[str], correct: Sequence) -> dict:
              zip((stated_confidence(t) for t in texts), correct) if c is not None]
     if not pairs:
         return {"stated_brier": float("nan"), "stated_ece": float("nan"),
-                "stated_share": 0.0}
+                "stated_auroc": float("nan"), "stated_share": 0.0}
     confidence, outcome = zip(*pairs)
     return {"stated_brier": brier(confidence, outcome), "stated_ece": ece(confidence, outcome),
-            "stated_share": len(pairs) / len(texts)}
+            "stated_auroc": auroc(confidence, outcome), "stated_share": len(pairs) / len(texts)}
 
 
 __all__ = ["Measurement", "answer_rule_share", "format_share", "measure", "stated_calibration",

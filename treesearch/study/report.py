@@ -469,14 +469,16 @@ def _calibration_section(res: dict, groups: dict) -> list[str]:
     lines = ["## Calibration", "",
              ("In distribution. Modal answer: confidence = share of the n samples giving the "
               "modal answer, outcome = whether it is right. Stated: the confidence the policy "
-              "states in its solution, against that solution's correctness. Means over seeds."), "",
+              "states in its solution, against that solution's correctness; its AUROC: does "
+              "it rank right solutions above wrong ones (0.5: no). Means over seeds."), "",
              ("| prior | optimizer | modal Brier | modal ECE | stated Brier | stated ECE "
-              "| share stating one |"),
-             "|---|---|---|---|---|---|---|"]
+              "| stated AUROC | share stating one |"),
+             "|---|---|---|---|---|---|---|---|"]
     for prior, b in res["base"].items():
         for opt, rows in _rows_by_optimizer(prior, b, groups):
             figures = [_mean_present([r.get(key) for r in rows])
-                       for key in ("brier", "ece", "stated_brier", "stated_ece", "stated_share")]
+                       for key in ("brier", "ece", "stated_brier", "stated_ece", "stated_auroc",
+                                   "stated_share")]
             lines.append(f"| {prior} | {opt} | " + " | ".join(_fmt(v) for v in figures) + " |")
     lines.append("")
     return lines
