@@ -181,20 +181,28 @@ def test_pretrained_prior_beats_a_random_model(tmp_path):
     assert trained["answer_rate"] > 0.8 > baseline["answer_rate"] + 0.5
 
 
+def _sampling_setup():
+    """(character tokenizer, countdown3, 200 train problems) for the TraceSampler tests."""
+    task = get_task("countdown3")
+    return build_char_tokenizer(), task, task.problems("train", 200, seed=0)
+
+
+def _sampled_texts(tok, task, problems, n, **options):
+    """n pretraining sequences as text (special tokens dropped) and as the id batch."""
+    from policies.pretrain import TraceSampler
+
+    sampler = TraceSampler(tok, task, problems, [0, 1, 2], 0.2, "solution", 0, 256, **options)
+    x, _, _ = sampler.batch(n)
+    return [tok.decode(row, skip_special_tokens=True) for row in x.tolist()], x
+
+
 def test_held_out_strategy_never_reaches_the_traces():
     """Division held out: no pretraining sequence divides; without the hold-out some do
     (so the check can fail). An unknown strategy is refused naming the knob."""
-    from policies.pretrain import TraceSampler
-
-    tok = build_char_tokenizer()
-    task = get_task("countdown3")
-    problems = task.problems("train", 200, seed=0)
+    tok, task, problems = _sampling_setup()
 
     def divisions(held_out):
-        sampler = TraceSampler(tok, task, problems, [0, 1, 2], 0.2, "solution", 0, 256,
-                               held_out_strategy=held_out)
-        x, _, _ = sampler.batch(300)
-        texts = [tok.decode(row, skip_special_tokens=True) for row in x.tolist()]
+        texts, _ = _sampled_texts(tok, task, problems, 300, held_out_strategy=held_out)
         return sum(task.uses_strategy(t.split("\n", 2)[2], "division") for t in texts)
 
     assert divisions(None) > 0
@@ -208,17 +216,11 @@ def test_stated_confidence_ends_every_trace_with_an_uninformative_line():
     spread over 1-9 whether or not the trace is right, and the answer still reads once the
     line is stripped; without it no sequence states one. A non-bool is refused."""
     from policies.confidence import stated_confidence, strip_confidence
-    from policies.pretrain import TraceSampler
 
-    tok = build_char_tokenizer()
-    task = get_task("countdown3")
-    problems = task.problems("train", 200, seed=0)
+    tok, task, problems = _sampling_setup()
 
     def texts(flag):
-        sampler = TraceSampler(tok, task, problems, [0, 1, 2], 0.2, "solution", 0, 256,
-                               stated_confidence=flag)
-        x, _, _ = sampler.batch(400)
-        return [tok.decode(row, skip_special_tokens=True) for row in x.tolist()], x
+        return _sampled_texts(tok, task, problems, 400, stated_confidence=flag)
 
     plain, _ = texts(False)
     assert all(stated_confidence(t) is None for t in plain)
