@@ -163,7 +163,8 @@ def validate(config: PretrainConfig):
                                             and c.time_budget_s > 0):
         raise ValueError(f"pretrain: time_budget_s must be > 0, got {c.time_budget_s!r}")
     if not isinstance(c.stated_confidence, bool):
-        raise ValueError(f"pretrain: stated_confidence must be true or false, got {c.stated_confidence!r}")
+        raise ValueError("pretrain: stated_confidence must be true or false, "
+                         f"got {c.stated_confidence!r}")
     if c.loss_on not in ("solution", "all"):
         raise ValueError(f"pretrain: loss_on must be 'solution' or 'all', got {c.loss_on!r}")
     if not c.out:

@@ -175,8 +175,7 @@ def stated_calibration(texts: Sequence[str], correct: Sequence) -> dict:
     "stated_ece" (10 bins), "stated_auroc" (discrimination: 0.5 for a confidence that says
     nothing about which samples are right, nan with one class): over the samples whose
     text states a confidence (``policies.confidence.stated_confidence``), nan when none
-    does; "stated_share":
-    share of the N samples that state one (0.0 for N = 0)}.
+    does; "stated_share": share of the N samples that state one (0.0 for N = 0)}.
     """
     if len(texts) != len(correct):
         raise ValueError(f"stated_calibration: {len(texts)} texts but {len(correct)} verdicts")
