@@ -186,7 +186,9 @@ def routing_probe(prior_model, trained_model, tokenizer, task, problems: Sequenc
     swapped_share: share of the routed sampler's tokens drawn from the trained model;
     prior_pass1, trained_pass1, routed_pass1: mean over problems of correct / n;
     recovered: (routed - prior) / (trained - prior), the share of the trained model's
-        pass@1 gain that routing alone recovers (None when |trained - prior| < 1e-9);
+        pass@1 gain that routing alone recovers (None when |trained - prior| < 1e-9; the
+        study's report takes it over seeds, from their mean pass@1s, and only for a gain
+        outside the noise);
     problems, samples: the number of problems and n; temperature.
     """
     if n < 1 or not problems:

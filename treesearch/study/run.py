@@ -317,11 +317,8 @@ class Study:
         """Whether the policy writes a confidence line after its answer, so that
         measurements sample it: its prior was pretrained to (``stated_confidence``), or
         ``optimizer`` is grpo with the Brier reward (RLCR)."""
-        try:
-            recorded = read_json(self.prior_path(prior) / "metrics.json")["config"]
-        except (OSError, ValueError, KeyError, TypeError):
-            recorded = {}
-        if recorded.get("stated_confidence") is True:
+        recorded = self.prior_path(prior) / "metrics.json"  # absent for a model from elsewhere
+        if recorded.is_file() and read_json(recorded).get("config", {}).get("stated_confidence"):
             return True
         return (optimizer != "base" and base_optimizer(self.cfg, optimizer) == "grpo"
                 and rl_of(self.cfg, optimizer).reward == "brier")
