@@ -37,7 +37,12 @@ QUICK = ROOT / "configs" / "study_quick.yaml"
     ("priors.1.optimizers=[grpo, ppo]", "priors.1.optimizers.1"),
     ("priors.1.seeds=[0, 0]", "priors.1.seeds"),
     ("variants={grpo: {optimizer: nsr}}", "variants.grpo"),
-    ("variants={v: {optimizer: mcts}}", "variants.v.optimizer"),
+    ("variants={v: {optimizer: ppo}}", "variants.v.optimizer"),
+    ("variants={v: {optimizer: mcts, rl: {lr: 0.1}}}", "variants.v.rl"),
+    ("variants={v: {optimizer: grpo, tree: {sft_lr: 0.1}}}", "variants.v.tree"),
+    ("variants={v: {optimizer: mcts, tree: {bogus: 1}}}", "variants.v.tree"),
+    ("variants={v: {optimizer: mcts, tree: {sft_anchor_kl: -1}}}", "variants.v.tree.sft_anchor_kl"),
+    ("tree.sft_anchor_kl=-1", "tree.sft_anchor_kl"),
     ("variants={v: {optimizer: grpo, rl: {bogus: 1}}}", "variants.v.rl"),
     ("variants={v: {optimizer: grpo, rl: {reward: shiny}}}", "variants.v.rl.reward"),
     ("variants={v: {optimizer: nsr, rl: {reward: brier}}}", "variants.v.rl.reward"),
@@ -229,6 +234,43 @@ def test_an_optimizer_variant_trains_its_base_with_its_rl_changes(tmp_path, monk
     (stated / "metrics.json").write_text(json.dumps({"config": {"stated_confidence": True}}))
     study._prior_paths["reference"] = stated
     assert states("base") and states("grpo") and states("mcts")
+
+
+def test_a_tree_variant_trains_mcts_with_its_tree_changes_from_the_shared_search(
+        tmp_path, monkeypatch):
+    """A variant of mcts (e.g. the prior-anchored SFT of issue 15) is distilled with its
+    tree section changed, from the same search as plain mcts; the study's own tree section
+    stays as it was."""
+    from treesearch.study import run as study_run
+    from treesearch.study.config import base_optimizer, tree_of
+    from treesearch.utils.runs import RunDir
+
+    cfg = load_study_config(QUICK, [
+        "optimizers=[mcts, mcts_anchored]",
+        "variants={mcts_anchored: {optimizer: mcts, tree: {sft_anchor_kl: 1.0}}}"])
+    assert base_optimizer(cfg, "mcts_anchored") == "mcts"
+    assert tree_of(cfg, "mcts_anchored").sft_anchor_kl == 1.0 and cfg.tree.sft_anchor_kl == 0
+    assert tree_of(cfg, "mcts_anchored").sft_epochs == cfg.tree.sft_epochs
+    searched, seen = [], {}
+
+    def fake_search(prior, seed):
+        searched.append((prior, seed))
+        return [], None, {"tokens_generated": 7}, None
+
+    def fake_sft(model, tokenizer, examples, config):
+        seen["config"] = config
+        return model, {}
+
+    monkeypatch.setattr(study_run, "sft_examples", lambda *a: [])
+    monkeypatch.setattr(study_run, "RuleVerifier", lambda *a: None)
+    monkeypatch.setattr(study_run, "sft", fake_sft)
+    study = study_run.Study(cfg, RunDir.create(tmp_path / "run", "x: 1\n"))
+    monkeypatch.setattr(study, "search", fake_search)
+    _, _, stats = study.train("reference", "mcts_anchored", 0)
+    assert seen["config"].anchor_kl == 1.0 and stats["tokens_generated"] == 7
+    study.train("reference", "mcts", 0)
+    assert seen["config"].anchor_kl == 0.0
+    assert searched == [("reference", 0), ("reference", 0)]
 
 
 def test_a_knob_added_later_keeps_the_cached_priors_keys(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ pretraining config.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List
@@ -31,6 +32,7 @@ from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 
 OPTIMIZERS = ("mcts", "dpo", "grpo", "expert_iteration", "psr", "nsr", "tree_rl")
 ON_POLICY = ("grpo", "expert_iteration", "psr", "nsr", "tree_rl")
+FROM_TREES = ("mcts", "dpo")  # trained from one search over the training problems
 
 
 @dataclass
@@ -84,6 +86,14 @@ def rl_of(cfg, name: str):
     return rl
 
 
+def tree_of(cfg, name: str):
+    """The tree section optimizer ``name`` trains with: the study's, with a variant's
+    changes on top."""
+    if name not in cfg.variants:
+        return cfg.tree
+    return OmegaConf.merge(cfg.tree, dict(cfg.variants[name].tree))
+
+
 def optimizer_lr(cfg, name: str) -> float:
     """The learning rate optimizer ``name`` trains with (``rl_of``, then ``method_lr``)."""
     rl = rl_of(cfg, name)
@@ -119,12 +129,15 @@ class RLSection:
 
 @dataclass
 class VariantSpec:
-    """A named on-policy optimizer: ``optimizer`` trained with the study's ``rl`` section
-    changed in the fields of ``rl`` (e.g. ``{reward: brier}``); the name goes in an
-    optimizer list like any optimizer, so its cells sit beside the base optimizer's."""
+    """A named optimizer variant: ``optimizer`` trained with the study's ``rl`` section
+    changed in the fields of ``rl`` (on-policy optimizers, e.g. ``{reward: brier}``) or its
+    ``tree`` section changed in the fields of ``tree`` (mcts and dpo, e.g.
+    ``{sft_anchor_kl: 1.0}``); the name goes in an optimizer list like any optimizer, so
+    its cells sit beside the base optimizer's (and share its search)."""
 
     optimizer: str = ""
     rl: Dict[str, Any] = field(default_factory=dict)
+    tree: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,6 +149,9 @@ class TreeSection:
     paths_per_problem: int = 4
     sft_lr: float = 1e-4
     sft_epochs: int = 2
+    # > 0: the mcts optimizer's SFT adds this times KL(start || policy) on the imitated
+    # positions (self-play's distill.anchor_kl, issue 15's keep-the-prior term)
+    sft_anchor_kl: float = 0.0
     dpo_lr: float = 1e-4
     dpo_epochs: int = 2
     dpo_beta: float = 0.1
@@ -234,6 +250,15 @@ def _check_rl(rl, key: str, methods: set[str], need) -> None:
          f"{key}.curriculum_samples", f"must be an int >= 1, got {samples!r}")
 
 
+def _check_tree(tree, key: str, need) -> None:
+    """The checks of one tree section (the study's, or a variant's with its changes)."""
+    need(tree.sft_lr > 0 and tree.dpo_lr > 0, f"{key}.*_lr", "learning rates must be > 0")
+    anchor = tree.sft_anchor_kl
+    need(isinstance(anchor, (int, float)) and not isinstance(anchor, bool)
+         and math.isfinite(anchor) and anchor >= 0, f"{key}.sft_anchor_kl",
+         f"must be a finite number >= 0 (0 = off), got {anchor!r}")
+
+
 def validate_study(cfg) -> None:
     """Refuse values that cannot work, naming the key, before any model work."""
     def need(ok: bool, key: str, why: str) -> None:
@@ -248,14 +273,23 @@ def validate_study(cfg) -> None:
         except (KeyError, ValueError, TypeError) as exc:
             raise ConfigError(f"config key {key!r}: cannot use task {name!r} ({exc})") from None
     rl_fields = set(RLSection.__dataclass_fields__)
+    tree_fields = set(TreeSection.__dataclass_fields__)
     for name, v in cfg.variants.items():
         need(name not in OPTIMIZERS, f"variants.{name}", f"a variant cannot take the name of "
              f"an optimizer ({list(OPTIMIZERS)})")
-        need(v.optimizer in ON_POLICY, f"variants.{name}.optimizer", f"must be an on-policy "
-             f"optimizer ({', '.join(ON_POLICY)}): a variant changes the rl section, which mcts "
-             f"and dpo do not read; got {v.optimizer!r}")
+        need(v.optimizer in ON_POLICY + FROM_TREES, f"variants.{name}.optimizer",
+             f"must be one of {list(ON_POLICY + FROM_TREES)}, got {v.optimizer!r}")
+        need(not v.rl or v.optimizer in ON_POLICY, f"variants.{name}.rl",
+             f"{v.optimizer} does not read the rl section (it trains from the search's trees: "
+             "change its tree section instead)")
+        need(not v.tree or v.optimizer in FROM_TREES, f"variants.{name}.tree",
+             f"{v.optimizer} does not read the tree section (an on-policy optimizer: change its "
+             "rl section instead)")
         bad = sorted(set(v.rl) - rl_fields)
         need(not bad, f"variants.{name}.rl", f"unknown rl fields {bad}; valid: {sorted(rl_fields)}")
+        bad = sorted(set(v.tree) - tree_fields)
+        need(not bad, f"variants.{name}.tree",
+             f"unknown tree fields {bad}; valid: {sorted(tree_fields)}")
     known = list(OPTIMIZERS) + list(cfg.variants)
     need(len(cfg.optimizers) >= 1, "optimizers", "list at least one optimizer")
     for i, o in enumerate(cfg.optimizers):
@@ -304,7 +338,13 @@ def validate_study(cfg) -> None:
     need(cfg.threads >= 1, "threads", "must be >= 1")
     check_distributed(cfg.distributed, cells=True)
     instantiate(cfg.search, "search")  # SearchConfig checks its own values
-    need(cfg.tree.sft_lr > 0 and cfg.tree.dpo_lr > 0, "tree.*_lr", "learning rates must be > 0")
+    _check_tree(cfg.tree, "tree", need)
+    for name in cfg.variants:
+        try:
+            tree = tree_of(cfg, name)
+        except Exception as exc:  # a value of the wrong type for its field
+            raise ConfigError(f"config key 'variants.{name}.tree': {exc}") from None
+        _check_tree(tree, f"variants.{name}.tree", need)
     used = all_optimizers(cfg)
     # the study's rl section serves the optimizers used under their own names
     _check_rl(cfg.rl, "rl", {o for o in used if o not in cfg.variants}, need)

@@ -98,7 +98,8 @@ def _setup_section(cfg) -> list[str]:
             f"seeds {list(cfg.seeds)}.")] + [
         f"Prior `{p.name}` has its own lists: optimizers {list(optimizers_of(cfg, p))}, "
         f"seeds {list(seeds_of(cfg, p))}." for p in cfg.priors if p.optimizers or p.seeds] + [
-        f"Optimizer `{name}`: {v.optimizer} with rl {json.dumps(dict(v.rl), sort_keys=True)}."
+        f"Optimizer `{name}`: {v.optimizer} with "
+        f"{'tree' if v.tree else 'rl'} {json.dumps(dict(v.tree or v.rl), sort_keys=True)}."
         for name, v in cfg.variants.items()] + [""]
 
 

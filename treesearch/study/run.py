@@ -72,12 +72,14 @@ from treesearch.search.harvest import (
     sibling_preference_pairs,
 )
 from treesearch.study.config import (
+    FROM_TREES,
     base_optimizer,
     load_study_config,
     optimizer_lr,
     optimizers_of,
     rl_of,
     seeds_of,
+    tree_of,
 )
 from treesearch.study.measure import format_share, measure
 from treesearch.study.report import write_report
@@ -229,10 +231,11 @@ class Study:
     def train(self, prior: str, optimizer: str, seed: int):
         """Train a fresh copy of the prior; returns (model, tokenizer, stats)."""
         model, tokenizer = load_model(self.prior_path(prior), device=self.cfg.device)
-        if optimizer in ("mcts", "dpo"):
+        method = base_optimizer(self.cfg, optimizer)
+        if method in FROM_TREES:
             return self._train_from_trees(model, tokenizer, prior, optimizer, seed)
 
-        method, r = base_optimizer(self.cfg, optimizer), rl_of(self.cfg, optimizer)
+        r = rl_of(self.cfg, optimizer)
         config = RLConfig(method=method, token_budget=self.cfg.budget_tokens,
                           group_size=r.group_size, problems_per_step=r.problems_per_step,
                           lr=optimizer_lr(self.cfg, optimizer),
@@ -282,15 +285,17 @@ class Study:
         return search
 
     def _train_from_trees(self, model, tokenizer, prior, optimizer, seed):
-
+        """mcts (SFT on the best correct paths) or dpo (sibling steps) from the search of
+        (prior, seed), with ``optimizer``'s tree section (``tree_of``)."""
         problems, result, search_stats, _ = self.search(prior, seed)
-        t = self.cfg.tree
+        t = tree_of(self.cfg, optimizer)
         dseed = cell_seed(prior, optimizer, seed)
-        if optimizer == "mcts":
+        if base_optimizer(self.cfg, optimizer) == "mcts":
             verifier = RuleVerifier(self.task, tokenizer, problems)
             examples = sft_examples(result, tokenizer, verifier, t.paths_per_problem)
             config = DistillConfig(lr=t.sft_lr, epochs=t.sft_epochs, batch_size=t.batch_size,
-                                   seed=dseed, progress=self.cfg.progress)
+                                   anchor_kl=float(t.sft_anchor_kl), seed=dseed,
+                                   progress=self.cfg.progress)
             model, stats = sft(model, tokenizer, examples, config)
             texts = [tokenizer.decode(e.completion_ids, skip_special_tokens=True) for e in examples]
             stats["format_over_training"] = [format_share(self.task, texts)] if texts else []
@@ -470,7 +475,7 @@ class Study:
             paths = pool.map("run_item", [("prior", n) for n in names],
                              names=[f"prior {n!r}" for n in names], desc=bar("priors"))
             self._prior_paths.update({n: Path(path) for n, path in zip(names, paths)})
-        searches = sorted({(p, s) for p, o, s in todo if o in ("mcts", "dpo")
+        searches = sorted({(p, s) for p, o, s in todo if base_optimizer(self.cfg, o) in FROM_TREES
                            if not (self.run.path / "search" / p / f"seed{s}" / "search.json").is_file()})
         pool.map("run_item", [("search", p, s) for p, s in searches],
                  names=[f"search of prior {p!r} seed {s}" for p, s in searches], desc=bar("searches"))
