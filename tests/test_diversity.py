@@ -67,18 +67,22 @@ def test_bad_diversity_values_name_the_key(override, key):
         load_config(None, override.split())
 
 
-def test_options_are_off_by_default_and_tree_pg_refuses_path_options():
+def test_only_the_anchor_is_on_by_default_and_tree_pg_refuses_path_options():
     cfg = load_config(None, [])
     d = cfg.distill
     assert d.method == "sft" and not d.distinct and d.unlikeliness == 0 and d.prior_samples == 0
-    assert d.passk_weight == 0 and d.anchor_kl == 0
+    assert d.passk_weight == 0 and d.anchor_kl == 1.0 and d.epochs == 2
     assert cfg.eval.passk_samples == 0
-    load_config(None, ["distill.method=wreinforce", "distill.distinct=true",
+    # the anchor belongs to SFT: another method asks for it to be switched off by name
+    with pytest.raises(ConfigError, match=r"distill\.anchor_kl=0"):
+        load_config(None, ["distill.method=wreinforce"])
+    load_config(None, ["distill.method=wreinforce", "distill.anchor_kl=0", "distill.distinct=true",
                        "distill.unlikeliness=1", "distill.prior_samples=2"])
+    no_anchor = ["distill.method=tree_pg", "distill.anchor_kl=0"]
     with pytest.raises(ConfigError, match="distill.method"):
-        load_config(None, ["distill.method=tree_pg", "distill.distinct=true"])
+        load_config(None, no_anchor + ["distill.distinct=true"])
     with pytest.raises(ConfigError, match="distill.method"):
-        load_config(None, ["distill.method=tree_pg", "distill.passk_weight=4"])
+        load_config(None, no_anchor + ["distill.passk_weight=4"])
 
 
 # ----------------------------------------------------------------------------- harvest
@@ -236,7 +240,8 @@ def _run(tmp_path, overrides):
 
 
 def test_selfplay_with_wreinforce_diversity_options_and_measurements(tmp_path):
-    rows = _run(tmp_path / "run", ["distill.method=wreinforce", "distill.distinct=true",
+    rows = _run(tmp_path / "run", ["distill.method=wreinforce", "distill.anchor_kl=0",
+                                   "distill.distinct=true",
                                    "distill.unlikeliness=1.0", "distill.prior_samples=1",
                                    "eval.passk_samples=4", "eval.passk_problems=3",
                                    "eval.entropy_samples=2"])
@@ -265,7 +270,8 @@ def test_selfplay_with_passk_weights_and_the_anchor(tmp_path):
 
 
 def test_selfplay_with_tree_pg(tmp_path):
-    rows = _run(tmp_path / "run", ["distill.method=tree_pg", "distill.cumulative=false"])
+    rows = _run(tmp_path / "run", ["distill.method=tree_pg", "distill.anchor_kl=0",
+                                   "distill.cumulative=false"])
     distill = next(r for r in rows if r["stage"] == "distill")
     assert distill["pg_examples"] > 0 and distill["pg_positives"] > 0 and distill["pg_negatives"] > 0
     assert distill["prior_examples"] == 0
