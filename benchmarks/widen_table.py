@@ -9,8 +9,11 @@ runs are grouped into arms by their directory name without its ``-s<seed>`` suff
 and metric the table gives the mean over seeds of round 0, of the last round and of their
 difference, with the standard error of the difference over seeds (n = 1: "-"). Metrics:
 greedy accuracy, sampled pass@1 and pass@64 (``passk``), distinct correct solutions per
-problem and mean token entropy, as self-play logged them. Paths in the outputs are the
-run directories' names only.
+problem and mean token entropy, as self-play logged them. ``--against ARM`` adds a second
+table: every other arm's last round minus ARM's, paired by seed (the seeds both ran; a
+seed's round 0 is the same model in every arm). ``--png`` plots each arm's mean pass@k
+curve at round 0 and at the last round (``--plot-arms``: only those). Paths in the outputs are the run directories'
+names only.
 """
 
 from __future__ import annotations
@@ -62,20 +65,92 @@ def summarise(runs: list[Path]) -> dict:
         entry = arms.setdefault(arm, {"seeds": [], "rounds": rows[-1]["round"], "values": []})
         entry["seeds"].append(seed)
         entry["values"].append({m: (metric(rows[0], m), metric(rows[-1], m)) for m in METRICS})
+        entry.setdefault("curves", []).append((rows[0]["passk"], rows[-1]["passk"]))
     out = {}
     for arm, entry in arms.items():
-        res = {"seeds": sorted(entry["seeds"]), "rounds": entry["rounds"]}
+        res = {"seeds": sorted(entry["seeds"]), "rounds": entry["rounds"],
+               "per_seed": {str(seed): {m: list(v[m]) for m in METRICS}
+                            for seed, v in zip(entry["seeds"], entry["values"])},
+               "passk": {which: _mean_curve([c[i] for c in entry["curves"]])
+                         for i, which in enumerate(("first", "last"))}}
         for m in METRICS:
             first = [v[m][0] for v in entry["values"]]
             last = [v[m][1] for v in entry["values"]]
-            delta = [b - a for a, b in zip(first, last)]
-            n = len(delta)
-            mean = sum(delta) / n
-            se = (math.sqrt(sum((d - mean) ** 2 for d in delta) / (n - 1) / n) if n > 1 else None)
-            res[m] = {"first": sum(first) / n, "last": sum(last) / n, "delta": mean,
-                      "delta_se": se}
+            mean, se = _mean_se([b - a for a, b in zip(first, last)])
+            res[m] = {"first": sum(first) / len(first), "last": sum(last) / len(last),
+                      "delta": mean, "delta_se": se}
         out[arm] = res
     return out
+
+
+def _mean_curve(curves: list[dict]) -> dict:
+    """{k: mean pass@k} over the curves' common ks (string keys, as logged), k ascending."""
+    ks = sorted(set.intersection(*(set(c) for c in curves)), key=int)
+    return {k: sum(float(c[k]) for c in curves) / len(curves) for k in ks}
+
+
+def _mean_se(values: list[float]) -> tuple[float, float | None]:
+    n = len(values)
+    mean = sum(values) / n
+    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1
+                  else None)
+
+
+def against(table: dict, base: str) -> dict:
+    """{arm: {"seeds": [...], metric: {"diff", "diff_se"}}}: each other arm's last round
+    minus ``base``'s, paired over the seeds both ran (mean and its standard error over
+    those seeds); a ValueError naming ``base`` when it is not an arm."""
+    if base not in table:
+        raise ValueError(f"--against {base!r}: not an arm (arms: {', '.join(table)})")
+    out = {}
+    for arm, res in table.items():
+        common = sorted(set(res["per_seed"]) & set(table[base]["per_seed"]), key=int)
+        if arm == base or not common:
+            continue
+        out[arm] = {"seeds": [int(s) for s in common]}
+        for m in METRICS:
+            diff, se = _mean_se([res["per_seed"][s][m][1] - table[base]["per_seed"][s][m][1]
+                                 for s in common])
+            out[arm][m] = {"diff": diff, "diff_se": se}
+    return out
+
+
+def against_markdown(diffs: dict, base: str) -> str:
+    lines = [f"| arm minus {base}, last round | seeds | " + " | ".join(METRICS) + " |",
+             "|" + "---|" * (len(METRICS) + 2)]
+    for arm, res in diffs.items():
+        cells = [f"{res[m]['diff']:+.3f}" + (f" ± {res[m]['diff_se']:.3f}"
+                                             if res[m]["diff_se"] is not None else "")
+                 for m in METRICS]
+        lines.append(f"| {arm} | {len(res['seeds'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: dict, path: Path, arms: list[str] | None = None) -> None:
+    """Each arm's mean pass@k curve (k on a log2 axis): round 0 dashed, last round solid;
+    ``arms``: only these (default: all)."""
+    from treesearch.utils.plots import new_figure, save_png
+
+    missing = [a for a in arms or [] if a not in table]
+    if missing:
+        raise ValueError(f"--plot-arms {missing}: not arms (arms: {', '.join(table)})")
+    fig = new_figure((8, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    for i, arm in enumerate(arms or list(table)):
+        res, color = table[arm], f"C{i % 10}"
+        for which, style in (("first", "--"), ("last", "-")):
+            curve = res["passk"][which]
+            label = f"{arm}, round {0 if which == 'first' else res['rounds']}"
+            ax.plot([int(k) for k in curve], list(curve.values()), style, color=color,
+                    marker="o", markersize=3, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples)")
+    ax.set_ylabel("pass@k (mean over seeds)")
+    ax.set_title("pass@k before and after self-play")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    save_png(fig, path)
 
 
 def markdown(table: dict) -> str:
@@ -96,16 +171,26 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--md", type=Path)
+    parser.add_argument("--against", metavar="ARM", help="pair every other arm with this one")
+    parser.add_argument("--png", type=Path, help="pass@k curves, round 0 and the last round")
+    parser.add_argument("--plot-arms", nargs="+", metavar="ARM", help="only these in --png")
     args = parser.parse_args(argv)
     try:
         table = summarise(args.runs)
+        diffs = against(table, args.against) if args.against else None
+        if args.png:
+            plot(table, args.png, args.plot_arms)
     except ValueError as exc:
         parser.exit(2, f"error: {exc}\n")
     text = markdown(table)
+    if diffs is not None:
+        text += "\n" + against_markdown(diffs, args.against)
     print(text, end="")
     if args.json:
-        args.json.write_text(json.dumps({"runs": [r.name for r in args.runs], "arms": table},
-                                        indent=1) + "\n")
+        payload = {"runs": [r.name for r in args.runs], "arms": table}
+        if diffs is not None:
+            payload["against"] = {"base": args.against, "arms": diffs}
+        args.json.write_text(json.dumps(payload, indent=1) + "\n")
     if args.md:
         args.md.write_text(text)
     return 0

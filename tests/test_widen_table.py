@@ -48,3 +48,32 @@ def test_a_run_without_passk_or_unfinished_is_named(tmp_path):
         widen_table.summarise([_run(tmp_path / "b-s0", [0.2], [0.8])])
     with pytest.raises(ValueError, match="no metrics.jsonl"):
         widen_table.summarise([tmp_path / "missing"])
+
+
+def test_arms_paired_against_a_base_arm_by_seed_and_plotted(tmp_path):
+    runs = [_run(tmp_path / "default-s0", [0.2, 0.3], [0.8, 0.6]),
+            _run(tmp_path / "default-s1", [0.2, 0.26], [0.8, 0.7]),
+            _run(tmp_path / "anchored-s0", [0.2, 0.28], [0.8, 0.78]),
+            _run(tmp_path / "anchored-s1", [0.2, 0.27], [0.8, 0.74]),
+            _run(tmp_path / "anchored-s2", [0.3, 0.9], [0.9, 0.1])]   # no partner: left out
+    table = widen_table.summarise(runs)
+    diffs = widen_table.against(table, "default")
+    a = diffs["anchored"]
+    assert a["seeds"] == [0, 1] and "default" not in diffs
+    assert a["pass@64"]["diff"] == pytest.approx(0.11)        # +0.18 and +0.04
+    assert a["pass@64"]["diff_se"] == pytest.approx(0.07)
+    assert a["greedy"]["diff"] == pytest.approx(-0.005)
+    assert table["anchored"]["passk"]["last"]["64"] == pytest.approx((0.78 + 0.74 + 0.1) / 3)
+    assert "| anchored | 2 |" in widen_table.against_markdown(diffs, "default")
+    with pytest.raises(ValueError, match="'nobody'"):
+        widen_table.against(table, "nobody")
+    with pytest.raises(ValueError, match="'nobody'"):
+        widen_table.plot(table, tmp_path / "x.png", ["default", "nobody"])
+    out = tmp_path / "out"
+    assert widen_table.main([str(r) for r in runs] + [
+        "--against", "default", "--png", str(out) + ".png", "--plot-arms", "anchored",
+        "--json", str(out) + ".json"]) == 0
+    assert (tmp_path / "out.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert saved["against"]["base"] == "default" and "anchored" in saved["against"]["arms"]
+    assert str(tmp_path) not in json.dumps(saved)
