@@ -12,8 +12,8 @@ greedy accuracy, sampled pass@1 and pass@64 (``passk``), distinct correct soluti
 problem and mean token entropy, as self-play logged them. ``--against ARM`` adds a second
 table: every other arm's last round minus ARM's, paired by seed (the seeds both ran; a
 seed's round 0 is the same model in every arm). ``--png`` plots each arm's mean pass@k
-curve at round 0 and at the last round (``--plot-arms``: only those). Paths in the outputs are the run directories'
-names only.
+curve at round 0 and at the last round (``--plot-arms``: only those). Paths in the
+outputs are the run directories' names only.
 """
 
 from __future__ import annotations
