@@ -62,10 +62,11 @@ def summarise(runs: list[Path]) -> dict:
     for run in runs:
         arm, seed = arm_of(run)
         rows = eval_rows(run)
-        entry = arms.setdefault(arm, {"seeds": [], "rounds": rows[-1]["round"], "values": []})
+        entry = arms.setdefault(arm, {"seeds": [], "rounds": rows[-1]["round"], "values": [],
+                                      "curves": []})
         entry["seeds"].append(seed)
         entry["values"].append({m: (metric(rows[0], m), metric(rows[-1], m)) for m in METRICS})
-        entry.setdefault("curves", []).append((rows[0]["passk"], rows[-1]["passk"]))
+        entry["curves"].append((rows[0]["passk"], rows[-1]["passk"]))
     out = {}
     for arm, entry in arms.items():
         res = {"seeds": sorted(entry["seeds"]), "rounds": entry["rounds"],
