@@ -57,13 +57,18 @@ def arm_of(run: Path) -> tuple[str, int]:
 
 def summarise(runs: list[Path]) -> dict:
     """{arm: {"seeds": [...], "rounds": last round, metric: {"first", "last", "delta",
-    "delta_se"}}}, means over the arm's seeds."""
+    "delta_se"}}}, means over the arm's seeds; a ValueError when two runs are one seed of
+    one arm (the mean would count that seed twice)."""
     arms: dict[str, dict] = {}
     for run in runs:
         arm, seed = arm_of(run)
         rows = eval_rows(run)
         entry = arms.setdefault(arm, {"seeds": [], "rounds": rows[-1]["round"], "values": [],
-                                      "curves": []})
+                                      "curves": [], "runs": {}})
+        if seed in entry["runs"]:
+            raise ValueError(f"{run} and {entry['runs'][seed]}: both are seed {seed} of arm "
+                             f"{arm!r} (an arm holds one run per seed)")
+        entry["runs"][seed] = run
         entry["seeds"].append(seed)
         entry["values"].append({m: (metric(rows[0], m), metric(rows[-1], m)) for m in METRICS})
         entry["curves"].append((rows[0]["passk"], rows[-1]["passk"]))

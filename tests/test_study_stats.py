@@ -4,6 +4,7 @@ from a synthetic run directory."""
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,3 +306,13 @@ def test_report_of_an_unfinished_run_still_renders(tmp_path):
         (run / "cells" / prior / "mcts" / "seed1" / "measure.json").unlink(missing_ok=True)
     text = write_report(run).read_text()   # only the priors measured so far
     assert "| small | (prior) |" in text and "## Headline differences" not in text
+
+
+def test_a_prior_outside_project_and_home_is_shown_by_its_cache_entry(tmp_path):
+    from treesearch.study.report import _shown_path
+    run = tmp_path / "run"
+    outside = tmp_path / "cache" / "study-priors" / "big-0123abcd"
+    assert _shown_path(outside, run) == ".../study-priors/big-0123abcd"
+    assert _shown_path(run / "priors" / "big", run) == "priors/big"  # beside report.md
+    assert _shown_path("priors/big", run) == "priors/big"  # relative paths are kept as given
+    assert _shown_path(Path.home() / ".cache" / "p" / "big", run) == "~/.cache/p/big"

@@ -50,6 +50,14 @@ def test_a_run_without_passk_or_unfinished_is_named(tmp_path):
         widen_table.summarise([tmp_path / "missing"])
 
 
+def test_two_runs_of_one_seed_of_one_arm_are_refused(tmp_path):
+    # "c" has no -s suffix, so it is seed 0 of arm "c", as "c-s0" is
+    runs = [_run(tmp_path / "c", [0.2, 0.3], [0.8, 0.6]),
+            _run(tmp_path / "c-s0", [0.2, 0.25], [0.8, 0.7])]
+    with pytest.raises(ValueError, match="both are seed 0 of arm 'c'"):
+        widen_table.summarise(runs)
+
+
 def test_arms_paired_against_a_base_arm_by_seed_and_plotted(tmp_path):
     runs = [_run(tmp_path / "default-s0", [0.2, 0.3], [0.8, 0.6]),
             _run(tmp_path / "default-s1", [0.2, 0.26], [0.8, 0.7]),

@@ -106,13 +106,18 @@ def _setup_section(cfg) -> list[str]:
 def _shown_path(path, run_dir: Path) -> str:
     """``path`` as the report may show it: never absolute. Relative paths are kept;
     absolute ones become ``portable_path``'s form (relative to the project or ``~/...``),
-    else relative to the run directory (where report.md lies)."""
+    else relative to the run directory (where report.md lies) when inside it, else
+    ``.../<parent>/<name>``: enough to name the prior (its cache entry) without spelling
+    out the layout of the machine that ran it."""
     path = str(path)
     if not os.path.isabs(os.path.expanduser(path)):
         return path
     shown = portable_path(path)
     if os.path.isabs(shown):
-        shown = os.path.relpath(shown, Path(run_dir).resolve())
+        run_dir = Path(run_dir).resolve()
+        if Path(shown).resolve().is_relative_to(run_dir):
+            return os.path.relpath(shown, run_dir)
+        shown = f".../{Path(shown).parent.name}/{Path(shown).name}"
     return shown
 
 
