@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from treesearch.study import stats
-from treesearch.study.report import write_report
+from treesearch.study.report import _shown_path, write_report
 from treesearch.utils.estimators import default_ks, pass_at_k_curve
 from treesearch.utils.estimators import eta_squared as eta_squared_reference
 
@@ -309,7 +309,6 @@ def test_report_of_an_unfinished_run_still_renders(tmp_path):
 
 
 def test_a_prior_outside_project_and_home_is_shown_by_its_cache_entry(tmp_path):
-    from treesearch.study.report import _shown_path
     run = tmp_path / "run"
     outside = tmp_path / "cache" / "study-priors" / "big-0123abcd"
     assert _shown_path(outside, run) == ".../study-priors/big-0123abcd"
