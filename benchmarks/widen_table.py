@@ -63,20 +63,19 @@ def summarise(runs: list[Path]) -> dict:
     for run in runs:
         arm, seed = arm_of(run)
         rows = eval_rows(run)
-        entry = arms.setdefault(arm, {"seeds": [], "rounds": rows[-1]["round"], "values": [],
-                                      "curves": [], "runs": {}})
+        entry = arms.setdefault(arm, {"runs": {}, "rounds": rows[-1]["round"], "values": [],
+                                      "curves": []})
         if seed in entry["runs"]:
             raise ValueError(f"{run} and {entry['runs'][seed]}: both are seed {seed} of arm "
                              f"{arm!r} (an arm holds one run per seed)")
         entry["runs"][seed] = run
-        entry["seeds"].append(seed)
         entry["values"].append({m: (metric(rows[0], m), metric(rows[-1], m)) for m in METRICS})
         entry["curves"].append((rows[0]["passk"], rows[-1]["passk"]))
     out = {}
     for arm, entry in arms.items():
-        res = {"seeds": sorted(entry["seeds"]), "rounds": entry["rounds"],
+        res = {"seeds": sorted(entry["runs"]), "rounds": entry["rounds"],
                "per_seed": {str(seed): {m: list(v[m]) for m in METRICS}
-                            for seed, v in zip(entry["seeds"], entry["values"])},
+                            for seed, v in zip(entry["runs"], entry["values"])},
                "passk": {which: _mean_curve([c[i] for c in entry["curves"]])
                          for i, which in enumerate(("first", "last"))}}
         for m in METRICS:
