@@ -23,9 +23,11 @@ loss). Training stops at the first of ``steps``, ``tokens`` and ``time_budget_s`
 furthest along, so a time-limited run still ends its cosine. Deterministic on CPU for a seed (a time budget makes the stop point depend
 on speed; ``steps``/``tokens`` do not).
 
-The run ends by evaluating the saved model through ``HFPolicy`` on held-out TEST
-problems: greedy accuracy and pass@k from ``eval_samples`` samples at temperature
-``eval_temperature`` (unbiased estimator). The output directory then holds a standard
+The run ends by evaluating the saved model through ``HFPolicy`` on held-out problems of
+``eval_split`` (test by default; val while choosing a prior): greedy accuracy and pass@k
+from ``eval_samples`` samples at temperature ``eval_temperature`` (unbiased estimator), and
+how many of the sampled steps are valid (``treesearch.tasks.validity``: valid-step share,
+correct answers reached through valid steps only). The output directory then holds a standard
 Hugging Face checkpoint (config.json, model.safetensors, tokenizer files), plus
 ``metrics.json`` and ``pretrain_command.txt`` (the command line that reproduces it). It is
 written to a temporary sibling and renamed into place, so a killed run leaves any
@@ -54,6 +56,7 @@ from policies.hf import HFPolicy
 from policies.rollout import generate_solutions, pass_at_k
 from policies.tokenization import build_char_tokenizer
 from treesearch.tasks import get_task
+from treesearch.tasks.validity import step_validity
 from treesearch.utils.atomic import atomic_dir, write_text
 from treesearch.utils.cli import CLIError, blame, dotted_args
 from treesearch.utils.runs import portable_path
@@ -97,7 +100,8 @@ class PretrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     threads: int = 1
-    # evaluation on held-out test problems
+    # evaluation on held-out problems of eval_split ("val" to choose a prior, "test" to report)
+    eval_split: str = "test"
     eval_problems: int = 100
     eval_samples: int = 16
     eval_temperature: float = 1.0
@@ -165,6 +169,8 @@ def validate(config: PretrainConfig):
     if not isinstance(c.stated_confidence, bool):
         raise ValueError("pretrain: stated_confidence must be true or false, "
                          f"got {c.stated_confidence!r}")
+    if c.eval_split not in ("val", "test"):
+        raise ValueError(f"pretrain: eval_split must be 'val' or 'test', got {c.eval_split!r}")
     if c.loss_on not in ("solution", "all"):
         raise ValueError(f"pretrain: loss_on must be 'solution' or 'all', got {c.loss_on!r}")
     if not c.out:
@@ -304,7 +310,8 @@ def lr_at(progress: float, step: int, config: PretrainConfig) -> float:
 
 def evaluate(model_dir, task, problems, config: PretrainConfig, seed: int,
              policy=None) -> dict:
-    """Greedy accuracy and pass@k on ``problems`` with the model in ``model_dir``."""
+    """Greedy accuracy, pass@k and the sampled steps' validity
+    (``treesearch.tasks.validity``) on ``problems`` with the model in ``model_dir``."""
     if policy is None:
         policy = HFPolicy(model_dir, seed=seed)
     tok = policy.tokenizer
@@ -316,7 +323,8 @@ def evaluate(model_dir, task, problems, config: PretrainConfig, seed: int,
     sampled = generate_solutions(policy, tok, task, problems, n=config.eval_samples,
                                  temperature=config.eval_temperature, **kw)
     g_ok = [task.check_solution(p, s[0]) for p, s in zip(problems, greedy)]
-    counts = [sum(task.check_solution(p, s) for s in sols) for p, sols in zip(problems, sampled)]
+    verdicts = [[task.check_solution(p, s) for s in sols] for p, sols in zip(problems, sampled)]
+    counts = [sum(v) for v in verdicts]
     n = config.eval_samples
     ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, n) if k <= n})
     passes = {f"pass@{k}": sum(pass_at_k(n, c, k) for c in counts) / len(problems) for k in ks}
@@ -325,6 +333,8 @@ def evaluate(model_dir, task, problems, config: PretrainConfig, seed: int,
         "n_problems": len(problems), "n_samples": n, "temperature": config.eval_temperature,
         "greedy_acc": sum(g_ok) / len(problems), **passes,
         "answer_rate": answered / (len(problems) * n),
+        "split": problems[0].split,
+        **step_validity(task, [p.inputs for p in problems], sampled, verdicts).as_dict(),
         "greedy_example": greedy[0][0],
         "seconds": round(time.perf_counter() - start, 2),
     }
@@ -365,7 +375,7 @@ def pretrain(config: PretrainConfig, command: str | None = None) -> PretrainResu
     tokenizer = build_char_tokenizer()
     try:
         train = task.problems("train", c.train_problems, seed=c.seed)
-        test = task.problems("test", c.eval_problems, seed=c.seed + 1_000_003)
+        test = task.problems(c.eval_split, c.eval_problems, seed=c.seed + 1_000_003)
     except (ValueError, RuntimeError) as exc:
         raise Refusal("--train-problems / --eval-problems",
                       f"pretrain: task {c.task!r} cannot give the problems asked for: {exc}") from None
@@ -528,14 +538,18 @@ def _train_metrics(run: _TrainingRun, data_s: float) -> dict:
 def print_table(metrics: dict) -> None:
     ev = metrics["eval"]
     if not ev.get("n_problems"):
-        print("eval: no test problems")
+        print("eval: no held-out problems")
         return
     keys = ["greedy_acc"] + sorted((k for k in ev if k.startswith("pass@")),
                                    key=lambda k: int(k[5:])) + ["answer_rate"]
-    print(f"eval on {ev['n_problems']} held-out {metrics['task']} problems "
+    print(f"eval on {ev['n_problems']} held-out {metrics['task']} {ev.get('split', 'test')} problems "
           f"({ev['n_samples']} samples at T={ev['temperature']}, {ev['seconds']}s):")
     print("  " + "  ".join(f"{k:>10}" for k in keys))
     print("  " + "  ".join(f"{ev[k]:>10.3f}" for k in keys))
+    if "valid_step_share" in ev:
+        print(f"  sampled steps valid {ev['valid_step_share']:.3f}, first step valid "
+              f"{ev['first_step_valid_share']:.3f}, correct answers through valid steps only "
+              f"{ev['correct_through_valid_share']:.3f} ({ev['correct']} correct)")
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -11,9 +11,11 @@ from treesearch.backends import IMPLEMENTATIONS, build_critic, build_scorer, par
 
 def test_unknown_critic_lists_the_known_ones():
     with pytest.raises(CriticError) as err:
-        build_critic("value", "oracle", "tiny-countdown")
+        build_critic("value", "magic", "tiny-countdown")
     for name in IMPLEMENTATIONS:
         assert name in str(err.value)
+    with pytest.raises(CriticError, match="step oracle is for benchmarks only"):
+        build_critic("value", "oracle")
     with pytest.raises(CriticError, match="unknown critic slot"):
         build_scorer({"reward": "none"})
     with pytest.raises(CriticError, match="needs a model"):

@@ -49,6 +49,10 @@ def build_critic(kind: str, implementation: str, model: str | None = None, *,
     labelled TRAINING problems for the verifier, any problems for the label-free checker.
     """
     check_kind(kind, "build_critic")
+    if implementation == "oracle":
+        raise CriticError(f"critics.{kind}: the step oracle is for benchmarks only "
+                          "(benchmarks/bench_decode.py --step-oracle), never a critic of "
+                          "self-play or decode")
     if implementation not in IMPLEMENTATIONS:
         raise CriticError(f"critics.{kind}: unknown critic {implementation!r}; known: "
                           f"{', '.join(IMPLEMENTATIONS)}")

@@ -246,6 +246,9 @@ def validate(cfg) -> None:
     need(0 < cfg.policy.top_p <= 1, "policy.top_p", "must be in (0, 1]")
     need(cfg.policy.threads >= 1, "policy.threads", "must be >= 1")
     for kind in ("value", "process", "outcome"):
+        need(getattr(cfg.critics, kind) != "oracle", f"critics.{kind}",
+             "the step oracle is for benchmarks only (benchmarks/bench_decode.py "
+             "--step-oracle), never a critic of self-play")
         need(getattr(cfg.critics, kind) in CRITIC_IMPLS, f"critics.{kind}",
              f"unknown critic; known: {', '.join(CRITIC_IMPLS)}")
     need(cfg.critics.value != "checker", "critics.value",

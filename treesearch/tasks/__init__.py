@@ -1,7 +1,7 @@
 """Tasks: problems, prompts, step delimiters, answer extraction and checking.
 
     from treesearch.tasks import get_task
-    task = get_task("countdown")              # or countdown3, countdown5, countdown_wide, ...
+    task = get_task("countdown")              # or countdown3, game24, countdown_wide, ...
     problems = task.problems("train", 100, seed=0)   # or "val" (tune on it), "test" (report)
     text = task.prompt(problems[0]) + task.solution_trace(problems[0], random.Random(0))
     task.check(problems[0], task.extract_answer(text))   # True
@@ -27,12 +27,13 @@ from __future__ import annotations
 from .arithmetic import ArithmeticChain
 from .base import SPLITS, Problem, Task, split_of, stable_hash
 from .countdown import Countdown
+from .game24 import Game24
 from .gsm import GSMTask
 from .options import TaskOptions
 from .prompting import prompt_ids
 from .registry import ENTRY_POINT_GROUP, TASKS, get_task, registered_tasks
 from .rg import RGTask, TaskArgsError
 
-__all__ = ["ENTRY_POINT_GROUP", "SPLITS", "TASKS", "ArithmeticChain", "Countdown", "GSMTask",
+__all__ = ["ENTRY_POINT_GROUP", "SPLITS", "TASKS", "ArithmeticChain", "Countdown", "GSMTask", "Game24",
            "Problem", "RGTask", "Task", "TaskArgsError", "TaskOptions", "get_task", "prompt_ids",
            "registered_tasks", "split_of", "stable_hash"]

@@ -211,6 +211,18 @@ class Task(abc.ABC):
         raise ValueError(f"task {self.name!r} cannot verify answers without their labels "
                          "(no label-free outcome checker)")
 
+    def step_oracle(self, inputs: Mapping[str, Any], steps: list[str]) -> bool:
+        """Whether a partial solution (its step lines so far) can still succeed, by an exact
+        solver that reads only the public ``inputs``: the step oracle of the benchmarks
+        (``critics.oracle``), never a critic of self-play. Tasks with a solver override it
+        (``has_step_oracle``); the default raises ValueError naming the task."""
+        raise ValueError(f"task {self.name!r} has no exact solver, so it has no step oracle")
+
+    @property
+    def has_step_oracle(self) -> bool:
+        """Whether ``step_oracle`` is implemented (the task has an exact solver)."""
+        return type(self).step_oracle is not Task.step_oracle
+
     def uses_strategy(self, text: str, strategy: str) -> bool:
         """True if a solution text uses ``strategy`` (one of ``self.strategies``: named
         ways of solving, e.g. countdown's "division"). Pretraining can hold one out

@@ -25,6 +25,7 @@ import ast
 import random
 import re
 from fractions import Fraction
+from functools import lru_cache
 from typing import Sequence
 
 from reasoning_gym.games.countdown import CountdownConfig, CountdownDataset
@@ -166,6 +167,14 @@ def solve(numbers: Sequence[int], target: int, rng: random.Random | None = None,
     items = [(n, str(n)) for n in numbers]
     return (solve_items(items, target, rng, exclude_ops=exclude_ops)
             or solve_items(items, target, rng, allow_negative=True, exclude_ops=exclude_ops))
+
+
+@lru_cache(maxsize=200_000)
+def _reachable(values: tuple[int, ...], target: int) -> bool:
+    """Whether the sorted multiset ``values`` can still make ``target`` (``solve``'s rules)."""
+    items = [(v, str(v)) for v in values]
+    return (solve_items(items, target) is not None
+            or solve_items(items, target, allow_negative=True) is not None)
 
 
 def _apply(state: list[Item], step: Step) -> list[Item]:
@@ -378,6 +387,23 @@ class Countdown(Task):
                 return False
             exact = a // b
         return exact == c and _take(available, a, b)
+
+    # ---- the step oracle (benchmarks only: ``critics.oracle``) ----
+    def step_oracle(self, inputs, steps: list[str]) -> bool:
+        """Whether a partial solution can still succeed: every step valid (``check_step``,
+        each after the ones before it) and the target still reachable from the numbers left,
+        by the exact solver; a last step that is an answer line must check out
+        (``verify_answer``). No steps: whether the puzzle is solvable at all."""
+        available = list(inputs["numbers"])
+        for k, step in enumerate(steps):
+            if not self.check_step(inputs, steps[:k], step):
+                return False
+            if self.is_answer_step(step):
+                return k == len(steps) - 1
+            a, _, b, c = _parse_step(step)
+            _take(available, a, b)
+            available.append(c)
+        return _reachable(tuple(sorted(available)), int(inputs["target"]))
 
     def uses_strategy(self, text: str, strategy: str) -> bool:
         """"division" / "subtraction": the operator appears between two operands in a

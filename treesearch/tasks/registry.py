@@ -30,10 +30,11 @@ from functools import partial
 from importlib import metadata
 from typing import Callable
 
-from . import arithmetic, countdown
+from . import arithmetic, countdown, game24
 from .arithmetic import ArithmeticChain
 from .base import Task
 from .countdown import Countdown
+from .game24 import Game24
 from .gsm import GSMTask
 from .options import TaskOptions
 from .rg import RGTask, TaskArgsError
@@ -44,6 +45,7 @@ RG_PREFIX = "rg:"
 TASKS: dict[str, Callable[..., Task]] = {
     **{name: partial(Countdown, name=name, **kw) for name, kw in countdown.PRESETS.items()},
     **{name: partial(ArithmeticChain, name=name, **kw) for name, kw in arithmetic.PRESETS.items()},
+    **{name: partial(Game24, name=name, **kw) for name, kw in game24.PRESETS.items()},
     "gsm": partial(GSMTask, name="gsm"),
 }
 
