@@ -35,16 +35,29 @@ when asked for), each verdict flipped with probability FLIP (0: perfect, AUROC 1
 noise, AUROC 0.5), at the middle budget, beside majority vote. Where the learned ORM's
 AUROC falls on that curve says whether search can pay with it.
 
-``--tables`` picks the parts to compute: ``learned``, ``checkers``, ``oracle`` (the curve,
-with ``--oracle``) and ``critics`` (critic quality); by default all of them. Every decoded
+Can step information pay at all? ``--step-oracle FLIP [FLIP ...]`` searches with the step
+oracle (``critics.oracle``: every step valid and the target still reachable, by the task's
+exact solver; label-free, but no critic anyone has, so only here) as value, PRM and ORM:
+MCTS, step-level beam search and weighted best-of-N at every budget with the first flip
+rate (0: perfect), and at the middle budget for each flip rate, against the step critic's
+AUROC (1 - flip). If the perfect oracle does not pay, the search is what falls short; if it
+does and the learned critics do not, the critics are.
+
+``--tables`` picks the parts to compute: ``learned``, ``checkers``, ``oracle`` (the curves,
+with ``--oracle`` / ``--step-oracle``) and ``critics`` (critic quality); by default all of
+them. Every decoded
 cell goes through ``--rows``, so the parts can run as separate processes.
 
 JSON keys: ``budgets``, ``acc[strategy][budget]``, ``se[...]``, ``tokens[...]``,
 ``critic_tokens[...]``, ``seconds[...]`` (the references under budget "ref"),
 ``checkers`` (the same for the checker table), ``orm_auroc``, ``prm_auroc``,
-``value_skill``, ``settings``, ``missing`` (cells ``--cached-only`` left out). Paths in it
-are relative; ``--png`` plots accuracy against tokens (and the oracle curve, against the
-ORM's AUROC, beside it as ``<name>_oracle.png``).
+``value_skill``, ``oracle_step`` (``flips``, ``acc`` / ``se`` / ``tokens`` [strategy][budget]
+at the first flip rate, ``curve``: one point per flip rate), ``settings``, ``missing`` (cells
+``--cached-only`` left out); each row of a task that grades its problems also has its
+accuracy ``by_difficulty`` (``difficulty`` in the JSON). Paths in it are relative; ``--png``
+plots accuracy against tokens, and beside it as ``<name>_oracle.png`` the step-oracle curve
+(or, without ``--step-oracle``, the ORM oracle's; with both, the ORM's is
+``<name>_orm_oracle.png``).
 """
 
 from __future__ import annotations
@@ -64,6 +77,7 @@ from tqdm.auto import tqdm
 from critics.calibration import auroc
 from critics.compose import StepScorer
 from critics.head import HeadCritic
+from critics.oracle import StepOracle
 from critics.train import live_nodes, node_state, rollout_shares
 from policies.hf import HFPolicy
 from policies.zoo import resolve
@@ -121,6 +135,9 @@ def parse_args(argv=None):
                         help="a learned critic to leave out (ablations; repeatable)")
     parser.add_argument("--oracle", type=float, nargs="+", default=None, metavar="FLIP",
                         help="also the oracle-ORM curve at these flip rates (reads labels)")
+    parser.add_argument("--step-oracle", type=float, nargs="+", default=None, metavar="FLIP",
+                        help="also search with the step oracle (exact solver; benchmark only) "
+                             "at every budget with the first flip rate, and a curve over them")
     parser.add_argument("--json", default=None)
     parser.add_argument("overrides", nargs="*",
                         help="search.KEY=VALUE on top of the run's search (ablations)")
@@ -128,8 +145,12 @@ def parse_args(argv=None):
     rest, overrides = split_overrides(argv)
     args = parser.parse_args(rest)
     args.overrides += overrides
-    if args.tables == ["oracle"] and not args.oracle:
-        parser.error("--tables oracle needs the flip rates: --oracle FLIP [FLIP ...]")
+    if args.tables == ["oracle"] and not (args.oracle or args.step_oracle):
+        parser.error("--tables oracle needs the flip rates: --oracle FLIP [FLIP ...] or "
+                     "--step-oracle FLIP [FLIP ...]")
+    for flip in (args.oracle or []) + (args.step_oracle or []):
+        if not 0.0 <= flip <= 1.0:
+            parser.error(f"an oracle flip rate must be in [0, 1], got {flip}")
     if args.quick:
         args.problems, args.budgets, args.strategies = (QUICK["problems"], QUICK["budgets"],
                                                         QUICK["strategies"])
@@ -248,6 +269,49 @@ def oracle_curve(cache, policy, task, problems, flips, budget, kw) -> list[dict]
     return out
 
 
+STEP_ORACLE_STRATEGIES = ("mcts", "beam", "weighted_bon")
+
+
+def step_oracle_scorer(task, tokenizer, problems, flip: float, seed: int) -> StepScorer:
+    """The step oracle as value, PRM and ORM, each flipping at ``flip``."""
+    return StepScorer(*(StepOracle(task, tokenizer, problems, kind, flip=flip, seed=seed)
+                        for kind in ("value", "process", "outcome")))
+
+
+def step_oracle_board(cache, policy, task, problems, flips, budgets, kw, seed) -> dict:
+    """``oracle_step`` of the JSON: MCTS, beam and weighted best-of-N with the step oracle at
+    every budget at ``flips[0]``, and a curve at the middle budget over ``flips``; every cell
+    through ``cache`` (table ``step_oracle flip=F``)."""
+    middle = budgets[len(budgets) // 2]
+    full = cache.evaluate(f"step_oracle flip={flips[0]:g}", policy,
+                          step_oracle_scorer(task, policy.tokenizer, problems, flips[0], seed),
+                          task, problems, list(STEP_ORACLE_STRATEGIES), budgets, **kw)
+    print(f"step oracle, flip {flips[0]:g} (benchmark only)\n" + format_table(full))
+    curve = []
+    for flip in flips:
+        rows = full if flip == flips[0] else cache.evaluate(
+            f"step_oracle flip={flip:g}", policy,
+            step_oracle_scorer(task, policy.tokenizer, problems, flip, seed),
+            task, problems, list(STEP_ORACLE_STRATEGIES), [middle], **kw)
+        cell = {r["strategy"]: r for r in rows if r["budget"] == middle}
+        if len(cell) < len(STEP_ORACLE_STRATEGIES):
+            continue
+        curve.append({"flip": flip, "auroc": 1.0 - flip, "budget": middle,
+                      **{f"{s}_acc": cell[s]["accuracy"] for s in STEP_ORACLE_STRATEGIES},
+                      **{f"{s}_se": cell[s]["se"] for s in STEP_ORACLE_STRATEGIES}})
+    return {"flips": list(flips), **board(full), "difficulty": difficulty(full), "curve": curve}
+
+
+def difficulty(rows) -> dict:
+    """{strategy: {budget or "ref": by_difficulty}} of the rows that have one."""
+    out = {}
+    for r in rows:
+        if "by_difficulty" in r:
+            b = "ref" if r["budget"] is None else str(r["budget"])
+            out.setdefault(r["strategy"], {})[b] = r["by_difficulty"]
+    return out
+
+
 def fingerprint(args, cfg, search) -> str:
     """What a cached row depends on: the run's round, split, problems, seed, search, drops."""
     what = {"run": portable_path(args.run), "round": args.round, "split": args.split,
@@ -324,6 +388,23 @@ def plot(rows, checker_rows, path, title) -> None:
               title=title, xscale="log")
 
 
+def plot_step_oracle(curve, rows, prm_auroc, budget, path, title) -> None:
+    """The step-oracle curve: accuracy of MCTS, beam and weighted best-of-N against the step
+    oracle's AUROC (1 - flip rate), with majority vote at the same budget as a flat line
+    and the learned critics' MCTS and beam at the learned PRM's AUROC (where there is one)."""
+    auroc = [point["auroc"] for point in curve]
+    series = {f"{s} with the step oracle": (auroc, [point[f"{s}_acc"] for point in curve])
+              for s in STEP_ORACLE_STRATEGIES}
+    cell = {r["strategy"]: r["accuracy"] for r in rows if r["budget"] == budget}
+    if "majority" in cell:
+        series["majority vote"] = ([min(auroc), max(auroc)], [cell["majority"]] * 2)
+    for s in ("mcts", "beam"):
+        if s in cell and prm_auroc is not None:
+            series[f"{s} with the learned critics"] = ([prm_auroc], [cell[s]])
+    line_plot(series, path, xlabel="step critic AUROC", ylabel="accuracy",
+              title=f"{title}, {budget} tokens")
+
+
 def plot_oracle(curve, rows, orm_auroc, budget, path, title) -> None:
     """The oracle curve: accuracy against the oracle ORM's AUROC (1 - flip rate, exactly,
     for a binary verdict flipped at random), with majority vote at the same budget as a flat
@@ -343,6 +424,9 @@ def plot_oracle(curve, rows, orm_auroc, budget, path, title) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.step_oracle and not build_task(load_config(Path(args.run) / "config.yaml")).has_step_oracle:
+        raise SystemExit(f"error: --step-oracle: the task of {args.run} has no exact solver, "
+                         "so it has no step oracle")
     cfg, policy, scorer, r = load_run(args)
     task = build_task(cfg)
     problems = task.problems(args.split, args.problems, seed=args.seed)
@@ -374,11 +458,15 @@ def main(argv=None) -> int:
     if "critics" in args.tables:
         quality = critic_quality(policy, scorer, task, problems, search, middle)
         print("critics on held-out trees: " + json.dumps(quality))
-    curve = []
+    curve, step = [], {}
     if "oracle" in args.tables and args.oracle:
         curve = oracle_curve(cache, policy, task, problems, args.oracle, middle, kw)
-    result = {"budgets": args.budgets, **board(rows), "checkers": board(checker_rows),
-              **quality, "references": list(REFERENCES), "oracle": curve,
+    if "oracle" in args.tables and args.step_oracle:
+        step = step_oracle_board(cache, policy, task, problems, args.step_oracle, args.budgets,
+                                 kw, args.seed)
+    result = {"budgets": args.budgets, **board(rows), "difficulty": difficulty(rows),
+              "checkers": {**board(checker_rows), "difficulty": difficulty(checker_rows)},
+              **quality, "references": list(REFERENCES), "oracle": curve, "oracle_step": step,
               "missing": cache.missing,
               "settings": {"run": portable_path(args.run), "round": r, "task": cfg.task,
                            "split": args.split, "problems": len(problems), "seed": args.seed,
@@ -390,10 +478,14 @@ def main(argv=None) -> int:
     if args.png:
         title = f"{cfg.task}: {len(problems)} {args.split} problems"
         plot(rows, checker_rows, args.png, title)
+        png = Path(args.png)
+        if step.get("curve"):
+            plot_step_oracle(step["curve"], rows, quality.get("prm_auroc"), middle,
+                             png.with_name(png.stem + "_oracle.png"), title)
         if curve:
-            png = Path(args.png)
             plot_oracle(curve, rows, quality.get("orm_auroc"), middle,
-                        png.with_name(png.stem + "_oracle.png"), title)
+                        png.with_name(png.stem + ("_orm_oracle.png" if step.get("curve")
+                                                  else "_oracle.png")), title)
     return 0
 
 

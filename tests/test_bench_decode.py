@@ -72,6 +72,45 @@ def test_scoreboard_on_a_small_run(small_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_step_oracle_board_on_a_small_run(small_run, tmp_path):
+    """The step oracle (countdown has an exact solver) at every budget and over flip rates,
+    written under oracle_step, plotted as the _oracle.png."""
+    out = tmp_path / "board.json"
+    proc = subprocess.run([sys.executable, "benchmarks/bench_decode.py", "--run", str(small_run),
+                           "--problems", "4", "--budgets", "48", "96", "--strategies", "greedy",
+                           "majority", "--tables", "learned", "oracle", "--step-oracle", "0",
+                           "0.5", "--json", str(out), "--png", str(tmp_path / "board.png")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    step = json.loads(out.read_text())["oracle_step"]
+    assert step["flips"] == [0.0, 0.5]
+    assert set(step["acc"]) == {"mcts", "beam", "weighted_bon"}
+    assert all(set(per) == {"48", "96"} for per in step["acc"].values())
+    assert [(p["flip"], p["auroc"], p["budget"]) for p in step["curve"]] == [(0.0, 1.0, 96),
+                                                                           (0.5, 0.5, 96)]
+    assert (tmp_path / "board_oracle.png").stat().st_size > 0
+    assert "step oracle, flip 0 (benchmark only)" in proc.stdout
+
+
+def test_step_oracle_refused_for_a_task_without_solver(tmp_path):
+    """Named before any model is loaded (the run holds nothing but its recipe)."""
+    from omegaconf import OmegaConf
+
+    from treesearch.config import load_config
+    run = tmp_path / "run"
+    run.mkdir()
+    OmegaConf.save(load_config(None, ["task=arithmetic"]), run / "config.yaml")
+    proc = subprocess.run([sys.executable, "benchmarks/bench_decode.py", "--run", str(run),
+                           "--step-oracle", "0"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0 and "has no exact solver" in proc.stderr
+    proc = subprocess.run([sys.executable, "benchmarks/bench_decode.py", "--run", str(run),
+                           "--step-oracle", "1.5"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0 and "flip rate must be in [0, 1]" in proc.stderr
+
+
+@pytest.mark.slow
 def test_ablation_rows_on_a_small_run(small_run, tmp_path):
     run = small_run
     out = tmp_path / "ablation.json"

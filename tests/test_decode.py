@@ -130,6 +130,21 @@ def test_mcts_is_sized_by_its_budget_not_by_simulations(policy, task):
     assert np.all(out.tokens < 400 + search.max_step_tokens)
 
 
+def test_beam_is_sized_by_its_budget_and_spends_it(policy, task):
+    """A large budget buys wider beams and more passes: beam spends all but its last step."""
+    from treesearch.search.strategies import beam_size
+
+    assert beam_size(128, 6, 24) == (2, 2) and beam_size(4096, 6, 24) == (7, 7)
+    assert beam_size(10**9, 6, 24) == (16, 16)
+    problems = task.problems("test", 2, seed=3)
+    critics = StepScorer(process=_Recorder("process"))
+    search = SearchConfig(max_step_tokens=24, max_depth=6)
+    for budget in (200, 800):
+        out = decode(policy, critics, problems, "beam", budget, task=task, search=search)
+        assert np.all(out.tokens > budget - search.max_step_tokens), (budget, out.tokens)
+        assert np.all(out.tokens < budget + search.max_step_tokens), (budget, out.tokens)
+
+
 def test_a_strategys_result_does_not_depend_on_what_ran_before(policy, task):
     from treesearch.search.strategies import evaluate
 

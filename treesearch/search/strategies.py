@@ -25,6 +25,7 @@ problems (after decoding); ``python -m treesearch.decode`` is its command line.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -98,7 +99,7 @@ class _Ledger:
 
 def decode(policy, critics, problems: Sequence, strategy: str, budget: int, *, task,
            search: SearchConfig | None = None, tokenizer=None, temperature: float = 1.0,
-           streams: int = 1, n_chunk: int = 4, beam_width: int = 4,
+           streams: int = 1, n_chunk: int | None = None, beam_width: int | None = None,
            progress: bool = False) -> DecodeResult:
     """Decode every problem with one strategy under a generated-token budget per problem.
 
@@ -109,7 +110,8 @@ def decode(policy, critics, problems: Sequence, strategy: str, budget: int, *, t
     its max_tokens is set to ``budget`` and its simulations raised to ``budget``, so MCTS
     runs until the budget is spent or its trees idle); streams: solutions sampled side by side per
     problem by the sampling strategies (each restarts when it finishes, while the budget
-    lasts); n_chunk: next-step samples per beam; beam_width: beams kept per problem.
+    lasts); n_chunk: next-step samples per beam; beam_width: beams kept per problem (both
+    None: sized to the budget, ``beam_size``).
     """
     search = search if search is not None else SearchConfig()
     max_steps, max_step_tokens = search.max_depth, search.max_step_tokens
@@ -261,22 +263,67 @@ def _pick_by_vote(pools, problems, task, tokenizer, critics, ledger=None) -> lis
 
 # -- step-level beam search -----------------------------------------------------------------
 
+def beam_size(budget: int, max_steps: int, max_step_tokens: int) -> tuple[int, int]:
+    """(width, samples per step) of a beam search sized to ``budget`` tokens per problem:
+    one pass expands ``width`` beams by ``samples`` steps each, for up to ``max_steps``
+    steps of about half of ``max_step_tokens``, so a pass costs about k * k * max_steps *
+    max_step_tokens / 2 with k = width = samples; k is the largest that fits, 2 to 16."""
+    per_path = max_steps * max(1, max_step_tokens // 2)
+    k = int(np.sqrt(max(budget, 0) / per_path))
+    return min(max(k, 2), 16), min(max(k, 2), 16)
+
+
 def _beam(policy, tokenizer, task, problems, critics, budget, width, n_chunk, max_steps,
           max_step_tokens, ledger):
-    """Keep ``width`` partial solutions per problem; expand each with up to ``n_chunk``
-    sampled steps (fewer when the budget cannot pay them at ``max_step_tokens`` each),
-    score the children with the PRM (else the value critic), keep the best ``width``;
-    finished beams stay. Stops per problem when all beams finished or the budget is spent,
-    at most ``max_steps`` deep. The answer: the finished beam with the best ORM score if
-    there is an ORM, else the best critic score. Returns (answers, expansions int64 [P])."""
+    """Step-level beam search, in passes until the budget is spent: each pass keeps
+    ``width`` partial solutions per problem and expands each with up to ``n_chunk`` sampled
+    steps (fewer when the budget cannot pay them at ``max_step_tokens`` each), scores the
+    children with the PRM (else the value critic) and keeps the best ``width``; finished
+    beams stay, and a pass ends when all are finished or ``max_steps`` deep. A problem whose
+    pass ends with budget left starts another (so the search spends what it is given, as
+    the sampling strategies do). The answer: among the finished beams of every pass, the
+    best by the ORM if there is one, else by the critic score. ``width`` / ``n_chunk``
+    None: ``beam_size``. Returns (answers, expansions int64 [P])."""
+    auto_width, auto_chunk = beam_size(budget, max_steps, max_step_tokens)
+    width, n_chunk = width or auto_width, n_chunk or auto_chunk
     kind = "process" if critics.has("process") else "value"
     prompts = [prompt_ids(tokenizer, task, p) for p in problems]
-    beams = [[([], 1.0, False)] for _ in problems]  # (steps, score, finished)
+    pool: list[list] = [[] for _ in problems]  # the beams of every finished pass
     expansions = np.zeros(len(problems), np.int64)
+    while True:
+        beams, expanded = _beam_pass(policy, tokenizer, task, prompts, critics, kind, budget,
+                                     width, n_chunk, max_steps, max_step_tokens, ledger)
+        if not expanded.any():
+            break
+        expansions += expanded
+        for i in np.flatnonzero(expanded):
+            pool[i].extend(beams[i])
+    answers = []
+    for i in range(len(problems)):
+        finished = [bm for bm in pool[i] if bm[2]] or pool[i]
+        if not finished:
+            answers.append("")
+            continue
+        if critics.has("outcome"):
+            s = critics.run("outcome", [(prompts[i], bm[0]) for bm in finished])
+            ledger.charge_critics(critics, [i] * len(finished))
+            best = finished[int(np.argmax(s))]
+        else:
+            best = max(finished, key=lambda c: c[1])
+        answers.append("".join(tokenizer.decode(st, skip_special_tokens=True) for st in best[0]))
+    return answers, expansions
+
+
+def _beam_pass(policy, tokenizer, task, prompts, critics, kind, budget, width, n_chunk,
+               max_steps, max_step_tokens, ledger):
+    """One beam-search pass over every problem that can still pay a step. Returns (beams:
+    per problem a list of (steps, score, finished), expansions int64 [P] of this pass)."""
+    beams = [[([], 1.0, False)] for _ in prompts]  # (steps, score, finished)
+    expansions = np.zeros(len(prompts), np.int64)
     for _ in range(max_steps):
         allowance = affordable_steps(budget, ledger.tokens, max_step_tokens)
         rows = []  # (problem, beam, samples)
-        for i in range(len(problems)):
+        for i in range(len(prompts)):
             for b, beam in enumerate(beams[i]):
                 n = min(n_chunk, int(allowance[i]))
                 if not beam[2] and n > 0:
@@ -284,7 +331,7 @@ def _beam(policy, tokenizer, task, problems, critics, budget, width, n_chunk, ma
                     rows.append((i, b, n))
         if not rows:
             break
-        cands: dict[int, list] = {i: [bm for bm in beams[i] if bm[2]] for i in range(len(problems))}
+        cands: dict[int, list] = {i: [bm for bm in beams[i] if bm[2]] for i in range(len(prompts))}
         new = []
         for n in sorted({n for _, _, n in rows}, reverse=True):
             group = [(i, b) for i, b, m in rows if m == n]
@@ -308,17 +355,7 @@ def _beam(policy, tokenizer, task, problems, critics, budget, width, n_chunk, ma
             cands[i].append((steps, float(s), done))
         for i in {i for i, _, _ in rows}:  # problems expanded this round
             beams[i] = sorted(cands[i], key=lambda c: -c[1])[:width]
-    answers = []
-    for i in range(len(problems)):
-        finished = [bm for bm in beams[i] if bm[2]] or beams[i]
-        if critics.has("outcome"):
-            s = critics.run("outcome", [(prompts[i], bm[0]) for bm in finished])
-            ledger.charge_critics(critics, [i] * len(finished))
-            best = finished[int(np.argmax(s))]
-        else:
-            best = max(finished, key=lambda c: c[1])
-        answers.append("".join(tokenizer.decode(st, skip_special_tokens=True) for st in best[0]))
-    return answers, expansions
+    return beams, expansions
 
 
 # -- tables ---------------------------------------------------------------------------------
@@ -352,9 +389,10 @@ def evaluate(policy, critics, task, problems, strategies, budgets, *, seed: int 
 
 def result_row(task, problems, budget, out: DecodeResult) -> dict:
     """``evaluate``'s row of one strategy's result on labelled ``problems`` (scored here,
-    after decoding): accuracy with its standard error, mean costs per problem."""
+    after decoding): accuracy with its standard error, mean costs per problem, and for a
+    task that grades its problems the accuracy per difficulty bin (``by_difficulty``)."""
     correct = np.array([task.check_solution(p, a) for p, a in zip(problems, out.answers)], float)
-    return {"strategy": out.strategy,
+    return {**by_difficulty(task, problems, correct), "strategy": out.strategy,
             "budget": None if out.strategy in REFERENCES else int(budget),
             "accuracy": float(correct.mean()), "se": standard_error(correct),
             "tokens": float(out.tokens.mean()), "max_tokens": int(out.tokens.max()),
@@ -362,6 +400,22 @@ def result_row(task, problems, budget, out: DecodeResult) -> dict:
             "model_tokens": float((out.tokens + out.critic_tokens).mean()),
             "critic_calls": float(out.critic_calls.mean()),
             "samples": float(out.samples.mean()), "seconds": round(out.seconds, 2)}
+
+
+def by_difficulty(task, problems, correct: np.ndarray) -> dict:
+    """{"by_difficulty": {bin: {"n", "accuracy", "se"}}} over ``Task.difficulty``'s bins
+    (``correct``: float [P], 1 for a solved problem); {} when the task has no bins."""
+    bins = [task.difficulty(p) for p in problems]
+    if all(b is None for b in bins):
+        return {}
+    out = {}
+    for name in dict.fromkeys(bins):
+        hits = correct[[b == name for b in bins]]
+        out[str(name)] = {"n": int(hits.size), "accuracy": float(hits.mean()),
+                          "se": standard_error(hits)}
+    # bins named by their range ("1-2", "12+") sort by their first number
+    order = sorted(out, key=lambda name: (int(m[0]) if (m := re.match(r"\d+", name)) else 0, name))
+    return {"by_difficulty": {name: out[name] for name in order}}
 
 
 def concat_results(parts: Sequence[DecodeResult]) -> DecodeResult:

@@ -211,6 +211,11 @@ class Task(abc.ABC):
         raise ValueError(f"task {self.name!r} cannot verify answers without their labels "
                          "(no label-free outcome checker)")
 
+    def difficulty(self, problem_or_inputs) -> str | None:
+        """The problem's difficulty bin (a short label; boards report accuracy per bin), from
+        its public inputs; None for a task that does not grade its problems (the default)."""
+        return None
+
     def step_oracle(self, inputs: Mapping[str, Any], steps: list[str]) -> bool:
         """Whether a partial solution (its step lines so far) can still succeed, by an exact
         solver that reads only the public ``inputs``: the step oracle of the benchmarks
