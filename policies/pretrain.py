@@ -10,7 +10,8 @@ The model is a ``LlamaForCausalLM`` over the character tokenizer
 
 over TRAIN problems only; a trace is drawn afresh each time a problem is used (the
 countdown solver shuffles its search, so a problem gets varied solutions), flawed with
-probability ``flawed_share``, in a style drawn from the ``n_styles_used`` styles kept
+probability ``flawed_share`` (or, with probability ``walk_share``, an honest random
+attempt: ``walk_trace``), in a style drawn from the ``n_styles_used`` styles kept
 (``held_out_style`` is never shown). With ``stated_confidence`` every trace ends with one
 more line, "confidence: 0.D" with D drawn uniformly from 1-9 whatever the trace: a prior
 that states a confidence which says nothing (the starting point of RLCR's calibration
@@ -82,6 +83,9 @@ class PretrainConfig:
     # data
     train_problems: int = 4000
     flawed_share: float = 0.2
+    # share of honest random attempts (``walk_trace``: valid random steps, an answer that is
+    # right only by chance), so the prior learns that a step's result is its arithmetic
+    walk_share: float = 0.0
     n_styles_used: int | None = None     # None: every style not held out
     held_out_style: int | None = None
     held_out_strategy: str | None = None  # e.g. "division": no trace ever uses it
@@ -159,10 +163,13 @@ def validate(config: PretrainConfig):
             raise ValueError(f"pretrain: {name} must be a finite number >= 0, got {v!r}")
     if c.lr <= 0:
         raise ValueError(f"pretrain: lr must be > 0, got {c.lr!r}")
-    for name in ("flawed_share", "min_lr_ratio"):
+    for name in ("flawed_share", "walk_share", "min_lr_ratio"):
         v = getattr(c, name)
         if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
             raise ValueError(f"pretrain: {name} must be in [0, 1], got {v!r}")
+    if c.flawed_share + c.walk_share > 1.0:
+        raise ValueError(f"pretrain: flawed_share + walk_share must be <= 1, got "
+                         f"{c.flawed_share} + {c.walk_share}")
     if c.time_budget_s is not None and not (isinstance(c.time_budget_s, (int, float))
                                             and c.time_budget_s > 0):
         raise ValueError(f"pretrain: time_budget_s must be > 0, got {c.time_budget_s!r}")
@@ -180,6 +187,9 @@ def validate(config: PretrainConfig):
     if not task.writes_traces:
         raise ValueError(f"pretrain: task {c.task!r} has no solver, so there are no solution "
                          "traces to pretrain a prior on; start from an existing model instead")
+    if c.walk_share and not hasattr(task, "walk_trace"):
+        raise ValueError(f"pretrain: walk_share: task {c.task!r} writes no random-walk traces "
+                         "(walk_trace); use walk_share=0")
     n = task.n_styles
     if c.held_out_style is not None:
         if (isinstance(c.held_out_style, bool) or not isinstance(c.held_out_style, int)
@@ -222,8 +232,9 @@ class TraceSampler:
 
     def __init__(self, tokenizer, task, problems, styles, flawed_share, loss_on, seed,
                  max_positions, held_out_strategy: str | None = None,
-                 stated_confidence: bool = False):
+                 stated_confidence: bool = False, walk_share: float = 0.0):
         self.tokenizer, self.task, self.problems = tokenizer, task, problems
+        self.walk_share = walk_share
         self.stated_confidence = stated_confidence
         self.styles, self.flawed_share, self.loss_on = list(styles), flawed_share, loss_on
         self.rng = random.Random(f"pretrain-data:{seed}")
@@ -242,9 +253,14 @@ class TraceSampler:
         again (another problem, or another of the shuffled solver's solutions)."""
         for _ in range(tries):
             problem = self._next_problem()
-            flawed = self.rng.random() < self.flawed_share
+            u = self.rng.random()
+            flawed = u < self.flawed_share
+            walk = not flawed and u < self.flawed_share + self.walk_share
             style = self.rng.choice(self.styles)
-            trace = self.task.solution_trace(problem, self.rng, flawed=flawed, style=style)
+            if walk:
+                trace = self.task.walk_trace(problem, self.rng, style=style)
+            else:
+                trace = self.task.solution_trace(problem, self.rng, flawed=flawed, style=style)
             if (self.held_out_strategy is None
                     or not self.task.uses_strategy(trace, self.held_out_strategy)):
                 if self.stated_confidence:
@@ -381,7 +397,8 @@ def pretrain(config: PretrainConfig, command: str | None = None) -> PretrainResu
                       f"pretrain: task {c.task!r} cannot give the problems asked for: {exc}") from None
     data_s = time.perf_counter() - t0
     sampler = TraceSampler(tokenizer, task, train, styles, c.flawed_share, c.loss_on, c.seed,
-                           c.max_positions, c.held_out_strategy, c.stated_confidence)
+                           c.max_positions, c.held_out_strategy, c.stated_confidence,
+                           c.walk_share)
     model = build_model(c, tokenizer, c.seed)
     n_params = sum(p.numel() for p in model.parameters())
     opt = _build_optimizer(model, c)

@@ -240,3 +240,32 @@ def test_stated_confidence_ends_every_trace_with_an_uninformative_line():
     assert abs(np.mean(by_outcome[True]) - np.mean(by_outcome[False])) < 0.1
     with pytest.raises(ValueError, match="stated_confidence"):
         validate(PretrainConfig(task="countdown3", steps=1, stated_confidence="yes"))
+
+
+def test_walk_share_adds_honest_attempts_with_valid_steps():
+    """With walk_share, about that share of sequences are random walks: every step valid,
+    the answer their own expression (mostly wrong); without it every unflawed trace is
+    right. The draw of the other sequences does not change when walk_share is 0."""
+    from policies.pretrain import TraceSampler
+    from treesearch.tasks.validity import step_verdicts
+
+    tok, task = build_char_tokenizer(), get_task("game24")
+    problems = task.problems("train", 100, seed=0)
+
+    def draws(walk_share):
+        sampler = TraceSampler(tok, task, problems, [0], 0.0, "solution", 0, 256,
+                               walk_share=walk_share)
+        return [sampler._draw() for _ in range(300)]
+
+    plain, walks = draws(0.0), draws(0.5)
+    assert all(task.check_solution(p, trace) for p, _, _, trace in plain)
+    wrong = [(p, trace) for p, _, _, trace in walks if not task.check_solution(p, trace)]
+    assert 100 < len(wrong) < 200  # about half are walks, nearly all of which miss 24
+    for p, trace in wrong:
+        assert all(step_verdicts(task, p.inputs, trace)), trace
+        assert task.extract_answer(trace) is not None
+    assert [d[3] for d in draws(0.0)] == [d[3] for d in plain]
+    with pytest.raises(ValueError, match="walk_share"):
+        validate(PretrainConfig(task="game24", steps=1, flawed_share=0.6, walk_share=0.6))
+    with pytest.raises(ValueError, match="walk_share"):
+        validate(PretrainConfig(task="arithmetic", steps=1, walk_share=0.5))

@@ -476,6 +476,26 @@ class Countdown(Task):
         steps, expr = solve(numbers, target, rng)
         return self.render(numbers, steps, f"({expr})+1", style)
 
+    def walk_trace(self, problem: Problem, rng: random.Random, style: int = 0) -> str:
+        """An honest attempt that may fail: every step a valid one drawn at random (a pair
+        of available numbers, an operator with a non-negative result, exact division),
+        until one number is left; the answer line is the expression of those steps, right
+        only when the walk happened to reach the target. A prior trained on these beside
+        solver traces learns that a step's result is its arithmetic, not the target it
+        wants (a prior that sees only successful traces writes a false last step that
+        claims the target whenever its plan fails)."""
+        self._check_style(style)
+        state = [(n, str(n)) for n in problem.inputs["numbers"]]
+        steps: list[Step] = []
+        while len(state) > 1:
+            i, j = rng.sample(range(len(state)), 2)
+            left, op, right, value = rng.choice(
+                [c for c in _combine(state[i], state[j], allow_negative=False) if c[3] >= 0])
+            step = (left[0], op, right[0], value)
+            state = _apply(state, step)
+            steps.append(step)
+        return self.render(problem.inputs["numbers"], steps, state[0][1], style)
+
     @staticmethod
     def _deltas(rng: random.Random) -> list[int]:
         deltas = [d for d in (-10, -3, -2, -1, 1, 2, 3, 10)]
