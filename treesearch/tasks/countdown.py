@@ -38,6 +38,9 @@ Step = tuple[int, str, int, int]
 Item = tuple[int, str]
 
 OPS = ("+", "-", "*", "/")
+# a random attempt (``walk_trace``) avoids results above this many times the largest of the
+# target and the given numbers
+WALK_CAP = 4
 MAX_ANSWER_CHARS = 200
 
 
@@ -483,14 +486,18 @@ class Countdown(Task):
         only when the walk happened to reach the target. A prior trained on these beside
         solver traces learns that a step's result is its arithmetic, not the target it
         wants (a prior that sees only successful traces writes a false last step that
-        claims the target whenever its plan fails)."""
+        claims the target whenever its plan fails). A step whose result would exceed
+        ``WALK_CAP`` times the largest of the target and the numbers is drawn only when
+        no other is left: an attempt does not wander into products no plan needs."""
         self._check_style(style)
-        state = [(n, str(n)) for n in problem.inputs["numbers"]]
+        numbers, target = problem.inputs["numbers"], int(problem.inputs["target"])
+        cap = WALK_CAP * max(target, *numbers)
+        state = [(n, str(n)) for n in numbers]
         steps: list[Step] = []
         while len(state) > 1:
             i, j = rng.sample(range(len(state)), 2)
-            left, op, right, value = rng.choice(
-                [c for c in _combine(state[i], state[j], allow_negative=False) if c[3] >= 0])
+            options = [c for c in _combine(state[i], state[j], allow_negative=False) if c[3] >= 0]
+            left, op, right, value = rng.choice([c for c in options if c[3] <= cap] or options)
             step = (left[0], op, right[0], value)
             state = _apply(state, step)
             steps.append(step)
