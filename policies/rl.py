@@ -130,12 +130,8 @@ from policies.hf import HFPolicy
 from policies.rollout import generate_solutions
 from treesearch.engine.forest import Forest
 from treesearch.tasks import prompt_ids
-
-METHODS = ("grpo", "expert_iteration", "psr", "nsr", "tree_rl")
-TREE_BASELINES = ("siblings", "parent")
-ZERO_SUCCESS = ("keep", "drop", "downweight")
-REWARDS = ("binary", "brier")
-CURRICULA = ("random", "easy_first")
+from treesearch.utils.knobs import CURRICULA, REWARDS, TREE_BASELINES, ZERO_SUCCESS, KnobError
+from treesearch.utils.knobs import RL_METHODS as METHODS
 
 
 # ----------------------------------------------------------------------------- config
@@ -242,7 +238,7 @@ def validate(config: RLConfig) -> RLConfig:
     ]
     for name, ok, want in checks:
         if not ok:
-            raise ValueError(f"rl: {name} must be {want}, got {getattr(c, name)!r}")
+            raise KnobError(f"rl: {name} must be {want}, got {getattr(c, name)!r}", name)
     return c
 
 

@@ -25,8 +25,10 @@ from treesearch.distributed import DistributedConfig
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
 from treesearch.tasks import Task, TaskArgsError, TaskOptions, get_task, prompt_ids
-from treesearch.tasks.base import stable_hash
+from treesearch.tasks.base import HELD_OUT_SPLITS, stable_hash
+from treesearch.utils import knobs
 from treesearch.utils.checkpoints import has_chat_template
+from treesearch.utils.knobs import TREE_BASELINES
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 
 BACKENDS = ("hf", "vllm")
@@ -76,7 +78,6 @@ class CriticsConfig:
 
 
 DISTILL_METHODS = ("sft", "sft+dpo", "wreinforce", "tree_pg")
-TREE_BASELINES = ("siblings", "parent")
 
 
 @dataclass
@@ -233,10 +234,7 @@ def check_clean_steps(cfg, task: Task) -> None:
 
 def validate(cfg) -> None:
     """Refuse values that cannot work, naming the key, before any model work."""
-    def need(ok: bool, key: str, why: str) -> None:
-        if not ok:
-            raise ConfigError(f"config key {key!r} = {OmegaConf.select(cfg, key)!r}: {why}")
-
+    need = functools.partial(knobs.need, source=cfg, error=ConfigError)
     task = build_task(cfg)  # names the task, task_args or task_options key it cannot use
     check_clean_steps(cfg, task)
     need(cfg.rounds >= 1, "rounds", "must be >= 1")
@@ -292,7 +290,7 @@ def validate(cfg) -> None:
          "distill.method", "tree_pg trains on every visited step of the trees, not on "
          "selected paths: distill.distinct, distill.unlikeliness and distill.passk_weight "
          "do not apply")
-    need(cfg.eval.split in ("val", "test"), "eval.split",
+    need(cfg.eval.split in HELD_OUT_SPLITS, "eval.split",
          "must be 'val' (tuning) or 'test' (reporting); train problems are not held out")
     need(cfg.eval.problems >= 1, "eval.problems", "must be >= 1")
     need(cfg.eval.samples >= 1, "eval.samples", "must be >= 1")

@@ -52,7 +52,7 @@ from treesearch.search.strategies import (
     result_row,
 )
 from treesearch.tasks import TaskOptions, get_task, prompt_ids
-from treesearch.tasks.base import stable_hash
+from treesearch.tasks.base import HELD_OUT_SPLITS, stable_hash
 from treesearch.utils.cli import CLIError, blame, dotted_args
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 from treesearch.utils.runs import portable_path, write_json
@@ -113,7 +113,7 @@ def parse_args(argv):
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--budgets", nargs="+", type=int, default=[256, 1024])
     parser.add_argument("--problems", type=int, default=50)
-    parser.add_argument("--split", choices=("val", "test"), default="test",
+    parser.add_argument("--split", choices=HELD_OUT_SPLITS, default="test",
                         help="held-out split: val while tuning, test to report")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=None)

@@ -15,6 +15,7 @@ pretraining config.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +29,14 @@ from treesearch.distributed import DistributedConfig
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
 from treesearch.tasks import TaskOptions, get_task
+from treesearch.tasks.base import HELD_OUT_SPLITS
+from treesearch.utils import knobs
+from treesearch.utils.knobs import CURRICULA, REWARDS, RL_METHODS, TREE_BASELINES, ZERO_SUCCESS
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 
-OPTIMIZERS = ("mcts", "dpo", "grpo", "expert_iteration", "psr", "nsr", "tree_rl")
-ON_POLICY = ("grpo", "expert_iteration", "psr", "nsr", "tree_rl")
 FROM_TREES = ("mcts", "dpo")  # trained from one search over the training problems
+ON_POLICY = RL_METHODS  # trained by ``policies.rl.train``
+OPTIMIZERS = FROM_TREES + ON_POLICY
 
 
 @dataclass
@@ -230,21 +234,21 @@ def _check_rl(rl, key: str, methods: set[str], need) -> None:
          "K > 1 changes grpo only)")
     need(rl.passk == 1 or "grpo" in methods, f"{key}.passk",
          "K > 1 changes grpo's advantages only, and grpo is not among the optimizers")
-    need(rl.tree_baseline in ("siblings", "parent"), f"{key}.tree_baseline",
-         "must be 'siblings' or 'parent'")
-    need(rl.zero_success in ("keep", "drop", "downweight"), f"{key}.zero_success",
-         f"must be 'keep', 'drop' or 'downweight', got {rl.zero_success!r}")
+    need(rl.tree_baseline in TREE_BASELINES, f"{key}.tree_baseline",
+         f"must be one of {', '.join(TREE_BASELINES)}")
+    need(rl.zero_success in ZERO_SUCCESS, f"{key}.zero_success",
+         f"must be one of {', '.join(ZERO_SUCCESS)}, got {rl.zero_success!r}")
     weight = rl.zero_success_weight
     need(isinstance(weight, (int, float)) and not isinstance(weight, bool)
          and 0 <= weight <= 1, f"{key}.zero_success_weight",
          f"must be a number in [0, 1] (the zero-success groups' loss factor), got {weight!r}")
-    need(rl.reward in ("binary", "brier"), f"{key}.reward",
-         f"must be 'binary' or 'brier', got {rl.reward!r}")
+    need(rl.reward in REWARDS, f"{key}.reward",
+         f"must be one of {', '.join(REWARDS)}, got {rl.reward!r}")
     need(rl.reward == "binary" or ("grpo" in methods and rl.passk == 1),
          f"{key}.reward", "'brier' changes grpo's reward only (with rl.passk = 1), and needs "
          "grpo among the optimizers")
-    need(rl.curriculum in ("random", "easy_first"), f"{key}.curriculum",
-         f"must be 'random' or 'easy_first', got {rl.curriculum!r}")
+    need(rl.curriculum in CURRICULA, f"{key}.curriculum",
+         f"must be one of {', '.join(CURRICULA)}, got {rl.curriculum!r}")
     samples = rl.curriculum_samples
     need(isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1,
          f"{key}.curriculum_samples", f"must be an int >= 1, got {samples!r}")
@@ -261,10 +265,7 @@ def _check_tree(tree, key: str, need) -> None:
 
 def validate_study(cfg) -> None:
     """Refuse values that cannot work, naming the key, before any model work."""
-    def need(ok: bool, key: str, why: str) -> None:
-        if not ok:
-            raise ConfigError(f"config key {key!r}: {why}")
-
+    need = functools.partial(knobs.need, error=ConfigError)
     task = build_task(cfg)  # the task with its task_args and task_options, refused by key
     for key in [f"ood_tasks.{i}" for i in range(len(cfg.ood_tasks))]:
         name = OmegaConf.select(cfg, key)
@@ -320,7 +321,7 @@ def validate_study(cfg) -> None:
     need(len(cfg.seeds) >= 1, "seeds", "list at least one seed")
     need(cfg.budget_tokens >= 1000, "budget_tokens", "must be >= 1000 generated tokens")
     need(cfg.train_problems >= 1, "train_problems", "must be >= 1")
-    need(cfg.eval.split in ("val", "test"), "eval.split", "must be 'val' (tuning) or 'test' (reporting)")
+    need(cfg.eval.split in HELD_OUT_SPLITS, "eval.split", "must be 'val' (tuning) or 'test' (reporting)")
     need(cfg.eval.problems >= 1, "eval.problems", "must be >= 1")
     need(cfg.eval.ood_problems >= 0, "eval.ood_problems", "must be >= 0")
     need(cfg.eval.samples >= 1, "eval.samples", "must be >= 1")
