@@ -178,7 +178,7 @@ class RLConfig:
     batch_size: int = 32
     grad_clip: float = 1.0
     passk: int = 1
-    tree_baseline: str = "siblings"
+    tree_baseline: str = TREE_BASELINES[0]
     zero_success: str = "keep"
     zero_success_weight: float = 0.1
     reward: str = "binary"
@@ -303,7 +303,7 @@ def passk_advantages(rewards: np.ndarray, k: int, eps: float = 1e-6) -> np.ndarr
 
 # ----------------------------------------------------------------------------- trees
 
-def tree_advantages(forest: Forest, baseline: str = "siblings", min_visits: int = 1,
+def tree_advantages(forest: Forest, baseline: str = TREE_BASELINES[0], min_visits: int = 1,
                     gamma: float = 1.0):
     """Step-level advantages from a searched forest's own statistics (no critic).
 
@@ -336,7 +336,8 @@ def tree_advantages(forest: Forest, baseline: str = "siblings", min_visits: int 
     return tree[ok].astype(np.int64), node[ok].astype(np.int64), adv[ok]
 
 
-def tree_examples(forest: Forest, prompts, baseline: str = "siblings", min_visits: int = 1,
+def tree_examples(forest: Forest, prompts, baseline: str = TREE_BASELINES[0],
+                  min_visits: int = 1,
                   gamma: float = 1.0, scale: float = 1.0) -> list[PGExample]:
     """``policies.distill.PGExample`` for every step of the forest with a nonzero
     ``tree_advantages`` advantage: prefix = the tree's prompt ids + the earlier steps'

@@ -35,7 +35,7 @@ from critics.generative import JUDGES
 from policies.hf import HFPolicy
 from policies.zoo import resolve
 from treesearch.backends import build_scorer
-from treesearch.config import load_config
+from treesearch.config import SelfPlayConfig, load_config
 from treesearch.distributed import DistributedConfig, DistributedError, cluster, shards
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
@@ -57,7 +57,16 @@ from treesearch.utils.cli import CLIError, blame, dotted_args
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 from treesearch.utils.runs import portable_path, write_json
 
-FALLBACK = {"task": "countdown3", "model": "tiny-countdown3", "temperature": 0.7, "judge": "plain"}
+
+def _fallback() -> dict:
+    """The settings without ``--config``: the embedded default self-play recipe's (the
+    ``SelfPlayConfig`` defaults, read from the dataclass, not spelled again here)."""
+    default = SelfPlayConfig()
+    return {"task": default.task, "model": default.policy.model,
+            "temperature": default.policy.temperature, "judge": default.critics.judge}
+
+
+FALLBACK = _fallback()
 
 
 def split_overrides(argv) -> tuple[list[str], list[str]]:
