@@ -25,6 +25,7 @@ from treesearch.config import DISTILL_SET_BY_APP, SelfPlayConfig, distill_config
 from treesearch.decode import _Distributed
 from treesearch.distributed import DistributedConfig
 from treesearch.search import SearchConfig
+from treesearch.search.harvest import HarvestConfig
 from treesearch.study.config import (
     RL_SET_BY_STUDY,
     TREE_SET_BY_STUDY,
@@ -42,8 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 QUICK = ROOT / "configs" / "study_quick.yaml"
 RECIPES = (SelfPlayConfig, StudyConfig, _Distributed)  # decode's recipe: its distributed section
 APP_MODULES = {"treesearch.config", "treesearch.study.config", "treesearch.decode"}
-LIBRARY = (SearchConfig, DistillConfig, RLConfig, RewardWeights, TaskOptions, DistributedConfig,
-           PretrainConfig)
+LIBRARY = (SearchConfig, DistillConfig, RLConfig, RewardWeights, HarvestConfig, TaskOptions,
+           DistributedConfig, PretrainConfig)
 # app fields named like a library field that are other knobs, each with what it is
 SAME_NAME_OTHER_KNOB = {
     "CriticsConfig.value": "which critic fills the value slot; its weight is weights.value",
@@ -115,11 +116,13 @@ def test_no_app_section_defines_a_library_knob_again():
 def test_the_sections_embed_the_library_configs():
     hints = typing.get_type_hints(SelfPlayConfig)
     assert issubclass(hints["distill"], DistillConfig) and hints["search"] is SearchConfig
+    assert issubclass(hints["distill"], HarvestConfig)
     assert typing.get_type_hints(hints["critics"])["weights"] is RewardWeights
     hints = typing.get_type_hints(StudyConfig)
     assert issubclass(hints["rl"], RLConfig) and hints["search"] is SearchConfig
     tree = typing.get_type_hints(hints["tree"])
     assert tree["sft"] is DistillConfig and tree["dpo"] is DistillConfig
+    assert issubclass(hints["tree"], HarvestConfig)
 
 
 def _dotlist(prefix: str, values: dict) -> list[str]:

@@ -31,6 +31,7 @@ from policies.zoo import MODELS, resolve
 from treesearch.distributed import DistributedConfig
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
+from treesearch.search.harvest import HarvestConfig
 from treesearch.tasks import Task, TaskArgsError, TaskOptions, get_task, prompt_ids
 from treesearch.tasks.base import HELD_OUT_SPLITS, stable_hash
 from treesearch.utils import knobs
@@ -98,10 +99,11 @@ DISTILL_SET_BY_APP = {"seed": "seed (each round's distill stage derives its own)
 
 
 @dataclass
-class DistillSection(DistillConfig):
+class DistillSection(DistillConfig, HarvestConfig):
     """How a round's trees train the policy: ``policies.distill.DistillConfig`` as it is
     (lr, epochs, batch_size, lora, dpo_beta, pg_clip, anchor_kl, ...; self-play's defaults
-    for it are ``SelfPlayConfig.distill``'s), and the keys of self-play alone below.
+    for it are ``_distill_defaults``), ``treesearch.search.harvest.HarvestConfig``
+    (paths_per_problem, dpo_margin) and the keys of self-play alone below.
     ``method``: "sft" (STaR-style imitation of the best verified paths), "sft+dpo" (then DPO
     on sibling steps), "wreinforce" (one weighted REINFORCE pass: the verified paths pushed
     up with weight ``positive_weight``, the failing sibling steps of the trees, the rejected
@@ -113,16 +115,12 @@ class DistillSection(DistillConfig):
     ``benchmarks/results/widen_val.md``)."""
 
     method: str = "sft"
-    paths_per_problem: int = 4
     # True: every round fine-tunes the STARTING model on the paths of all rounds so far
     # (STaR); False: the previous round's policy on this round's paths only
     cumulative: bool = True
     # True: only paths whose steps hold no false arithmetic are imitated (fewer, cleaner
     # examples); False: every path that reaches a verified answer
     clean_steps: bool = False
-    # Q margin that makes two sibling steps a pair: DPO's pairs, and wreinforce's failing
-    # siblings (the rejected step of each pair)
-    dpo_margin: float = 0.3
     # True: at most one imitated path per problem for each distinct solution (what it does:
     # its answer expression without whitespace, ``harvest.solution_key``), best first
     distinct: bool = False

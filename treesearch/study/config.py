@@ -41,6 +41,7 @@ from treesearch.config import build_task, check_model, check_prompts
 from treesearch.distributed import DistributedConfig
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
+from treesearch.search.harvest import HarvestConfig
 from treesearch.tasks import TaskOptions, get_task
 from treesearch.tasks.base import HELD_OUT_SPLITS
 from treesearch.utils import knobs
@@ -192,14 +193,13 @@ def _tree_distill() -> DistillConfig:
 
 
 @dataclass
-class TreeSection:
+class TreeSection(HarvestConfig):
     """The MCTS + distillation and DPO optimizers: one search over the training problems
     (``search``; the rule verifier scores answers: these are LABELLED TRAINING problems),
     then SFT on the best ``paths_per_problem`` correct paths (mcts, trained with ``sft``) or
-    DPO on sibling steps whose Q differ by ``dpo_margin`` (dpo, trained with ``dpo``)."""
+    DPO on sibling steps whose Q differ by ``dpo_margin`` (dpo, trained with ``dpo``):
+    ``treesearch.search.harvest.HarvestConfig`` and two ``DistillConfig``s."""
 
-    paths_per_problem: int = 4
-    dpo_margin: float = 0.3
     sft: DistillConfig = field(default_factory=_tree_distill)
     dpo: DistillConfig = field(default_factory=_tree_distill)
 
