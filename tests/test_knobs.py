@@ -245,3 +245,6 @@ def test_older_spellings_load_to_the_same_values(tmp_path):
     weights = load_config(None, ["critics.weight_value=2", "critics.prm_aggregation=last"])
     assert weights.critics.weights == load_config(
         None, ["critics.weights.value=2", "critics.weights.prm_aggregation=last"]).critics.weights
+    (tmp_path / "run.yaml").write_text("extends: default\ncritics: {weight_value: 2, "
+                                       "prm_aggregation: last}\n")
+    assert load_config(tmp_path / "run.yaml").critics.weights == weights.critics.weights
