@@ -149,12 +149,12 @@ def _renamed_overrides(overrides, renames: Mapping[str, Sequence[str]]) -> list[
 EXTENDS = "extends"  # a recipe's key naming the recipe it changes
 
 
-def _load_extended(path: Path, seen: tuple = (), renames: Mapping = {}):
+def _load_extended(path: Path, seen: tuple = (), renames: Mapping | None = None):
     """A recipe file's YAML with its ``extends`` chain resolved: the named recipe (a
     shipped name, or a path relative to this file's folder) loaded first, this file's keys
     merged on top (a list replaces the list it names, a mapping merges into its own).
     Each file's older spellings are renamed (``rename_keys``) before the merge."""
-    data = rename_keys(OmegaConf.load(path), renames, f" in {str(path)!r}")
+    data = rename_keys(OmegaConf.load(path), renames or {}, f" in {str(path)!r}")
     if EXTENDS not in data:
         return data
     name = str(data.pop(EXTENDS))
@@ -167,7 +167,7 @@ def _load_extended(path: Path, seen: tuple = (), renames: Mapping = {}):
 
 
 def load_recipe(schema, path: str | Path | None = None, overrides=(),
-                renames: Mapping[str, Sequence[str]] = {}):
+                renames: Mapping[str, Sequence[str]] | None = None):
     """Defaults of the dataclass ``schema`` (a class, or an instance whose values are the
     defaults) <- YAML file (after the recipe it ``extends``, if it names one) <- dotlist
     overrides, as an omegaconf DictConfig. An override may index a list (``priors.1.pretrain={tokens: 9}``).
@@ -183,7 +183,7 @@ def load_recipe(schema, path: str | Path | None = None, overrides=(),
             where = f" in {str(path)!r}"
             cfg = OmegaConf.merge(cfg, _load_extended(path, renames=renames))
         where = " (command-line override)"
-        for item in _renamed_overrides(overrides, renames):
+        for item in _renamed_overrides(overrides, renames or {}):
             where = f" (command-line override {item!r})"
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not key=value")
