@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from treesearch.utils.atomic import atomic_dir
+from treesearch.utils.knobs import KnobError
 
 # ----------------------------------------------------------------------------- data
 
@@ -213,7 +214,7 @@ def validate(config: DistillConfig) -> DistillConfig:
     ]
     for name, ok, want in checks:
         if not ok:
-            raise ValueError(f"distill: {name} must be {want}, got {getattr(c, name)!r}")
+            raise KnobError(f"distill: {name} must be {want}, got {getattr(c, name)!r}", name)
     return c
 
 

@@ -130,12 +130,8 @@ from policies.hf import HFPolicy
 from policies.rollout import generate_solutions
 from treesearch.engine.forest import Forest
 from treesearch.tasks import prompt_ids
-
-METHODS = ("grpo", "expert_iteration", "psr", "nsr", "tree_rl")
-TREE_BASELINES = ("siblings", "parent")
-ZERO_SUCCESS = ("keep", "drop", "downweight")
-REWARDS = ("binary", "brier")
-CURRICULA = ("random", "easy_first")
+from treesearch.utils.knobs import CURRICULA, REWARDS, TREE_BASELINES, ZERO_SUCCESS, KnobError
+from treesearch.utils.knobs import RL_METHODS as METHODS
 
 
 # ----------------------------------------------------------------------------- config
@@ -182,7 +178,7 @@ class RLConfig:
     batch_size: int = 32
     grad_clip: float = 1.0
     passk: int = 1
-    tree_baseline: str = "siblings"
+    tree_baseline: str = TREE_BASELINES[0]
     zero_success: str = "keep"
     zero_success_weight: float = 0.1
     reward: str = "binary"
@@ -242,7 +238,7 @@ def validate(config: RLConfig) -> RLConfig:
     ]
     for name, ok, want in checks:
         if not ok:
-            raise ValueError(f"rl: {name} must be {want}, got {getattr(c, name)!r}")
+            raise KnobError(f"rl: {name} must be {want}, got {getattr(c, name)!r}", name)
     return c
 
 
@@ -307,7 +303,7 @@ def passk_advantages(rewards: np.ndarray, k: int, eps: float = 1e-6) -> np.ndarr
 
 # ----------------------------------------------------------------------------- trees
 
-def tree_advantages(forest: Forest, baseline: str = "siblings", min_visits: int = 1,
+def tree_advantages(forest: Forest, baseline: str = TREE_BASELINES[0], min_visits: int = 1,
                     gamma: float = 1.0):
     """Step-level advantages from a searched forest's own statistics (no critic).
 
@@ -340,7 +336,8 @@ def tree_advantages(forest: Forest, baseline: str = "siblings", min_visits: int 
     return tree[ok].astype(np.int64), node[ok].astype(np.int64), adv[ok]
 
 
-def tree_examples(forest: Forest, prompts, baseline: str = "siblings", min_visits: int = 1,
+def tree_examples(forest: Forest, prompts, baseline: str = TREE_BASELINES[0],
+                  min_visits: int = 1,
                   gamma: float = 1.0, scale: float = 1.0) -> list[PGExample]:
     """``policies.distill.PGExample`` for every step of the forest with a nonzero
     ``tree_advantages`` advantage: prefix = the tree's prompt ids + the earlier steps'

@@ -145,6 +145,20 @@ def test_beam_is_sized_by_its_budget_and_spends_it(policy, task):
         assert np.all(out.tokens < budget + search.max_step_tokens), (budget, out.tokens)
 
 
+def test_mcts_with_a_given_simulation_count_runs_that_many_rounds_at_most(policy, task):
+    """``simulations`` (decode's ``search.simulations=N``) caps the rounds; the budget
+    still caps the tokens."""
+    problems = task.problems("test", 2, seed=3)
+    critics = StepScorer(value=_Recorder("value"))
+    search = SearchConfig(simulations=24, branching=1, horizon=1, max_step_tokens=24)
+    out = decode(policy, critics, problems, "mcts", 400, task=task, search=search,
+                 simulations=2)
+    assert np.all(out.samples <= 2) and np.all(out.tokens < 100)
+    few = decode(policy, critics, problems, "mcts", 30, task=task, search=search,
+                 simulations=50)
+    assert np.all(few.tokens < 30 + search.max_step_tokens)
+
+
 def test_a_strategys_result_does_not_depend_on_what_ran_before(policy, task):
     from treesearch.search.strategies import evaluate
 

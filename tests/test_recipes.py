@@ -145,6 +145,23 @@ def test_search_overrides_may_follow_list_options():
     assert overrides == ["search.simulations=32", "search.rule=uct"]
 
 
+def test_decode_runs_the_simulations_it_is_given_else_the_budget_sizes_them(tmp_path):
+    """``search.simulations=N`` on decode's command line is MCTS's round count; a recipe's
+    count (its training search's) and the default leave it to the budget (None)."""
+    from treesearch.decode import parse_args, resolve_settings
+
+    settings, search = resolve_settings(parse_args(["search.simulations=32"]))
+    assert settings["simulations"] == 32 == search.simulations
+    assert resolve_settings(parse_args(["--budgets", "256", "search.rule=uct"]))[0][
+        "simulations"] is None
+    recipe = tmp_path / "sims.yaml"
+    recipe.write_text("search:\n  simulations: 40\n")
+    settings, search = resolve_settings(parse_args(["--config", str(recipe)]))
+    assert settings["simulations"] is None and search.simulations == 40
+    settings, _ = resolve_settings(parse_args(["--config", str(recipe), "search.simulations=8"]))
+    assert settings["simulations"] == 8
+
+
 def test_decode_takes_the_judge_from_flag_or_recipe(tmp_path):
     from treesearch.decode import parse_args, resolve_settings
 

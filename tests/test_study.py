@@ -41,8 +41,17 @@ QUICK = ROOT / "configs" / "study_quick.yaml"
     ("variants={v: {optimizer: mcts, rl: {lr: 0.1}}}", "variants.v.rl"),
     ("variants={v: {optimizer: grpo, tree: {sft_lr: 0.1}}}", "variants.v.tree"),
     ("variants={v: {optimizer: mcts, tree: {bogus: 1}}}", "variants.v.tree"),
-    ("variants={v: {optimizer: mcts, tree: {sft_anchor_kl: -1}}}", "variants.v.tree.sft_anchor_kl"),
-    ("tree.sft_anchor_kl=-1", "tree.sft_anchor_kl"),
+    # the older flat spelling of the tree section is checked under the key it sets now
+    ("variants={v: {optimizer: mcts, tree: {sft_anchor_kl: -1}}}", "variants.v.tree.sft.anchor_kl"),
+    ("tree.sft_anchor_kl=-1", "tree.sft.anchor_kl"),
+    ("variants={v: {optimizer: mcts, tree: {sft: {anchor_kl: -1}}}}",
+     "variants.v.tree.sft.anchor_kl"),
+    ("tree.sft.anchor_kl=-1", "tree.sft.anchor_kl"),
+    ("tree.dpo.lr=0", "tree.dpo.lr"),
+    ("tree.sft.seed=3", "tree.sft.seed"),
+    ("rl.temperature=0.5", "rl.temperature"),
+    ("variants={v: {optimizer: grpo, rl: {method: nsr}}}", "variants.v.rl.method"),
+    ("variants={v: {optimizer: mcts, tree: {sft_lr: 0.1, sft: {lr: 0.2}}}}", "sft_lr"),
     ("variants={v: {optimizer: grpo, rl: {bogus: 1}}}", "variants.v.rl"),
     ("variants={v: {optimizer: grpo, rl: {reward: shiny}}}", "variants.v.rl.reward"),
     ("variants={v: {optimizer: nsr, rl: {reward: brier}}}", "variants.v.rl.reward"),
@@ -249,8 +258,8 @@ def test_a_tree_variant_trains_mcts_with_its_tree_changes_from_the_shared_search
         "optimizers=[mcts, mcts_anchored]",
         "variants={mcts_anchored: {optimizer: mcts, tree: {sft_anchor_kl: 1.0}}}"])
     assert base_optimizer(cfg, "mcts_anchored") == "mcts"
-    assert tree_of(cfg, "mcts_anchored").sft_anchor_kl == 1.0 and cfg.tree.sft_anchor_kl == 0
-    assert tree_of(cfg, "mcts_anchored").sft_epochs == cfg.tree.sft_epochs
+    assert tree_of(cfg, "mcts_anchored").sft.anchor_kl == 1.0 and cfg.tree.sft.anchor_kl == 0
+    assert tree_of(cfg, "mcts_anchored").sft.epochs == cfg.tree.sft.epochs
     searched, seen = [], {}
 
     def fake_search(prior, seed):

@@ -6,7 +6,11 @@ Every recipe is a YAML file over ``SelfPlayConfig``; a key that the dataclasses 
 define is an error that lists the valid keys, and values are checked (``validate``)
 before any work starts, with the offending key named. The dataclass defaults ARE the
 embedded default: ``configs/default.yaml`` spells the same values out (a test holds the
-two equal). The search section is ``treesearch.search.SearchConfig`` itself.
+two equal). A knob is defined once, in the library config that uses it, and the recipe
+embeds that config as it is: the search section is ``treesearch.search.SearchConfig``, the
+distill section ``policies.distill.DistillConfig`` with self-play's own keys beside it,
+``critics.weights`` is ``critics.compose.RewardWeights``; where self-play's default differs
+from the library's, the section's default says so (``_distill_defaults``).
 """
 
 from __future__ import annotations
@@ -19,15 +23,29 @@ from typing import Any, Dict, Optional
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
+from critics.compose import RewardWeights
 from critics.generative import JUDGES
+from policies.distill import DistillConfig
+from policies.distill import validate as check_distill
 from policies.zoo import MODELS, resolve
 from treesearch.distributed import DistributedConfig
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
+from treesearch.search.harvest import HarvestConfig
 from treesearch.tasks import Task, TaskArgsError, TaskOptions, get_task, prompt_ids
-from treesearch.tasks.base import stable_hash
+from treesearch.tasks.base import HELD_OUT_SPLITS, stable_hash
+from treesearch.utils import knobs
 from treesearch.utils.checkpoints import has_chat_template
-from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
+from treesearch.utils.knobs import TREE_BASELINES
+from treesearch.utils.recipes import (
+    ConfigError,
+    check_library,
+    check_set_by_app,
+    instantiate,
+    library_config,
+    load_recipe,
+    set_by_app,
+)
 
 BACKENDS = ("hf", "vllm")
 CRITIC_IMPLS = ("head", "generative", "checker", "none")
@@ -49,7 +67,9 @@ class CriticsConfig:
     """Each of value / process / outcome: "head", "generative", "checker" (process and
     outcome only: label-free checks from the problem's text, ``critics.checker``) or
     "none"; ``trunk`` is the model each learned critic starts from (empty: the policy's
-    model)."""
+    model). How their scores combine is ``weights``, ``critics.compose.RewardWeights`` as
+    it is (older recipes spell its keys ``weight_value``, ... and ``prm_aggregation`` here:
+    ``RENAMES``)."""
 
     value: str = "head"
     process: str = "none"
@@ -59,10 +79,7 @@ class CriticsConfig:
     # "chat" (Yes/No in the model's own chat template, ``critics.generative``)
     judge: str = "plain"
     device: str = ""  # where the learned critics run and train; empty: policy.device
-    weight_value: float = 1.0
-    weight_process: float = 1.0
-    weight_outcome: float = 1.0
-    prm_aggregation: str = "min"
+    weights: RewardWeights = field(default_factory=RewardWeights)
     # outcome scores during TRAINING searches: the rule verifier on labelled training
     # problems ("verifier"), or the learned ORM ("learned"); held-out search is always learned
     train_outcome: str = "verifier"
@@ -76,39 +93,34 @@ class CriticsConfig:
 
 
 DISTILL_METHODS = ("sft", "sft+dpo", "wreinforce", "tree_pg")
-TREE_BASELINES = ("siblings", "parent")
+# the DistillConfig fields self-play sets itself (``distill_config``): field -> from what
+DISTILL_SET_BY_APP = {"seed": "seed (each round's distill stage derives its own)",
+                      "progress": "progress"}
 
 
 @dataclass
-class DistillSection:
-    """How a round's trees train the policy. ``method``: "sft" (STaR-style imitation of the
-    best verified paths), "sft+dpo" (then DPO on sibling steps), "wreinforce" (one weighted
-    REINFORCE pass: the verified paths pushed up with weight ``positive_weight``, the failing
-    sibling steps of the trees, the rejected side of the ``dpo_margin`` sibling pairs, pushed
-    down with weight 1; Zhu et al. 2025, arXiv 2506.01347) or "tree_pg" (one policy-gradient
-    pass on every visited step of the trees with a step advantage from the tree itself: its
-    Q minus ``tree_baseline``, the mean Q of its visited siblings or its parent's Q;
-    ``policies.rl.tree_examples``). Of the diversity options below only ``anchor_kl`` is
-    on by default (issue 15: picked on val, ``benchmarks/results/widen_val.md``)."""
+class DistillSection(DistillConfig, HarvestConfig):
+    """How a round's trees train the policy: ``policies.distill.DistillConfig`` as it is
+    (lr, epochs, batch_size, lora, dpo_beta, pg_clip, anchor_kl, ...; self-play's defaults
+    for it are ``_distill_defaults``), ``treesearch.search.harvest.HarvestConfig``
+    (paths_per_problem, dpo_margin) and the keys of self-play alone below.
+    ``method``: "sft" (STaR-style imitation of the best verified paths), "sft+dpo" (then DPO
+    on sibling steps), "wreinforce" (one weighted REINFORCE pass: the verified paths pushed
+    up with weight ``positive_weight``, the failing sibling steps of the trees, the rejected
+    side of the ``dpo_margin`` sibling pairs, pushed down with weight 1; Zhu et al. 2025,
+    arXiv 2506.01347) or "tree_pg" (one policy-gradient pass on every visited step of the
+    trees with a step advantage from the tree itself: its Q minus ``tree_baseline``, the mean
+    Q of its visited siblings or its parent's Q; ``policies.rl.tree_examples``). Of the
+    diversity options only ``anchor_kl`` is on by default (picked on val,
+    ``benchmarks/results/widen_val.md``)."""
 
     method: str = "sft"
-    lr: float = 1e-4
-    # 2: with the anchor on, a second pass lets SFT move further while the anchor keeps
-    # the rest of the start's distribution (one pass barely leaves the start)
-    epochs: int = 2
-    batch_size: int = 16
-    paths_per_problem: int = 4
     # True: every round fine-tunes the STARTING model on the paths of all rounds so far
     # (STaR); False: the previous round's policy on this round's paths only
     cumulative: bool = True
     # True: only paths whose steps hold no false arithmetic are imitated (fewer, cleaner
     # examples); False: every path that reaches a verified answer
     clean_steps: bool = False
-    lora: bool = False
-    dpo_beta: float = 0.1
-    # Q margin that makes two sibling steps a pair: DPO's pairs, and wreinforce's failing
-    # siblings (the rejected step of each pair)
-    dpo_margin: float = 0.3
     # True: at most one imitated path per problem for each distinct solution (what it does:
     # its answer expression without whitespace, ``harvest.solution_key``), best first
     distinct: bool = False
@@ -127,17 +139,24 @@ class DistillSection:
     # a rarely solved one counts fully (the shape of pass@K advantages, arXiv 2508.10751,
     # without sampling groups); 0 = off
     passk_weight: int = 0
-    # > 0 (sft, sft+dpo): beta of KL(start || policy) over the whole vocabulary at every
-    # imitated position, start the model the round's SFT begins from (with cumulative:
-    # the starting model): imitation raises the path's token, the rest keep the start's
-    # proportions (``policies.distill.DistillConfig.anchor_kl``); 0 = off (plain STaR SFT,
-    # which narrows what the policy can reach)
-    anchor_kl: float = 1.0
     positive_weight: float = 0.1  # wreinforce: lambda on the verified paths
-    # wreinforce / tree_pg: PPO-style clip on each token's probability ratio to the round's
-    # starting policy (0 = off; off, wreinforce at lr 1e-4 collapsed the policy in round 1)
-    pg_clip: float = 0.2
-    tree_baseline: str = "siblings"  # tree_pg: "siblings" or "parent"
+    # tree_pg: the step baseline handed to ``policies.rl.tree_examples`` (one of
+    # ``treesearch.utils.knobs.TREE_BASELINES``; the first, the library's default)
+    tree_baseline: str = TREE_BASELINES[0]
+
+
+def _distill_defaults() -> DistillSection:
+    """Self-play's distillation: DistillConfig with these defaults changed (the rest are
+    the library's). lr 1e-4 and two epochs: with the anchor on, a second pass lets SFT move
+    further while the anchor keeps the rest of the start's distribution (one pass barely
+    leaves the start). anchor_kl 1.0 (sft, sft+dpo): beta of KL(start || policy) over the
+    whole vocabulary at every imitated position, start the model the round's SFT begins
+    from (with cumulative: the starting model): imitation raises the path's token, the rest
+    keep the start's proportions; 0 = off (plain STaR SFT, which narrows what the policy
+    can reach). pg_clip (wreinforce, tree_pg) stays the library's 0.2: off, wreinforce at
+    lr 1e-4 collapsed the policy in round 1. The seed and the progress bar are the run's
+    (``DISTILL_SET_BY_APP``)."""
+    return DistillSection(lr=1e-4, epochs=2, anchor_kl=1.0, **set_by_app(DISTILL_SET_BY_APP))
 
 
 @dataclass
@@ -177,18 +196,31 @@ class SelfPlayConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     critics: CriticsConfig = field(default_factory=CriticsConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    distill: DistillSection = field(default_factory=DistillSection)
+    distill: DistillSection = field(default_factory=_distill_defaults)
     eval: EvalSection = field(default_factory=EvalSection)
     # where the search and eval stages run: this process, or Ray worker actors (``treesearch.distributed``)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
+# older spellings of keys, still read from recipes, run directories and overrides
+RENAMES = {"critics.weight_value": ("critics.weights.value",),
+           "critics.weight_process": ("critics.weights.process",),
+           "critics.weight_outcome": ("critics.weights.outcome",),
+           "critics.prm_aggregation": ("critics.weights.prm_aggregation",)}
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> SelfPlayConfig:
     """Defaults <- YAML file <- dotlist overrides, then ``validate``. Returns an omegaconf
     DictConfig typed as ``SelfPlayConfig``."""
-    cfg = load_recipe(SelfPlayConfig, path, overrides)
+    cfg = load_recipe(SelfPlayConfig, path, overrides, renames=RENAMES)
     validate(cfg)
     return cfg
+
+
+def distill_config(cfg, seed: int) -> DistillConfig:
+    """The ``DistillConfig`` a distill stage trains with: the distill section's library
+    knobs, the stage's ``seed`` and the run's ``progress``."""
+    return library_config(DistillConfig, cfg.distill, seed=seed, progress=cfg.progress)
 
 
 def stage_seed(seed: int, round_: int, stage: str) -> int:
@@ -233,10 +265,7 @@ def check_clean_steps(cfg, task: Task) -> None:
 
 def validate(cfg) -> None:
     """Refuse values that cannot work, naming the key, before any model work."""
-    def need(ok: bool, key: str, why: str) -> None:
-        if not ok:
-            raise ConfigError(f"config key {key!r} = {OmegaConf.select(cfg, key)!r}: {why}")
-
+    need = functools.partial(knobs.need, source=cfg, error=ConfigError)
     task = build_task(cfg)  # names the task, task_args or task_options key it cannot use
     check_clean_steps(cfg, task)
     need(cfg.rounds >= 1, "rounds", "must be >= 1")
@@ -268,34 +297,30 @@ def validate(cfg) -> None:
             check_chat_model(cfg.policy.model, "policy.model", "critics.judge")
     need(cfg.critics.train_outcome in ("verifier", "learned"), "critics.train_outcome",
          "must be 'verifier' or 'learned'")
-    need(cfg.critics.prm_aggregation in ("min", "last", "mean"), "critics.prm_aggregation",
-         "must be min, last or mean")
+    instantiate(cfg.critics.weights, "critics.weights")  # RewardWeights checks its own values
     need(cfg.critics.max_examples >= 2, "critics.max_examples", "must be >= 2")
-    for key in ("weight_value", "weight_process", "weight_outcome", "lr"):
-        need(getattr(cfg.critics, key) >= 0, f"critics.{key}", "must be >= 0")
+    need(cfg.critics.lr >= 0, "critics.lr", "must be >= 0")
     instantiate(cfg.search, "search")  # SearchConfig checks its own values
     d = cfg.distill
     need(d.method in DISTILL_METHODS, "distill.method", f"must be one of {', '.join(DISTILL_METHODS)}")
-    need(d.lr > 0, "distill.lr", "must be > 0")
-    need(d.epochs >= 1, "distill.epochs", "must be >= 1")
+    check_set_by_app(d, "distill", DISTILL_SET_BY_APP)
+    check_library(check_distill, distill_config(cfg, seed=0), "distill")  # DistillConfig's own
     need(d.unlikeliness >= 0, "distill.unlikeliness", "must be >= 0 (0 = off)")
     need(d.prior_samples >= 0, "distill.prior_samples", "must be >= 0 (0 = off)")
     need(d.prior_weight > 0, "distill.prior_weight", "must be > 0")
     need(isinstance(d.passk_weight, int) and d.passk_weight >= 0, "distill.passk_weight",
          "must be an int >= 0 (K of the (1 - q)^(K - 1) problem weight; 0 = off)")
     need(d.positive_weight >= 0, "distill.positive_weight", "must be >= 0")
-    need(d.anchor_kl >= 0, "distill.anchor_kl", "must be >= 0 (0 = off)")
     need(d.anchor_kl == 0 or d.method in ("sft", "sft+dpo"), "distill.anchor_kl",
          f"applies to the SFT methods (sft, sft+dpo), not {d.method!r}: add "
          "distill.anchor_kl=0 (the default recipe anchors its SFT)")
-    need(0 <= d.pg_clip < 1, "distill.pg_clip", "must be in [0, 1) (0 = off)")
     need(d.tree_baseline in TREE_BASELINES, "distill.tree_baseline",
          f"must be one of {', '.join(TREE_BASELINES)}")
     need(d.method != "tree_pg" or not (d.distinct or d.unlikeliness > 0 or d.passk_weight),
          "distill.method", "tree_pg trains on every visited step of the trees, not on "
          "selected paths: distill.distinct, distill.unlikeliness and distill.passk_weight "
          "do not apply")
-    need(cfg.eval.split in ("val", "test"), "eval.split",
+    need(cfg.eval.split in HELD_OUT_SPLITS, "eval.split",
          "must be 'val' (tuning) or 'test' (reporting); train problems are not held out")
     need(cfg.eval.problems >= 1, "eval.problems", "must be >= 1")
     need(cfg.eval.samples >= 1, "eval.samples", "must be >= 1")

@@ -12,7 +12,10 @@ the ORM, ORM-weighted best-of-N, majority vote, step-level beam search, MCTS); a
 temperature and ``search`` section become this run's defaults, so a
 self-play round's search can be replayed exactly. Positional ``search.KEY=VALUE``
 overrides set any ``SearchConfig`` option; ``search.max_depth`` and
-``search.max_step_tokens`` bound every strategy's solutions.
+``search.max_step_tokens`` bound every strategy's solutions. MCTS spends each budget
+(``search.max_tokens`` is the budget): without ``search.simulations=N`` on the command line
+its rounds are raised to the budget, so it searches until the budget is spent or its trees
+idle (as self-play's eval does); with it, MCTS runs at most N rounds (``simulations``).
 
 ``distributed.KEY=VALUE`` overrides (self-play's ``distributed`` section, the recipe's
 by default; README "More than one machine") cut the problems into shards of
@@ -35,7 +38,7 @@ from critics.generative import JUDGES
 from policies.hf import HFPolicy
 from policies.zoo import resolve
 from treesearch.backends import build_scorer
-from treesearch.config import load_config
+from treesearch.config import SelfPlayConfig, load_config
 from treesearch.distributed import DistributedConfig, DistributedError, cluster, shards
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
@@ -52,12 +55,21 @@ from treesearch.search.strategies import (
     result_row,
 )
 from treesearch.tasks import TaskOptions, get_task, prompt_ids
-from treesearch.tasks.base import stable_hash
+from treesearch.tasks.base import HELD_OUT_SPLITS, stable_hash
 from treesearch.utils.cli import CLIError, blame, dotted_args
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 from treesearch.utils.runs import portable_path, write_json
 
-FALLBACK = {"task": "countdown3", "model": "tiny-countdown3", "temperature": 0.7, "judge": "plain"}
+
+def _fallback() -> dict:
+    """The settings without ``--config``: the embedded default self-play recipe's (the
+    ``SelfPlayConfig`` defaults, read from the dataclass, not spelled again here)."""
+    default = SelfPlayConfig()
+    return {"task": default.task, "model": default.policy.model,
+            "temperature": default.policy.temperature, "judge": default.critics.judge}
+
+
+FALLBACK = _fallback()
 
 
 def split_overrides(argv) -> tuple[list[str], list[str]]:
@@ -78,9 +90,16 @@ def search_config(base: SearchConfig, overrides) -> SearchConfig:
     return instantiate(load_recipe(base, None, items), "search")
 
 
+def given_simulations(overrides, search: SearchConfig) -> int | None:
+    """MCTS's rounds when the command line sets ``search.simulations`` (a recipe's count is
+    its training search's, so it does not count), else None: the budget sizes them."""
+    given = any(item.partition("=")[0] == "search.simulations" for item in overrides)
+    return search.simulations if given else None
+
+
 def resolve_settings(args) -> tuple[dict, SearchConfig]:
-    """This run's task, model, temperature and search: flags over the ``--config`` recipe
-    over ``FALLBACK`` (the embedded default's)."""
+    """This run's task, model, temperature, MCTS rounds (``given_simulations``) and search:
+    flags over the ``--config`` recipe over ``FALLBACK`` (the embedded default's)."""
     settings, search, options, task_args = dict(FALLBACK), SearchConfig(), {}, {}
     if args.config:
         recipe = load_config(args.config)
@@ -94,8 +113,9 @@ def resolve_settings(args) -> tuple[dict, SearchConfig]:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     task_args = {**task_args, **getattr(args, "task_args", {})}  # task_args.KEY=VALUE on top
-    return ({**settings, "task_options": options, "task_args": task_args},
-            search_config(search, args.overrides))
+    search = search_config(search, args.overrides)
+    return ({**settings, "task_options": options, "task_args": task_args,
+             "simulations": given_simulations(args.overrides, search)}, search)
 
 
 def parse_args(argv):
@@ -113,7 +133,7 @@ def parse_args(argv):
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--budgets", nargs="+", type=int, default=[256, 1024])
     parser.add_argument("--problems", type=int, default=50)
-    parser.add_argument("--split", choices=("val", "test"), default="test",
+    parser.add_argument("--split", choices=HELD_OUT_SPLITS, default="test",
                         help="held-out split: val while tuning, test to report")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=None)
@@ -171,9 +191,10 @@ class DecodeShards:
     an empty prefix cache and a reseeded generator, so its result does not depend on the
     worker or on what ran before it."""
 
-    def __init__(self, task, problems, policy, critics, search, temperature: float):
+    def __init__(self, task, problems, policy, critics, search, temperature: float,
+                 simulations: int | None = None):
         self.task, self.problems, self.policy, self.critics = task, problems, policy, critics
-        self.search, self.temperature = search, temperature
+        self.search, self.temperature, self.simulations = search, temperature, simulations
 
     def run(self, item):
         strategy, budget, lo, hi, seed = item
@@ -181,7 +202,8 @@ class DecodeShards:
             self.policy.reset_cache()
         reseed(self.policy, seed)
         return decode(self.policy, self.critics, self.problems[lo:hi], strategy, budget,
-                      task=self.task, temperature=self.temperature, search=self.search)
+                      task=self.task, temperature=self.temperature, search=self.search,
+                      simulations=self.simulations)
 
 
 def build_run(spec: dict):
@@ -200,8 +222,9 @@ def build_run(spec: dict):
     return task, problems, policy, critics
 
 
-def _decode_worker(spec: dict, search, temperature: float) -> DecodeShards:
-    return DecodeShards(*build_run(spec), search, temperature)
+def _decode_worker(spec: dict, search, temperature: float,
+                   simulations: int | None = None) -> DecodeShards:
+    return DecodeShards(*build_run(spec), search, temperature, simulations)
 
 
 def run_spec(args, settings: dict) -> dict:
@@ -221,7 +244,8 @@ def evaluate_shards(args, settings: dict, search, built) -> list[dict]:
     task, problems, policy, critics = built
     if dist.backend == "local" and not dist.shard_problems:
         return evaluate(policy, critics, task, problems, args.strategies, args.budgets,
-                        temperature=settings["temperature"], search=search, seed=args.seed)
+                        temperature=settings["temperature"], search=search, seed=args.seed,
+                        simulations=settings.get("simulations"))
     with cluster(dist) as pool:
         return shard_rows(built, run_spec(args, settings), search, settings,
                           dist.shard_problems, pool)
@@ -235,10 +259,12 @@ def shard_rows(built, spec: dict, search, settings: dict, size: int, pool=None) 
     task, problems, policy, critics = built
     items = shard_items(spec["strategies"], spec["budgets"], len(problems), size, spec["seed"])
     if pool is None:
-        state = DecodeShards(task, problems, policy, critics, search, settings["temperature"])
+        state = DecodeShards(task, problems, policy, critics, search, settings["temperature"],
+                             settings.get("simulations"))
         parts = [state.run(item) for item in items]
     else:
-        pool.setup(_decode_worker, spec, search, settings["temperature"])
+        pool.setup(_decode_worker, spec, search, settings["temperature"],
+                   settings.get("simulations"))
         names = [f"{s} budget {b} problems [{lo}:{hi}] (ids "
                  f"{', '.join(str(p.id) for p in problems[lo:hi][:4])}"
                  f"{', ...' if hi - lo > 4 else ''})" for s, b, lo, hi, _ in items]

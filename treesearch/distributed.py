@@ -38,6 +38,7 @@ or a shared filesystem): workers load checkpoints from it themselves.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -50,6 +51,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from treesearch.utils.knobs import need as _need
 from treesearch.utils.recipes import ConfigError
 
 DISTRIBUTED_BACKENDS = ("local", "ray")
@@ -78,9 +80,7 @@ class DistributedConfig:
 def check(cfg, key: str = "distributed", cells: bool = False) -> None:
     """Refuse values that cannot work, naming the key (``ConfigError``). ``cells``: the
     app's work items are whole cells (the study), not shards of problems."""
-    def need(ok: bool, name: str, why: str) -> None:
-        if not ok:
-            raise ConfigError(f"config key '{key}.{name}' = {getattr(cfg, name)!r}: {why}")
+    need = functools.partial(_need, source=cfg, prefix=f"{key}.", error=ConfigError)
 
     need(cfg.backend in DISTRIBUTED_BACKENDS, "backend",
          f"must be one of {', '.join(DISTRIBUTED_BACKENDS)}")

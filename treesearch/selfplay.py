@@ -51,7 +51,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from critics.compose import RewardWeights, StepScorer
+from critics.compose import StepScorer
 from critics.head import HeadCritic
 from critics.train import (
     fit_and_report,
@@ -61,7 +61,6 @@ from critics.train import (
 )
 from critics.verifier import RuleVerifier
 from policies.distill import (
-    DistillConfig,
     PGExample,
     SFTExample,
     dpo,
@@ -75,7 +74,14 @@ from policies.rl import tree_examples
 from policies.rollout import generate_solutions, pass_at_k
 from policies.zoo import resolve
 from treesearch.backends import build_critic
-from treesearch.config import ConfigError, build_task, load_config, stage_seed, train_problems
+from treesearch.config import (
+    ConfigError,
+    build_task,
+    distill_config,
+    load_config,
+    stage_seed,
+    train_problems,
+)
 from treesearch.distributed import DistributedError, cluster, shards
 from treesearch.engine.export import (
     merge_records,
@@ -97,7 +103,7 @@ from treesearch.tasks import prompt_ids
 from treesearch.utils.atomic import write_text
 from treesearch.utils.estimators import default_ks, distinct_correct, pass_at_k_curve
 from treesearch.utils.plots import line_plot
-from treesearch.utils.recipes import shipped_recipes
+from treesearch.utils.recipes import instantiate, shipped_recipes
 from treesearch.utils.runs import RunDir, RunError
 from treesearch.view import ViewError, write_report
 
@@ -184,7 +190,7 @@ class SelfPlay:
         set to ``checker`` (built on ``problems``), and the rule ``verifier`` in the
         outcome slot when given (labelled training searches only)."""
         c = self.cfg.critics
-        weights = RewardWeights(c.weight_value, c.weight_process, c.weight_outcome, c.prm_aggregation)
+        weights = instantiate(c.weights, "critics.weights")
         slots = dict(critics)
         for critic in slots.values():  # a chat judge shows these problems' questions
             if hasattr(critic, "set_problems"):
@@ -313,9 +319,7 @@ class SelfPlay:
             scale = len(examples) / sum(e.weight for e in examples)
             examples = [dataclasses.replace(e, weight=e.weight * scale) for e in examples]
         prior = self._prior_examples(r) if d.prior_samples else []
-        config = DistillConfig(lr=d.lr, epochs=d.epochs, batch_size=d.batch_size, seed=seed,
-                               lora=d.lora, dpo_beta=d.dpo_beta, pg_clip=d.pg_clip,
-                               anchor_kl=d.anchor_kl, progress=self.cfg.progress)
+        config = distill_config(self.cfg, seed)
         if d.method in ("wreinforce", "tree_pg"):
             scale = d.positive_weight if d.method == "wreinforce" else 1.0
             pg += [PGExample(e.prompt_ids, e.completion_ids, scale * e.weight) for e in examples]

@@ -13,12 +13,15 @@ per distinct solution, and ``unlikeliness > 0`` weights a problem's rarer paths 
 
 ``result`` is a ``treesearch.search.stepsearch.SearchResult`` (forest + prompts); ``verifier`` a
 ``critics.verifier.RuleVerifier`` over the forest's LABELLED TRAINING problems.
+``HarvestConfig`` holds the two knobs both apps read (self-play's ``distill`` section and
+the study's ``tree`` section embed it).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,6 +29,19 @@ from policies.distill import PGExample, PreferencePair, sft_example
 from treesearch.engine.export import read_jsonl
 from treesearch.search.result import SearchResult, SearchStats
 from treesearch.utils.runs import RunError
+
+
+@dataclass
+class HarvestConfig:
+    """What distillation takes from one search's trees.
+
+    paths_per_problem: the best verified paths imitated per problem (``sft_examples``' k).
+    dpo_margin: the Q margin that makes two sibling steps a pair (``sibling_preference_pairs``;
+        ``failing_siblings``' rejected steps).
+    """
+
+    paths_per_problem: int = 4
+    dpo_margin: float = 0.3
 
 
 def load_result(path, prompts):

@@ -100,18 +100,19 @@ class _Ledger:
 def decode(policy, critics, problems: Sequence, strategy: str, budget: int, *, task,
            search: SearchConfig | None = None, tokenizer=None, temperature: float = 1.0,
            streams: int = 1, n_chunk: int | None = None, beam_width: int | None = None,
-           progress: bool = False) -> DecodeResult:
+           simulations: int | None = None, progress: bool = False) -> DecodeResult:
     """Decode every problem with one strategy under a generated-token budget per problem.
 
     policy: Policy protocol with ``temperature`` (and ``tokenizer`` unless given);
     critics: ``critics.compose.StepScorer`` (may hold no critic for greedy/sample/majority);
     problems: labelled or not (labels are stripped here); task: prompts and answers;
     search: MCTS options and every strategy's solution limits (default ``SearchConfig()``;
-    its max_tokens is set to ``budget`` and its simulations raised to ``budget``, so MCTS
-    runs until the budget is spent or its trees idle); streams: solutions sampled side by side per
-    problem by the sampling strategies (each restarts when it finishes, while the budget
-    lasts); n_chunk: next-step samples per beam; beam_width: beams kept per problem (both
-    None: sized to the budget, ``beam_size``).
+    its max_tokens is set to ``budget``); simulations: MCTS's rounds, at most (None: its
+    simulations raised to ``budget``, so MCTS runs until the budget is spent or its trees
+    idle); streams: solutions sampled side by side per problem by the sampling strategies
+    (each restarts when it finishes, while the budget lasts); n_chunk: next-step samples
+    per beam; beam_width: beams kept per problem (both None: sized to the budget,
+    ``beam_size``).
     """
     search = search if search is not None else SearchConfig()
     max_steps, max_step_tokens = search.max_depth, search.max_step_tokens
@@ -141,10 +142,10 @@ def decode(policy, critics, problems: Sequence, strategy: str, budget: int, *, t
         old = policy.temperature
         policy.temperature = temperature
         try:
-            # the budget, not the simulation count, ends the search: every round costs at
-            # least one token until a tree idles (StepSearch's IDLE_ROUNDS)
-            sized = replace(search, max_tokens=int(budget),
-                            simulations=max(search.simulations, int(budget)))
+            # without a given count the budget, not the simulation count, ends the search:
+            # every round costs at least one token until a tree idles (StepSearch's IDLE_ROUNDS)
+            rounds = max(search.simulations, int(budget)) if simulations is None else simulations
+            sized = replace(search, max_tokens=int(budget), simulations=int(rounds))
             result = StepSearch(policy, critics, task, tokenizer, sized).run(problems, progress=progress)
         finally:
             policy.temperature = old

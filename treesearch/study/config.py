@@ -11,28 +11,55 @@ cached. With ``reference`` (another prior's name whose model has a ``metrics.jso
 ``pretrain`` fields override the reference's recorded pretraining config, so the variant
 differs from the reference in the one factor it names; without, they are the whole
 pretraining config.
+
+A knob is defined once, in the library config that uses it, and the recipe embeds that
+config as it is: ``search`` is ``treesearch.search.SearchConfig``, ``rl`` is
+``policies.rl.RLConfig`` (with the study's ``method_lr`` beside it), ``tree.sft`` and
+``tree.dpo`` are ``policies.distill.DistillConfig``. Where the study's default differs from
+the library's, the section's default says so (``_rl_defaults``, ``_tree_distill``). The
+fields the study fills itself (the method, the budget, the cell's seed, ...) stay ``???``
+in the recipe. The older flat spelling of the tree section (``tree.sft_lr``,
+``tree.sft_anchor_kl``, ``tree.batch_size``, ..., also in a variant's ``tree``) keeps
+loading (``TREE_RENAMES``).
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List
 
 from omegaconf import OmegaConf
 
+from policies.distill import DistillConfig
+from policies.distill import validate as check_distill
 from policies.pretrain import PretrainConfig
+from policies.rl import RLConfig
+from policies.rl import validate as check_rl_config
 from treesearch.config import build_task, check_model, check_prompts
 from treesearch.distributed import DistributedConfig
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
+from treesearch.search.harvest import HarvestConfig
 from treesearch.tasks import TaskOptions, get_task
-from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
+from treesearch.tasks.base import HELD_OUT_SPLITS
+from treesearch.utils import knobs
+from treesearch.utils.knobs import REWARDS, RL_METHODS, ZERO_SUCCESS
+from treesearch.utils.recipes import (
+    ConfigError,
+    check_library,
+    check_set_by_app,
+    instantiate,
+    library_config,
+    load_recipe,
+    rename_keys,
+    set_by_app,
+)
 
-OPTIMIZERS = ("mcts", "dpo", "grpo", "expert_iteration", "psr", "nsr", "tree_rl")
-ON_POLICY = ("grpo", "expert_iteration", "psr", "nsr", "tree_rl")
 FROM_TREES = ("mcts", "dpo")  # trained from one search over the training problems
+ON_POLICY = RL_METHODS  # trained by ``policies.rl.train``
+OPTIMIZERS = FROM_TREES + ON_POLICY
 
 
 @dataclass
@@ -86,12 +113,22 @@ def rl_of(cfg, name: str):
     return rl
 
 
+def tree_changes(changes, key: str = "tree") -> dict:
+    """A variant's ``tree`` changes (a mapping) with the older flat spelling renamed
+    (``TREE_RENAMES``: ``sft_anchor_kl`` -> ``sft.anchor_kl``, ...); ``key`` names it in an
+    error."""
+    plain = OmegaConf.to_container(changes) if OmegaConf.is_config(changes) else dict(changes)
+    return OmegaConf.to_container(rename_keys(OmegaConf.create(plain), TREE_RENAMES,
+                                              f" in {key}"))
+
+
 def tree_of(cfg, name: str):
     """The tree section optimizer ``name`` trains with: the study's, with a variant's
     changes on top."""
     if name not in cfg.variants:
         return cfg.tree
-    return OmegaConf.merge(cfg.tree, dict(cfg.variants[name].tree))
+    return OmegaConf.merge(cfg.tree, tree_changes(cfg.variants[name].tree,
+                                                  f"variants.{name}.tree"))
 
 
 def optimizer_lr(cfg, name: str) -> float:
@@ -100,31 +137,27 @@ def optimizer_lr(cfg, name: str) -> float:
     return float(rl.method_lr.get(base_optimizer(cfg, name), rl.lr))
 
 
+# the RLConfig fields the study sets itself (``rl_config``): field -> from what
+RL_SET_BY_STUDY = {"method": "the optimizer lists (optimizers, variants)",
+                   "token_budget": "budget_tokens", "temperature": "eval.temperature",
+                   "max_steps": "search.max_depth", "max_step_tokens": "search.max_step_tokens",
+                   "seed": "seeds (each cell derives its own)", "progress": "progress"}
+
+
 @dataclass
-class RLSection:
-    group_size: int = 8
-    problems_per_step: int = 16
-    lr: float = 1e-4
+class RLSection(RLConfig):
+    """The on-policy optimizers' section: ``policies.rl.RLConfig`` as it is (group_size,
+    lr, passk, tree_baseline, zero_success, reward, curriculum, ...), and the study's own
+    ``method_lr`` (a learning rate per optimizer, over ``lr``). passk > 1 and the "brier"
+    reward change grpo only, and tree_rl always keeps its zero-success groups (``rl_config``)."""
+
     method_lr: Dict[str, float] = field(default_factory=dict)  # e.g. {nsr: 1e-5}
-    batch_size: int = 32
-    updates_per_batch: int = 1
-    clip_eps: float = 0.2
-    kl_beta: float = 0.0
-    # pass@K advantages for grpo (``policies.rl.passk_advantages``); 1 = GRPO's own
-    passk: int = 1
-    # tree_rl: step baseline "siblings" (mean Q of the visited siblings) or "parent"
-    tree_baseline: str = "siblings"
-    # groups without a correct sample: "keep", "drop" (out of the update and its mean) or
-    # "downweight" (loss times zero_success_weight); tree_rl always keeps
-    zero_success: str = "keep"
-    zero_success_weight: float = 0.1
-    # "binary" (1 / 0) or "brier" (grpo only: RLCR's correct - (c - correct)^2 with the
-    # confidence the policy states after its answer, ``policies.confidence``)
-    reward: str = "binary"
-    # problem order: "random" (seeded shuffle per pass) or "easy_first" (prior success
-    # rate from curriculum_samples samples per training problem, charged to the budget)
-    curriculum: str = "random"
-    curriculum_samples: int = 4
+
+
+def _rl_defaults() -> RLSection:
+    """The study's rl section: RLConfig with lr 1e-4 (the library's is 1e-5); the fields
+    the study sets itself are left out (``RL_SET_BY_STUDY``)."""
+    return RLSection(lr=1e-4, **set_by_app(RL_SET_BY_STUDY))
 
 
 @dataclass
@@ -132,31 +165,43 @@ class VariantSpec:
     """A named optimizer variant: ``optimizer`` trained with the study's ``rl`` section
     changed in the fields of ``rl`` (on-policy optimizers, e.g. ``{reward: brier}``) or its
     ``tree`` section changed in the fields of ``tree`` (mcts and dpo, e.g.
-    ``{sft_anchor_kl: 1.0}``); the name goes in an optimizer list like any optimizer, so
-    its cells sit beside the base optimizer's (and share its search)."""
+    ``{sft: {anchor_kl: 1.0}}``, or in the older spelling ``{sft_anchor_kl: 1.0}``); the
+    name goes in an optimizer list like any optimizer, so its cells sit beside the base
+    optimizer's (and share its search)."""
 
     optimizer: str = ""
     rl: Dict[str, Any] = field(default_factory=dict)
     tree: Dict[str, Any] = field(default_factory=dict)
 
 
+# the DistillConfig fields the study sets itself (``sft_config``, ``dpo_config``)
+TREE_SET_BY_STUDY = {"seed": "seeds (each cell derives its own)", "progress": "progress"}
+# the tree section's older flat spelling: key -> the keys it sets now
+TREE_RENAMES = {"sft_lr": ("sft.lr",), "sft_epochs": ("sft.epochs",),
+                "sft_anchor_kl": ("sft.anchor_kl",), "dpo_lr": ("dpo.lr",),
+                "dpo_epochs": ("dpo.epochs",), "dpo_beta": ("dpo.dpo_beta",),
+                "batch_size": ("sft.batch_size", "dpo.batch_size")}
+RENAMES = {f"tree.{old}": tuple(f"tree.{key}" for key in new) for old, new in TREE_RENAMES.items()}
+
+
+def _tree_distill() -> DistillConfig:
+    """The tree optimizers' distillation: DistillConfig with lr 1e-4 and two epochs (the
+    library's: 3e-4, one); the fields the study sets itself are left out
+    (``TREE_SET_BY_STUDY``). anchor_kl > 0 in ``sft`` adds that times KL(start || policy)
+    on the imitated positions (self-play's distill.anchor_kl, the keep-the-prior term)."""
+    return DistillConfig(lr=1e-4, epochs=2, **set_by_app(TREE_SET_BY_STUDY))
+
+
 @dataclass
-class TreeSection:
+class TreeSection(HarvestConfig):
     """The MCTS + distillation and DPO optimizers: one search over the training problems
     (``search``; the rule verifier scores answers: these are LABELLED TRAINING problems),
-    then SFT on the best correct paths or DPO on sibling steps."""
+    then SFT on the best ``paths_per_problem`` correct paths (mcts, trained with ``sft``) or
+    DPO on sibling steps whose Q differ by ``dpo_margin`` (dpo, trained with ``dpo``):
+    ``treesearch.search.harvest.HarvestConfig`` and two ``DistillConfig``s."""
 
-    paths_per_problem: int = 4
-    sft_lr: float = 1e-4
-    sft_epochs: int = 2
-    # > 0: the mcts optimizer's SFT adds this times KL(start || policy) on the imitated
-    # positions (self-play's distill.anchor_kl, issue 15's keep-the-prior term)
-    sft_anchor_kl: float = 0.0
-    dpo_lr: float = 1e-4
-    dpo_epochs: int = 2
-    dpo_beta: float = 0.1
-    dpo_margin: float = 0.3
-    batch_size: int = 16
+    sft: DistillConfig = field(default_factory=_tree_distill)
+    dpo: DistillConfig = field(default_factory=_tree_distill)
 
 
 @dataclass
@@ -194,7 +239,7 @@ class StudyConfig:
     out: str = ""                          # empty: runs/study-<date>-<time>
     prior_cache: str = "~/.cache/treesearch/study-priors"
     progress: bool = True
-    rl: RLSection = field(default_factory=RLSection)
+    rl: RLSection = field(default_factory=_rl_defaults)
     # named on-policy optimizer variants (name -> VariantSpec), e.g. the probes of
     # calibration (reward), order (curriculum) and zero-success groups
     variants: Dict[str, VariantSpec] = field(default_factory=dict)
@@ -212,15 +257,48 @@ class StudyConfig:
 def load_study_config(path: str | Path | None, overrides=()) -> StudyConfig:
     """Defaults <- YAML <- dotlist overrides (``treesearch.utils.recipes.load_recipe``), then
     ``validate_study``."""
-    cfg = load_recipe(StudyConfig, path, overrides)
+    cfg = load_recipe(StudyConfig, path, overrides, renames=RENAMES)
     validate_study(cfg)
     return cfg
 
 
-def _check_rl(rl, key: str, methods: set[str], need) -> None:
+def rl_config(cfg, optimizer: str, seed: int) -> RLConfig:
+    """The ``RLConfig`` on-policy optimizer ``optimizer`` trains with: its rl section's
+    library knobs (``rl_of``, the learning rate ``optimizer_lr``), those its method does not
+    read set to what it does (pass@K and the Brier reward are grpo's, tree_rl keeps every
+    group), and what the study sets itself (``RL_SET_BY_STUDY``; ``seed``: the cell's)."""
+    method = base_optimizer(cfg, optimizer)
+    rl = rl_of(cfg, optimizer)
+    return library_config(RLConfig, rl, method=method, token_budget=cfg.budget_tokens,
+                          temperature=cfg.eval.temperature, max_steps=cfg.search.max_depth,
+                          max_step_tokens=cfg.search.max_step_tokens, seed=seed,
+                          progress=cfg.progress, lr=optimizer_lr(cfg, optimizer),
+                          passk=rl.passk if method == "grpo" else 1,
+                          zero_success=rl.zero_success if method != "tree_rl" else "keep",
+                          reward=rl.reward if method == "grpo" else "binary")
+
+
+def sft_config(cfg, optimizer: str, seed: int) -> DistillConfig:
+    """The ``DistillConfig`` of the mcts optimizer's (or its variant's) SFT: its tree
+    section's ``sft``, with the cell's ``seed`` and the study's progress setting."""
+    return library_config(DistillConfig, tree_of(cfg, optimizer).sft, seed=seed,
+                          progress=cfg.progress)
+
+
+def dpo_config(cfg, optimizer: str, seed: int) -> DistillConfig:
+    """The ``DistillConfig`` of the dpo optimizer's (or its variant's) DPO: its tree
+    section's ``dpo``, with the cell's ``seed`` and the study's progress setting."""
+    return library_config(DistillConfig, tree_of(cfg, optimizer).dpo, seed=seed,
+                          progress=cfg.progress)
+
+
+def _check_rl(cfg, rl, key: str, optimizers: set[str], need) -> None:
     """The checks of one rl section (the study's, or a variant's with its changes): ``key``
-    names it in errors, ``methods`` are the optimizers it serves."""
-    need(rl.lr > 0, f"{key}.lr", "learning rates must be > 0")
+    names it in errors, ``optimizers`` are those it serves. What the study decides (the
+    learning rate per optimizer, knobs a method would not read); then RLConfig's own checks
+    of the config each on-policy optimizer trains with (``rl_config``)."""
+    check_set_by_app(rl, key, RL_SET_BY_STUDY)
+    methods = {base_optimizer(cfg, o) for o in optimizers}
     for method, lr in rl.method_lr.items():
         need(method in ON_POLICY, f"{key}.method_lr.{method}",
              f"not an on-policy optimizer ({', '.join(ON_POLICY)})")
@@ -230,41 +308,30 @@ def _check_rl(rl, key: str, methods: set[str], need) -> None:
          "K > 1 changes grpo only)")
     need(rl.passk == 1 or "grpo" in methods, f"{key}.passk",
          "K > 1 changes grpo's advantages only, and grpo is not among the optimizers")
-    need(rl.tree_baseline in ("siblings", "parent"), f"{key}.tree_baseline",
-         "must be 'siblings' or 'parent'")
-    need(rl.zero_success in ("keep", "drop", "downweight"), f"{key}.zero_success",
-         f"must be 'keep', 'drop' or 'downweight', got {rl.zero_success!r}")
-    weight = rl.zero_success_weight
-    need(isinstance(weight, (int, float)) and not isinstance(weight, bool)
-         and 0 <= weight <= 1, f"{key}.zero_success_weight",
-         f"must be a number in [0, 1] (the zero-success groups' loss factor), got {weight!r}")
-    need(rl.reward in ("binary", "brier"), f"{key}.reward",
-         f"must be 'binary' or 'brier', got {rl.reward!r}")
+    # checked here too: a method that does not read them gets its own value (rl_config)
+    need(rl.zero_success in ZERO_SUCCESS, f"{key}.zero_success",
+         f"must be one of {', '.join(ZERO_SUCCESS)}, got {rl.zero_success!r}")
+    need(rl.reward in REWARDS, f"{key}.reward",
+         f"must be one of {', '.join(REWARDS)}, got {rl.reward!r}")
     need(rl.reward == "binary" or ("grpo" in methods and rl.passk == 1),
          f"{key}.reward", "'brier' changes grpo's reward only (with rl.passk = 1), and needs "
          "grpo among the optimizers")
-    need(rl.curriculum in ("random", "easy_first"), f"{key}.curriculum",
-         f"must be 'random' or 'easy_first', got {rl.curriculum!r}")
-    samples = rl.curriculum_samples
-    need(isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1,
-         f"{key}.curriculum_samples", f"must be an int >= 1, got {samples!r}")
+    for optimizer in sorted(o for o in optimizers if base_optimizer(cfg, o) in ON_POLICY):
+        check_library(check_rl_config, rl_config(cfg, optimizer, seed=0), key)
 
 
-def _check_tree(tree, key: str, need) -> None:
-    """The checks of one tree section (the study's, or a variant's with its changes)."""
-    need(tree.sft_lr > 0 and tree.dpo_lr > 0, f"{key}.*_lr", "learning rates must be > 0")
-    anchor = tree.sft_anchor_kl
-    need(isinstance(anchor, (int, float)) and not isinstance(anchor, bool)
-         and math.isfinite(anchor) and anchor >= 0, f"{key}.sft_anchor_kl",
-         f"must be a finite number >= 0 (0 = off), got {anchor!r}")
+def _check_tree(cfg, name: str, key: str) -> None:
+    """The checks of one tree section (the study's: ``name`` an optimizer of its own, or a
+    variant's with its changes), named ``key`` in errors: DistillConfig's own checks of
+    the configs its SFT and DPO train with."""
+    for part, build in (("sft", sft_config), ("dpo", dpo_config)):
+        check_set_by_app(getattr(tree_of(cfg, name), part), f"{key}.{part}", TREE_SET_BY_STUDY)
+        check_library(check_distill, build(cfg, name, seed=0), f"{key}.{part}")
 
 
 def validate_study(cfg) -> None:
     """Refuse values that cannot work, naming the key, before any model work."""
-    def need(ok: bool, key: str, why: str) -> None:
-        if not ok:
-            raise ConfigError(f"config key {key!r}: {why}")
-
+    need = functools.partial(knobs.need, error=ConfigError)
     task = build_task(cfg)  # the task with its task_args and task_options, refused by key
     for key in [f"ood_tasks.{i}" for i in range(len(cfg.ood_tasks))]:
         name = OmegaConf.select(cfg, key)
@@ -287,7 +354,7 @@ def validate_study(cfg) -> None:
              "rl section instead)")
         bad = sorted(set(v.rl) - rl_fields)
         need(not bad, f"variants.{name}.rl", f"unknown rl fields {bad}; valid: {sorted(rl_fields)}")
-        bad = sorted(set(v.tree) - tree_fields)
+        bad = sorted(set(tree_changes(v.tree, f"variants.{name}.tree")) - tree_fields)
         need(not bad, f"variants.{name}.tree",
              f"unknown tree fields {bad}; valid: {sorted(tree_fields)}")
     known = list(OPTIMIZERS) + list(cfg.variants)
@@ -320,7 +387,8 @@ def validate_study(cfg) -> None:
     need(len(cfg.seeds) >= 1, "seeds", "list at least one seed")
     need(cfg.budget_tokens >= 1000, "budget_tokens", "must be >= 1000 generated tokens")
     need(cfg.train_problems >= 1, "train_problems", "must be >= 1")
-    need(cfg.eval.split in ("val", "test"), "eval.split", "must be 'val' (tuning) or 'test' (reporting)")
+    need(cfg.eval.split in HELD_OUT_SPLITS, "eval.split",
+         "must be 'val' (tuning) or 'test' (reporting)")
     need(cfg.eval.problems >= 1, "eval.problems", "must be >= 1")
     need(cfg.eval.ood_problems >= 0, "eval.ood_problems", "must be >= 0")
     need(cfg.eval.samples >= 1, "eval.samples", "must be >= 1")
@@ -338,22 +406,24 @@ def validate_study(cfg) -> None:
     need(cfg.threads >= 1, "threads", "must be >= 1")
     check_distributed(cfg.distributed, cells=True)
     instantiate(cfg.search, "search")  # SearchConfig checks its own values
-    _check_tree(cfg.tree, "tree", need)
+    _check_tree(cfg, "mcts", "tree")
     for name in cfg.variants:
         try:
-            tree = tree_of(cfg, name)
+            tree_of(cfg, name)
+        except ConfigError:
+            raise
         except Exception as exc:  # a value of the wrong type for its field
             raise ConfigError(f"config key 'variants.{name}.tree': {exc}") from None
-        _check_tree(tree, f"variants.{name}.tree", need)
+        _check_tree(cfg, name, f"variants.{name}.tree")
     used = all_optimizers(cfg)
     # the study's rl section serves the optimizers used under their own names
-    _check_rl(cfg.rl, "rl", {o for o in used if o not in cfg.variants}, need)
+    _check_rl(cfg, cfg.rl, "rl", {o for o in used if o not in cfg.variants}, need)
     for name in cfg.variants:
         try:
             rl = rl_of(cfg, name)
         except Exception as exc:  # a value of the wrong type for its field
             raise ConfigError(f"config key 'variants.{name}.rl': {exc}") from None
-        _check_rl(rl, f"variants.{name}.rl", {cfg.variants[name].optimizer}, need)
+        _check_rl(cfg, rl, f"variants.{name}.rl", {name}, need)
     for i, p in enumerate(cfg.priors):
         if p.model:
             check_model(p.model, f"priors.{i}.model")

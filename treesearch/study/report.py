@@ -30,6 +30,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from treesearch.study.analysis import (BOOTSTRAP_RESAMPLES, REACHABLE_PASS_AT_N, analyse,
                                        read_priors)
@@ -99,8 +100,14 @@ def _setup_section(cfg) -> list[str]:
         f"Prior `{p.name}` has its own lists: optimizers {list(optimizers_of(cfg, p))}, "
         f"seeds {list(seeds_of(cfg, p))}." for p in cfg.priors if p.optimizers or p.seeds] + [
         f"Optimizer `{name}`: {v.optimizer} with "
-        f"{'tree' if v.tree else 'rl'} {json.dumps(dict(v.tree or v.rl), sort_keys=True)}."
+        f"{'tree' if v.tree else 'rl'} "
+        f"{json.dumps(_plain(v.tree or v.rl), sort_keys=True)}."
         for name, v in cfg.variants.items()] + [""]
+
+
+def _plain(changes) -> dict:
+    """A variant's changes as plain JSON-able values (nested mappings included)."""
+    return OmegaConf.to_container(changes) if OmegaConf.is_config(changes) else dict(changes)
 
 
 def _shown_path(path, run_dir: Path) -> str:

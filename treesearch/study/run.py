@@ -56,10 +56,10 @@ from tqdm.auto import tqdm
 
 from critics.compose import StepScorer
 from critics.verifier import RuleVerifier
-from policies.distill import DistillConfig, dpo, save_policy, sft
+from policies.distill import dpo, save_policy, sft
 from policies.hf import HFPolicy, load_model
 from policies.pretrain import PretrainConfig, pretrain
-from policies.rl import RLConfig, TreeBatch, train
+from policies.rl import TreeBatch, train
 from policies.updates import summarise_ranks, update_rank, update_sparsity
 from policies.zoo import resolve
 from treesearch.config import ConfigError
@@ -74,11 +74,13 @@ from treesearch.search.harvest import (
 from treesearch.study.config import (
     FROM_TREES,
     base_optimizer,
+    dpo_config,
     load_study_config,
-    optimizer_lr,
     optimizers_of,
+    rl_config,
     rl_of,
     seeds_of,
+    sft_config,
     tree_of,
 )
 from treesearch.study.measure import format_share, measure
@@ -235,22 +237,7 @@ class Study:
         if method in FROM_TREES:
             return self._train_from_trees(model, tokenizer, prior, optimizer, seed)
 
-        r = rl_of(self.cfg, optimizer)
-        config = RLConfig(method=method, token_budget=self.cfg.budget_tokens,
-                          group_size=r.group_size, problems_per_step=r.problems_per_step,
-                          lr=optimizer_lr(self.cfg, optimizer),
-                          temperature=self.cfg.eval.temperature,
-                          max_steps=self.cfg.search.max_depth,
-                        max_step_tokens=self.cfg.search.max_step_tokens,
-                          clip_eps=r.clip_eps, kl_beta=r.kl_beta,
-                          updates_per_batch=r.updates_per_batch, batch_size=r.batch_size,
-                          passk=r.passk if method == "grpo" else 1,
-                          tree_baseline=r.tree_baseline,
-                          zero_success=r.zero_success if method != "tree_rl" else "keep",
-                          zero_success_weight=float(r.zero_success_weight),
-                          reward=r.reward if method == "grpo" else "binary",
-                          curriculum=r.curriculum, curriculum_samples=r.curriculum_samples,
-                          seed=cell_seed(prior, optimizer, seed), progress=self.cfg.progress)
+        config = rl_config(self.cfg, optimizer, seed=cell_seed(prior, optimizer, seed))
         formats: list[dict] = []
 
         def on_samples(iteration, problems, texts, rewards):
@@ -293,16 +280,13 @@ class Study:
         if base_optimizer(self.cfg, optimizer) == "mcts":
             verifier = RuleVerifier(self.task, tokenizer, problems)
             examples = sft_examples(result, tokenizer, verifier, t.paths_per_problem)
-            config = DistillConfig(lr=t.sft_lr, epochs=t.sft_epochs, batch_size=t.batch_size,
-                                   anchor_kl=float(t.sft_anchor_kl), seed=dseed,
-                                   progress=self.cfg.progress)
+            config = sft_config(self.cfg, optimizer, seed=dseed)
             model, stats = sft(model, tokenizer, examples, config)
             texts = [tokenizer.decode(e.completion_ids, skip_special_tokens=True) for e in examples]
             stats["format_over_training"] = [format_share(self.task, texts)] if texts else []
         else:
             pairs = sibling_preference_pairs(result, t.dpo_margin)
-            config = DistillConfig(lr=t.dpo_lr, epochs=t.dpo_epochs, batch_size=t.batch_size,
-                                   dpo_beta=t.dpo_beta, seed=dseed, progress=self.cfg.progress)
+            config = dpo_config(self.cfg, optimizer, seed=dseed)
             model, stats = dpo(model, tokenizer, pairs, config)
             stats["pairs"] = len(pairs)
         stats["tokens_generated"] = search_stats["tokens_generated"]

@@ -27,7 +27,10 @@ format matched.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+
+from treesearch.utils.knobs import need as _need
 
 PROMPT_STYLES = ("plain", "chat", "fewshot")
 STEP_DELIMITERS = ("\n", "\n\n")
@@ -61,10 +64,7 @@ class TaskOptions:
     last_number_fallback: bool = False
 
     def __post_init__(self) -> None:
-        def need(ok: bool, key: str, why: str) -> None:
-            if not ok:
-                raise ValueError(f"TaskOptions.{key} = {getattr(self, key)!r}: {why}")
-
+        need = functools.partial(_need, source=self, label="TaskOptions.{}")
         need(self.prompt_style in PROMPT_STYLES, "prompt_style",
              f"unknown prompt style; known: {', '.join(PROMPT_STYLES)}")
         need(isinstance(self.shots, int) and self.shots >= 0, "shots", "must be an int >= 0")

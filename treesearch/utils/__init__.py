@@ -1,3 +1,3 @@
 """Small shared utilities (BOTTOM layer): atomic writes, run directories, recipes (omegaconf
-loading), model checkpoint paths, plots and estimators. Every other layer may import them;
-they import nothing of the project above ``treesearch.utils``."""
+loading), knob checks, model checkpoint paths, plots and estimators. Every other layer may
+import them; they import nothing of the project above ``treesearch.utils``."""

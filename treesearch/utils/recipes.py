@@ -3,16 +3,26 @@
 One loader for every app (self-play, decode, the study): defaults of a dataclass schema
 <- a YAML file <- ``key=value`` overrides. An unknown key or an ill-typed value is a
 ``ConfigError`` naming the key and where it came from.
+
+A recipe section that embeds a library config (``policies.distill.DistillConfig``,
+``policies.rl.RLConfig``, ...) holds its knobs as they are; the app builds the config with
+``library_config`` and checks it with the library's own ``validate`` (``check_library``).
+The fields the app fills itself (a seed per stage, the run's progress bar) stay ``???``
+(omegaconf's MISSING) in the recipe, and ``check_set_by_app`` refuses a value there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from importlib import resources
 from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, GrammarParseError, ValidationError
+
+from treesearch.utils.knobs import KnobError
 
 
 class ConfigError(ValueError):
@@ -25,6 +35,9 @@ def valid_keys(node=None, prefix: str = "", schema=None) -> list[str]:
     node = OmegaConf.structured(schema) if node is None else node
     out = []
     for key in node:
+        if OmegaConf.is_missing(node, key):  # a field the app sets itself (``???``)
+            out.append(f"{prefix}{key}")
+            continue
         value = node[key]
         if OmegaConf.is_dict(value) and OmegaConf.get_type(value) is not dict:
             out.extend(valid_keys(value, f"{prefix}{key}."))
@@ -69,14 +82,79 @@ def instantiate(node, key: str):
         raise ConfigError(f"config key {str(exc).replace(name + '.', key + '.')}") from None
 
 
+def library_config(cls, section, **values):
+    """An object of the library config ``cls`` from the recipe ``section`` that embeds it
+    (a DictConfig or a dataclass object): every field of ``cls`` read from the section,
+    except those given in ``values`` (what the app sets or adjusts itself)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            value = getattr(section, f.name)
+            out[f.name] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return cls(**out, **values)
+
+
+def check_library(validate: Callable, config, key: str):
+    """``validate(config)``, the library's own checks of a config built by ``library_config``;
+    its ``KnobError`` becomes a ``ConfigError`` naming the recipe key ``key.<field>``."""
+    try:
+        return validate(config)
+    except KnobError as exc:
+        raise ConfigError(f"config key '{key}.{exc.field}': {exc}") from None
+
+
+def set_by_app(fields: Mapping[str, str]) -> dict:
+    """{field: MISSING} for the fields an app sets itself, for a section's default
+    (``fields``: field -> what sets it, for ``check_set_by_app``'s message)."""
+    return dict.fromkeys(fields, MISSING)
+
+
+def check_set_by_app(section, key: str, fields: Mapping[str, str]) -> None:
+    """Refuse a value in a field of the recipe ``section`` (named ``key``) that the app sets
+    itself: ``fields`` maps each such field to what sets it."""
+    for name, source in fields.items():
+        if not OmegaConf.is_missing(section, name):
+            raise ConfigError(f"config key '{key}.{name}' = {getattr(section, name)!r}: set by "
+                              f"the app from {source}; leave it out of the recipe")
+
+
+def rename_keys(data, renames: Mapping[str, Sequence[str]], where: str = ""):
+    """``data`` (a DictConfig of plain YAML) with each key spelled as in ``renames`` (old
+    dotted key -> the new dotted keys it sets) moved to its new keys, so an older recipe's
+    spelling keeps loading. A key spelled both ways is a ``ConfigError``."""
+    for old, new in renames.items():
+        value = OmegaConf.select(data, old, default=_MISSING)
+        if value is _MISSING:
+            continue
+        for key in new:
+            if OmegaConf.select(data, key, default=_MISSING) is not _MISSING:
+                raise ConfigError(f"config key {old!r}{where} is the older spelling of "
+                                  f"{key!r}, which is also given; keep one")
+        parent, _, leaf = old.rpartition(".")
+        (OmegaConf.select(data, parent) if parent else data).pop(leaf)
+        for key in new:
+            OmegaConf.update(data, key, value, merge=True)
+    return data
+
+
+def _renamed_overrides(overrides, renames: Mapping[str, Sequence[str]]) -> list[str]:
+    """The dotlist ``overrides`` with an older spelling's key replaced by its new keys."""
+    out = []
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        out += [f"{new}={value}" for new in renames[key]] if eq and key in renames else [item]
+    return out
+
+
 EXTENDS = "extends"  # a recipe's key naming the recipe it changes
 
 
-def _load_extended(path: Path, seen: tuple = ()):
+def _load_extended(path: Path, seen: tuple = (), renames: Mapping | None = None):
     """A recipe file's YAML with its ``extends`` chain resolved: the named recipe (a
     shipped name, or a path relative to this file's folder) loaded first, this file's keys
-    merged on top (a list replaces the list it names, a mapping merges into its own)."""
-    data = OmegaConf.load(path)
+    merged on top (a list replaces the list it names, a mapping merges into its own).
+    Each file's older spellings are renamed (``rename_keys``) before the merge."""
+    data = rename_keys(OmegaConf.load(path), renames or {}, f" in {str(path)!r}")
     if EXTENDS not in data:
         return data
     name = str(data.pop(EXTENDS))
@@ -85,24 +163,27 @@ def _load_extended(path: Path, seen: tuple = ()):
     if parent.resolve() in seen or parent.resolve() == path.resolve():
         raise ConfigError(f"recipe {str(path)!r}: 'extends' goes round in a circle through "
                           f"{str(parent)!r}")
-    return OmegaConf.merge(_load_extended(parent, seen + (path.resolve(),)), data)
+    return OmegaConf.merge(_load_extended(parent, seen + (path.resolve(),), renames), data)
 
 
-def load_recipe(schema, path: str | Path | None = None, overrides=()):
+def load_recipe(schema, path: str | Path | None = None, overrides=(),
+                renames: Mapping[str, Sequence[str]] | None = None):
     """Defaults of the dataclass ``schema`` (a class, or an instance whose values are the
     defaults) <- YAML file (after the recipe it ``extends``, if it names one) <- dotlist
     overrides, as an omegaconf DictConfig. An override may index a list (``priors.1.pretrain={tokens: 9}``).
-    Unknown keys and ill-typed values raise ``ConfigError`` naming the key and where it
-    came from; nothing is validated beyond types (the caller's ``validate`` does that)."""
+    ``renames``: older spellings of keys (old dotted key -> its new keys), accepted in
+    files and overrides. Unknown keys and ill-typed values raise ``ConfigError`` naming the
+    key and where it came from; nothing is validated beyond types (the caller's
+    ``validate`` does that)."""
     cfg = OmegaConf.structured(schema)
     where = ""
     try:
         if path is not None:
             path = recipe_path(path)
             where = f" in {str(path)!r}"
-            cfg = OmegaConf.merge(cfg, _load_extended(path))
+            cfg = OmegaConf.merge(cfg, _load_extended(path, renames=renames))
         where = " (command-line override)"
-        for item in overrides:
+        for item in _renamed_overrides(overrides, renames or {}):
             where = f" (command-line override {item!r})"
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not key=value")

@@ -22,7 +22,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from policies.zoo import resolve
-from treesearch.config import SelfPlayConfig, build_task, train_problems
+from treesearch.config import RENAMES, SelfPlayConfig, build_task, train_problems
 from treesearch.search.config import SearchConfig
 from treesearch.utils.recipes import ConfigError, load_recipe
 from treesearch.view.charts import (
@@ -98,7 +98,7 @@ class RunSource:
     def __init__(self, path: Path):
         self.path = path
         try:
-            self.cfg = load_recipe(SelfPlayConfig, path / "config.yaml")
+            self.cfg = load_recipe(SelfPlayConfig, path / "config.yaml", renames=RENAMES)
         except ConfigError as exc:
             raise ViewError(f"{path / 'config.yaml'}: {exc}") from exc
         self.task = build_task(self.cfg)
@@ -206,7 +206,7 @@ def trees_page(path: Path, *, recipe: str | None = None, model: str | None = Non
     task, search, notes = None, SearchConfig(), []
     if recipe is not None:
         try:
-            cfg = load_recipe(SelfPlayConfig, recipe)
+            cfg = load_recipe(SelfPlayConfig, recipe, renames=RENAMES)
         except ConfigError as exc:
             raise ViewError(f"{recipe}: {exc}") from exc
         task, search = build_task(cfg), OmegaConf.to_object(cfg.search)
