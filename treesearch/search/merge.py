@@ -2,8 +2,9 @@
 
 A continuation walks down the existing nodes (and this round's new ones) while its steps
 match them, steps equal up to whitespace being one node (AlphaLLM's state merge); only its
-new remainder is created. With ``SearchConfig.merge`` off every sampled step is a new node. Functions take the ``StepSearch`` they serve (``search``) for
-its task, tokenizer and config.
+new remainder is created. With ``SearchConfig.merge`` off every sampled step is a new node.
+Functions take the ``StepSearch`` they serve (``search``) for its config and task and its
+public step methods (``step_text``, ``merge_key``, ``node_text``, ``ends_episode``).
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def merge_continuations(search, forest, tree, node, paths):
             last, repeated = -1, False
             for tokens, logprob, finished in path:
                 depth += 1
-                text = search._text(tokens)
-                key = search._key(text)
+                text = search.step_text(tokens)
+                key = search.merge_key(text)
                 if parent_new < 0 and merging:
                     hit = existing_child(search, forest, t, parent, key)
                     if hit >= 0:
@@ -67,7 +68,7 @@ def merge_continuations(search, forest, tree, node, paths):
                         break
                     continue
                 is_answer = search.task.is_answer_step(text)
-                ends_here = search._ends((tokens, logprob, finished), depth)
+                ends_here = search.ends_episode((tokens, logprob, finished), depth)
                 new.append(NewNode(t, parent, parent_new, tokens, logprob, text, depth,
                                 is_answer, ends_here))
                 made[slot] = parent_new = last = len(new) - 1
@@ -81,7 +82,8 @@ def merge_continuations(search, forest, tree, node, paths):
 
 
 def existing_child(search, forest, tree, node, key) -> int:
+    """The child of ``node`` whose step has merge key ``key``, or -1."""
     for kid in forest.children(tree, node):
-        if search._key(search._text(forest.tokens.get(int(forest.payload[tree, kid])))) == key:
+        if search.merge_key(search.node_text(forest, tree, int(kid))) == key:
             return int(kid)
     return -1

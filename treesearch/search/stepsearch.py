@@ -64,6 +64,10 @@ class StepSearch:
         at least one critic.
     task: prompts, answer lines (``is_answer_step``) -- the search reads nothing else.
     tokenizer: the policy's tokenizer (prompt ids, step text).
+
+    The helper modules (``merge``, ``attach``, ``answer``) take the search they serve and
+    read only its ``config``, ``task`` and ``scorer`` and the methods ``step_text``,
+    ``merge_key``, ``node_text``, ``is_answer`` and ``ends_episode``.
     """
 
     def __init__(self, policy, scorer, task, tokenizer, config: SearchConfig | None = None):
@@ -120,7 +124,7 @@ class StepSearch:
         bar.close()
         t0 = time.perf_counter()
         chosen = self.choose(forest)
-        answers = ["".join(self._text(s) for s in self._steps(forest, t, int(n)))
+        answers = ["".join(self.step_text(s) for s in self._steps(forest, t, int(n)))
                    for t, n in enumerate(chosen)]
         stats.seconds["other"] += time.perf_counter() - t0
         return SearchResult(forest, self.prompts, answers, chosen, stats)
@@ -128,6 +132,34 @@ class StepSearch:
     def choose(self, forest: Forest) -> np.ndarray:
         """The node each tree answers with (``treesearch.search.answer``), int64 [B]."""
         return choose_answers(self, forest)
+
+    # -- what the helpers read (merge, attach, answer): config, task, scorer and these --
+    def step_text(self, tokens) -> str:
+        """A step's text: its token ids decoded, special tokens dropped."""
+        return self.tokenizer.decode([int(t) for t in tokens], skip_special_tokens=True)
+
+    @staticmethod
+    def merge_key(text: str) -> str:
+        """The state-merge key of a step's text: steps equal up to whitespace are one node."""
+        return "".join(text.split())
+
+    def node_text(self, forest: Forest, tree: int, node: int) -> str:
+        """The text of the step that leads into ``node`` of ``tree``."""
+        return self.step_text(forest.tokens.get(int(forest.payload[tree, node])))
+
+    def is_answer(self, forest: Forest, tree: int, node: int) -> bool:
+        """Whether ``node`` is a terminal non-root node whose step is an answer line."""
+        if node <= 0 or forest.terminal[tree, node] == 0:
+            return False
+        return self.task.is_answer_step(self.node_text(forest, tree, node))
+
+    def ends_episode(self, step, depth: int) -> bool:
+        """Whether a sampled step (tokens, logprob, finished) at ``depth`` ends the episode:
+        the policy finished, the depth limit is reached, the step was cut before its
+        delimiter, or it is an answer line."""
+        tokens, _, finished = step
+        return (finished or depth >= self.config.max_depth or not self._delimited(tokens)
+                or self.task.is_answer_step(self.step_text(tokens)))
 
     # -- one round ---------------------------------------------------------------------
     def _round(self, forest, stats, leaf_tree, leaf_node):
@@ -238,7 +270,7 @@ class StepSearch:
         for _ in range(cfg.horizon - 1):
             room = self._room()
             live = [(i, j) for i, j in rows
-                    if not self._ends(paths[i][j][-1], int(depth[i]) + len(paths[i][j]))
+                    if not self.ends_episode(paths[i][j][-1], int(depth[i]) + len(paths[i][j]))
                     and len(prefixes[i]) + sum(len(st[0]) for st in paths[i][j]) <= room]
             live = self._affordable_rows(stats, tree, live)
             if not live:
@@ -279,12 +311,6 @@ class StepSearch:
                 out.append((i, j))
         return out
 
-    def _ends(self, step, depth: int) -> bool:
-        """Whether a step (tokens, logprob, finished) at ``depth`` ends the episode."""
-        tokens, _, finished = step
-        return (finished or depth >= self.config.max_depth or not self._delimited(tokens)
-                or self.task.is_answer_step(self._text(tokens)))
-
     # -- pieces ------------------------------------------------------------------------
     def _root_scores(self, stats) -> np.ndarray:
         if not self.scorer.has("value"):
@@ -296,18 +322,12 @@ class StepSearch:
         stats.seconds["score"] += time.perf_counter() - t0
         return values
 
-    @staticmethod
-    def _key(text: str) -> str:
-        return "".join(text.split())
-
-    def _text(self, tokens) -> str:
-        return self.tokenizer.decode([int(t) for t in tokens], skip_special_tokens=True)
-
     def _delimited(self, tokens) -> bool:
         """Whether a step ended at the delimiter (a step cut at max_step_tokens did not); a
         delimiter of k characters may be spelt by the last k tokens ("\\n" + "\\n")."""
-        return len(tokens) < self.config.max_step_tokens or \
-            self.task.step_delimiter in self._text(tokens[-len(self.task.step_delimiter):])
+        delimiter = self.task.step_delimiter
+        return (len(tokens) < self.config.max_step_tokens
+                or delimiter in self.step_text(tokens[-len(delimiter):]))
 
     def _steps(self, forest, tree, node) -> list[list[int]]:
         return [forest.tokens.get(int(forest.payload[tree, n])).tolist()
@@ -326,14 +346,6 @@ class StepSearch:
         for step in self._steps(forest, tree, node):
             out.extend(step)
         return out
-
-    def _node_text(self, forest, tree, node) -> str:
-        return self._text(forest.tokens.get(int(forest.payload[tree, node])))
-
-    def _is_answer(self, forest, tree, node) -> bool:
-        if node <= 0 or forest.terminal[tree, node] == 0:
-            return False
-        return self.task.is_answer_step(self._text(forest.tokens.get(int(forest.payload[tree, node]))))
 
     def _charge(self, stats, trees, generated_per_request, processed_before) -> None:
         """Add a policy call's tokens to the problems it served."""
@@ -360,7 +372,7 @@ class StepSearch:
             settled = lead > rounds_left * cfg.leaves_per_tree * cfg.branching
             for b in np.flatnonzero(settled & alive):
                 end = most_visited_descent(forest, int(b))
-                settled[b] = (self._is_answer(forest, int(b), end)
+                settled[b] = (self.is_answer(forest, int(b), end)
                               and forest.score[b, end] >= cfg.early_stop_score)
             alive &= ~settled
         return alive

@@ -54,15 +54,16 @@ def step_texts(forest: Forest, decode: Callable[[list[list[int]]], list[str]] | 
 
 class _AnswerRule:
     """What ``treesearch.search.answer.choose_answers`` reads of a search: its config,
-    task, step texts and answer test, here from decoded texts instead of a live search."""
+    task, ``node_text`` and ``is_answer`` (``StepSearch``'s public names), here from
+    decoded texts instead of a live search."""
 
     def __init__(self, config: SearchConfig, task, texts: list[list[str]]):
         self.config, self.task, self.texts = config, task, texts
 
-    def _node_text(self, forest, tree, node) -> str:
+    def node_text(self, forest, tree, node) -> str:
         return self.texts[tree][node]
 
-    def _is_answer(self, forest, tree, node) -> bool:
+    def is_answer(self, forest, tree, node) -> bool:
         if node <= 0 or forest.terminal[tree, node] == 0:
             return False
         return self.task.is_answer_step(self.texts[tree][node])
