@@ -349,13 +349,10 @@ class HFPolicy:
 
     # _decode keeps finished rows in its batch (outputs ignored, fed padding) while at least
     # this share of the batch is live, and compacts the batch below it. 1 (the default):
-    # compact at every finish, as the reference path does; below 1 is faster, but the
-    # batch size then differs from the reference, and with it the float rounding of the
-    # live rows' logits (differences around 1e-7, which can flip a sample in rare ties).
+    # compact at every finish; below 1 is faster, but the batch size then differs, and
+    # with it the float rounding of the live rows' logits (differences around 1e-7, which
+    # can flip a sample in rare ties).
     _compact_below = 1.0
-    # reference decoding for tests and benchmarks: a DynamicCache grown by concatenation
-    # and compacted whenever a row finishes (what _decode did before its step buffers)
-    _legacy_decode = False
 
     # -- public -----------------------------------------------------------------------
 
@@ -484,7 +481,6 @@ class HFPolicy:
                      parent=[None] * (len(keys) * n),
                      limit=[min(max_step_tokens, room - len(k)) for k in keys for _ in range(n)])
         B = len(rows.prefix)
-        legacy = self._legacy_decode
         columns = max(rows.limit)  # the decoding steps feed at most max(limit) - 1 tokens
         src = torch.tensor([where[k] for k in keys], device=self.device)
         sel = torch.tensor([where[k] for k in keys for _ in range(n)], device=self.device)
@@ -493,16 +489,11 @@ class HFPolicy:
             cache, mask, first, lane_entries = lane._prefill(uniq)
             width = mask.shape[1]
             widths.append(width)
-            if legacy:
-                cache.batch_select_indices(sel)  # U rows -> B = len(keys) * n rows
-                mask = mask[sel]
-            else:  # U rows -> B rows, in buffers with room for every decoding step
-                cache = _StepCache.expanded(cache, src, n, columns)
-                full = mask.new_ones(B, width + columns)
-                full[:, :width] = mask[sel]
-                mask = full
-            caches.append(cache)
-            masks.append(mask)
+            # U rows -> B = len(keys) * n rows, in buffers with room for every decoding step
+            full = mask.new_ones(B, width + columns)
+            full[:, :width] = mask[sel]
+            caches.append(_StepCache.expanded(cache, src, n, columns))
+            masks.append(full)
             logits.append(first[sel])
             entries.append(lane_entries)
         rows.parent = [entries[0][where[k]] for k in keys for _ in range(n)]
@@ -556,15 +547,12 @@ class HFPolicy:
                 kept = keep if slots is None else [slots[b] for b in keep]
                 tok = tok[torch.tensor(keep, device=self.device)]
                 active = [active[b] for b in keep]
-                if legacy or len(kept) < self._compact_below * nb:
+                if len(kept) < self._compact_below * nb:
                     idx = torch.tensor(kept, device=self.device)
                     for cache in caches:
                         cache.batch_select_indices(idx)
-                    if legacy:
-                        masks = [mask[idx] for mask in masks]
-                    else:
-                        for mask, width in zip(masks, widths):
-                            mask[:len(kept), :width] = mask[:nb, :width].index_select(0, idx)
+                    for mask, width in zip(masks, widths):
+                        mask[:len(kept), :width] = mask[:nb, :width].index_select(0, idx)
                     pos = pos[idx]
                     nb, slots, slot_idx = len(kept), None, None
                 else:
@@ -575,15 +563,9 @@ class HFPolicy:
                 ids = torch.full((nb, 1), self.pad_id, dtype=torch.long, device=self.device)
                 ids[slot_idx, 0] = tok
             widths = [width + 1 for width in widths]
-            if legacy:
-                masks = [torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-                         for mask in masks]
-                logits = [lane._forward(ids, mask, pos[:, None], cache)
-                          for lane, mask, cache in zip(lanes, masks, caches)]
-            else:
-                logits = [lane._forward(ids, mask[:nb, :width], pos[:, None], cache,
-                                        processed=len(active))
-                          for lane, mask, width, cache in zip(lanes, masks, widths, caches)]
+            logits = [lane._forward(ids, mask[:nb, :width], pos[:, None], cache,
+                                    processed=len(active))
+                      for lane, mask, width, cache in zip(lanes, masks, widths, caches)]
             pos = pos + 1
 
     def _remember(self, cache, b: int, r: int, t: int, rows: _Rows) -> None:
