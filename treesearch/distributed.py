@@ -13,7 +13,8 @@ One dataclass (``DistributedConfig``) for every app; ``check`` refuses bad value
 the key. ``cluster(cfg)`` connects (or starts a loopback-only local cluster with the
 dashboard off) and yields a ``WorkerPool``, or None for the local backend; the cluster it
 started is shut down on exit. ``WorkerPool.map`` runs work items on the actors, each item
-a picklable tuple handed to a method of the worker's state object, and returns the results
+a picklable object (a tuple, or a frozen dataclass such as self-play's ``WorkItem``) handed
+to a method of the worker's state object, and returns the results
 in item order, whichever worker ran them. Self-play (search and eval shards), decode
 ((strategy, budget) shards) and the study (whole cells) use it.
 

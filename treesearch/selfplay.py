@@ -44,6 +44,8 @@ import argparse
 import dataclasses
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -107,8 +109,22 @@ from treesearch.utils.recipes import instantiate, shipped_recipes
 from treesearch.utils.runs import RunDir, RunError
 from treesearch.view import ViewError, write_report
 
-STAGES = ("search", "critics", "distill", "eval")
 EVAL_PARTS = ("greedy", "sampled", "mcts")
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One shard of the search or eval stage, as ``StageShards.run`` takes it (picklable,
+    so Ray workers get it as it is): ``part`` ("search" or one of ``EVAL_PARTS``) of round
+    ``round`` over problems [lo, hi). ``seed`` keys the shard's generator by (seed, round,
+    part, shard index); None: the policy's generator runs on from the previous item (one
+    shard per part, as a single process always ran)."""
+
+    round: int
+    part: str
+    lo: int
+    hi: int
+    seed: int | None
 
 
 class SelfPlay:
@@ -218,7 +234,7 @@ class SelfPlay:
         size = self.cfg.distributed.shard_problems
         if size or self.pool is not None:
             cuts = shards(self.cfg.train_problems, size)
-            items = [(r, "search", lo, hi, stage_seed(self.cfg.seed, r, f"search/{i}"))
+            items = [WorkItem(r, "search", lo, hi, stage_seed(self.cfg.seed, r, f"search/{i}"))
                      for i, (lo, hi) in enumerate(cuts)]
             parts = self.run_items(items)
             write_records(merge_records([p["records"] for p in parts]),
@@ -400,12 +416,12 @@ class SelfPlay:
                 "format_share": format_share(self.task, [t for ts in texts for t in ts]),
                 "strategy_share": strategy_share(self.task, right)}
 
-    def eval_items(self, r: int) -> list[tuple]:
-        """The eval stage's work items (round, part, lo, hi, seed): each part (greedy,
-        sampled pass@k, MCTS decoding) over its problems, cut into shards of
-        ``distributed.shard_problems`` (0: one shard per part, seed None: the policy's
-        generator runs on from part to part, as a single process always did); a shard's
-        seed is keyed by (seed, round, part, shard index), never by the worker."""
+    def eval_items(self, r: int) -> list[WorkItem]:
+        """The eval stage's work items: each part (greedy, sampled pass@k, MCTS decoding)
+        over its problems, cut into shards of ``distributed.shard_problems`` (0: one shard
+        per part, seed None: the policy's generator runs on from part to part, as a single
+        process always did); a shard's seed is keyed by (seed, round, part, shard index),
+        never by the worker."""
         e, n = self.cfg.eval, len(self.eval_problems)
         sizes = {"greedy": n, "sampled": len(self.eval_problems[: e.sample_problems or n]),
                  "mcts": len(self.eval_problems[: e.mcts_problems])}
@@ -413,11 +429,11 @@ class SelfPlay:
         items = []
         for part in EVAL_PARTS:
             cuts = shards(sizes[part], size) if size else [(0, sizes[part])]
-            items += [(r, part, lo, hi, stage_seed(self.cfg.seed, r, f"eval/{part}/{i}")
-                       if size else None) for i, (lo, hi) in enumerate(cuts)]
+            items += [WorkItem(r, part, lo, hi, stage_seed(self.cfg.seed, r, f"eval/{part}/{i}")
+                               if size else None) for i, (lo, hi) in enumerate(cuts)]
         return items
 
-    def run_items(self, items: list[tuple]) -> list:
+    def run_items(self, items: list[WorkItem]) -> list:
         """``StageShards.run`` of every item, on the Ray workers when there is a pool (each
         set up once per run), else here in order; results in item order."""
         if self.pool is not None:
@@ -429,15 +445,17 @@ class SelfPlay:
         self._local = self._local or StageShards(self)
         return [self._local.run(item) for item in items]
 
-    def item_names(self, items: list[tuple]) -> list[str]:
+    def item_names(self, items: list[WorkItem]) -> list[str]:
         """The work items in words, for errors: round, stage part, shard and problem ids."""
-        train = {r: self.train_problems(r) for r, part, *_ in items if part == "search"}
+        train = {it.round: self.train_problems(it.round) for it in items if it.part == "search"}
         names = []
-        for r, part, lo, hi, _ in items:
-            problems = (train[r] if part == "search" else self.eval_problems)[lo:hi]
-            ids = ", ".join(str(p.id) for p in problems[:4]) + (", ..." if hi - lo > 4 else "")
-            stage = "search" if part == "search" else f"eval/{part}"
-            names.append(f"round {r} {stage} problems [{lo}:{hi}] (ids {ids})")
+        for it in items:
+            source = train[it.round] if it.part == "search" else self.eval_problems
+            problems = source[it.lo:it.hi]
+            more = ", ..." if it.hi - it.lo > 4 else ""
+            ids = ", ".join(str(p.id) for p in problems[:4]) + more
+            stage = "search" if it.part == "search" else f"eval/{it.part}"
+            names.append(f"round {it.round} {stage} problems [{it.lo}:{it.hi}] (ids {ids})")
         return names
 
     def stage_eval(self, r: int) -> dict:
@@ -446,8 +464,8 @@ class SelfPlay:
         items = self.eval_items(r)
         results = self.run_items(items)
         got = {part: [] for part in EVAL_PARTS}
-        for (_, part, *_), res in zip(items, results):
-            got[part].append(res)
+        for item, res in zip(items, results):
+            got[item.part].append(res)
         e = self.cfg.eval
         row = {"greedy": float(np.mean([c for res in got["greedy"] for c in res]))}
         correct = [c for res in got["sampled"] for c in res]
@@ -466,15 +484,23 @@ class SelfPlay:
         return row
 
     # -- the loop ----------------------------------------------------------------------
+    def stages(self) -> dict[str, Callable[[int], dict]]:
+        """The stage table: every round's stages in the order they run, each name (as the
+        run directory marks it done and metrics.jsonl logs it) to its method, which takes
+        the round and returns the stage's metrics row."""
+        return {"search": self.stage_search, "critics": self.stage_critics,
+                "distill": self.stage_distill, "eval": self.stage_eval}
+
     def run_all(self) -> list[dict]:
-        plan = [(0, "eval")] + [(r, st) for r in range(1, self.cfg.rounds + 1) for st in STAGES]
+        stages = self.stages()
+        plan = [(0, "eval")] + [(r, st) for r in range(1, self.cfg.rounds + 1) for st in stages]
         todo = [(r, st) for r, st in plan if not self.run.is_done(r, st)]
         bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="selfplay",
                    disable=not self.cfg.progress)
         for r, stage in todo:
             bar.set_postfix(round=r, stage=stage)
             start = time.perf_counter()
-            row = getattr(self, f"stage_{stage}")(r)
+            row = stages[stage](r)
             self.run.log({"round": r, "stage": stage, "seconds": round(time.perf_counter() - start, 2),
                           **row})
             self.run.mark_done(r, stage)
@@ -507,12 +533,12 @@ class SelfPlay:
 
 
 class StageShards:
-    """Runs the search and eval stages' work items (``SelfPlay.search_items``,
-    ``eval_items``) against one round's policy and critics, loaded from the run directory
-    and kept while the round lasts. The same object serves the local backend (in this
-    process) and every Ray worker (``_shard_worker``). A seeded item starts from a fresh
-    prefix cache and a reseeded generator, so what it computes does not depend on which
-    worker runs it or what that worker ran before."""
+    """Runs the search and eval stages' work items (``WorkItem``s: ``SelfPlay.stage_search``
+    cuts the search's, ``SelfPlay.eval_items`` the eval's) against one round's policy and
+    critics, loaded from the run directory and kept while the round lasts. The same object
+    serves the local backend (in this process) and every Ray worker (``_shard_worker``). A
+    seeded item starts from a fresh prefix cache and a reseeded generator, so what it
+    computes does not depend on which worker runs it or what that worker ran before."""
 
     def __init__(self, selfplay: SelfPlay):
         self.sp, self.policy_round, self.policy, self.critics = selfplay, None, None, {}
@@ -535,13 +561,13 @@ class StageShards:
             self.critics[key] = self.sp.load_critics(r, self.policy.tokenizer)
         return self.critics[key]
 
-    def run(self, item: tuple):
-        """(round, part, lo, hi, seed) -> that part's results on its problems [lo, hi):
-        search: tree records, correct flags and accounting of the training problems;
-        greedy: correct flags; sampled: correct counts of eval.samples samples; mcts:
-        (correct flags, int64 tokens spent) of the held-out problems. ``seed`` None: the
-        policy's generator runs on from the previous item (one shard per part)."""
-        r, part, lo, hi, seed = item
+    def run(self, item: WorkItem):
+        """The item's part's results on its problems [lo, hi): search: tree records,
+        correct flags and accounting of the training problems; greedy: correct flags;
+        sampled: correct counts of eval.samples samples; mcts: (correct flags, int64 tokens
+        spent) of the held-out problems. A seed of None: the policy's generator runs on
+        from the previous item (one shard per part)."""
+        r, part, lo, hi, seed = item.round, item.part, item.lo, item.hi, item.seed
         sp = self.sp
         if part == "search":
             policy = self._policy(r - 1, stage_seed(sp.cfg.seed, r, "search"))
