@@ -94,7 +94,7 @@ from treesearch.utils.runs import RunDir, RunError, portable_path, read_json, wr
 
 # pretraining knobs added after priors were first cached: left out of a prior's cache key
 # while at their default, so a prior pretrained before a knob existed keeps its key
-KEYED_WHEN_SET = ("stated_confidence",)
+KEYED_WHEN_SET = ("stated_confidence", "walk_share", "eval_split")
 
 QUICK_CONFIG = "study_quick"  # a shipped recipe (configs/study_quick.yaml)
 BUDGET_KEYS = ("steps", "tokens", "time_budget_s")
