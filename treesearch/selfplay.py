@@ -53,7 +53,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from critics.compose import StepScorer
+from critics.compose import RewardWeights, StepScorer
 from critics.head import HeadCritic
 from critics.train import (
     fit_and_report,
@@ -91,7 +91,7 @@ from treesearch.engine.export import (
     write_jsonl,
     write_records,
 )
-from treesearch.search import SearchConfig, StepSearch
+from treesearch.search import SearchConfig
 from treesearch.search.harvest import (
     failing_siblings,
     load_result,
@@ -101,6 +101,7 @@ from treesearch.search.harvest import (
     solution_key,
 )
 from treesearch.search.strategies import decode
+from treesearch.stages import Searched, search_problems
 from treesearch.tasks import prompt_ids
 from treesearch.utils.atomic import write_text
 from treesearch.utils.estimators import default_ks, distinct_correct, pass_at_k_curve
@@ -201,12 +202,11 @@ class SelfPlay:
                                          device=device, judge=self.cfg.critics.judge)
         return out
 
-    def scorer(self, critics: dict, problems, tokenizer, verifier=None):
-        """The StepScorer over the learned ``critics``, label-free checkers for the slots
-        set to ``checker`` (built on ``problems``), and the rule ``verifier`` in the
-        outcome slot when given (labelled training searches only)."""
+    def critic_slots(self, critics: dict, problems, tokenizer) -> dict:
+        """The scorer's slots {kind: critic}: the learned ``critics`` (a chat judge told
+        these problems' questions) and label-free checkers, built on ``problems``, for the
+        slots set to ``checker``."""
         c = self.cfg.critics
-        weights = instantiate(c.weights, "critics.weights")
         slots = dict(critics)
         for critic in slots.values():  # a chat judge shows these problems' questions
             if hasattr(critic, "set_problems"):
@@ -215,9 +215,27 @@ class SelfPlay:
             if getattr(c, kind) == "checker":
                 slots[kind] = build_critic(kind, "checker", task=self.task, problems=problems,
                                            policy_tokenizer=tokenizer)
-        if verifier is not None:
-            slots["outcome"] = verifier
-        return StepScorer(slots.get("value"), slots.get("process"), slots.get("outcome"), weights)
+        return slots
+
+    def weights(self) -> RewardWeights:
+        """The ``critics.weights`` section as the dataclass the StepScorer takes."""
+        return instantiate(self.cfg.critics.weights, "critics.weights")
+
+    def scorer(self, critics: dict, problems, tokenizer) -> StepScorer:
+        """The label-free StepScorer over ``critic_slots`` (held-out decoding)."""
+        slots = self.critic_slots(critics, problems, tokenizer)
+        return StepScorer(slots.get("value"), slots.get("process"), slots.get("outcome"),
+                          self.weights())
+
+    def search(self, policy, critics: dict, problems, desc: str, progress: bool) -> Searched:
+        """``stages.search_problems`` over LABELLED TRAINING ``problems``: the critics'
+        slots, and the rule verifier in the outcome slot with ``critics.train_outcome``
+        = verifier."""
+        c = self.cfg.critics
+        return search_problems(policy, self.task, problems, self.search_config(),
+                               critics=self.critic_slots(critics, problems, policy.tokenizer),
+                               weights=self.weights(), verify=c.train_outcome == "verifier",
+                               clean_steps=c.train_clean_steps, progress=progress, desc=desc)
 
     def search_config(self) -> SearchConfig:
         """The ``search`` section as the dataclass the search takes."""
@@ -249,18 +267,12 @@ class SelfPlay:
         policy = self.load_policy(r - 1, stage_seed(self.cfg.seed, r, "search"))
         problems = self.train_problems(r)
         critics = self.load_critics(r - 1, policy.tokenizer)
-        verifier = (RuleVerifier(self.task, policy.tokenizer, problems,
-                                 clean_steps=self.cfg.critics.train_clean_steps)
-                    if self.cfg.critics.train_outcome == "verifier" else None)
-        scorer = self.scorer(critics, problems, policy.tokenizer, verifier)
-        search = StepSearch(policy, scorer, self.task, policy.tokenizer, self.search_config())
-        result = search.run(problems, progress=self.cfg.progress, desc=f"round {r} search")
-        write_jsonl(result.forest, self.run.round_dir(r) / "trees.jsonl.gz")
-        correct = [self.task.check_solution(p, a) for p, a in zip(problems, result.answers)]
-        return {"train_solved": float(np.mean(correct)),
-                "tokens_per_problem": float(result.stats.generated.mean()),
-                "nodes_per_tree": float(result.forest.n_nodes.mean()),
-                "overhead_share": round(result.stats.overhead_share, 4),
+        searched = self.search(policy, critics, problems, f"round {r} search", self.cfg.progress)
+        write_jsonl(searched.result.forest, self.run.round_dir(r) / "trees.jsonl.gz")
+        return {"train_solved": searched.solved_share,
+                "tokens_per_problem": float(searched.generated.mean()),
+                "nodes_per_tree": float(searched.nodes.mean()),
+                "overhead_share": round(searched.result.stats.overhead_share, 4),
                 "policy": policy.describe()}
 
     def _trees(self, r: int, policy):
@@ -606,19 +618,12 @@ class StageShards:
             self.train = (r, sp.train_problems(r))
         problems = self.train[1][lo:hi]
         critics = self._critics(r - 1, "search", sharded)
-        verifier = (RuleVerifier(sp.task, policy.tokenizer, problems,
-                                 clean_steps=sp.cfg.critics.train_clean_steps)
-                    if sp.cfg.critics.train_outcome == "verifier" else None)
-        scorer = sp.scorer(critics, problems, policy.tokenizer, verifier)
-        search = StepSearch(policy, scorer, sp.task, policy.tokenizer, sp.search_config())
-        result = search.run(problems, progress=sp.cfg.progress and sp.pool is None,
-                            desc=f"round {r} search [{lo}:{hi}]")
-        st = result.stats
-        return {"records": tree_records(result.forest),
-                "correct": [bool(sp.task.check_solution(p, a))
-                            for p, a in zip(problems, result.answers)],
-                "generated": np.asarray(st.generated), "nodes": np.asarray(result.forest.n_nodes),
-                "wall": st.wall, "model_seconds": st.seconds["propose"] + st.seconds["score"],
+        searched = sp.search(policy, critics, problems, f"round {r} search [{lo}:{hi}]",
+                             sp.cfg.progress and sp.pool is None)
+        return {"records": tree_records(searched.result.forest),
+                "correct": [bool(c) for c in searched.correct],
+                "generated": searched.generated, "nodes": searched.nodes,
+                "wall": searched.result.stats.wall, "model_seconds": searched.model_seconds,
                 "policy": policy.describe()}
 
 

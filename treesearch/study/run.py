@@ -54,7 +54,6 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from critics.compose import StepScorer
 from critics.verifier import RuleVerifier
 from policies.distill import dpo, save_policy, sft
 from policies.hf import HFPolicy, load_model
@@ -65,12 +64,12 @@ from policies.zoo import resolve
 from treesearch.config import ConfigError
 from treesearch.distributed import DistributedError, cluster
 from treesearch.engine.export import write_jsonl
-from treesearch.search import StepSearch
 from treesearch.search.harvest import (
     load_result,
     sft_examples,
     sibling_preference_pairs,
 )
+from treesearch.stages import search_problems
 from treesearch.study.config import (
     FROM_TREES,
     base_optimizer,
@@ -212,19 +211,16 @@ class Study:
             s = OmegaConf.to_object(self.cfg.search)
             config = dataclasses.replace(
                 s, max_tokens=max(s.max_step_tokens, self.cfg.budget_tokens // len(problems)))
-            verifier = RuleVerifier(self.task, policy.tokenizer, problems)
-            search = StepSearch(policy, StepScorer(outcome=verifier), self.task,
-                                policy.tokenizer, config)
             start = time.perf_counter()
-            result = search.run(problems, progress=self.cfg.progress,
-                                desc=f"search {prior} seed {seed}")
+            searched = search_problems(policy, self.task, problems, config, verify=True,
+                                       progress=self.cfg.progress,
+                                       desc=f"search {prior} seed {seed}")
             where.mkdir(parents=True, exist_ok=True)
-            write_jsonl(result.forest, where / "trees.jsonl.gz")
-            solved = [self.task.check_solution(p, a) for p, a in zip(problems, result.answers)]
+            write_jsonl(searched.result.forest, where / "trees.jsonl.gz")
             write_json(where / "search.json", {
-                "tokens_generated": int(result.stats.generated.sum()),
-                "train_solved": float(np.mean(solved)),
-                "nodes_per_tree": float(result.forest.n_nodes.mean()),
+                "tokens_generated": int(searched.generated.sum()),
+                "train_solved": searched.solved_share,
+                "nodes_per_tree": float(searched.nodes.mean()),
                 "seconds": round(time.perf_counter() - start, 2)})
         prompts = [prompt_ids(policy.tokenizer, self.task, p) for p in problems]
         result = load_result(where / "trees.jsonl.gz", prompts)
@@ -243,13 +239,13 @@ class Study:
         def on_samples(iteration, problems, texts, rewards):
             formats.append(format_share(self.task, [t for ts in texts for t in ts]))
 
-        search = self._tree_searcher(tokenizer) if method == "tree_rl" else None
+        search = self._tree_searcher() if method == "tree_rl" else None
         model, stats = train(model, tokenizer, self.task, self.train_problems(seed), config,
                              on_samples=on_samples, search=search)
         stats["format_over_training"] = formats
         return model, tokenizer, stats
 
-    def _tree_searcher(self, tokenizer):
+    def _tree_searcher(self):
         """tree_rl's ``search(policy, problems, iteration) -> TreeBatch``: the study's
         ``search`` section over the problems with the rule verifier scoring answers (these
         are LABELLED TRAINING problems), at the mcts optimizer's per-problem token budget
@@ -261,13 +257,10 @@ class Study:
                               self.cfg.budget_tokens // self.cfg.train_problems))
 
         def search(policy, problems, iteration):
-            verifier = RuleVerifier(self.task, tokenizer, problems)
-            result = StepSearch(policy, StepScorer(outcome=verifier), self.task, tokenizer,
-                                config).run(problems, progress=False)
-            solved = np.array([float(self.task.check_solution(p, a))
-                               for p, a in zip(problems, result.answers)])
-            return TreeBatch(result.forest, result.prompts, int(result.stats.generated.sum()),
-                             solved, [[a] for a in result.answers])
+            searched = search_problems(policy, self.task, problems, config, verify=True)
+            result = searched.result
+            return TreeBatch(result.forest, result.prompts, int(searched.generated.sum()),
+                             searched.correct.astype(np.float64), [[a] for a in result.answers])
 
         return search
 

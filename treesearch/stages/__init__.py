@@ -1,0 +1,13 @@
+"""The stages (between the apps and the step search): the pipeline self-play and the study
+share. ``search`` searches problems with a built policy and critics and returns the trees,
+answers, verdicts and accounting. Everything arrives built (policy, critics, configs as dataclasses): nothing here
+builds a backend or reads a recipe.
+
+    from treesearch.stages import search_problems
+    searched = search_problems(policy, task, problems, SearchConfig(), verify=True)
+    searched.solved_share, searched.result.forest
+"""
+
+from treesearch.stages.search import Searched, search_problems
+
+__all__ = ["Searched", "search_problems"]
