@@ -62,14 +62,7 @@ from critics.train import (
     value_targets,
 )
 from critics.verifier import RuleVerifier
-from policies.distill import (
-    PGExample,
-    SFTExample,
-    dpo,
-    policy_gradient,
-    save_policy,
-    sft,
-)
+from policies.distill import SFTExample, save_policy
 from policies.diversity import format_share, strategy_share, token_entropy
 from policies.hf import HFPolicy
 from policies.rl import tree_examples
@@ -102,6 +95,7 @@ from treesearch.search.harvest import (
 )
 from treesearch.search.strategies import decode
 from treesearch.stages import Searched, search_problems
+from treesearch.stages.train import OPTIMIZERS, TrainData
 from treesearch.tasks import prompt_ids
 from treesearch.utils.atomic import write_text
 from treesearch.utils.estimators import default_ks, distinct_correct, pass_at_k_curve
@@ -319,8 +313,11 @@ class SelfPlay:
         return row
 
     def stage_distill(self, r: int) -> dict:
-
+        """Train the policy with ``distill.method`` (an entry of ``stages.train.OPTIMIZERS``)
+        on what it needs harvested from the round's trees (every round's with
+        ``distill.cumulative``), and save it."""
         d = self.cfg.distill
+        optimizer = OPTIMIZERS[d.method]
         seed = stage_seed(self.cfg.seed, r, "distill")
         # STaR-style (cumulative): restart from the starting model on every round's paths
         policy = self.load_learner(0 if d.cumulative else r - 1, seed)
@@ -330,49 +327,54 @@ class SelfPlay:
             def key(steps):
                 return solution_key(self.task, tok.decode([t for s in steps for t in s],
                                                           skip_special_tokens=True))
-        examples, pg = [], []
+        data = TrainData(positive_weight=d.positive_weight)
         for k in range(1 if d.cumulative else r, r + 1):
             problems, result = self._trees(k, policy)
-            if d.method == "tree_pg":  # every visited step, its advantage from the tree
-                pg += tree_examples(result.forest, result.prompts, d.tree_baseline)
-                continue
-            verifier = RuleVerifier(self.task, tok, problems)
-            weights = passk_tree_weights(result.forest, d.passk_weight) if d.passk_weight else None
-            examples += sft_examples(result, tok, verifier, d.paths_per_problem,
-                                     clean_steps=d.clean_steps, key=key,
-                                     unlikeliness=d.unlikeliness, tree_weights=weights)
-            if d.method == "wreinforce":
-                pg += failing_siblings(result, d.dpo_margin)
-        if d.passk_weight and examples:  # the round's mean weight back to 1: same step size
-            scale = len(examples) / sum(e.weight for e in examples)
-            examples = [dataclasses.replace(e, weight=e.weight * scale) for e in examples]
-        prior = self._prior_examples(r) if d.prior_samples else []
-        config = distill_config(self.cfg, seed)
-        if d.method in ("wreinforce", "tree_pg"):
-            scale = d.positive_weight if d.method == "wreinforce" else 1.0
-            pg += [PGExample(e.prompt_ids, e.completion_ids, scale * e.weight) for e in examples]
-            pg += [PGExample(e.prompt_ids, e.completion_ids, e.weight) for e in prior]
-            model, stats = policy_gradient(policy.model, tok, pg, config)
-            row = {"pg_examples": stats["examples"], "pg_positives": stats["positives"],
-                   "pg_negatives": stats["negatives"], "pg_loss_first": stats["loss_first"],
-                   "pg_loss_last": stats["loss_last"],
-                   "pg_clipped_share_last": stats["clipped_share_last"], "prior_examples": len(prior)}
-            save_policy(model, tok, self.run.round_dir(r) / "policy")
-            return row
-        model, stats = sft(policy.model, tok, examples + prior, config)
+            if "tree_steps" in optimizer.needs:  # every visited step, its advantage
+                data.pg += tree_examples(result.forest, result.prompts, d.tree_baseline)
+            if "paths" in optimizer.needs:
+                verifier = RuleVerifier(self.task, tok, problems)
+                weights = (passk_tree_weights(result.forest, d.passk_weight)
+                           if d.passk_weight else None)
+                data.examples += sft_examples(result, tok, verifier, d.paths_per_problem,
+                                              clean_steps=d.clean_steps, key=key,
+                                              unlikeliness=d.unlikeliness, tree_weights=weights)
+            if "siblings" in optimizer.needs:
+                data.pg += failing_siblings(result, d.dpo_margin)
+        if "pairs" in optimizer.needs:  # the last round's sibling steps
+            data.pairs = sibling_preference_pairs(result, d.dpo_margin)
+        if d.passk_weight and data.examples:  # the mean weight back to 1: same step size
+            scale = len(data.examples) / sum(e.weight for e in data.examples)
+            data.examples = [dataclasses.replace(e, weight=e.weight * scale)
+                             for e in data.examples]
+        data.prior = self._prior_examples(r) if d.prior_samples else []
+        model, stats = optimizer.train(policy.model, tok, data, distill_config(self.cfg, seed))
+        save_policy(model, tok, self.run.round_dir(r) / "policy")
+        return self._distill_row(stats, data)
+
+    def _distill_row(self, stats: dict, data: TrainData) -> dict:
+        """The distill stage's metrics row from the trainer's ``stats``: a policy-gradient
+        pass reports its positives and negatives, SFT its losses (and DPO's under "dpo")."""
+        d = self.cfg.distill
+        if "positives" in stats:
+            return {"pg_examples": stats["examples"], "pg_positives": stats["positives"],
+                    "pg_negatives": stats["negatives"], "pg_loss_first": stats["loss_first"],
+                    "pg_loss_last": stats["loss_last"],
+                    "pg_clipped_share_last": stats["clipped_share_last"],
+                    "prior_examples": len(data.prior)}
+        examples = data.examples
         row = {"sft_examples": len(examples), "sft_loss_first": stats.get("loss_first"),
                "sft_loss_last": stats.get("loss_last")}
         if d.anchor_kl:
             row["sft_anchor_kl_last"] = stats.get("anchor_kl_last")
         if d.prior_samples:
-            row["prior_examples"] = len(prior)
+            row["prior_examples"] = len(data.prior)
         if d.distinct or d.unlikeliness or d.passk_weight:
-            row["sft_weight_mean"] = float(np.mean([e.weight for e in examples])) if examples else None
-        if d.method == "sft+dpo":
-            pairs = sibling_preference_pairs(result, d.dpo_margin)
-            model, dstats = dpo(model, policy.tokenizer, pairs, config)
-            row.update({"dpo_pairs": len(pairs), "dpo_loss_last": dstats.get("loss_last")})
-        save_policy(model, policy.tokenizer, self.run.round_dir(r) / "policy")
+            row["sft_weight_mean"] = (float(np.mean([e.weight for e in examples]))
+                                      if examples else None)
+        if "dpo" in stats:
+            row.update({"dpo_pairs": len(data.pairs),
+                        "dpo_loss_last": stats["dpo"].get("loss_last")})
         return row
 
     def _prior_examples(self, r: int) -> list:

@@ -1,7 +1,10 @@
 """The stages (between the apps and the step search): the pipeline self-play and the study
 share. ``search`` searches problems with a built policy and critics and returns the trees,
-answers, verdicts and accounting. Everything arrives built (policy, critics, configs as dataclasses): nothing here
-builds a backend or reads a recipe.
+answers, verdicts and accounting; ``train`` is the one optimizer registry
+(``OPTIMIZERS``: every name self-play's ``distill.method`` and the study's optimizers hold,
+each a function ``(model, tokenizer, TrainData, config) -> (model, stats)``). Everything
+arrives built (policy, critics, configs as dataclasses): nothing here builds a backend or
+reads a recipe.
 
     from treesearch.stages import search_problems
     searched = search_problems(policy, task, problems, SearchConfig(), verify=True)
@@ -9,5 +12,6 @@ builds a backend or reads a recipe.
 """
 
 from treesearch.stages.search import Searched, search_problems
+from treesearch.stages.train import OPTIMIZERS, Optimizer, TrainData, from_trees
 
-__all__ = ["Searched", "search_problems"]
+__all__ = ["OPTIMIZERS", "Optimizer", "Searched", "TrainData", "from_trees", "search_problems"]

@@ -55,10 +55,10 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from critics.verifier import RuleVerifier
-from policies.distill import dpo, save_policy, sft
+from policies.distill import save_policy
 from policies.hf import HFPolicy, load_model
 from policies.pretrain import PretrainConfig, pretrain
-from policies.rl import TreeBatch, train
+from policies.rl import TreeBatch
 from policies.updates import summarise_ranks, update_rank, update_sparsity
 from policies.zoo import resolve
 from treesearch.config import ConfigError
@@ -70,16 +70,14 @@ from treesearch.search.harvest import (
     sibling_preference_pairs,
 )
 from treesearch.stages import search_problems
+from treesearch.stages.train import OPTIMIZERS, TrainData, from_trees
 from treesearch.study.config import (
-    FROM_TREES,
     base_optimizer,
-    dpo_config,
     load_study_config,
     optimizers_of,
-    rl_config,
     rl_of,
     seeds_of,
-    sft_config,
+    train_config,
     tree_of,
 )
 from treesearch.study.measure import format_share, measure
@@ -227,21 +225,23 @@ class Study:
         return problems, result, read_json(where / "search.json"), policy.tokenizer
 
     def train(self, prior: str, optimizer: str, seed: int):
-        """Train a fresh copy of the prior; returns (model, tokenizer, stats)."""
+        """Train a fresh copy of the prior with ``optimizer`` (its base's entry of
+        ``stages.train.OPTIMIZERS``); returns (model, tokenizer, stats)."""
         model, tokenizer = load_model(self.prior_path(prior), device=self.cfg.device)
-        method = base_optimizer(self.cfg, optimizer)
-        if method in FROM_TREES:
+        entry = OPTIMIZERS[base_optimizer(self.cfg, optimizer)]
+        if from_trees(base_optimizer(self.cfg, optimizer)):
             return self._train_from_trees(model, tokenizer, prior, optimizer, seed)
 
-        config = rl_config(self.cfg, optimizer, seed=cell_seed(prior, optimizer, seed))
+        config = train_config(self.cfg, optimizer, seed=cell_seed(prior, optimizer, seed))
         formats: list[dict] = []
 
         def on_samples(iteration, problems, texts, rewards):
             formats.append(format_share(self.task, [t for ts in texts for t in ts]))
 
-        search = self._tree_searcher() if method == "tree_rl" else None
-        model, stats = train(model, tokenizer, self.task, self.train_problems(seed), config,
-                             on_samples=on_samples, search=search)
+        data = TrainData(task=self.task, problems=self.train_problems(seed),
+                         on_samples=on_samples,
+                         search=self._tree_searcher() if "search" in entry.needs else None)
+        model, stats = entry.train(model, tokenizer, data, config)
         stats["format_over_training"] = formats
         return model, tokenizer, stats
 
@@ -269,19 +269,21 @@ class Study:
         (prior, seed), with ``optimizer``'s tree section (``tree_of``)."""
         problems, result, search_stats, _ = self.search(prior, seed)
         t = tree_of(self.cfg, optimizer)
-        dseed = cell_seed(prior, optimizer, seed)
-        if base_optimizer(self.cfg, optimizer) == "mcts":
+        entry = OPTIMIZERS[base_optimizer(self.cfg, optimizer)]
+        data = TrainData()
+        if "paths" in entry.needs:
             verifier = RuleVerifier(self.task, tokenizer, problems)
-            examples = sft_examples(result, tokenizer, verifier, t.paths_per_problem)
-            config = sft_config(self.cfg, optimizer, seed=dseed)
-            model, stats = sft(model, tokenizer, examples, config)
-            texts = [tokenizer.decode(e.completion_ids, skip_special_tokens=True) for e in examples]
+            data.examples = sft_examples(result, tokenizer, verifier, t.paths_per_problem)
+        if "pairs" in entry.needs:
+            data.pairs = sibling_preference_pairs(result, t.dpo_margin)
+        config = train_config(self.cfg, optimizer, seed=cell_seed(prior, optimizer, seed))
+        model, stats = entry.train(model, tokenizer, data, config)
+        if "paths" in entry.needs:
+            texts = [tokenizer.decode(e.completion_ids, skip_special_tokens=True)
+                     for e in data.examples]
             stats["format_over_training"] = [format_share(self.task, texts)] if texts else []
-        else:
-            pairs = sibling_preference_pairs(result, t.dpo_margin)
-            config = dpo_config(self.cfg, optimizer, seed=dseed)
-            model, stats = dpo(model, tokenizer, pairs, config)
-            stats["pairs"] = len(pairs)
+        if "pairs" in entry.needs:
+            stats["pairs"] = len(data.pairs)
         stats["tokens_generated"] = search_stats["tokens_generated"]
         stats["search"] = search_stats
         return model, tokenizer, stats
@@ -452,7 +454,8 @@ class Study:
             paths = pool.map("run_item", [("prior", n) for n in names],
                              names=[f"prior {n!r}" for n in names], desc=bar("priors"))
             self._prior_paths.update({n: Path(path) for n, path in zip(names, paths)})
-        searches = sorted({(p, s) for p, o, s in todo if base_optimizer(self.cfg, o) in FROM_TREES
+        searches = sorted({(p, s) for p, o, s in todo
+                           if o != "base" and from_trees(base_optimizer(self.cfg, o))
                            if not (self.run.path / "search" / p / f"seed{s}" / "search.json").is_file()})
         pool.map("run_item", [("search", p, s) for p, s in searches],
                  names=[f"search of prior {p!r} seed {s}" for p, s in searches], desc=bar("searches"))
