@@ -55,3 +55,17 @@ def test_search_problems_judges_the_chosen_answers(policy, task):
     assert searched.nodes.shape == (3,)
     with pytest.raises(ValueError, match="at least one critic"):
         search_problems(policy, task, problems, SearchConfig(simulations=4))
+
+
+def test_one_pass_at_k_for_self_play_and_the_study():
+    from policies.rollout import pass_at_k as one_problem
+    from treesearch.stages.evaluate import pass_at_k, powers_of_two
+
+    counts = [0, 3, 8, 1]
+    table = pass_at_k(counts, 8)
+    assert list(table) == ["1", "2", "4", "8"]
+    for k, v in table.items():
+        assert v == float(np.mean([one_problem(8, c, int(k)) for c in counts]))
+    assert powers_of_two(6) == [1, 2, 4] and list(pass_at_k(counts[:1], 6)) == [
+        "1", "2", "4", "6"]
+    assert list(pass_at_k([1, 2], 6, powers_of_two(6))) == ["1", "2", "4"]

@@ -63,10 +63,9 @@ from critics.train import (
 )
 from critics.verifier import RuleVerifier
 from policies.distill import SFTExample, save_policy
-from policies.diversity import format_share, strategy_share, token_entropy
 from policies.hf import HFPolicy
+from policies.rollout import generate_solutions
 from policies.rl import tree_examples
-from policies.rollout import generate_solutions, pass_at_k
 from policies.zoo import resolve
 from treesearch.backends import build_critic
 from treesearch.config import (
@@ -93,12 +92,18 @@ from treesearch.search.harvest import (
     sibling_preference_pairs,
     solution_key,
 )
-from treesearch.search.strategies import decode
 from treesearch.stages import Searched, search_problems
+from treesearch.stages.evaluate import (
+    diversity,
+    greedy_correct,
+    mcts_correct,
+    pass_at_k,
+    powers_of_two,
+    sampled_counts,
+)
 from treesearch.stages.train import OPTIMIZERS, TrainData
 from treesearch.tasks import prompt_ids
 from treesearch.utils.atomic import write_text
-from treesearch.utils.estimators import default_ks, distinct_correct, pass_at_k_curve
 from treesearch.utils.plots import line_plot
 from treesearch.utils.recipes import instantiate, shipped_recipes
 from treesearch.utils.runs import RunDir, RunError
@@ -395,40 +400,14 @@ class SelfPlay:
         return out
 
     def measure_diversity(self, policy) -> dict:
-        """What shrinks (``eval.passk_samples`` > 0): on the first ``eval.passk_problems``
-        held-out problems (labels read only after decoding), ``passk_samples`` samples each
-        at the policy temperature: pass@k for k = 1, 2, 4, ..., n (unbiased), distinct
-        correct solutions per problem (whitespace-insensitive text, as the study counts
-        them), mean token entropy in nats over the first ``eval.entropy_samples`` samples of
-        each problem (nan without a transformers model), format shares of all samples and
-        strategy shares of the correct ones."""
+        """What shrinks (``eval.passk_samples`` > 0): ``stages.evaluate.diversity`` on the
+        first ``eval.passk_problems`` held-out problems, ``passk_samples`` samples each at
+        the policy temperature (entropy over the first ``eval.entropy_samples``)."""
         e, s = self.cfg.eval, self.cfg.search
         problems = self.eval_problems[: e.passk_problems or len(self.eval_problems)]
-        blind = [p.without_label() for p in problems]
-        n = e.passk_samples
-        texts, tokens = generate_solutions(policy, policy.tokenizer, self.task, blind, n=n,
-                                           temperature=self.cfg.policy.temperature,
-                                           max_steps=s.max_depth,
-                                           max_step_tokens=s.max_step_tokens,
-                                           return_tokens=True)
-        correct = [[self.task.check_solution(p, t) for t in ts] for p, ts in zip(problems, texts)]
-        counts = np.array([sum(c) for c in correct], np.int64)
-        ks = default_ks(n)
-        curve = pass_at_k_curve(counts, n, ks)
-        entropy = float("nan")
-        if e.entropy_samples and hasattr(policy, "model"):
-            pairs = [(prompt_ids(policy.tokenizer, self.task, p), tokens[i][j])
-                     for i, p in enumerate(blind) for j in range(min(n, e.entropy_samples))
-                     if tokens[i][j]]
-            entropy = token_entropy(policy.model, pairs, temperature=self.cfg.policy.temperature)
-        right = [t for ts, cs in zip(texts, correct) for t, c in zip(ts, cs) if c]
-        return {"passk": {str(k): float(v) for k, v in zip(ks, curve)},
-                "passk_problems": len(problems), "passk_samples": n,
-                "distinct_correct": float(np.mean([distinct_correct(ts, cs)
-                                                   for ts, cs in zip(texts, correct)])),
-                "entropy": entropy,
-                "format_share": format_share(self.task, [t for ts in texts for t in ts]),
-                "strategy_share": strategy_share(self.task, right)}
+        return diversity(policy, self.task, problems, e.passk_samples,
+                         temperature=self.cfg.policy.temperature, max_steps=s.max_depth,
+                         max_step_tokens=s.max_step_tokens, entropy_samples=e.entropy_samples)
 
     def eval_items(self, r: int) -> list[WorkItem]:
         """The eval stage's work items: each part (greedy, sampled pass@k, MCTS decoding)
@@ -482,11 +461,9 @@ class SelfPlay:
             got[item.part].append(res)
         e = self.cfg.eval
         row = {"greedy": float(np.mean([c for res in got["greedy"] for c in res]))}
-        correct = [c for res in got["sampled"] for c in res]
-        k = 1
-        while k <= e.samples:
-            row[f"pass@{k}"] = float(np.mean([pass_at_k(e.samples, c, k) for c in correct]))
-            k *= 2
+        counts = [c for res in got["sampled"] for c in res]
+        passk = pass_at_k(counts, e.samples, powers_of_two(e.samples))
+        row.update({f"pass@{k}": v for k, v in passk.items()})
         row["mcts"] = float(np.mean([c for res, _ in got["mcts"] for c in res]))
         row["mcts_tokens"] = float(np.concatenate([t for _, t in got["mcts"]]).mean())
         if e.passk_samples:  # not sharded yet: runs here, on this round's policy
@@ -594,24 +571,18 @@ class StageShards:
             return self._search(r, policy, lo, hi, sharded=seed is not None)
         problems = sp.eval_problems[lo:hi]
         if part == "greedy":
-            greedy = generate_solutions(policy, policy.tokenizer, task, problems, n=1,
-                                        temperature=0.0, max_steps=s.max_depth,
-                                        max_step_tokens=s.max_step_tokens)
-            return [bool(task.check_solution(p, g[0])) for p, g in zip(problems, greedy)]
+            return greedy_correct(policy, task, problems, max_steps=s.max_depth,
+                                  max_step_tokens=s.max_step_tokens)
         if part == "sampled":
-            samples = generate_solutions(policy, policy.tokenizer, task, problems, n=e.samples,
-                                         temperature=sp.cfg.policy.temperature,
-                                         max_steps=s.max_depth, max_step_tokens=s.max_step_tokens)
-            return [int(sum(task.check_solution(p, x) for x in xs))
-                    for p, xs in zip(problems, samples)]
+            return sampled_counts(policy, task, problems, e.samples,
+                                  temperature=sp.cfg.policy.temperature, max_steps=s.max_depth,
+                                  max_step_tokens=s.max_step_tokens)
         if part == "mcts":  # learned critics (and checkers) only
             critics = self._critics(r, "eval", sharded=seed is not None)
             scorer = sp.scorer(critics, problems, policy.tokenizer)
-            out = decode(policy, scorer, problems, "mcts", e.mcts_budget, task=task,
-                         temperature=sp.cfg.policy.temperature, search=sp.search_config(),
-                         progress=sp.cfg.progress and sp.pool is None)
-            return ([bool(task.check_solution(p, a)) for p, a in zip(problems, out.answers)],
-                    np.asarray(out.tokens))
+            return mcts_correct(policy, scorer, task, problems, e.mcts_budget,
+                                temperature=sp.cfg.policy.temperature, search=sp.search_config(),
+                                progress=sp.cfg.progress and sp.pool is None)
         raise ValueError(f"unknown stage part {part!r}")
 
     def _search(self, r: int, policy, lo: int, hi: int, sharded: bool) -> dict:

@@ -2,7 +2,8 @@
 share. ``search`` searches problems with a built policy and critics and returns the trees,
 answers, verdicts and accounting; ``train`` is the one optimizer registry
 (``OPTIMIZERS``: every name self-play's ``distill.method`` and the study's optimizers hold,
-each a function ``(model, tokenizer, TrainData, config) -> (model, stats)``). Everything
+each a function ``(model, tokenizer, TrainData, config) -> (model, stats)``); ``evaluate``
+measures a policy on held-out problems (greedy, pass@k, MCTS decoding, diversity). Everything
 arrives built (policy, critics, configs as dataclasses): nothing here builds a backend or
 reads a recipe.
 
