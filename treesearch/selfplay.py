@@ -54,7 +54,6 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from critics.compose import RewardWeights, StepScorer
-from critics.head import HeadCritic
 from critics.train import (
     fit_and_report,
     outcome_targets,
@@ -67,7 +66,12 @@ from policies.hf import HFPolicy
 from policies.rollout import generate_solutions
 from policies.rl import tree_examples
 from policies.zoo import resolve
-from treesearch.backends import build_critic
+from treesearch.backends import (
+    build_critics,
+    build_policy,
+    critic_slots,
+    scorer_of,
+)
 from treesearch.config import (
     ConfigError,
     build_task,
@@ -166,16 +170,9 @@ class SelfPlay:
     def _load(self, round_: int, seed: int, backend: str):
         path, p = self.policy_dir(round_), self.cfg.policy
         try:
-            if backend == "vllm":
-                from policies.vllm import (
-                    VLLMPolicy as Backend,  # lazy: vllm is optional
-                )
-
-                return Backend(path, step_delimiter=self.task.step_delimiter,
-                               temperature=p.temperature, top_p=p.top_p, seed=seed)
-            return HFPolicy(path, step_delimiter=self.task.step_delimiter,
-                            temperature=p.temperature, top_p=p.top_p, device=p.device,
-                            dtype=p.dtype, seed=seed)
+            return build_policy(path, backend=backend, step_delimiter=self.task.step_delimiter,
+                                temperature=p.temperature, top_p=p.top_p, device=p.device,
+                                dtype=p.dtype, seed=seed)
         except Exception as exc:  # safetensors, json, torch errors: name the checkpoint
             raise RunError(f"{path}: cannot load the policy checkpoint "
                            f"({type(exc).__name__}: {exc})") from exc
@@ -183,38 +180,20 @@ class SelfPlay:
     def load_critics(self, round_: int, tokenizer):
         """{kind: critic} for the learned critics in the config (fresh heads on the trunk
         until a round has trained them)."""
-        trunk = self.cfg.critics.trunk or self.cfg.policy.model
-        device = self.cfg.critics.device or self.cfg.policy.device
-        out = {}
-        for kind in ("value", "process", "outcome"):
-            impl = getattr(self.cfg.critics, kind)
-            if impl in ("none", "checker"):  # checkers are built per problem set (scorer)
-                continue
-            saved = self.critic_dir(round_, kind)
-            if impl == "head" and saved is not None:
-                try:
-                    out[kind] = HeadCritic.load(saved, policy_tokenizer=tokenizer, device=device)
-                except Exception as exc:
-                    raise RunError(f"{saved}: cannot load the {kind} critic checkpoint ({exc})") from exc
-            else:
-                out[kind] = build_critic(kind, impl, trunk, policy_tokenizer=tokenizer,
-                                         device=device, judge=self.cfg.critics.judge)
-        return out
+        c = self.cfg.critics
+        kinds = ("value", "process", "outcome")
+        return build_critics({k: getattr(c, k) for k in kinds}, c.trunk or self.cfg.policy.model,
+                             saved={k: self.critic_dir(round_, k) for k in kinds},
+                             policy_tokenizer=tokenizer, device=c.device or self.cfg.policy.device,
+                             judge=c.judge)
 
     def critic_slots(self, critics: dict, problems, tokenizer) -> dict:
-        """The scorer's slots {kind: critic}: the learned ``critics`` (a chat judge told
-        these problems' questions) and label-free checkers, built on ``problems``, for the
-        slots set to ``checker``."""
+        """The scorer's slots {kind: critic} on ``problems`` (``backends.critic_slots``):
+        the learned ``critics`` and a label-free checker in each slot set to ``checker``."""
         c = self.cfg.critics
-        slots = dict(critics)
-        for critic in slots.values():  # a chat judge shows these problems' questions
-            if hasattr(critic, "set_problems"):
-                critic.set_problems(self.task, problems)
-        for kind in ("process", "outcome"):
-            if getattr(c, kind) == "checker":
-                slots[kind] = build_critic(kind, "checker", task=self.task, problems=problems,
-                                           policy_tokenizer=tokenizer)
-        return slots
+        return critic_slots(critics, checkers=[k for k in ("process", "outcome")
+                                               if getattr(c, k) == "checker"],
+                            task=self.task, problems=problems, policy_tokenizer=tokenizer)
 
     def weights(self) -> RewardWeights:
         """The ``critics.weights`` section as the dataclass the StepScorer takes."""
@@ -222,9 +201,7 @@ class SelfPlay:
 
     def scorer(self, critics: dict, problems, tokenizer) -> StepScorer:
         """The label-free StepScorer over ``critic_slots`` (held-out decoding)."""
-        slots = self.critic_slots(critics, problems, tokenizer)
-        return StepScorer(slots.get("value"), slots.get("process"), slots.get("outcome"),
-                          self.weights())
+        return scorer_of(self.critic_slots(critics, problems, tokenizer), self.weights())
 
     def search(self, policy, critics: dict, problems, desc: str, progress: bool) -> Searched:
         """``stages.search_problems`` over LABELLED TRAINING ``problems``: the critics'

@@ -56,11 +56,11 @@ from tqdm.auto import tqdm
 
 from critics.verifier import RuleVerifier
 from policies.distill import save_policy
-from policies.hf import HFPolicy, load_model
 from policies.pretrain import PretrainConfig, pretrain
 from policies.rl import TreeBatch
 from policies.updates import summarise_ranks, update_rank, update_sparsity
 from policies.zoo import resolve
+from treesearch.backends import build_learner, build_policy
 from treesearch.config import ConfigError
 from treesearch.distributed import DistributedError, cluster
 from treesearch.engine.export import write_jsonl
@@ -195,8 +195,9 @@ class Study:
 
     # -- training ----------------------------------------------------------------------
     def _policy(self, path_or_model, seed: int):
-        return HFPolicy(path_or_model, step_delimiter=self.task.step_delimiter,
-                        temperature=self.cfg.eval.temperature, seed=seed, device=self.cfg.device)
+        return build_policy(path_or_model, step_delimiter=self.task.step_delimiter,
+                            temperature=self.cfg.eval.temperature, seed=seed,
+                            device=self.cfg.device)
 
     def search(self, prior: str, seed: int):
         """The (prior, seed) MCTS over the training problems, run once and saved (trees
@@ -227,7 +228,7 @@ class Study:
     def train(self, prior: str, optimizer: str, seed: int):
         """Train a fresh copy of the prior with ``optimizer`` (its base's entry of
         ``stages.train.OPTIMIZERS``); returns (model, tokenizer, stats)."""
-        model, tokenizer = load_model(self.prior_path(prior), device=self.cfg.device)
+        model, tokenizer = build_learner(self.prior_path(prior), device=self.cfg.device)
         entry = OPTIMIZERS[base_optimizer(self.cfg, optimizer)]
         if from_trees(base_optimizer(self.cfg, optimizer)):
             return self._train_from_trees(model, tokenizer, prior, optimizer, seed)
@@ -375,7 +376,7 @@ class Study:
         train_s = time.perf_counter() - start
         save_policy(model, tokenizer, where / "policy")
         write_json(where / "train.json", {**_jsonable(stats), "seconds": round(train_s, 2)})
-        before, _ = load_model(self.prior_path(prior))
+        before, _ = build_learner(self.prior_path(prior))
         b = before.state_dict()
         a = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         ranks = update_rank(b, a)
