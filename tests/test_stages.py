@@ -69,3 +69,23 @@ def test_one_pass_at_k_for_self_play_and_the_study():
     assert powers_of_two(6) == [1, 2, 4] and list(pass_at_k(counts[:1], 6)) == [
         "1", "2", "4", "6"]
     assert list(pass_at_k([1, 2], 6, powers_of_two(6))) == ["1", "2", "4"]
+
+
+def test_harvest_fills_what_the_optimizer_needs_and_nothing_else(policy, task):
+    from policies.rl import tree_examples
+    from treesearch.search.harvest import HarvestConfig, sibling_preference_pairs
+    from treesearch.stages.harvest import harvest
+
+    problems = task.problems("train", 3, seed=1)
+    searched = search_problems(policy, task, problems, SearchConfig(simulations=6),
+                               verify=True)
+    config = HarvestConfig(paths_per_problem=2, dpo_margin=0.05)
+    steps = harvest(OPTIMIZERS["tree_pg"].needs, searched.result, problems, task,
+                    policy.tokenizer, config)
+    assert steps.pg == tree_examples(searched.result.forest, searched.result.prompts)
+    assert not (steps.examples or steps.pairs)
+    both = harvest(OPTIMIZERS["sft+dpo"].needs, searched.result, problems, task,
+                   policy.tokenizer, config)
+    assert not both.pg and len(both.examples) <= 2 * len(problems)
+    assert both.pairs == sibling_preference_pairs(searched.result, 0.05)
+    assert all(e.weight == 1.0 for e in both.examples)

@@ -251,6 +251,7 @@ def test_a_tree_variant_trains_mcts_with_its_tree_changes_from_the_shared_search
     """A variant of mcts (e.g. the prior-anchored SFT of issue 15) is distilled with its
     tree section changed, from the same search as plain mcts; the study's own tree section
     stays as it was."""
+    from treesearch.stages import harvest as stages_harvest
     from treesearch.stages import train as stages_train
     from treesearch.study import run as study_run
     from treesearch.study.config import base_optimizer, tree_of
@@ -272,8 +273,8 @@ def test_a_tree_variant_trains_mcts_with_its_tree_changes_from_the_shared_search
         seen["config"] = config
         return model, {}
 
-    monkeypatch.setattr(study_run, "sft_examples", lambda *a: [])
-    monkeypatch.setattr(study_run, "RuleVerifier", lambda *a: None)
+    monkeypatch.setattr(stages_harvest, "sft_examples", lambda *a, **k: [])
+    monkeypatch.setattr(stages_harvest, "RuleVerifier", lambda *a: None)
     monkeypatch.setattr(stages_train, "sft", fake_sft)
     study = study_run.Study(cfg, RunDir.create(tmp_path / "run", "x: 1\n"))
     monkeypatch.setattr(study, "search", fake_search)

@@ -64,7 +64,6 @@ from critics.verifier import RuleVerifier
 from policies.distill import SFTExample, save_policy
 from policies.hf import HFPolicy
 from policies.rollout import generate_solutions
-from policies.rl import tree_examples
 from policies.zoo import resolve
 from treesearch.backends import (
     build_critics,
@@ -88,14 +87,7 @@ from treesearch.engine.export import (
     write_records,
 )
 from treesearch.search import SearchConfig
-from treesearch.search.harvest import (
-    failing_siblings,
-    load_result,
-    passk_tree_weights,
-    sft_examples,
-    sibling_preference_pairs,
-    solution_key,
-)
+from treesearch.search.harvest import load_result
 from treesearch.stages import Searched, search_problems
 from treesearch.stages.evaluate import (
     diversity,
@@ -105,6 +97,7 @@ from treesearch.stages.evaluate import (
     powers_of_two,
     sampled_counts,
 )
+from treesearch.stages.harvest import harvest
 from treesearch.stages.train import OPTIMIZERS, TrainData
 from treesearch.tasks import prompt_ids
 from treesearch.utils.atomic import write_text
@@ -304,27 +297,16 @@ class SelfPlay:
         # STaR-style (cumulative): restart from the starting model on every round's paths
         policy = self.load_learner(0 if d.cumulative else r - 1, seed)
         tok = policy.tokenizer
-        key = None
-        if d.distinct:
-            def key(steps):
-                return solution_key(self.task, tok.decode([t for s in steps for t in s],
-                                                          skip_special_tokens=True))
         data = TrainData(positive_weight=d.positive_weight)
         for k in range(1 if d.cumulative else r, r + 1):
             problems, result = self._trees(k, policy)
-            if "tree_steps" in optimizer.needs:  # every visited step, its advantage
-                data.pg += tree_examples(result.forest, result.prompts, d.tree_baseline)
-            if "paths" in optimizer.needs:
-                verifier = RuleVerifier(self.task, tok, problems)
-                weights = (passk_tree_weights(result.forest, d.passk_weight)
-                           if d.passk_weight else None)
-                data.examples += sft_examples(result, tok, verifier, d.paths_per_problem,
-                                              clean_steps=d.clean_steps, key=key,
-                                              unlikeliness=d.unlikeliness, tree_weights=weights)
-            if "siblings" in optimizer.needs:
-                data.pg += failing_siblings(result, d.dpo_margin)
-        if "pairs" in optimizer.needs:  # the last round's sibling steps
-            data.pairs = sibling_preference_pairs(result, d.dpo_margin)
+            got = harvest(optimizer.needs, result, problems, self.task, tok, d,
+                          clean_steps=d.clean_steps, distinct=d.distinct,
+                          unlikeliness=d.unlikeliness, passk_weight=d.passk_weight,
+                          tree_baseline=d.tree_baseline)
+            data.examples += got.examples
+            data.pg += got.pg
+            data.pairs = got.pairs  # sibling pairs: the last round's only
         if d.passk_weight and data.examples:  # the mean weight back to 1: same step size
             scale = len(data.examples) / sum(e.weight for e in data.examples)
             data.examples = [dataclasses.replace(e, weight=e.weight * scale)

@@ -3,7 +3,8 @@ share. ``search`` searches problems with a built policy and critics and returns 
 answers, verdicts and accounting; ``train`` is the one optimizer registry
 (``OPTIMIZERS``: every name self-play's ``distill.method`` and the study's optimizers hold,
 each a function ``(model, tokenizer, TrainData, config) -> (model, stats)``); ``evaluate``
-measures a policy on held-out problems (greedy, pass@k, MCTS decoding, diversity). Everything
+measures a policy on held-out problems (greedy, pass@k, MCTS decoding, diversity);
+``harvest`` turns one search's trees into what an optimizer needs. Everything
 arrives built (policy, critics, configs as dataclasses): nothing here builds a backend or
 reads a recipe.
 

@@ -54,7 +54,6 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from critics.verifier import RuleVerifier
 from policies.distill import save_policy
 from policies.pretrain import PretrainConfig, pretrain
 from policies.rl import TreeBatch
@@ -64,12 +63,9 @@ from treesearch.backends import build_learner, build_policy
 from treesearch.config import ConfigError
 from treesearch.distributed import DistributedError, cluster
 from treesearch.engine.export import write_jsonl
-from treesearch.search.harvest import (
-    load_result,
-    sft_examples,
-    sibling_preference_pairs,
-)
+from treesearch.search.harvest import load_result
 from treesearch.stages import search_problems
+from treesearch.stages.harvest import harvest
 from treesearch.stages.train import OPTIMIZERS, TrainData, from_trees
 from treesearch.study.config import (
     base_optimizer,
@@ -271,12 +267,7 @@ class Study:
         problems, result, search_stats, _ = self.search(prior, seed)
         t = tree_of(self.cfg, optimizer)
         entry = OPTIMIZERS[base_optimizer(self.cfg, optimizer)]
-        data = TrainData()
-        if "paths" in entry.needs:
-            verifier = RuleVerifier(self.task, tokenizer, problems)
-            data.examples = sft_examples(result, tokenizer, verifier, t.paths_per_problem)
-        if "pairs" in entry.needs:
-            data.pairs = sibling_preference_pairs(result, t.dpo_margin)
+        data = harvest(entry.needs, result, problems, self.task, tokenizer, t)
         config = train_config(self.cfg, optimizer, seed=cell_seed(prior, optimizer, seed))
         model, stats = entry.train(model, tokenizer, data, config)
         if "paths" in entry.needs:
