@@ -122,6 +122,7 @@ def test_study_config_errors_name_the_key(override, key):
 
 
 def test_study_passes_the_options_to_each_optimizer(tmp_path, monkeypatch):
+    import treesearch.stages.train as stages_train
     import treesearch.study.run as study_run
     from treesearch.utils.runs import RunDir
 
@@ -135,7 +136,7 @@ def test_study_passes_the_options_to_each_optimizer(tmp_path, monkeypatch):
         seen[config.method] = config
         return model, {}
 
-    monkeypatch.setattr(study_run, "train", fake_train)
+    monkeypatch.setattr(stages_train, "rl_train", fake_train)
     try:
         study = study_run.Study(cfg, RunDir(tmp_path))
         for optimizer in ("grpo", "nsr", "tree_rl"):

@@ -203,6 +203,7 @@ def test_an_optimizer_variant_trains_its_base_with_its_rl_changes(tmp_path, monk
     """A variant is its base optimizer with the rl section changed in the fields it names
     (its own lr beats method_lr); only a Brier-trained policy is measured with its
     confidence line."""
+    from treesearch.stages import train as stages_train
     from treesearch.study import run as study_run
     from treesearch.study.config import base_optimizer, optimizer_lr, rl_of
     from treesearch.utils.runs import RunDir
@@ -221,7 +222,7 @@ def test_an_optimizer_variant_trains_its_base_with_its_rl_changes(tmp_path, monk
         seen["config"] = config
         return model, {"tokens_generated": 0}
 
-    monkeypatch.setattr(study_run, "train", fake_train)
+    monkeypatch.setattr(stages_train, "rl_train", fake_train)
     study = study_run.Study(cfg, RunDir.create(tmp_path / "run", "x: 1\n"))
     study.train("reference", "grpo_brier", 0)
     c = seen["config"]
@@ -250,6 +251,8 @@ def test_a_tree_variant_trains_mcts_with_its_tree_changes_from_the_shared_search
     """A variant of mcts (e.g. the prior-anchored SFT of issue 15) is distilled with its
     tree section changed, from the same search as plain mcts; the study's own tree section
     stays as it was."""
+    from treesearch.stages import harvest as stages_harvest
+    from treesearch.stages import train as stages_train
     from treesearch.study import run as study_run
     from treesearch.study.config import base_optimizer, tree_of
     from treesearch.utils.runs import RunDir
@@ -270,9 +273,9 @@ def test_a_tree_variant_trains_mcts_with_its_tree_changes_from_the_shared_search
         seen["config"] = config
         return model, {}
 
-    monkeypatch.setattr(study_run, "sft_examples", lambda *a: [])
-    monkeypatch.setattr(study_run, "RuleVerifier", lambda *a: None)
-    monkeypatch.setattr(study_run, "sft", fake_sft)
+    monkeypatch.setattr(stages_harvest, "sft_examples", lambda *a, **k: [])
+    monkeypatch.setattr(stages_harvest, "RuleVerifier", lambda *a: None)
+    monkeypatch.setattr(stages_train, "sft", fake_sft)
     study = study_run.Study(cfg, RunDir.create(tmp_path / "run", "x: 1\n"))
     monkeypatch.setattr(study, "search", fake_search)
     _, _, stats = study.train("reference", "mcts_anchored", 0)

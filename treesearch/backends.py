@@ -1,4 +1,10 @@
-"""Critics by name: ``critics.value``, ``critics.process`` and ``critics.outcome`` in a
+"""Every model the apps build: the policy that generates (``build_policy``: transformers
+or vLLM), the learner a trainer updates (``build_learner``), the critics (by name, or a
+round's saved heads: ``build_critics``) and the scorer over them (``critic_slots``,
+``scorer_of``, ``build_scorer``). Self-play, the study and decode build here; the stages
+and the search below take what is built.
+
+Critics by name: ``critics.value``, ``critics.process`` and ``critics.outcome`` in a
 config each choose an implementation and a model, or ``none``.
 
     build_critic("outcome", "head", "runs/x/critics/outcome", policy_tokenizer=tok)
@@ -15,7 +21,8 @@ included) and ``none``.
 
 from __future__ import annotations
 
-from typing import Mapping
+from pathlib import Path
+from typing import Mapping, Sequence
 
 from critics.base import KINDS, CriticError, check_kind
 from critics.checker import Checker
@@ -23,9 +30,81 @@ from critics.compose import RewardWeights, StepScorer
 from critics.generative import GenerativeCritic
 from critics.head import HeadCritic
 from critics.verifier import RuleVerifier
+from policies.hf import HFPolicy, load_model
 from policies.zoo import resolve
+from treesearch.utils.runs import RunError
 
 IMPLEMENTATIONS = ("head", "generative", "verifier", "checker", "none")
+
+__all__ = ["IMPLEMENTATIONS", "build_critic", "build_critics", "build_learner", "build_policy",
+           "build_scorer", "critic_slots", "parse_spec", "scorer_of"]
+
+
+def build_policy(model, *, backend: str = "hf", step_delimiter: str = "\n",
+                 temperature: float = 1.0, top_p: float = 1.0, device: str = "cpu",
+                 dtype=None, seed: int | None = None):
+    """The policy that generates: ``policies.hf.HFPolicy`` over ``model`` (a directory, or
+    a (model, tokenizer) pair), or with ``backend="vllm"`` a ``policies.vllm.VLLMPolicy``
+    over the directory (its engine picks device and dtype)."""
+    if backend == "vllm":
+        from policies.vllm import VLLMPolicy  # lazy: vllm is optional
+
+        return VLLMPolicy(model, step_delimiter=step_delimiter, temperature=temperature,
+                          top_p=top_p, seed=seed)
+    return HFPolicy(model, step_delimiter=step_delimiter, temperature=temperature, top_p=top_p,
+                    device=device, dtype=dtype, seed=seed)
+
+
+def build_learner(path, *, device: str = "cpu", dtype=None):
+    """(model, tokenizer) of the checkpoint at ``path`` as a trainable transformers model,
+    whatever backend generates (a vLLM engine holds no trainable model)."""
+    return load_model(path, device, dtype)
+
+
+def build_critics(implementations: Mapping[str, str], trunk, *,
+                  saved: Mapping[str, Path | None] | None = None, policy_tokenizer=None,
+                  device: str = "cpu", judge: str = "plain") -> dict:
+    """{kind: critic} of the learned critics: for each kind whose implementation is neither
+    ``none`` nor ``checker`` (checkers are built per problem set, ``critic_slots``), the
+    head saved at ``saved[kind]`` when there is one, else a fresh critic on ``trunk``. A
+    saved head that cannot be loaded is a RunError naming its directory."""
+    saved = saved or {}
+    out = {}
+    for kind in ("value", "process", "outcome"):
+        impl = implementations[kind]
+        if impl in ("none", "checker"):
+            continue
+        where = saved.get(kind)
+        if impl == "head" and where is not None:
+            try:
+                out[kind] = HeadCritic.load(where, policy_tokenizer=policy_tokenizer,
+                                            device=device)
+            except Exception as exc:
+                raise RunError(f"{where}: cannot load the {kind} critic checkpoint "
+                               f"({exc})") from exc
+        else:
+            out[kind] = build_critic(kind, impl, trunk, policy_tokenizer=policy_tokenizer,
+                                     device=device, judge=judge)
+    return out
+
+
+def critic_slots(critics: Mapping, *, checkers: Sequence[str] = (), task=None, problems=None,
+                 policy_tokenizer=None) -> dict:
+    """A scorer's slots {kind: critic} for ``problems``: the ``critics`` (a chat judge told
+    these problems' questions) and a label-free checker in each slot of ``checkers``."""
+    slots = dict(critics)
+    for critic in slots.values():  # a chat judge shows these problems' questions
+        if hasattr(critic, "set_problems"):
+            critic.set_problems(task, problems)
+    for kind in checkers:
+        slots[kind] = build_critic(kind, "checker", task=task, problems=problems,
+                                   policy_tokenizer=policy_tokenizer)
+    return slots
+
+
+def scorer_of(slots: Mapping, weights: RewardWeights = RewardWeights()) -> StepScorer:
+    """The StepScorer over the slots {kind: critic} (kinds left out stay empty)."""
+    return StepScorer(slots.get("value"), slots.get("process"), slots.get("outcome"), weights)
 
 
 def parse_spec(spec) -> tuple[str, str | None]:

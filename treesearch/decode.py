@@ -35,9 +35,8 @@ import torch
 from omegaconf import OmegaConf
 
 from critics.generative import JUDGES
-from policies.hf import HFPolicy
 from policies.zoo import resolve
-from treesearch.backends import build_scorer
+from treesearch.backends import build_policy, build_scorer
 from treesearch.config import SelfPlayConfig, load_config
 from treesearch.distributed import DistributedConfig, DistributedError, cluster, shards
 from treesearch.distributed import check as check_distributed
@@ -215,8 +214,8 @@ def build_run(spec: dict):
     task = get_task(settings["task"], options=TaskOptions(**settings["task_options"]),
                     **settings.get("task_args", {}))
     problems = task.problems(spec["split"], spec["problems"], seed=spec["seed"])
-    policy = HFPolicy(resolve(settings["model"]), step_delimiter=task.step_delimiter,
-                      temperature=settings["temperature"], seed=spec["seed"])
+    policy = build_policy(resolve(settings["model"]), step_delimiter=task.step_delimiter,
+                          temperature=settings["temperature"], seed=spec["seed"])
     critics = build_scorer(spec["critics"], policy_tokenizer=policy.tokenizer, task=task,
                            problems=problems, judge=settings["judge"])
     return task, problems, policy, critics
@@ -299,9 +298,9 @@ def main(argv=None) -> int:
                 raise ValueError(f"must be >= 1, got {args.threads}")
             torch.set_num_threads(args.threads)
         with blame("--model"):
-            policy = HFPolicy(resolve(settings["model"]), step_delimiter=task.step_delimiter,
-                              temperature=settings["temperature"],
-                              seed=args.seed)
+            policy = build_policy(resolve(settings["model"]),
+                                  step_delimiter=task.step_delimiter,
+                                  temperature=settings["temperature"], seed=args.seed)
         with blame("--task / --model", (Exception,)):  # the model's tokenizer must write the prompts
             for p in problems:
                 try:

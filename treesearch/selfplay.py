@@ -53,8 +53,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from critics.compose import StepScorer
-from critics.head import HeadCritic
+from critics.compose import RewardWeights, StepScorer
 from critics.train import (
     fit_and_report,
     outcome_targets,
@@ -62,20 +61,16 @@ from critics.train import (
     value_targets,
 )
 from critics.verifier import RuleVerifier
-from policies.distill import (
-    PGExample,
-    SFTExample,
-    dpo,
-    policy_gradient,
-    save_policy,
-    sft,
-)
-from policies.diversity import format_share, strategy_share, token_entropy
+from policies.distill import SFTExample, save_policy
 from policies.hf import HFPolicy
-from policies.rl import tree_examples
-from policies.rollout import generate_solutions, pass_at_k
+from policies.rollout import generate_solutions
 from policies.zoo import resolve
-from treesearch.backends import build_critic
+from treesearch.backends import (
+    build_critics,
+    build_policy,
+    critic_slots,
+    scorer_of,
+)
 from treesearch.config import (
     ConfigError,
     build_task,
@@ -91,19 +86,21 @@ from treesearch.engine.export import (
     write_jsonl,
     write_records,
 )
-from treesearch.search import SearchConfig, StepSearch
-from treesearch.search.harvest import (
-    failing_siblings,
-    load_result,
-    passk_tree_weights,
-    sft_examples,
-    sibling_preference_pairs,
-    solution_key,
+from treesearch.search import SearchConfig
+from treesearch.search.harvest import load_result
+from treesearch.stages import Searched, search_problems
+from treesearch.stages.evaluate import (
+    diversity,
+    greedy_correct,
+    mcts_correct,
+    pass_at_k,
+    powers_of_two,
+    sampled_counts,
 )
-from treesearch.search.strategies import decode
+from treesearch.stages.harvest import harvest
+from treesearch.stages.train import OPTIMIZERS, TrainData
 from treesearch.tasks import prompt_ids
 from treesearch.utils.atomic import write_text
-from treesearch.utils.estimators import default_ks, distinct_correct, pass_at_k_curve
 from treesearch.utils.plots import line_plot
 from treesearch.utils.recipes import instantiate, shipped_recipes
 from treesearch.utils.runs import RunDir, RunError
@@ -166,16 +163,9 @@ class SelfPlay:
     def _load(self, round_: int, seed: int, backend: str):
         path, p = self.policy_dir(round_), self.cfg.policy
         try:
-            if backend == "vllm":
-                from policies.vllm import (
-                    VLLMPolicy as Backend,  # lazy: vllm is optional
-                )
-
-                return Backend(path, step_delimiter=self.task.step_delimiter,
-                               temperature=p.temperature, top_p=p.top_p, seed=seed)
-            return HFPolicy(path, step_delimiter=self.task.step_delimiter,
-                            temperature=p.temperature, top_p=p.top_p, device=p.device,
-                            dtype=p.dtype, seed=seed)
+            return build_policy(path, backend=backend, step_delimiter=self.task.step_delimiter,
+                                temperature=p.temperature, top_p=p.top_p, device=p.device,
+                                dtype=p.dtype, seed=seed)
         except Exception as exc:  # safetensors, json, torch errors: name the checkpoint
             raise RunError(f"{path}: cannot load the policy checkpoint "
                            f"({type(exc).__name__}: {exc})") from exc
@@ -183,41 +173,38 @@ class SelfPlay:
     def load_critics(self, round_: int, tokenizer):
         """{kind: critic} for the learned critics in the config (fresh heads on the trunk
         until a round has trained them)."""
-        trunk = self.cfg.critics.trunk or self.cfg.policy.model
-        device = self.cfg.critics.device or self.cfg.policy.device
-        out = {}
-        for kind in ("value", "process", "outcome"):
-            impl = getattr(self.cfg.critics, kind)
-            if impl in ("none", "checker"):  # checkers are built per problem set (scorer)
-                continue
-            saved = self.critic_dir(round_, kind)
-            if impl == "head" and saved is not None:
-                try:
-                    out[kind] = HeadCritic.load(saved, policy_tokenizer=tokenizer, device=device)
-                except Exception as exc:
-                    raise RunError(f"{saved}: cannot load the {kind} critic checkpoint ({exc})") from exc
-            else:
-                out[kind] = build_critic(kind, impl, trunk, policy_tokenizer=tokenizer,
-                                         device=device, judge=self.cfg.critics.judge)
-        return out
-
-    def scorer(self, critics: dict, problems, tokenizer, verifier=None):
-        """The StepScorer over the learned ``critics``, label-free checkers for the slots
-        set to ``checker`` (built on ``problems``), and the rule ``verifier`` in the
-        outcome slot when given (labelled training searches only)."""
         c = self.cfg.critics
-        weights = instantiate(c.weights, "critics.weights")
-        slots = dict(critics)
-        for critic in slots.values():  # a chat judge shows these problems' questions
-            if hasattr(critic, "set_problems"):
-                critic.set_problems(self.task, problems)
-        for kind in ("process", "outcome"):
-            if getattr(c, kind) == "checker":
-                slots[kind] = build_critic(kind, "checker", task=self.task, problems=problems,
-                                           policy_tokenizer=tokenizer)
-        if verifier is not None:
-            slots["outcome"] = verifier
-        return StepScorer(slots.get("value"), slots.get("process"), slots.get("outcome"), weights)
+        kinds = ("value", "process", "outcome")
+        return build_critics({k: getattr(c, k) for k in kinds}, c.trunk or self.cfg.policy.model,
+                             saved={k: self.critic_dir(round_, k) for k in kinds},
+                             policy_tokenizer=tokenizer, device=c.device or self.cfg.policy.device,
+                             judge=c.judge)
+
+    def critic_slots(self, critics: dict, problems, tokenizer) -> dict:
+        """The scorer's slots {kind: critic} on ``problems`` (``backends.critic_slots``):
+        the learned ``critics`` and a label-free checker in each slot set to ``checker``."""
+        c = self.cfg.critics
+        return critic_slots(critics, checkers=[k for k in ("process", "outcome")
+                                               if getattr(c, k) == "checker"],
+                            task=self.task, problems=problems, policy_tokenizer=tokenizer)
+
+    def weights(self) -> RewardWeights:
+        """The ``critics.weights`` section as the dataclass the StepScorer takes."""
+        return instantiate(self.cfg.critics.weights, "critics.weights")
+
+    def scorer(self, critics: dict, problems, tokenizer) -> StepScorer:
+        """The label-free StepScorer over ``critic_slots`` (held-out decoding)."""
+        return scorer_of(self.critic_slots(critics, problems, tokenizer), self.weights())
+
+    def search(self, policy, critics: dict, problems, desc: str, progress: bool) -> Searched:
+        """``stages.search_problems`` over LABELLED TRAINING ``problems``: the critics'
+        slots, and the rule verifier in the outcome slot with ``critics.train_outcome``
+        = verifier."""
+        c = self.cfg.critics
+        return search_problems(policy, self.task, problems, self.search_config(),
+                               critics=self.critic_slots(critics, problems, policy.tokenizer),
+                               weights=self.weights(), verify=c.train_outcome == "verifier",
+                               clean_steps=c.train_clean_steps, progress=progress, desc=desc)
 
     def search_config(self) -> SearchConfig:
         """The ``search`` section as the dataclass the search takes."""
@@ -249,18 +236,12 @@ class SelfPlay:
         policy = self.load_policy(r - 1, stage_seed(self.cfg.seed, r, "search"))
         problems = self.train_problems(r)
         critics = self.load_critics(r - 1, policy.tokenizer)
-        verifier = (RuleVerifier(self.task, policy.tokenizer, problems,
-                                 clean_steps=self.cfg.critics.train_clean_steps)
-                    if self.cfg.critics.train_outcome == "verifier" else None)
-        scorer = self.scorer(critics, problems, policy.tokenizer, verifier)
-        search = StepSearch(policy, scorer, self.task, policy.tokenizer, self.search_config())
-        result = search.run(problems, progress=self.cfg.progress, desc=f"round {r} search")
-        write_jsonl(result.forest, self.run.round_dir(r) / "trees.jsonl.gz")
-        correct = [self.task.check_solution(p, a) for p, a in zip(problems, result.answers)]
-        return {"train_solved": float(np.mean(correct)),
-                "tokens_per_problem": float(result.stats.generated.mean()),
-                "nodes_per_tree": float(result.forest.n_nodes.mean()),
-                "overhead_share": round(result.stats.overhead_share, 4),
+        searched = self.search(policy, critics, problems, f"round {r} search", self.cfg.progress)
+        write_jsonl(searched.result.forest, self.run.round_dir(r) / "trees.jsonl.gz")
+        return {"train_solved": searched.solved_share,
+                "tokens_per_problem": float(searched.generated.mean()),
+                "nodes_per_tree": float(searched.nodes.mean()),
+                "overhead_share": round(searched.result.stats.overhead_share, 4),
                 "policy": policy.describe()}
 
     def _trees(self, r: int, policy):
@@ -307,60 +288,57 @@ class SelfPlay:
         return row
 
     def stage_distill(self, r: int) -> dict:
-
+        """Train the policy with ``distill.method`` (an entry of ``stages.train.OPTIMIZERS``)
+        on what it needs harvested from the round's trees (every round's with
+        ``distill.cumulative``), and save it."""
         d = self.cfg.distill
+        optimizer = OPTIMIZERS[d.method]
         seed = stage_seed(self.cfg.seed, r, "distill")
         # STaR-style (cumulative): restart from the starting model on every round's paths
         policy = self.load_learner(0 if d.cumulative else r - 1, seed)
         tok = policy.tokenizer
-        key = None
-        if d.distinct:
-            def key(steps):
-                return solution_key(self.task, tok.decode([t for s in steps for t in s],
-                                                          skip_special_tokens=True))
-        examples, pg = [], []
+        data = TrainData(positive_weight=d.positive_weight)
         for k in range(1 if d.cumulative else r, r + 1):
             problems, result = self._trees(k, policy)
-            if d.method == "tree_pg":  # every visited step, its advantage from the tree
-                pg += tree_examples(result.forest, result.prompts, d.tree_baseline)
-                continue
-            verifier = RuleVerifier(self.task, tok, problems)
-            weights = passk_tree_weights(result.forest, d.passk_weight) if d.passk_weight else None
-            examples += sft_examples(result, tok, verifier, d.paths_per_problem,
-                                     clean_steps=d.clean_steps, key=key,
-                                     unlikeliness=d.unlikeliness, tree_weights=weights)
-            if d.method == "wreinforce":
-                pg += failing_siblings(result, d.dpo_margin)
-        if d.passk_weight and examples:  # the round's mean weight back to 1: same step size
-            scale = len(examples) / sum(e.weight for e in examples)
-            examples = [dataclasses.replace(e, weight=e.weight * scale) for e in examples]
-        prior = self._prior_examples(r) if d.prior_samples else []
-        config = distill_config(self.cfg, seed)
-        if d.method in ("wreinforce", "tree_pg"):
-            scale = d.positive_weight if d.method == "wreinforce" else 1.0
-            pg += [PGExample(e.prompt_ids, e.completion_ids, scale * e.weight) for e in examples]
-            pg += [PGExample(e.prompt_ids, e.completion_ids, e.weight) for e in prior]
-            model, stats = policy_gradient(policy.model, tok, pg, config)
-            row = {"pg_examples": stats["examples"], "pg_positives": stats["positives"],
-                   "pg_negatives": stats["negatives"], "pg_loss_first": stats["loss_first"],
-                   "pg_loss_last": stats["loss_last"],
-                   "pg_clipped_share_last": stats["clipped_share_last"], "prior_examples": len(prior)}
-            save_policy(model, tok, self.run.round_dir(r) / "policy")
-            return row
-        model, stats = sft(policy.model, tok, examples + prior, config)
+            got = harvest(optimizer.needs, result, problems, self.task, tok, d,
+                          clean_steps=d.clean_steps, distinct=d.distinct,
+                          unlikeliness=d.unlikeliness, passk_weight=d.passk_weight,
+                          tree_baseline=d.tree_baseline)
+            data.examples += got.examples
+            data.pg += got.pg
+            data.pairs = got.pairs  # sibling pairs: the last round's only
+        if d.passk_weight and data.examples:  # the mean weight back to 1: same step size
+            scale = len(data.examples) / sum(e.weight for e in data.examples)
+            data.examples = [dataclasses.replace(e, weight=e.weight * scale)
+                             for e in data.examples]
+        data.prior = self._prior_examples(r) if d.prior_samples else []
+        model, stats = optimizer.train(policy.model, tok, data, distill_config(self.cfg, seed))
+        save_policy(model, tok, self.run.round_dir(r) / "policy")
+        return self._distill_row(stats, data)
+
+    def _distill_row(self, stats: dict, data: TrainData) -> dict:
+        """The distill stage's metrics row from the trainer's ``stats``: a policy-gradient
+        pass reports its positives and negatives, SFT its losses (and DPO's under "dpo")."""
+        d = self.cfg.distill
+        if "positives" in stats:
+            return {"pg_examples": stats["examples"], "pg_positives": stats["positives"],
+                    "pg_negatives": stats["negatives"], "pg_loss_first": stats["loss_first"],
+                    "pg_loss_last": stats["loss_last"],
+                    "pg_clipped_share_last": stats["clipped_share_last"],
+                    "prior_examples": len(data.prior)}
+        examples = data.examples
         row = {"sft_examples": len(examples), "sft_loss_first": stats.get("loss_first"),
                "sft_loss_last": stats.get("loss_last")}
         if d.anchor_kl:
             row["sft_anchor_kl_last"] = stats.get("anchor_kl_last")
         if d.prior_samples:
-            row["prior_examples"] = len(prior)
+            row["prior_examples"] = len(data.prior)
         if d.distinct or d.unlikeliness or d.passk_weight:
-            row["sft_weight_mean"] = float(np.mean([e.weight for e in examples])) if examples else None
-        if d.method == "sft+dpo":
-            pairs = sibling_preference_pairs(result, d.dpo_margin)
-            model, dstats = dpo(model, policy.tokenizer, pairs, config)
-            row.update({"dpo_pairs": len(pairs), "dpo_loss_last": dstats.get("loss_last")})
-        save_policy(model, policy.tokenizer, self.run.round_dir(r) / "policy")
+            row["sft_weight_mean"] = (float(np.mean([e.weight for e in examples]))
+                                      if examples else None)
+        if "dpo" in stats:
+            row.update({"dpo_pairs": len(data.pairs),
+                        "dpo_loss_last": stats["dpo"].get("loss_last")})
         return row
 
     def _prior_examples(self, r: int) -> list:
@@ -381,40 +359,14 @@ class SelfPlay:
         return out
 
     def measure_diversity(self, policy) -> dict:
-        """What shrinks (``eval.passk_samples`` > 0): on the first ``eval.passk_problems``
-        held-out problems (labels read only after decoding), ``passk_samples`` samples each
-        at the policy temperature: pass@k for k = 1, 2, 4, ..., n (unbiased), distinct
-        correct solutions per problem (whitespace-insensitive text, as the study counts
-        them), mean token entropy in nats over the first ``eval.entropy_samples`` samples of
-        each problem (nan without a transformers model), format shares of all samples and
-        strategy shares of the correct ones."""
+        """What shrinks (``eval.passk_samples`` > 0): ``stages.evaluate.diversity`` on the
+        first ``eval.passk_problems`` held-out problems, ``passk_samples`` samples each at
+        the policy temperature (entropy over the first ``eval.entropy_samples``)."""
         e, s = self.cfg.eval, self.cfg.search
         problems = self.eval_problems[: e.passk_problems or len(self.eval_problems)]
-        blind = [p.without_label() for p in problems]
-        n = e.passk_samples
-        texts, tokens = generate_solutions(policy, policy.tokenizer, self.task, blind, n=n,
-                                           temperature=self.cfg.policy.temperature,
-                                           max_steps=s.max_depth,
-                                           max_step_tokens=s.max_step_tokens,
-                                           return_tokens=True)
-        correct = [[self.task.check_solution(p, t) for t in ts] for p, ts in zip(problems, texts)]
-        counts = np.array([sum(c) for c in correct], np.int64)
-        ks = default_ks(n)
-        curve = pass_at_k_curve(counts, n, ks)
-        entropy = float("nan")
-        if e.entropy_samples and hasattr(policy, "model"):
-            pairs = [(prompt_ids(policy.tokenizer, self.task, p), tokens[i][j])
-                     for i, p in enumerate(blind) for j in range(min(n, e.entropy_samples))
-                     if tokens[i][j]]
-            entropy = token_entropy(policy.model, pairs, temperature=self.cfg.policy.temperature)
-        right = [t for ts, cs in zip(texts, correct) for t, c in zip(ts, cs) if c]
-        return {"passk": {str(k): float(v) for k, v in zip(ks, curve)},
-                "passk_problems": len(problems), "passk_samples": n,
-                "distinct_correct": float(np.mean([distinct_correct(ts, cs)
-                                                   for ts, cs in zip(texts, correct)])),
-                "entropy": entropy,
-                "format_share": format_share(self.task, [t for ts in texts for t in ts]),
-                "strategy_share": strategy_share(self.task, right)}
+        return diversity(policy, self.task, problems, e.passk_samples,
+                         temperature=self.cfg.policy.temperature, max_steps=s.max_depth,
+                         max_step_tokens=s.max_step_tokens, entropy_samples=e.entropy_samples)
 
     def eval_items(self, r: int) -> list[WorkItem]:
         """The eval stage's work items: each part (greedy, sampled pass@k, MCTS decoding)
@@ -468,11 +420,9 @@ class SelfPlay:
             got[item.part].append(res)
         e = self.cfg.eval
         row = {"greedy": float(np.mean([c for res in got["greedy"] for c in res]))}
-        correct = [c for res in got["sampled"] for c in res]
-        k = 1
-        while k <= e.samples:
-            row[f"pass@{k}"] = float(np.mean([pass_at_k(e.samples, c, k) for c in correct]))
-            k *= 2
+        counts = [c for res in got["sampled"] for c in res]
+        passk = pass_at_k(counts, e.samples, powers_of_two(e.samples))
+        row.update({f"pass@{k}": v for k, v in passk.items()})
         row["mcts"] = float(np.mean([c for res, _ in got["mcts"] for c in res]))
         row["mcts_tokens"] = float(np.concatenate([t for _, t in got["mcts"]]).mean())
         if e.passk_samples:  # not sharded yet: runs here, on this round's policy
@@ -580,24 +530,18 @@ class StageShards:
             return self._search(r, policy, lo, hi, sharded=seed is not None)
         problems = sp.eval_problems[lo:hi]
         if part == "greedy":
-            greedy = generate_solutions(policy, policy.tokenizer, task, problems, n=1,
-                                        temperature=0.0, max_steps=s.max_depth,
-                                        max_step_tokens=s.max_step_tokens)
-            return [bool(task.check_solution(p, g[0])) for p, g in zip(problems, greedy)]
+            return greedy_correct(policy, task, problems, max_steps=s.max_depth,
+                                  max_step_tokens=s.max_step_tokens)
         if part == "sampled":
-            samples = generate_solutions(policy, policy.tokenizer, task, problems, n=e.samples,
-                                         temperature=sp.cfg.policy.temperature,
-                                         max_steps=s.max_depth, max_step_tokens=s.max_step_tokens)
-            return [int(sum(task.check_solution(p, x) for x in xs))
-                    for p, xs in zip(problems, samples)]
+            return sampled_counts(policy, task, problems, e.samples,
+                                  temperature=sp.cfg.policy.temperature, max_steps=s.max_depth,
+                                  max_step_tokens=s.max_step_tokens)
         if part == "mcts":  # learned critics (and checkers) only
             critics = self._critics(r, "eval", sharded=seed is not None)
             scorer = sp.scorer(critics, problems, policy.tokenizer)
-            out = decode(policy, scorer, problems, "mcts", e.mcts_budget, task=task,
-                         temperature=sp.cfg.policy.temperature, search=sp.search_config(),
-                         progress=sp.cfg.progress and sp.pool is None)
-            return ([bool(task.check_solution(p, a)) for p, a in zip(problems, out.answers)],
-                    np.asarray(out.tokens))
+            return mcts_correct(policy, scorer, task, problems, e.mcts_budget,
+                                temperature=sp.cfg.policy.temperature, search=sp.search_config(),
+                                progress=sp.cfg.progress and sp.pool is None)
         raise ValueError(f"unknown stage part {part!r}")
 
     def _search(self, r: int, policy, lo: int, hi: int, sharded: bool) -> dict:
@@ -606,19 +550,12 @@ class StageShards:
             self.train = (r, sp.train_problems(r))
         problems = self.train[1][lo:hi]
         critics = self._critics(r - 1, "search", sharded)
-        verifier = (RuleVerifier(sp.task, policy.tokenizer, problems,
-                                 clean_steps=sp.cfg.critics.train_clean_steps)
-                    if sp.cfg.critics.train_outcome == "verifier" else None)
-        scorer = sp.scorer(critics, problems, policy.tokenizer, verifier)
-        search = StepSearch(policy, scorer, sp.task, policy.tokenizer, sp.search_config())
-        result = search.run(problems, progress=sp.cfg.progress and sp.pool is None,
-                            desc=f"round {r} search [{lo}:{hi}]")
-        st = result.stats
-        return {"records": tree_records(result.forest),
-                "correct": [bool(sp.task.check_solution(p, a))
-                            for p, a in zip(problems, result.answers)],
-                "generated": np.asarray(st.generated), "nodes": np.asarray(result.forest.n_nodes),
-                "wall": st.wall, "model_seconds": st.seconds["propose"] + st.seconds["score"],
+        searched = sp.search(policy, critics, problems, f"round {r} search [{lo}:{hi}]",
+                             sp.cfg.progress and sp.pool is None)
+        return {"records": tree_records(searched.result.forest),
+                "correct": [bool(c) for c in searched.correct],
+                "generated": searched.generated, "nodes": searched.nodes,
+                "wall": searched.result.stats.wall, "model_seconds": searched.model_seconds,
                 "policy": policy.describe()}
 
 

@@ -292,6 +292,18 @@ def dpo_config(cfg, optimizer: str, seed: int) -> DistillConfig:
                           progress=cfg.progress)
 
 
+def train_config(cfg, optimizer: str, seed: int):
+    """The library config ``optimizer`` (a name of ``OPTIMIZERS`` or a variant) trains
+    with: mcts its tree section's SFT (``sft_config``), dpo its DPO (``dpo_config``), an
+    on-policy optimizer its ``rl_config``."""
+    method = base_optimizer(cfg, optimizer)
+    if method == "mcts":
+        return sft_config(cfg, optimizer, seed)
+    if method == "dpo":
+        return dpo_config(cfg, optimizer, seed)
+    return rl_config(cfg, optimizer, seed)
+
+
 def _check_rl(cfg, rl, key: str, optimizers: set[str], need) -> None:
     """The checks of one rl section (the study's, or a variant's with its changes): ``key``
     names it in errors, ``optimizers`` are those it serves. What the study decides (the

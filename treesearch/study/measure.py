@@ -6,7 +6,8 @@ a ``Measurement``:
 
 - ``counts`` int [P]: correct samples per problem (the input of every pass@k, coverage
   and newly-solved figure; kept per problem so two policies compare problem by problem);
-- pass@k for k = 1, 2, 4, ..., n by the unbiased estimator (``treesearch.utils.estimators``);
+- pass@k for k = 1, 2, 4, ..., n by the unbiased estimator
+  (``treesearch.stages.evaluate.pass_at_k``, which self-play's eval uses too);
 - diversity: distinct correct solutions per problem (whitespace-insensitive), and the
   mean token entropy in nats, computed EXACTLY (entropy of the full next-token
   distribution at every generated position, one teacher-forced forward pass) over the
@@ -56,13 +57,9 @@ from policies.diversity import (  # one definition, shared with self-play's eval
     token_entropy,
 )
 from policies.rollout import generate_solutions
+from treesearch.stages.evaluate import judge, pass_at_k
 from treesearch.tasks import prompt_ids
-from treesearch.utils.estimators import (
-    coverage,
-    default_ks,
-    distinct_correct,
-    pass_at_k_curve,
-)
+from treesearch.utils.estimators import coverage, distinct_correct
 
 
 @dataclass
@@ -125,10 +122,7 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
     stated_texts = texts
     if confidence_line:
         texts = [[strip_confidence(t) for t in ts] for ts in texts]
-    correct = [[task.check_solution(p, t) for t in ts] for p, ts in zip(problems, texts)]
-    counts = np.array([sum(c) for c in correct], np.int64)
-    ks = default_ks(n)
-    curve = pass_at_k_curve(counts, n, ks)
+    correct, counts = judge(task, problems, texts)
 
     confidence, outcome = [], []
     for p, ts in zip(problems, texts):
@@ -154,7 +148,7 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
              for j in range(min(n, entropy_samples)) if tokens[i][j]]
     return Measurement(
         n=n, counts=counts.tolist(),
-        pass_at={str(k): float(v) for k, v in zip(ks, curve)},
+        pass_at=pass_at_k(counts, n),
         coverage=coverage(counts),
         distinct_correct=float(np.mean([distinct_correct(ts, cs)
                                         for ts, cs in zip(texts, correct)])),

@@ -50,6 +50,7 @@ import torch
 from policies.contract import propose_keys
 from policies.hf import HFPolicy
 from policies.rollout import generate_solutions
+from treesearch.backends import build_policy
 from treesearch.engine.interfaces import StepProposal
 
 
@@ -127,7 +128,7 @@ class RoutedPolicy:
 def _policy(model, tokenizer, step_delimiter: str, device: str) -> HFPolicy:
     """An ``HFPolicy`` over a model directory or an in-memory model (with ``tokenizer``)."""
     source = model if isinstance(model, (str, Path)) else (model, tokenizer)
-    return HFPolicy(source, step_delimiter=step_delimiter, device=device)
+    return build_policy(source, step_delimiter=step_delimiter, device=device)
 
 
 def _fresh(policy: HFPolicy, seed: int) -> HFPolicy:

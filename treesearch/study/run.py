@@ -54,33 +54,26 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from critics.compose import StepScorer
-from critics.verifier import RuleVerifier
-from policies.distill import dpo, save_policy, sft
-from policies.hf import HFPolicy, load_model
+from policies.distill import save_policy
 from policies.pretrain import PretrainConfig, pretrain
-from policies.rl import TreeBatch, train
+from policies.rl import TreeBatch
 from policies.updates import summarise_ranks, update_rank, update_sparsity
 from policies.zoo import resolve
+from treesearch.backends import build_learner, build_policy
 from treesearch.config import ConfigError
 from treesearch.distributed import DistributedError, cluster
 from treesearch.engine.export import write_jsonl
-from treesearch.search import StepSearch
-from treesearch.search.harvest import (
-    load_result,
-    sft_examples,
-    sibling_preference_pairs,
-)
+from treesearch.search.harvest import load_result
+from treesearch.stages import search_problems
+from treesearch.stages.harvest import harvest
+from treesearch.stages.train import OPTIMIZERS, TrainData, from_trees
 from treesearch.study.config import (
-    FROM_TREES,
     base_optimizer,
-    dpo_config,
     load_study_config,
     optimizers_of,
-    rl_config,
     rl_of,
     seeds_of,
-    sft_config,
+    train_config,
     tree_of,
 )
 from treesearch.study.measure import format_share, measure
@@ -198,8 +191,9 @@ class Study:
 
     # -- training ----------------------------------------------------------------------
     def _policy(self, path_or_model, seed: int):
-        return HFPolicy(path_or_model, step_delimiter=self.task.step_delimiter,
-                        temperature=self.cfg.eval.temperature, seed=seed, device=self.cfg.device)
+        return build_policy(path_or_model, step_delimiter=self.task.step_delimiter,
+                            temperature=self.cfg.eval.temperature, seed=seed,
+                            device=self.cfg.device)
 
     def search(self, prior: str, seed: int):
         """The (prior, seed) MCTS over the training problems, run once and saved (trees
@@ -212,44 +206,43 @@ class Study:
             s = OmegaConf.to_object(self.cfg.search)
             config = dataclasses.replace(
                 s, max_tokens=max(s.max_step_tokens, self.cfg.budget_tokens // len(problems)))
-            verifier = RuleVerifier(self.task, policy.tokenizer, problems)
-            search = StepSearch(policy, StepScorer(outcome=verifier), self.task,
-                                policy.tokenizer, config)
             start = time.perf_counter()
-            result = search.run(problems, progress=self.cfg.progress,
-                                desc=f"search {prior} seed {seed}")
+            searched = search_problems(policy, self.task, problems, config, verify=True,
+                                       progress=self.cfg.progress,
+                                       desc=f"search {prior} seed {seed}")
             where.mkdir(parents=True, exist_ok=True)
-            write_jsonl(result.forest, where / "trees.jsonl.gz")
-            solved = [self.task.check_solution(p, a) for p, a in zip(problems, result.answers)]
+            write_jsonl(searched.result.forest, where / "trees.jsonl.gz")
             write_json(where / "search.json", {
-                "tokens_generated": int(result.stats.generated.sum()),
-                "train_solved": float(np.mean(solved)),
-                "nodes_per_tree": float(result.forest.n_nodes.mean()),
+                "tokens_generated": int(searched.generated.sum()),
+                "train_solved": searched.solved_share,
+                "nodes_per_tree": float(searched.nodes.mean()),
                 "seconds": round(time.perf_counter() - start, 2)})
         prompts = [prompt_ids(policy.tokenizer, self.task, p) for p in problems]
         result = load_result(where / "trees.jsonl.gz", prompts)
         return problems, result, read_json(where / "search.json"), policy.tokenizer
 
     def train(self, prior: str, optimizer: str, seed: int):
-        """Train a fresh copy of the prior; returns (model, tokenizer, stats)."""
-        model, tokenizer = load_model(self.prior_path(prior), device=self.cfg.device)
-        method = base_optimizer(self.cfg, optimizer)
-        if method in FROM_TREES:
+        """Train a fresh copy of the prior with ``optimizer`` (its base's entry of
+        ``stages.train.OPTIMIZERS``); returns (model, tokenizer, stats)."""
+        model, tokenizer = build_learner(self.prior_path(prior), device=self.cfg.device)
+        entry = OPTIMIZERS[base_optimizer(self.cfg, optimizer)]
+        if from_trees(base_optimizer(self.cfg, optimizer)):
             return self._train_from_trees(model, tokenizer, prior, optimizer, seed)
 
-        config = rl_config(self.cfg, optimizer, seed=cell_seed(prior, optimizer, seed))
+        config = train_config(self.cfg, optimizer, seed=cell_seed(prior, optimizer, seed))
         formats: list[dict] = []
 
         def on_samples(iteration, problems, texts, rewards):
             formats.append(format_share(self.task, [t for ts in texts for t in ts]))
 
-        search = self._tree_searcher(tokenizer) if method == "tree_rl" else None
-        model, stats = train(model, tokenizer, self.task, self.train_problems(seed), config,
-                             on_samples=on_samples, search=search)
+        data = TrainData(task=self.task, problems=self.train_problems(seed),
+                         on_samples=on_samples,
+                         search=self._tree_searcher() if "search" in entry.needs else None)
+        model, stats = entry.train(model, tokenizer, data, config)
         stats["format_over_training"] = formats
         return model, tokenizer, stats
 
-    def _tree_searcher(self, tokenizer):
+    def _tree_searcher(self):
         """tree_rl's ``search(policy, problems, iteration) -> TreeBatch``: the study's
         ``search`` section over the problems with the rule verifier scoring answers (these
         are LABELLED TRAINING problems), at the mcts optimizer's per-problem token budget
@@ -261,13 +254,10 @@ class Study:
                               self.cfg.budget_tokens // self.cfg.train_problems))
 
         def search(policy, problems, iteration):
-            verifier = RuleVerifier(self.task, tokenizer, problems)
-            result = StepSearch(policy, StepScorer(outcome=verifier), self.task, tokenizer,
-                                config).run(problems, progress=False)
-            solved = np.array([float(self.task.check_solution(p, a))
-                               for p, a in zip(problems, result.answers)])
-            return TreeBatch(result.forest, result.prompts, int(result.stats.generated.sum()),
-                             solved, [[a] for a in result.answers])
+            searched = search_problems(policy, self.task, problems, config, verify=True)
+            result = searched.result
+            return TreeBatch(result.forest, result.prompts, int(searched.generated.sum()),
+                             searched.correct.astype(np.float64), [[a] for a in result.answers])
 
         return search
 
@@ -276,19 +266,16 @@ class Study:
         (prior, seed), with ``optimizer``'s tree section (``tree_of``)."""
         problems, result, search_stats, _ = self.search(prior, seed)
         t = tree_of(self.cfg, optimizer)
-        dseed = cell_seed(prior, optimizer, seed)
-        if base_optimizer(self.cfg, optimizer) == "mcts":
-            verifier = RuleVerifier(self.task, tokenizer, problems)
-            examples = sft_examples(result, tokenizer, verifier, t.paths_per_problem)
-            config = sft_config(self.cfg, optimizer, seed=dseed)
-            model, stats = sft(model, tokenizer, examples, config)
-            texts = [tokenizer.decode(e.completion_ids, skip_special_tokens=True) for e in examples]
+        entry = OPTIMIZERS[base_optimizer(self.cfg, optimizer)]
+        data = harvest(entry.needs, result, problems, self.task, tokenizer, t)
+        config = train_config(self.cfg, optimizer, seed=cell_seed(prior, optimizer, seed))
+        model, stats = entry.train(model, tokenizer, data, config)
+        if "paths" in entry.needs:
+            texts = [tokenizer.decode(e.completion_ids, skip_special_tokens=True)
+                     for e in data.examples]
             stats["format_over_training"] = [format_share(self.task, texts)] if texts else []
-        else:
-            pairs = sibling_preference_pairs(result, t.dpo_margin)
-            config = dpo_config(self.cfg, optimizer, seed=dseed)
-            model, stats = dpo(model, tokenizer, pairs, config)
-            stats["pairs"] = len(pairs)
+        if "pairs" in entry.needs:
+            stats["pairs"] = len(data.pairs)
         stats["tokens_generated"] = search_stats["tokens_generated"]
         stats["search"] = search_stats
         return model, tokenizer, stats
@@ -380,7 +367,7 @@ class Study:
         train_s = time.perf_counter() - start
         save_policy(model, tokenizer, where / "policy")
         write_json(where / "train.json", {**_jsonable(stats), "seconds": round(train_s, 2)})
-        before, _ = load_model(self.prior_path(prior))
+        before, _ = build_learner(self.prior_path(prior))
         b = before.state_dict()
         a = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         ranks = update_rank(b, a)
@@ -459,7 +446,8 @@ class Study:
             paths = pool.map("run_item", [("prior", n) for n in names],
                              names=[f"prior {n!r}" for n in names], desc=bar("priors"))
             self._prior_paths.update({n: Path(path) for n, path in zip(names, paths)})
-        searches = sorted({(p, s) for p, o, s in todo if base_optimizer(self.cfg, o) in FROM_TREES
+        searches = sorted({(p, s) for p, o, s in todo
+                           if o != "base" and from_trees(base_optimizer(self.cfg, o))
                            if not (self.run.path / "search" / p / f"seed{s}" / "search.json").is_file()})
         pool.map("run_item", [("search", p, s) for p, s in searches],
                  names=[f"search of prior {p!r} seed {s}" for p, s in searches], desc=bar("searches"))

@@ -1,0 +1,62 @@
+"""What an optimizer trains on, taken from one finished search over LABELLED TRAINING
+problems: ``harvest`` fills the ``TrainData`` fields an entry of ``stages.train.OPTIMIZERS``
+needs (``Optimizer.needs``), so self-play's distill stage (once per round's trees) and the
+study's tree optimizers (the (prior, seed) search) harvest the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from critics.verifier import RuleVerifier
+from policies.rl import tree_examples
+from treesearch.search import SearchResult
+from treesearch.search.harvest import (
+    HarvestConfig,
+    failing_siblings,
+    passk_tree_weights,
+    sft_examples,
+    sibling_preference_pairs,
+    solution_key,
+)
+from treesearch.stages.train import TrainData
+from treesearch.utils.knobs import TREE_BASELINES
+
+__all__ = ["harvest"]
+
+
+def harvest(needs: frozenset, result: SearchResult, problems: Sequence, task, tokenizer,
+            config: HarvestConfig, *, clean_steps: bool = False, distinct: bool = False,
+            unlikeliness: float = 0.0, passk_weight: int = 0,
+            tree_baseline: str = TREE_BASELINES[0]) -> TrainData:
+    """``TrainData`` from one search's ``result`` over ``problems`` (P trees, in order),
+    with the fields ``needs`` names:
+
+    paths: ``examples``, the best ``config.paths_per_problem`` verified paths per tree
+        (rule verifier; ``clean_steps``: slip-free steps only; ``distinct``: one path per
+        distinct solution; ``unlikeliness`` > 0 weights rare paths up; ``passk_weight`` K > 0
+        weights a tree's paths by (1 - root Q)^(K - 1)).
+    pairs: ``pairs``, sibling steps whose Q differ by ``config.dpo_margin``.
+    siblings: ``pg``, the failing side of those pairs, pushed down.
+    tree_steps: ``pg``, every visited step with its advantage from the tree
+        (``tree_baseline``).
+    Other needs (on-policy problems, a search) are not the trees' to fill.
+    """
+    data = TrainData()
+    if "tree_steps" in needs:
+        data.pg += tree_examples(result.forest, result.prompts, tree_baseline)
+    if "paths" in needs:
+        key = None
+        if distinct:
+            def key(steps):
+                return solution_key(task, tokenizer.decode([t for s in steps for t in s],
+                                                           skip_special_tokens=True))
+        verifier = RuleVerifier(task, tokenizer, problems)
+        weights = passk_tree_weights(result.forest, passk_weight) if passk_weight else None
+        data.examples = sft_examples(result, tokenizer, verifier, config.paths_per_problem,
+                                     clean_steps=clean_steps, key=key,
+                                     unlikeliness=unlikeliness, tree_weights=weights)
+    if "siblings" in needs:
+        data.pg += failing_siblings(result, config.dpo_margin)
+    if "pairs" in needs:
+        data.pairs = sibling_preference_pairs(result, config.dpo_margin)
+    return data
