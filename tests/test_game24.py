@@ -145,3 +145,27 @@ def test_step_validity_shares(game24):
     assert v.correct == 2 and v.correct_through_valid_share == pytest.approx(0.5)
     with pytest.raises(ValueError, match="must match"):
         step_validity(game24, [inputs], samples, [])
+
+
+def test_the_shipped_prior_writes_true_steps(game24):
+    """tiny-game24 (policies/priors) loads by its zoo name and its sampled steps are valid
+    arithmetic on numbers still available; its metrics.json records the shares it shipped
+    with, measured on val."""
+    import json
+
+    from policies.hf import HFPolicy
+    from policies.rollout import generate_solutions
+    from policies.zoo import resolve
+
+    path = resolve("tiny-game24")
+    recorded = json.loads((path / "metrics.json").read_text())["eval"]
+    assert recorded["split"] == "val" and recorded["valid_step_share"] >= 0.95
+    assert recorded["correct_through_valid_share"] >= 0.9
+    policy = HFPolicy(path, seed=0)
+    problems = game24.problems("val", 20, seed=3)
+    samples = generate_solutions(policy, policy.tokenizer, game24, problems, n=4,
+                                 temperature=0.7, max_steps=6, max_step_tokens=24)
+    correct = [[game24.check_solution(p, s) for s in sols] for p, sols in zip(problems, samples)]
+    shares = step_validity(game24, [p.inputs for p in problems], samples, correct)
+    assert shares.steps >= 150 and shares.valid_step_share >= 0.9
+    assert 0 < sum(map(sum, correct)) < 80  # it solves some puzzles, not all
