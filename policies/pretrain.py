@@ -564,9 +564,12 @@ def print_table(metrics: dict) -> None:
     print("  " + "  ".join(f"{k:>10}" for k in keys))
     print("  " + "  ".join(f"{ev[k]:>10.3f}" for k in keys))
     if "valid_step_share" in ev:
-        print(f"  sampled steps valid {ev['valid_step_share']:.3f}, first step valid "
-              f"{ev['first_step_valid_share']:.3f}, correct answers through valid steps only "
-              f"{ev['correct_through_valid_share']:.3f} ({ev['correct']} correct)")
+        def shown(key):
+            return "n/a" if ev[key] is None else f"{ev[key]:.3f}"
+
+        print(f"  sampled steps valid {shown('valid_step_share')}, first step valid "
+              f"{shown('first_step_valid_share')}, correct answers through valid steps only "
+              f"{shown('correct_through_valid_share')} ({ev['correct']} correct)")
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -169,3 +169,9 @@ def test_the_shipped_prior_writes_true_steps(game24):
     shares = step_validity(game24, [p.inputs for p in problems], samples, correct)
     assert shares.steps >= 150 and shares.valid_step_share >= 0.9
     assert 0 < sum(map(sum, correct)) < 80  # it solves some puzzles, not all
+
+
+def test_step_validity_with_nothing_to_count_is_none(game24):
+    v = step_validity(game24, [{"numbers": (1, 2, 3, 4), "target": 24}], [["A:1+2+3+4\n"]],
+                      [[False]])
+    assert v.steps == 0 and v.valid_step_share is None and v.correct_through_valid_share is None

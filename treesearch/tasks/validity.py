@@ -43,12 +43,12 @@ class StepValidity:
     """The shares of the module docstring, with the counts behind them."""
 
     steps: int
-    valid_step_share: float
+    valid_step_share: float | None
     samples_with_steps: int
-    first_step_valid_share: float
-    all_valid_share: float
+    first_step_valid_share: float | None
+    all_valid_share: float | None
     correct: int
-    correct_through_valid_share: float
+    correct_through_valid_share: float | None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +58,8 @@ def step_validity(task: Task, inputs: Sequence[Mapping], samples: Sequence[Seque
                   correct: Sequence[Sequence[bool]]) -> StepValidity:
     """The validity shares over ``samples`` (one list of solution texts per problem, without
     the prompt) of the problems whose public ``inputs`` are given; ``correct`` says which
-    samples are right, in the same layout. A share with nothing to count is NaN."""
+    samples are right, in the same layout. A share with nothing to count is None (JSON's
+    null, so a recorded metrics file reads back equal)."""
     if not (len(inputs) == len(samples) == len(correct)):
         raise ValueError(f"step_validity: {len(inputs)} inputs, {len(samples)} sample lists and "
                          f"{len(correct)} verdict lists; they must match")
@@ -77,6 +78,8 @@ def step_validity(task: Task, inputs: Sequence[Mapping], samples: Sequence[Seque
             if ok:
                 n_correct += 1
                 correct_ok += bool(verdicts) and all(verdicts)
-    share = lambda a, b: a / b if b else float("nan")  # noqa: E731
+    def share(part: int, whole: int) -> float | None:
+        return part / whole if whole else None
+
     return StepValidity(n_steps, share(n_valid, n_steps), with_steps, share(first_ok, with_steps),
                         share(all_ok, with_steps), n_correct, share(correct_ok, n_correct))
