@@ -38,8 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from treesearch.view.page import write_html
-from treesearch.view.sources import page_data
+# after the sys.path insert above, so the script runs from a checkout without installing
+from treesearch.view.page import write_html  # noqa: E402
+from treesearch.view.sources import page_data  # noqa: E402
 
 
 def search_tree(path: Path, nodes: int, seed: int) -> dict:

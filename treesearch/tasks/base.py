@@ -240,8 +240,8 @@ class Task(abc.ABC):
         ``style`` of ``solution_trace``), from its first step line; ``None`` when it has
         no step before the answer or matches no format. Default: style 0 for any text
         with a step (one-format tasks)."""
-        steps = [l for l in text.split(self.step_delimiter)
-                 if l.strip() and not self.is_answer_step(l)]
+        steps = [line for line in text.split(self.step_delimiter)
+                 if line.strip() and not self.is_answer_step(line)]
         return 0 if steps else None
 
     def check(self, problem: Problem, answer_text: str | None) -> bool:
