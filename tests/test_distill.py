@@ -131,7 +131,8 @@ def _target_probs(model, seqs):
     out = []
     with torch.no_grad():
         for prompt, completion in seqs:
-            probs = torch.softmax(model(input_ids=torch.tensor([prompt + completion])).logits[0], -1)
+            probs = torch.softmax(model(input_ids=torch.tensor([prompt + completion])).logits[0],
+                                  -1)
             out += [probs[len(prompt) + j - 1, t] for j, t in enumerate(completion)]
     return torch.stack(out)
 

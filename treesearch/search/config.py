@@ -88,16 +88,20 @@ class SearchConfig:
                     "max_step_tokens", "max_children")
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"SearchConfig.{name} must be an int >= 1, got {getattr(self, name)!r}")
+                raise ValueError(f"SearchConfig.{name} must be an int >= 1, got "
+                                 f"{getattr(self, name)!r}")
         if not 0.0 <= self.early_stop_score <= 1.0:
-            raise ValueError(f"SearchConfig.early_stop_score must be in [0, 1], got {self.early_stop_score}")
+            raise ValueError("SearchConfig.early_stop_score must be in [0, 1], got "
+                             f"{self.early_stop_score}")
         if not self.prior_temperature > 0:
-            raise ValueError(f"SearchConfig.prior_temperature must be > 0, got {self.prior_temperature}")
+            raise ValueError("SearchConfig.prior_temperature must be > 0, got "
+                             f"{self.prior_temperature}")
         if self.max_tokens is not None and self.max_tokens < self.max_step_tokens:
             raise ValueError(f"SearchConfig.max_tokens ({self.max_tokens}) cannot pay for one "
                              f"step of up to max_step_tokens ({self.max_step_tokens}) tokens")
         if self.answer not in ANSWER_RULES:
-            raise ValueError(f"SearchConfig.answer must be one of {ANSWER_RULES}, got {self.answer!r}")
+            raise ValueError(f"SearchConfig.answer must be one of {ANSWER_RULES}, got "
+                             f"{self.answer!r}")
         self.params  # validates the selection options
 
     @property
