@@ -9,7 +9,7 @@ selected nodes per second.
 Usage: python benchmarks/bench_search.py [--quick] [--json PATH]
 JSON keys: ``overhead_share_tiny``, ``overhead_share_smollm2`` (null with --quick),
 ``leaves_per_s`` (per model), ``seconds`` (per model, per stage).
-Targets (issue 5): overhead <= 10% with the tiny prior, <= 3% with SmolLM2.
+Targets: overhead <= 10% with the tiny prior, <= 3% with SmolLM2.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 15: diversity-preserving distillation (distinct paths, unlikeliness weights, failing
+"""Diversity-preserving distillation (distinct paths, unlikeliness weights, failing
 siblings, the keep-the-prior term, tree_pg), its config keys, and the per-round pass@k /
 diversity measurements of self-play (eval.passk_samples)."""
 

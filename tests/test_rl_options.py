@@ -1,4 +1,4 @@
-"""policies.rl's options (issue item 5): zero-success groups (keep / drop / downweight), the
+"""policies.rl's options: zero-success groups (keep / drop / downweight), the
 RLCR Brier reward on a stated confidence (``policies.confidence``), the easy_first
 curriculum charged to the budget, their checks in ``policies.rl.validate`` and the study
 config, and the study's stated-confidence calibration."""

@@ -252,7 +252,7 @@ def test_an_optimizer_variant_trains_its_base_with_its_rl_changes(tmp_path, monk
 
 def test_a_tree_variant_trains_mcts_with_its_tree_changes_from_the_shared_search(
         tmp_path, monkeypatch):
-    """A variant of mcts (e.g. the prior-anchored SFT of issue 15) is distilled with its
+    """A variant of mcts (e.g. the prior-anchored SFT) is distilled with its
     tree section changed, from the same search as plain mcts; the study's own tree section
     stays as it was."""
     from treesearch.stages import harvest as stages_harvest

@@ -103,7 +103,7 @@ def test_the_kit_passes_a_sound_task_and_says_what_it_checked():
 
 
 def _old_slips(text):
-    """step_slips before issue 19: non-negative operands only."""
+    """The earlier step_slips: non-negative operands only."""
     slips = 0
     for m in re.finditer(r"(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(-?\d+)", text):
         a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])

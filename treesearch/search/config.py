@@ -38,9 +38,9 @@ class SearchConfig:
         nothing (its selection landed on finished solutions or capped nodes) spends its
         next round on ``branching`` fresh continuations from the root instead, so the
         budget is spent rather than the tree going idle (False: it idles and stops after
-        ``IDLE_ROUNDS`` such rounds). On by default: with the checkers on 200 val problems
-        MCTS spent 518 of 512 and 1030 of 1024 tokens (0.535, 0.590; checker best-of-N
-        0.530, 0.610) where it had idled at about 440 / 490.
+        ``IDLE_ROUNDS`` such rounds). On by default: without it a tree stops widening
+        well short of its budget, and the unspent tokens are accuracy that best-of-N
+        at the same budget collects (figures in docs/design.md).
     max_depth: steps per solution, the answer line included; a step at this depth ends
         the episode (wrong unless it is an answer).
     max_step_tokens: tokens per step; a step cut there is malformed (terminal, wrong).
