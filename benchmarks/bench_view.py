@@ -38,8 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from treesearch.view.page import write_html
-from treesearch.view.sources import page_data
+# after the sys.path insert above, so the script runs from a checkout without installing
+from treesearch.view.page import write_html  # noqa: E402
+from treesearch.view.sources import page_data  # noqa: E402
 
 
 def search_tree(path: Path, nodes: int, seed: int) -> dict:
@@ -175,7 +176,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--trees", default=None, help="a trees file to draw (its first tree)")
-    parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "treesearch-bench-view"))
+    parser.add_argument("--cache",
+                        default=str(Path(tempfile.gettempdir()) / "treesearch-bench-view"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
@@ -222,7 +224,8 @@ def main(argv=None) -> int:
     print(f"{n} nodes ({rows[0]['drawn']} drawn), page {figure['page_bytes'] / 1e6:.1f} MB "
           f"built in {build:.1f} s; Chromium {version}, load {figure['load_average_1min']}")
     print(f"median of {len(rows)}: ready {med['ready_ms']:.0f} ms, click {med['click_ms']:.0f} ms, "
-          f"interactive {med['interactive_ms']:.0f} ms (bound 2000 ms), wall {med['wall_ms']:.0f} ms")
+          f"interactive {med['interactive_ms']:.0f} ms (bound 2000 ms), wall "
+          f"{med['wall_ms']:.0f} ms")
     if over:
         figure["whole_tree"] = {"nodes": whole["n"], "runs": over,
                                 "median": _median(over, ("ready_ms", "expand_all_ms")),
@@ -230,7 +233,8 @@ def main(argv=None) -> int:
                                 "collapsed_below": over[0]["collapsed_below"]}
         w = figure["whole_tree"]
         print(f"the whole {whole['n']}-node tree: opens collapsed below depth "
-              f"{w['collapsed_below']} ({w['drawn']} drawn), ready {w['median']['ready_ms']:.0f} ms; "
+              f"{w['collapsed_below']} ({w['drawn']} drawn), ready "
+              f"{w['median']['ready_ms']:.0f} ms; "
               f"expand all {w['median']['expand_all_ms']:.0f} ms")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Issue 15's comparison table: self-play arms (today's default and each diversity option)
+"""The diversity comparison table: self-play arms (today's default and each diversity option)
 over seeds, round 0 against the last round.
 
     python benchmarks/widen_table.py runs/i15/default-s0 runs/i15/default-s1 ... \

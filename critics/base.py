@@ -58,7 +58,8 @@ def check_scores(name: str, scores, n: int) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise CriticError(f"critic {name}: scores are not numbers ({exc})") from None
     if arr.shape != (n,):
-        raise CriticError(f"critic {name}: expected {n} scores (shape ({n},)), got shape {arr.shape}")
+        raise CriticError(f"critic {name}: expected {n} scores (shape ({n},)), got "
+                          f"shape {arr.shape}")
     bad = ~np.isfinite(arr)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])

@@ -166,7 +166,8 @@ class StepScorer:
         scores = check_scores(_name(critic), critic.score(states), len(states)).astype(np.float64)
         spent = (counts.processed - before) if counts is not None else 0
         self.tokens[kind] += spent
-        lengths = np.array([len(s[0]) + sum(len(step) for step in s[1]) for s in states], np.float64)
+        lengths = np.array([len(s[0]) + sum(len(step) for step in s[1]) for s in states],
+                           np.float64)
         share = lengths / lengths.sum() if lengths.sum() else np.full(len(states), 1 / len(states))
         self.last_cost = (np.ones(len(states), np.int64), spent * share)
         return scores

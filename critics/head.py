@@ -230,7 +230,8 @@ class HeadCritic:
         path = Path(os.fspath(path)).expanduser()
         if path.exists() and not (path.is_dir() and (_read_meta(path) is not None
                                                      or not any(path.iterdir()))):
-            raise FileExistsError(f"HeadCritic.save: {str(path)!r} exists and is not a saved critic")
+            raise FileExistsError(f"HeadCritic.save: {str(path)!r} exists and is not a saved "
+                                  "critic")
         with atomic_dir(path) as tmp:
             self.trunk.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)

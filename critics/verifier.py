@@ -46,7 +46,8 @@ class RuleVerifier:
     def _refuse(self, problem) -> None:
         if getattr(problem, "held_out", False):
             raise CriticError(f"{self.name}: problem {problem.id!r} is held out; the rule "
-                              "verifier makes training targets only and never sees held-out (val or test) problems")
+                              "verifier makes training targets only and never sees held-out (val "
+                              "or test) problems")
         if problem.label is None:
             raise CriticError(f"{self.name}: problem {problem.id!r} has no label")
 
@@ -75,4 +76,5 @@ class RuleVerifier:
                          for s in states], np.float32)
 
     def describe(self) -> str:
-        return f"{self.name} kind={self.kind} problems={len(self._by_prompt)} (training targets only)"
+        return (f"{self.name} kind={self.kind} problems={len(self._by_prompt)} "
+                "(training targets only)")

@@ -210,7 +210,8 @@ def validate(config: DistillConfig) -> DistillConfig:
         ("max_steps", c.max_steps is None or (_is_int(c.max_steps) and c.max_steps >= 1),
          "None or an int >= 1"),
         ("pg_clip", _is_number(c.pg_clip) and 0 <= c.pg_clip < 1, "a number in [0, 1)"),
-        ("anchor_kl", _is_number(c.anchor_kl) and c.anchor_kl >= 0, "a finite number >= 0 (0 = off)"),
+        ("anchor_kl", _is_number(c.anchor_kl) and c.anchor_kl >= 0,
+         "a finite number >= 0 (0 = off)"),
     ]
     for name, ok, want in checks:
         if not ok:

@@ -203,7 +203,7 @@ class _StepLayer(DynamicLayer):
         """Rows src[i] of keys/values (float [U, kv_heads, S, head_dim]) each repeated n
         times (row i * n + j <- src[i]), with room for ``columns`` more columns."""
         super().__init__()
-        K, (U, H, S, D) = len(src), keys.shape
+        K, (_, H, S, D) = len(src), keys.shape
         self.dtype, self.device = keys.dtype, keys.device
         self._k = keys.new_empty((K * n, H, S + columns, D))
         self._v = values.new_empty((K * n, H, S + columns, values.shape[-1]))

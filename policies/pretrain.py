@@ -21,8 +21,8 @@ linear warmup then cosine decay to ``min_lr_ratio * lr``; batches of right-padde
 sequences (padding never reaches a real token under causal attention, and is out of the
 loss). Training stops at the first of ``steps``, ``tokens`` and ``time_budget_s``
 (``tokens=DEFAULT_TOKENS`` when none is given); the schedule follows whichever budget is
-furthest along, so a time-limited run still ends its cosine. Deterministic on CPU for a seed (a time budget makes the stop point depend
-on speed; ``steps``/``tokens`` do not).
+furthest along, so a time-limited run still ends its cosine. Deterministic on CPU for a
+seed (a time budget makes the stop point depend on speed; ``steps``/``tokens`` do not).
 
 The run ends by evaluating the saved model through ``HFPolicy`` on held-out problems of
 ``eval_split`` (test by default; val while choosing a prior): greedy accuracy and pass@k
@@ -69,7 +69,8 @@ DEFAULT_TOKENS = 4_000_000  # training tokens when no budget is given
 class PretrainConfig:
     """Every knob of a pretraining run (the CLI flags are these names with dashes)."""
 
-    task: str = "countdown"  # any form get_task takes: a built-in, rg:<dataset>, package.module:factory
+    # any form get_task takes: a built-in, rg:<dataset>, package.module:factory
+    task: str = "countdown"
     # the task's own arguments (the CLI's task_args.KEY=VALUE items); unknown keys are errors
     task_args: dict = field(default_factory=dict)
     out: str = "runs/prior"
@@ -212,7 +213,8 @@ def validate(config: PretrainConfig):
 # ----------------------------------------------------------------------------- data
 
 def encode_example(tokenizer, task, problem, rng: random.Random, flawed: bool, style: int,
-                   loss_on: str = "solution", trace: str | None = None) -> tuple[list[int], list[int]]:
+                   loss_on: str = "solution",
+                   trace: str | None = None) -> tuple[list[int], list[int]]:
     """(input ids, labels) of one sequence; labels are -100 where there is no loss.
     ``trace``: the solution text (default: drawn with ``task.solution_trace``)."""
     prompt = tokenizer(task.prompt(problem), add_special_tokens=False)["input_ids"]
@@ -266,7 +268,8 @@ class TraceSampler:
                 if self.stated_confidence:
                     trace += f"confidence: 0.{self.rng.randint(1, 9)}{self.task.step_delimiter}"
                 return problem, flawed, style, trace
-        raise Refusal("--held-out-strategy", f"pretrain: {tries} traces in a row used the held-out strategy "
+        raise Refusal("--held-out-strategy",
+                      f"pretrain: {tries} traces in a row used the held-out strategy "
                          f"{self.held_out_strategy!r}; it cannot be held out of {self.task.name}")
 
     def batch(self, size: int):
@@ -277,7 +280,8 @@ class TraceSampler:
             ids, labels = encode_example(self.tokenizer, self.task, problem, self.rng, flawed,
                                          style, self.loss_on, trace=trace)
             if len(ids) > self.max_positions:
-                raise Refusal("--max-positions", f"pretrain: a {self.task.name} sequence of {len(ids)} tokens "
+                raise Refusal("--max-positions",
+                              f"pretrain: a {self.task.name} sequence of {len(ids)} tokens "
                                  f"exceeds max_positions={self.max_positions}; raise it")
             seqs.append((ids, labels))
         width = max(len(ids) for ids, _ in seqs)
@@ -394,7 +398,8 @@ def pretrain(config: PretrainConfig, command: str | None = None) -> PretrainResu
         test = task.problems(c.eval_split, c.eval_problems, seed=c.seed + 1_000_003)
     except (ValueError, RuntimeError) as exc:
         raise Refusal("--train-problems / --eval-problems",
-                      f"pretrain: task {c.task!r} cannot give the problems asked for: {exc}") from None
+                      f"pretrain: task {c.task!r} cannot give the problems asked for: "
+                      f"{exc}") from None
     data_s = time.perf_counter() - t0
     sampler = TraceSampler(tokenizer, task, train, styles, c.flawed_share, c.loss_on, c.seed,
                            c.max_positions, c.held_out_strategy, c.stated_confidence,
@@ -559,7 +564,8 @@ def print_table(metrics: dict) -> None:
         return
     keys = ["greedy_acc"] + sorted((k for k in ev if k.startswith("pass@")),
                                    key=lambda k: int(k[5:])) + ["answer_rate"]
-    print(f"eval on {ev['n_problems']} held-out {metrics['task']} {ev.get('split', 'test')} problems "
+    print(f"eval on {ev['n_problems']} held-out {metrics['task']} "
+          f"{ev.get('split', 'test')} problems "
           f"({ev['n_samples']} samples at T={ev['temperature']}, {ev['seconds']}s):")
     print("  " + "  ".join(f"{k:>10}" for k in keys))
     print("  " + "  ".join(f"{ev[k]:>10.3f}" for k in keys))
@@ -575,7 +581,8 @@ def print_table(metrics: dict) -> None:
 # ----------------------------------------------------------------------------- CLI
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m policies.pretrain", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m policies.pretrain",
+                                description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("task_args", nargs="*", metavar="task_args.KEY=VALUE",
                    help="the task's own arguments (a reasoning-gym dataset's config keys, a "
@@ -602,7 +609,8 @@ def main(argv: list[str] | None = None) -> PretrainResult:
     try:
         task_args, rest = dotted_args(ns.task_args)
         if rest:
-            raise CLIError(rest[0], "unexpected argument (the task's arguments are task_args.KEY=VALUE)")
+            raise CLIError(rest[0],
+                           "unexpected argument (the task's arguments are task_args.KEY=VALUE)")
         config = PretrainConfig(**{**vars(ns), "task_args": task_args})
         with blame("--task"):
             try:

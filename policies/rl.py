@@ -30,7 +30,7 @@ closed form (Chen et al. 2025, "Pass@k Training", arXiv 2508.10751; cf. PKPO, ar
 2505.15201): the group's pass@K estimate and each sample's leave-one-out effect on it,
 ``passk_advantages``; K = 1 is GRPO's advantage.
 
-Options on what the update sees (issue item 5):
+Options on what the update sees:
 
 - ``zero_success`` (difficulty): groups with no correct sample are kept as they are
   ("keep"), leave the update and its normalisation entirely ("drop": no gradient, not

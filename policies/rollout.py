@@ -108,7 +108,8 @@ def _decode_chunk(policy, tokenizer, task, problems, n, max_steps, max_step_toke
         for r, per in zip(active, props):
             take(r, per[0])
     texts = [["".join(steps[i * n + j]) for j in range(n)] for i in range(len(problems))]
-    used = [[len(rows[i * n + j]) - len(prompts[i]) for j in range(n)] for i in range(len(problems))]
+    used = [[len(rows[i * n + j]) - len(prompts[i]) for j in range(n)]
+            for i in range(len(problems))]
     toks = [[rows[i * n + j][len(prompts[i]):] for j in range(n)] for i in range(len(problems))]
     return texts, used, toks
 

@@ -91,14 +91,16 @@ class StepEnds:
 
     def __init__(self, tokenizer, delimiter: str = "\n"):
         if not delimiter:
-            raise ValueError(f"step delimiter for tokenizer {_tokenizer_name(tokenizer)!r} is empty")
+            raise ValueError(f"step delimiter for tokenizer {_tokenizer_name(tokenizer)!r} "
+                             "is empty")
         self.delimiter = delimiter
         self.texts = token_texts(tokenizer)
         self.whole = frozenset(i for i, t in enumerate(self.texts) if delimiter in t)
         self.prefixes = tuple(delimiter[:k] for k in range(len(delimiter) - 1, 0, -1))
         # a delimiter of several characters can be spelt across tokens when some token ends
         # in a proper prefix of it
-        self.split = any(t.endswith(self.prefixes) for t in self.texts if t) if self.prefixes else False
+        self.split = (any(t.endswith(self.prefixes) for t in self.texts if t)
+                      if self.prefixes else False)
         if not self.whole and not self.split:
             raise ValueError(
                 f"step delimiter {delimiter!r} cannot be written by tokenizer "
@@ -140,5 +142,6 @@ def step_delimiter_ids(tokenizer, delimiter: str = "\n") -> frozenset[int]:
     if not ids:
         raise ValueError(
             f"step delimiter {delimiter!r} is not contained in any single token of tokenizer "
-            f"{_tokenizer_name(tokenizer)!r} (vocabulary of {len(texts)}); steps could never end on it")
+            f"{_tokenizer_name(tokenizer)!r} (vocabulary of {len(texts)}); steps could "
+            "never end on it")
     return ids

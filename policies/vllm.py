@@ -141,7 +141,8 @@ class VLLMPolicy:
         # vLLM refuses n > 1 with greedy sampling: greedy samples once and copies the step n
         # times (counts hold the one sample actually drawn).
         draws = 1 if self.temperature == 0 else n
-        params = [SamplingParams(n=draws, max_tokens=min(max_step_tokens, self.max_model_len - len(k)),
+        params = [SamplingParams(n=draws,
+                                 max_tokens=min(max_step_tokens, self.max_model_len - len(k)),
                                  stop_token_ids=self.delimiter_ids, stop=self.stop_strings,
                                  include_stop_str_in_output=True, logprobs=0,
                                  temperature=self.temperature, top_p=self.top_p)

@@ -26,12 +26,15 @@ def one_line_error(capsys, rc, expected_rc=2) -> str:
 @pytest.mark.parametrize("argv,flag", [
     (["--strategies", "mcts"], "--strategies mcts: decode: strategy 'mcts' needs a value"),
     (["--task", "nope"], "--task: unknown task 'nope'"),
-    (["--task", "rg:chain_sum", "task_args.foo=1"], "task_args.foo: rg:chain_sum: unknown task_args"),
+    (["--task", "rg:chain_sum", "task_args.foo=1"],
+     "task_args.foo: rg:chain_sum: unknown task_args"),
     (["--task", "countdown3", "task_args.n_numbers=1"], "task_args.n_numbers:"),
-    (["--task", "rg:leg_counting"], "--task / --model: the tokenizer of model 'tiny-countdown3' cannot write"),
+    (["--task", "rg:leg_counting"],
+     "--task / --model: the tokenizer of model 'tiny-countdown3' cannot write"),
     (["--model", "/no/such/model"], "--model:"),
     (["--problems", "0"], "--problems: must be >= 1"),
-    (["--split", "val", "--task", "gsm", "--problems", "3"], "--split val --problems: gsm: asked for 3"),
+    (["--split", "val", "--task", "gsm", "--problems", "3"],
+     "--split val --problems: gsm: asked for 3"),
     (["--threads", "0"], "--threads: must be >= 1"),
     (["--budgets", "4"], "--budgets: decode: budget 4"),
     (["--value", "bogus"], "--value / --process / --outcome / --judge:"),
@@ -49,7 +52,8 @@ def test_decode_refusals(capsys, tmp_path, argv, flag):
     (["task=nope"], "config key 'task' = 'nope': unknown task"),
     (["task=rg:basic_arithmetic", "task_args.allow_parentheses=false"],
      "config key 'task_args.allow_parentheses': rg:basic_arithmetic"),
-    (["task=rg:leg_counting"], "config key 'task' = 'rg:leg_counting': the tokenizer of policy.model"),
+    (["task=rg:leg_counting"],
+     "config key 'task' = 'rg:leg_counting': the tokenizer of policy.model"),
     (["task=no_module_here:make"], "config key 'task' = 'no_module_here:make': task"),
     (["rounds=["], "cannot read the YAML (command-line override 'rounds=[')"),
 ])
@@ -63,7 +67,8 @@ def test_selfplay_refusals(capsys, tmp_path, argv, key):
     (["task=rg:chain_sum", "task_args.foo=1"], "config key 'task_args.foo'"),
     (["ood_tasks=[nope]"], "config key 'ood_tasks.0'"),
     (["task=rg:leg_counting", "priors=[{name: a, pretrain: {steps: 1}}]"],
-     "config key 'priors.0.pretrain': prior 'a' is pretrained on task 'rg:leg_counting', which has no solver"),
+     "config key 'priors.0.pretrain': prior 'a' is pretrained on task 'rg:leg_counting', which "
+     "has no solver"),
 ])
 def test_study_refusals(capsys, tmp_path, argv, key):
     rc = study.main(["--quick", *argv, f"out={tmp_path / 'study'}"])
@@ -75,7 +80,8 @@ def test_study_refusals(capsys, tmp_path, argv, key):
     (["--task", "rg:chain_sum", "task_args.seed=3"], "task_args.seed:"),
     (["--task", "rg:chain_sum", "oops"], "oops: unexpected argument"),
     (["--hidden", "30"], "--hidden: pretrain: hidden (30) must be a multiple of heads"),
-    (["--task", "gsm", "--train-problems", "100", "--steps", "1"], "--train-problems / --eval-problems:"),
+    (["--task", "gsm", "--train-problems", "100", "--steps", "1"],
+     "--train-problems / --eval-problems:"),
 ])
 def test_pretrain_refusals(tmp_path, argv, flag):
     with pytest.raises(SystemExit) as info:
@@ -114,7 +120,8 @@ def test_blame_names_the_flag_once_and_lets_bugs_through():
 
 
 def test_dotted_args_reads_yaml_values():
-    args, rest = dotted_args(["task_args.a=3", 'task_args.ops=["+","*"]', "task_args.b=true", "x=1"])
+    args, rest = dotted_args(["task_args.a=3", 'task_args.ops=["+","*"]', "task_args.b=true",
+                              "x=1"])
     assert args == {"a": 3, "ops": ["+", "*"], "b": True} and rest == ["x=1"]
     with pytest.raises(CLIError, match="task_args.ops: cannot read"):
         dotted_args(["task_args.ops=[+,*]"])

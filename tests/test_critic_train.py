@@ -95,7 +95,8 @@ def test_value_targets_match_the_trees(result, policy, task, verifier):
     assert np.all((vt.targets >= 0) & (vt.targets <= 1))
     assert np.all(vt.node > 0) and np.all(f.depth[vt.tree, vt.node] >= 0)
     assert np.all(f.visits[vt.tree, vt.node] >= 1)
-    expected = sum(int(((f.depth[b, 1:f.n_nodes[b]] >= 0) & (f.visits[b, 1:f.n_nodes[b]] >= 1)).sum())
+    expected = sum(int(((f.depth[b, 1:f.n_nodes[b]] >= 0)
+                        & (f.visits[b, 1:f.n_nodes[b]] >= 1)).sum())
                    for b in range(f.n_trees))
     assert n == expected  # every live visited non-root node, once
     for (prompt, steps), t, node, y in zip(vt.states, vt.tree, vt.node, vt.targets):
@@ -147,12 +148,14 @@ def test_process_targets_on_real_trees(result, policy, task, problems, verifier)
     assert np.all(hard >= soft) and np.array_equal(hard == 1, soft > 0)
     assert np.all(f.depth[pt.tree, pt.node] > 0)
     terminal = f.terminal[pt.tree, pt.node] == 1
-    assert np.all(pt.extra["rollouts"][terminal] == 0) and np.all(pt.extra["rollouts"][~terminal] == 2)
+    assert np.all(pt.extra["rollouts"][terminal] == 0)
+    assert np.all(pt.extra["rollouts"][~terminal] == 2)
     assert (~terminal).any() and pt.generated > 0
     answer = np.array([task.is_answer_step(last_text(policy.tokenizer, s)) for s in pt.states])
     ends = terminal & answer
     assert ends.any()
-    np.testing.assert_array_equal(soft[ends], verifier.score([pt.states[i] for i in np.flatnonzero(ends)]))
+    np.testing.assert_array_equal(soft[ends],
+                                  verifier.score([pt.states[i] for i in np.flatnonzero(ends)]))
     assert np.all(soft[terminal & ~answer] == 0)
     # same seed, same nodes; hard=True gives the hard labels as targets
     again = process_targets(result, policy, policy.tokenizer, task, verifier, rollouts=1,
@@ -169,7 +172,8 @@ class ScriptedPolicy:
 
     def __init__(self, tokenizer, task, problems):
         self.tokenizer, self.temperature = tokenizer, 1.0
-        self.label = {tuple([tokenizer.bos_token_id] + tokenizer(task.prompt(p), add_special_tokens=False)
+        self.label = {tuple([tokenizer.bos_token_id] + tokenizer(task.prompt(p),
+                                                                 add_special_tokens=False)
                             ["input_ids"]): p.label for p in problems}
         self.calls = 0
 
@@ -313,7 +317,8 @@ def test_fit_and_report_figures_and_files(tmp_path):
     w = critic.kw["weights"]
     assert w[targets[train] == 1].sum() == pytest.approx(w[targets[train] == 0].sum())
     assert rep["target_mean_train"] == pytest.approx(targets[train].mean())
-    assert rep["mse_constant"] == pytest.approx(np.mean((targets[train].mean() - targets[held]) ** 2))
+    assert rep["mse_constant"] == pytest.approx(
+        np.mean((targets[train].mean() - targets[held]) ** 2))
     assert rep["mse_critic"] < rep["mse_constant"]
     cal = rep["calibration"]
     assert cal["n"] == 50 and cal["auroc"] > 0.7 and 0 <= cal["ece"] <= 1

@@ -35,7 +35,9 @@ class _Recorder:
 
     def score(self, states):
         self.seen.extend(states)
-        return np.linspace(0.1, 0.9, len(states)).astype(np.float32) if len(states) else np.zeros(0, np.float32)
+        if not len(states):
+            return np.zeros(0, np.float32)
+        return np.linspace(0.1, 0.9, len(states)).astype(np.float32)
 
 
 def test_bad_requests_fail_before_model_work(task):
@@ -167,4 +169,5 @@ def test_a_strategys_result_does_not_depend_on_what_ran_before(policy, task):
     one = evaluate(policy, StepScorer(), task, problems, ["sample", "majority"], [96], **kw)
     two = evaluate(policy, StepScorer(), task, problems, ["majority", "sample"], [96], **kw)
     assert {r["strategy"]: r["tokens"] for r in one} == {r["strategy"]: r["tokens"] for r in two}
-    assert {r["strategy"]: r["accuracy"] for r in one} == {r["strategy"]: r["accuracy"] for r in two}
+    assert ({r["strategy"]: r["accuracy"] for r in one}
+            == {r["strategy"]: r["accuracy"] for r in two})

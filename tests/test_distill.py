@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+# imported after the importorskip calls, so the module skips where torch/transformers are absent
 from tiny_models import save_tiny_llama  # noqa: E402
 
 from policies import zoo  # noqa: E402
@@ -27,11 +28,8 @@ from policies.distill import (  # noqa: E402
     validate,
 )
 from policies.hf import HFPolicy, load_model  # noqa: E402
-from policies.rollout import generate_solutions
-from treesearch.tasks import (
-    get_task,  # noqa: E402
-    prompt_ids,  # noqa: E402
-)
+from policies.rollout import generate_solutions  # noqa: E402
+from treesearch.tasks import get_task, prompt_ids  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -133,7 +131,8 @@ def _target_probs(model, seqs):
     out = []
     with torch.no_grad():
         for prompt, completion in seqs:
-            probs = torch.softmax(model(input_ids=torch.tensor([prompt + completion])).logits[0], -1)
+            probs = torch.softmax(model(input_ids=torch.tensor([prompt + completion])).logits[0],
+                                  -1)
             out += [probs[len(prompt) + j - 1, t] for j, t in enumerate(completion)]
     return torch.stack(out)
 

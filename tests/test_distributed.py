@@ -335,7 +335,8 @@ def test_a_worker_killed_mid_item_is_restarted_and_its_item_rerun(pool, tmp_path
     log = tmp_path / "starts.log"
     pool.setup(_Slow, str(log))
     out = {}
-    thread = threading.Thread(target=lambda: out.update(r=pool.map("run", [(i, 1.0) for i in range(4)])))
+    thread = threading.Thread(target=lambda: out.update(r=pool.map("run",
+                                                                   [(i, 1.0) for i in range(4)])))
     thread.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(i == 0 for i, _ in _starts(log)):

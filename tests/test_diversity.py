@@ -1,4 +1,4 @@
-"""Issue 15: diversity-preserving distillation (distinct paths, unlikeliness weights, failing
+"""Diversity-preserving distillation (distinct paths, unlikeliness weights, failing
 siblings, the keep-the-prior term, tree_pg), its config keys, and the per-round pass@k /
 diversity measurements of self-play (eval.passk_samples)."""
 
@@ -10,18 +10,19 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from policies import zoo
-from policies.distill import (
+# imported after the importorskip calls, so the module skips where torch/transformers are absent
+from policies import zoo  # noqa: E402
+from policies.distill import (  # noqa: E402
     DistillConfig,
     PGExample,
     completion_logprobs,
     policy_gradient,
 )
-from policies.diversity import format_share, strategy_share
-from policies.hf import load_model
-from treesearch.config import ConfigError, load_config
-from treesearch.engine.forest import Forest
-from treesearch.search.harvest import (
+from policies.diversity import format_share, strategy_share  # noqa: E402
+from policies.hf import load_model  # noqa: E402
+from treesearch.config import ConfigError, load_config  # noqa: E402
+from treesearch.engine.forest import Forest  # noqa: E402
+from treesearch.search.harvest import (  # noqa: E402
     best_correct,
     failing_siblings,
     passk_tree_weights,
@@ -30,8 +31,8 @@ from treesearch.search.harvest import (
     solution_key,
     unlikeliness_weights,
 )
-from treesearch.search.result import SearchResult, SearchStats
-from treesearch.tasks import get_task, prompt_ids
+from treesearch.search.result import SearchResult, SearchStats  # noqa: E402
+from treesearch.tasks import get_task, prompt_ids  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -173,7 +174,9 @@ def test_policy_gradient_pushes_positives_up_and_negatives_down(prior, task):
     model, tok = load_model(zoo.resolve("tiny-countdown3"))
     start, _ = prior
     p = prompt_ids(tok, task, task.problems("train", 1, seed=0)[0])
-    ids = lambda t: tok(t, add_special_tokens=False)["input_ids"]
+    def ids(t):
+        return tok(t, add_special_tokens=False)["input_ids"]
+
     examples = [PGExample(p, ids("25*4=100\n"), 0.1), PGExample(p, ids("9*9=80\n"), -1.0),
                 PGExample(p, ids("1+1=2\n"), 0.0)]
     model, stats = policy_gradient(model, tok, examples,
@@ -273,7 +276,8 @@ def test_selfplay_with_tree_pg(tmp_path):
     rows = _run(tmp_path / "run", ["distill.method=tree_pg", "distill.anchor_kl=0",
                                    "distill.cumulative=false"])
     distill = next(r for r in rows if r["stage"] == "distill")
-    assert distill["pg_examples"] > 0 and distill["pg_positives"] > 0 and distill["pg_negatives"] > 0
+    assert distill["pg_examples"] > 0 and distill["pg_positives"] > 0
+    assert distill["pg_negatives"] > 0
     assert distill["prior_examples"] == 0
     assert not (tmp_path / "run" / "passk.png").exists()   # measurements off by default
     assert "passk" not in next(r for r in rows if r["stage"] == "eval")

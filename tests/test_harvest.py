@@ -20,7 +20,8 @@ def searched():
     problems = task.problems("train", 12, seed=4)
     verifier = RuleVerifier(task, policy.tokenizer, problems)
     config = SearchConfig(simulations=16, branching=2, horizon=6, max_depth=6, max_step_tokens=24)
-    result = StepSearch(policy, StepScorer(outcome=verifier), task, policy.tokenizer, config).run(problems)
+    result = StepSearch(policy, StepScorer(outcome=verifier), task, policy.tokenizer,
+                        config).run(problems)
     return task, policy.tokenizer, problems, verifier, result
 
 

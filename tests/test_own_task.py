@@ -88,5 +88,6 @@ def test_pretrain_decode_and_selfplay_by_module_factory(user_dir):
         "eval.mcts_problems=1", "eval.mcts_budget=56", "search.simulations=4",
         "search.max_step_tokens=14", "search.max_depth=3", "critics.epochs=1",
         "progress=false", "out=run")
-    rows = [json.loads(line) for line in (user_dir / "run" / "metrics.jsonl").read_text().splitlines()]
+    metrics = (user_dir / "run" / "metrics.jsonl").read_text()
+    rows = [json.loads(line) for line in metrics.splitlines()]
     assert [r["round"] for r in rows if r["stage"] == "eval"] == [0, 1]

@@ -161,7 +161,8 @@ def test_step_cache_selects_rows_and_grows_like_dynamic_cache():
                 c.batch_select_indices(torch.tensor([1, 3]))
         rows = ref.layers[0].keys.shape[0]
         for layer in range(2):
-            new = torch.randn(rows, 2, 1, 4, generator=gen), torch.randn(rows, 2, 1, 4, generator=gen)
+            new = (torch.randn(rows, 2, 1, 4, generator=gen),
+                   torch.randn(rows, 2, 1, 4, generator=gen))
             want = ref.update(*new, layer)
             got = cache.update(*new, layer)
             for a, b in zip(want, got):
@@ -183,7 +184,8 @@ def chain(policy, prefix, depth, n, max_step_tokens):
     for _ in range(depth):
         before = (policy.counts.processed, policy.counts.generated)
         props = policy.propose([prefix], n, max_step_tokens)[0]
-        calls.append((props, policy.counts.processed - before[0], policy.counts.generated - before[1]))
+        calls.append((props, policy.counts.processed - before[0],
+                      policy.counts.generated - before[1]))
         first = next((p for p in props if not p.finished), props[0])
         prefix = prefix + first.tokens.tolist()
     return calls
@@ -236,7 +238,8 @@ def test_seed_determinism(model_dir, tok):
     def run(seed):
         policy = HFPolicy(model_dir, seed=seed)
         out = policy.propose(prompts(tok), n=4, max_step_tokens=10)
-        out += policy.propose([prompts(tok)[0] + out[0][0].tokens.tolist()], n=4, max_step_tokens=10)
+        out += policy.propose([prompts(tok)[0] + out[0][0].tokens.tolist()], n=4,
+                              max_step_tokens=10)
         return [[(p.tokens.tolist(), round(p.logprob, 5)) for p in props] for props in out]
 
     assert run(11) == run(11)

@@ -70,7 +70,8 @@ def test_a_recipe_extends_another(tmp_path):
     assert cfg.rl.lr == 0.002 and cfg.rl.group_size == 4
     (tmp_path / "quick.yaml").write_text("extends: study_quick\nseeds: [3]\n")
     cfg = load_study_config(tmp_path / "quick.yaml")
-    assert list(cfg.seeds) == [3] and cfg.budget_tokens == load_study_config("study_quick").budget_tokens
+    assert list(cfg.seeds) == [3]
+    assert cfg.budget_tokens == load_study_config("study_quick").budget_tokens
     (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
     with pytest.raises(ConfigError, match="circle"):

@@ -45,7 +45,8 @@ def test_end_to_end_problems_prompt_and_the_datasets_own_scorer(dataset):
     assert entry["question"].strip() == problem.question
     scorer = reasoning_gym.create_dataset(dataset, seed=0, size=1)
     assert scorer.score_answer(problem.label, entry) == 1.0
-    assert task.check(problem, problem.label) and task.check_solution(problem, f"A: {problem.label}\n")
+    assert task.check(problem, problem.label)
+    assert task.check_solution(problem, f"A: {problem.label}\n")
     wrong = str(int(problem.label) + 1)
     assert not task.check(problem, wrong) and scorer.score_answer(wrong, entry) < 1.0
     # read per the prompt style: chat also reads \boxed{}
@@ -111,7 +112,8 @@ def test_floor_division_labels_are_left_out_and_reported():
     assert audit["audited"] == 200 and audit["disagree"] <= 10
 
 
-@pytest.mark.parametrize("args,key", [({"foo": 1}, "foo"), ({"seed": 3}, "seed"), ({"size": 9}, "size"),
+@pytest.mark.parametrize("args,key",
+                         [({"foo": 1}, "foo"), ({"seed": 3}, "seed"), ({"size": 9}, "size"),
                                       ({"min_terms": 5, "max_terms": 2}, "min_terms")])
 def test_bad_task_args_are_refused_naming_the_key(args, key):
     with pytest.raises(TaskArgsError) as info:
@@ -130,7 +132,8 @@ def test_pretraining_says_a_dataset_has_no_solver():
 
     with pytest.raises(ValueError, match="'rg:leg_counting' has no solver"):
         validate(PretrainConfig(task="rg:leg_counting", steps=1))
-    task, styles = validate(PretrainConfig(task="rg:chain_sum", task_args={"max_terms": 3}, steps=1))
+    task, styles = validate(PretrainConfig(task="rg:chain_sum", task_args={"max_terms": 3},
+                                           steps=1))
     assert isinstance(task, RGTask) and styles == [0, 1]
 
 

@@ -9,12 +9,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+# imported after the importorskip calls, so the module skips where torch/transformers are absent
 import policies.rl as rl  # noqa: E402
 from policies.distill import completion_logprobs  # noqa: E402
 from policies.hf import HFPolicy, load_model  # noqa: E402
 from policies.rl import RLConfig, group_advantages, train  # noqa: E402
-from policies.rollout import generate_solutions
-from treesearch.engine.forest import Forest
+from policies.rollout import generate_solutions  # noqa: E402
+from treesearch.engine.forest import Forest  # noqa: E402
 from treesearch.tasks import get_task, prompt_ids  # noqa: E402
 
 torch.set_num_threads(1)
@@ -298,7 +299,9 @@ def _tree_batch(tok, task, problems, good="25*4=100\n", bad="9*9=80\n", used=100
     """One tree per problem: root with three children (steps good, bad, bad); the good step
     has Q 1, the bad ones Q 0, the root Q 1/3 (visits 3)."""
     forest = Forest(len(problems), 8)
-    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]
+    def ids(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
     spans = forest.tokens.add_many([ids(good), ids(bad), ids(bad + "1")] * len(problems))
     for b in range(len(problems)):
         forest.expand([b], [0], [0, 3], [1 / 3] * 3, [0.0] * 3, [0.0] * 3, [0] * 3,

@@ -1,4 +1,4 @@
-"""policies.rl's options (issue item 5): zero-success groups (keep / drop / downweight), the
+"""policies.rl's options: zero-success groups (keep / drop / downweight), the
 RLCR Brier reward on a stated confidence (``policies.confidence``), the easy_first
 curriculum charged to the budget, their checks in ``policies.rl.validate`` and the study
 config, and the study's stated-confidence calibration."""
@@ -13,20 +13,21 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from policies import rl
-from policies.confidence import (
+# imported after the importorskip calls, so the module skips where torch/transformers are absent
+from policies import rl  # noqa: E402
+from policies.confidence import (  # noqa: E402
     add_confidence_lines,
     brier_reward,
     stated_confidence,
     strip_confidence,
 )
-from policies.hf import HFPolicy, load_model
-from policies.rl import RLConfig, train
-from treesearch.config import ConfigError
-from treesearch.engine.interfaces import StepProposal
-from treesearch.study.config import load_study_config
-from treesearch.study.measure import stated_calibration
-from treesearch.tasks import get_task, prompt_ids
+from policies.hf import HFPolicy, load_model  # noqa: E402
+from policies.rl import RLConfig, train  # noqa: E402
+from treesearch.config import ConfigError  # noqa: E402
+from treesearch.engine.interfaces import StepProposal  # noqa: E402
+from treesearch.study.config import load_study_config  # noqa: E402
+from treesearch.study.measure import stated_calibration  # noqa: E402
+from treesearch.tasks import get_task, prompt_ids  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -181,8 +182,9 @@ def test_zero_success_drop_is_the_batch_without_that_group(prior_dir, task, prob
     by_problem = {solved.id: ["22*10=220\nA:yes\n", "A:no\n", "1+2=3\nA:no\n", "A:nope\n"],
                   unsolved.id: ["10-3=7\nA:no\n", "A:no\n", "3*3=9\nA:no\n", "A:never\n"]}
     monkeypatch.setattr(task, "check_solution", lambda problem, text: "A:yes" in text)
-    run = lambda batch, **kw: _train_fixed(prior_dir, task, batch, by_problem, monkeypatch,
-                                           method="nsr", **kw)
+    def run(batch, **kw):
+        return _train_fixed(prior_dir, task, batch, by_problem, monkeypatch, method="nsr", **kw)
+
     alone, alone_stats = run([solved])
     keep, keep_stats = run([solved, unsolved])
     drop, drop_stats = run([solved, unsolved], zero_success="drop")
@@ -224,8 +226,10 @@ def test_brier_reward_gives_zero_success_groups_a_signal(prior_dir, task, proble
     np.testing.assert_allclose(rewards[0][unsolved.id], [-0.81, -0.01, -1.0, -0.25], atol=1e-6)
     assert stats["mean_correct"] == [0.25] and stats["stated_share"] == [0.75]
     assert stats["trained_samples"] == 8 and stats["zero_success_groups"] == 1
-    run = lambda batch, **kw: _train_fixed(prior_dir, task, batch, by_problem, monkeypatch,
-                                           method="grpo", reward="brier", **kw)
+    def run(batch, **kw):
+        return _train_fixed(prior_dir, task, batch, by_problem, monkeypatch, method="grpo",
+                            reward="brier", **kw)
+
     alone, _ = run([solved])
     keep, _ = run([solved, unsolved])
     drop, drop_stats = run([solved, unsolved], zero_success="drop")
@@ -252,7 +256,9 @@ class _ScriptedPolicy:
 
 def test_confidence_line_follows_complete_answer_lines_only(prior_dir, task, problems):
     _, tok = load_model(prior_dir)
-    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]
+    def ids(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
     texts = [["12*5=60\nA:12*5\n", "12*5=60\n", "A:12*5\n", "A:12*"]]
     tokens = [[ids(t) for t in texts[0]]]
     tokens[0][2] = tokens[0][2] + [tok.eos_token_id]         # ended on EOS: no more steps

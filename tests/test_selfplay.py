@@ -23,7 +23,8 @@ TINY = ["rounds=2", "train_problems=6", "eval.problems=8", "eval.samples=2",
 def _selfplay(*args, **kw):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "treesearch.selfplay", *args], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **kw)
 
 
 def _eval_rows(run: Path):

@@ -72,7 +72,8 @@ def test_plain_and_fewshot_prefixes_start_with_bos(smol_tok):
     plain = get_task("arithmetic")
     fewshot = get_task("arithmetic", options=TaskOptions(prompt_style="fewshot", shots=2))
     p = plain.problems("val", 1)[0]
-    assert prompt_ids(smol_tok, plain, p) == [smol_tok.bos_token_id] + smol_tok(plain.prompt(p))["input_ids"]
+    assert (prompt_ids(smol_tok, plain, p)
+            == [smol_tok.bos_token_id] + smol_tok(plain.prompt(p))["input_ids"])
     ids = prompt_ids(smol_tok, fewshot, p)
     assert ids[0] == smol_tok.bos_token_id and smol_tok.decode(ids[1:]).endswith(plain.prompt(p))
 
@@ -129,12 +130,14 @@ def test_policy_stops_at_the_blank_line(smol_path, smol_tok):
 def test_answer_extractor_on_real_smollm2_outputs():
     cases = json.loads(FIXTURE.read_text())["cases"]
     chat = get_task("arithmetic", options=TaskOptions(prompt_style="chat", step_delimiter="\n"))
-    fallback = get_task("arithmetic", options=TaskOptions(prompt_style="chat", last_number_fallback=True))
+    fallback = get_task("arithmetic",
+                        options=TaskOptions(prompt_style="chat", last_number_fallback=True))
     plain = get_task("arithmetic")
     assert len(cases) >= 8
     for case in cases:
         assert chat.read_answer(case["text"]) == (case["answer"], case["rule"]), case["text"]
-        assert fallback.read_answer(case["text"]) == (case["fallback_answer"], case["fallback_rule"])
+        assert fallback.read_answer(case["text"]) == (case["fallback_answer"],
+                                                      case["fallback_rule"])
         assert plain.extract_answer(case["text"]) is None  # none of them writes an A: line alone
     solved = [c for c in cases if c["answer"] is not None and c["answer"] == c["label"]]
     assert 0 < len(solved) < len(cases)
@@ -148,7 +151,8 @@ def test_short_chat_search_reaches_answer_nodes(smol_policy):
     from critics.verifier import RuleVerifier
     from treesearch.search import SearchConfig, StepSearch
 
-    task = get_task("arithmetic", options=TaskOptions(prompt_style="chat"), min_terms=2, max_terms=2)
+    task = get_task("arithmetic", options=TaskOptions(prompt_style="chat"), min_terms=2,
+                    max_terms=2)
     problems = task.problems("train", 2, seed=0)
     tok = smol_policy.tokenizer
     scorer = StepScorer(outcome=RuleVerifier(task, tok, problems))

@@ -39,7 +39,8 @@ class _Recording:
 
 def test_search_with_the_tiny_prior_is_sound_and_accounted(policy, task):
     problems = task.problems("train", 4, seed=2)
-    scorer = StepScorer(value=_Const("value"), outcome=RuleVerifier(task, policy.tokenizer, problems))
+    scorer = StepScorer(value=_Const("value"),
+                        outcome=RuleVerifier(task, policy.tokenizer, problems))
     config = SearchConfig(simulations=12, branching=2, horizon=2, max_depth=5)
     result = StepSearch(policy, scorer, task, policy.tokenizer, config).run(problems)
     forest = result.forest

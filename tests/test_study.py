@@ -108,7 +108,8 @@ def _fake_cell(path, prior, optimizer, seed, counts, n, ood_counts):
     def m(c):
         c = np.asarray(c)
         return {"n": n, "counts": c.tolist(), "coverage": float((c > 0).mean()),
-                "pass_at": {str(k): float(v) for k, v in zip(default_ks(n), pass_at_k_curve(c, n, default_ks(n)))},
+                "pass_at": {str(k): float(v)
+                            for k, v in zip(default_ks(n), pass_at_k_curve(c, n, default_ks(n)))},
                 "distinct_correct": 1.0, "entropy": 0.3, "brier": 0.1, "ece": 0.05,
                 "confidence": 0.5, "format_share": {"0": 1.0}, "tokens_per_sample": 30.0}
     row = {"prior": prior, "optimizer": optimizer, "eval": {"id": m(counts), "ood": m(ood_counts)}}
@@ -126,7 +127,8 @@ def test_report_on_a_synthetic_grid(tmp_path):
     problem against the base."""
     n = 8
     for prior, level in (("A", 6), ("B", 1)):
-        _fake_cell(tmp_path / "cells" / prior / "base", prior, "base", None, [level, 0, level], n, [0, 0])
+        _fake_cell(tmp_path / "cells" / prior / "base", prior, "base", None, [level, 0, level], n,
+                   [0, 0])
         for opt, bump in (("x", 0), ("y", 1)):
             for seed in (0, 1):
                 counts = [level + bump, seed, level]   # problem 2 newly solved by seed 1
@@ -137,7 +139,8 @@ def test_report_on_a_synthetic_grid(tmp_path):
     eta = res["eta_squared"]["pass@1"]
     assert eta["a"] > 0.8 and eta["b"] < 0.2 and eta["replicates"] == 2
     assert math.isclose(eta["a"] + eta["b"] + eta["interaction"] + eta["residual"], 1.0)
-    ns = {(c["prior"], c["optimizer"], c["seed"]): c["newly_solved"]["newly_solved"] for c in res["cells"]}
+    ns = {(c["prior"], c["optimizer"], c["seed"]): c["newly_solved"]["newly_solved"]
+          for c in res["cells"]}
     assert ns[("A", "x", 1)] == 1 and ns[("A", "x", 0)] == 0
     text = report.read_text()
     assert "| A | (prior) |" in text and "passk_A.png" in text and (tmp_path / "eta2.png").is_file()
@@ -154,7 +157,8 @@ def test_a_probe_prior_has_its_own_cells_and_stays_out_of_eta_squared(tmp_path):
     assert optimizers_of(cfg, cfg.priors[0]) == list(cfg.optimizers)
     n = 8
     for prior, level in (("A", 6), ("B", 1)):
-        _fake_cell(tmp_path / "cells" / prior / "base", prior, "base", None, [level, 0, level], n, [0, 0])
+        _fake_cell(tmp_path / "cells" / prior / "base", prior, "base", None, [level, 0, level], n,
+                   [0, 0])
         for opt in ("x", "y"):
             for seed in (0, 1):
                 _fake_cell(tmp_path / "cells" / prior / opt / f"seed{seed}", prior, opt, seed,
@@ -248,7 +252,7 @@ def test_an_optimizer_variant_trains_its_base_with_its_rl_changes(tmp_path, monk
 
 def test_a_tree_variant_trains_mcts_with_its_tree_changes_from_the_shared_search(
         tmp_path, monkeypatch):
-    """A variant of mcts (e.g. the prior-anchored SFT of issue 15) is distilled with its
+    """A variant of mcts (e.g. the prior-anchored SFT) is distilled with its
     tree section changed, from the same search as plain mcts; the study's own tree section
     stays as it was."""
     from treesearch.stages import harvest as stages_harvest
@@ -351,14 +355,16 @@ def test_measure_counts_correct_samples_only_after_decoding():
     policy = HFPolicy(resolve("tiny-countdown3"), seed=0)
     prompts = []
     propose = policy.propose
-    policy.propose = lambda prefixes, n, m: (prompts.append(len(prefixes)), propose(prefixes, n, m))[1]
+    policy.propose = lambda prefixes, n, m: (prompts.append(len(prefixes)),
+                                             propose(prefixes, n, m))[1]
     m = measure(policy, task, problems, n=16, entropy_samples=4)
     assert len(m.counts) == 3 and all(0 <= c <= 16 for c in m.counts)
     assert all(label is not None for label in seen)   # labelled only when checking
     assert m.pass_at["16"] == pytest.approx(np.mean([c > 0 for c in m.counts]))
     assert m.pass_at["1"] == pytest.approx(np.mean(m.counts) / 16)
     assert sum(m.format_share.values()) == pytest.approx(1.0)
-    assert 0.0 < m.entropy < math.log(policy.tokenizer.vocab_size if hasattr(policy.tokenizer, "vocab_size") else 64)
+    assert 0.0 < m.entropy < math.log(policy.tokenizer.vocab_size
+                                      if hasattr(policy.tokenizer, "vocab_size") else 64)
     assert 0.0 <= m.brier <= 1.0 and 0.0 <= m.confidence <= 1.0
 
 
@@ -373,7 +379,8 @@ def test_small_grid_end_to_end_and_resume(tmp_path):
     out = tmp_path / "study"
     args = ["--quick", f"out={out}", ("priors=[{name: p3, model: tiny-countdown3}, "
             "{name: p4, model: tiny-countdown}]"), "optimizers=[mcts, grpo]",
-            "seeds=[0]", "budget_tokens=1500", "train_problems=6", "eval.problems=3", "eval.ood_problems=1",
+            "seeds=[0]", "budget_tokens=1500", "train_problems=6", "eval.problems=3",
+            "eval.ood_problems=1",
             "eval.samples=8", "eval.entropy_samples=2", "progress=false"]
     assert main(args) == 0
     cells = sorted(p.relative_to(out).as_posix() for p in out.glob("cells/**/measure.json"))

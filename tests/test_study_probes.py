@@ -64,7 +64,8 @@ def test_problems_needing_come_from_the_split_and_need_the_strategy(countdown3, 
 
 
 def test_problems_needing_says_how_many_it_found(countdown3):
-    with pytest.raises(RuntimeError, match="found only 1 distinct test problems that need 'division' in 300"):
+    with pytest.raises(RuntimeError,
+                       match="found only 1 distinct test problems that need 'division' in 300"):
         countdown3.problems_needing("division", "test", 2, max_draws=300)
 
 

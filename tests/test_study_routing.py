@@ -163,7 +163,8 @@ def test_a_study_cell_with_routing_samples_writes_the_probe(tmp_path, setup, mon
 
     study.cfg.eval.routing_samples = 0
     study.run_cell("p3", "grpo", 1)
-    assert "routing" not in json.loads((study.cell_dir("p3", "grpo", 1) / "measure.json").read_text())
+    measure = json.loads((study.cell_dir("p3", "grpo", 1) / "measure.json").read_text())
+    assert "routing" not in measure
 
 
 def test_the_report_gives_a_recovered_share_only_for_a_gain_outside_the_noise():

@@ -213,7 +213,8 @@ def _write_run(root, new_fields: bool):
 
         def cell(success, prior=prior, extra_row=None):
             ev = {"id": _measurement(rng.binomial(N, success * ease),
-                                     **({"stated_brier": 0.2, "stated_ece": 0.1, "stated_auroc": 0.7,
+                                     **({"stated_brier": 0.2, "stated_ece": 0.1,
+                                         "stated_auroc": 0.7,
                                          "stated_share": 0.5,
                                          "strategy_use": {"division": 0.01}} if new_fields else
                                         {})),
@@ -255,19 +256,22 @@ def test_report_of_a_new_run_has_intervals_and_every_new_section(tmp_path):
     eta = _section(text, "Prior vs optimizer: eta squared")
     assert re.search(r"\| pass@1 \| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \|", eta)
     headline = _section(text, "Headline differences")
-    assert re.search(r"\| small \| mcts - prior \| \+0\.\d{3} \[\+0\.\d{3}, \+0\.\d{3}\] \|", headline)
+    assert re.search(r"\| small \| mcts - prior \| \+0\.\d{3} \[\+0\.\d{3}, \+0\.\d{3}\] \|",
+                     headline)
     assert "best - worst by pass@1: mcts - grpo" in headline
     difficulty = _section(text, "Gain by difficulty")
     assert "| big | mcts |" in difficulty and "prior pass rate (0.1, 0.5]" in difficulty
     heldout = _section(text, "Held-out strategy")
-    assert "pass@1 | pass@16 | correct | share of samples using division | in distribution |" in heldout
+    assert ("pass@1 | pass@16 | correct | share of samples using division | in distribution |"
+            in heldout)
     assert re.search(r"\| small \| grpo \| [\d.]+ \| [\d.]+ \| \d+ of \d+ \|", heldout)
     assert "| small | (prior) |" in heldout and "| 0.010 |" in heldout
     ood = _section(text, "Out of distribution")
     assert "heldout:division" not in ood
     # countdown2 is reached (a prior's pass@n > 0.2): its pass@n is decomposed, and each
     # trained policy's change in reach there gets an interval
-    assert re.search(r"\| big \| mcts \| countdown2 \| [+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\] \| \d+ \|", ood)
+    assert re.search(r"\| big \| mcts \| countdown2 \| [+-]\d\.\d{3} \[[+-]\d\.\d{3}, "
+                     r"[+-]\d\.\d{3}\] \| \d+ \|", ood)
     assert re.search(r"\| pass@n:countdown2 \| \d\.\d{3} \[", eta)
     for metric in ("gain:pass@1", "gain:pass@n", "gain:pass@n:countdown2"):
         assert re.search(rf"\| {metric} \| \d\.\d{{3}} \[", eta), metric

@@ -8,7 +8,14 @@ import textwrap
 
 import pytest
 
-from treesearch.tasks import ArithmeticChain, Countdown, Problem, TaskArgsError, get_task, registered_tasks
+from treesearch.tasks import (
+    ArithmeticChain,
+    Countdown,
+    Problem,
+    TaskArgsError,
+    get_task,
+    registered_tasks,
+)
 from treesearch.tasks.base import Task
 from treesearch.tasks.slips import count_arithmetic_slips
 from treesearch.tasks.testing import TaskCheckError, check_task
@@ -52,7 +59,8 @@ class WrongLabels(ArithmeticChain):
                 for p in super().problems(split, n, seed)]
 
     def solution_trace(self, problem, rng, flawed=False, style=0):
-        text = super().solution_trace(problem.__class__(problem.id, problem.question, problem.inputs,
+        text = super().solution_trace(problem.__class__(problem.id, problem.question,
+                                                        problem.inputs,
                                                         str(int(problem.label) - 1), problem.split),
                                       rng, flawed, style)
         return text
@@ -95,11 +103,12 @@ def test_the_kit_passes_a_sound_task_and_says_what_it_checked():
 
 
 def _old_slips(text):
-    """step_slips before issue 19: non-negative operands only."""
+    """The earlier step_slips: non-negative operands only."""
     slips = 0
     for m in re.finditer(r"(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(-?\d+)", text):
         a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
-        slips += (b == 0 or a != b * c) if op == "/" else {"+": a + b, "-": a - b, "*": a * b}[op] != c
+        slips += ((b == 0 or a != b * c) if op == "/"
+                  else {"+": a + b, "-": a - b, "*": a * b}[op] != c)
     return slips
 
 
@@ -146,7 +155,8 @@ def test_built_in_traces_have_no_slips_and_flawed_ones_have():
         problems = task.problems("train", 6 if name != "gsm" else 5, seed=0)
         rng = random.Random(0)
         for style in range(task.n_styles):
-            assert all(task.step_slips(task.solution_trace(p, rng, style=style)) == 0 for p in problems)
+            assert all(task.step_slips(task.solution_trace(p, rng, style=style)) == 0
+                       for p in problems)
     task = get_task("arithmetic")
     rng = random.Random(0)
     assert all(task.step_slips(task.solution_trace(p, rng, flawed=True)) >= 1
@@ -210,7 +220,8 @@ def test_entry_point_tasks_are_registered(user_module):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: user-tasks\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
         "[treesearch.tasks]\nuser_chains = user_tasks:make\ncountdown = user_tasks:not_a_task\n")
-    with pytest.warns(UserWarning, match="'countdown' .* has a built-in task's name and is ignored"):
+    with pytest.warns(UserWarning,
+                      match="'countdown' .* has a built-in task's name and is ignored"):
         names = registered_tasks()
     assert "user_chains" in names and names.count("countdown") == 1
     with pytest.warns(UserWarning):

@@ -35,7 +35,8 @@ def old_extract_answer(text, delimiter="\n", prefix="A:"):
 def test_plain_prompt_is_bos_plus_the_prompt_text(name, char_tok):
     task, configured = get_task(name), get_task(name, options=TaskOptions())
     for p in task.problems("train", 3, seed=1):
-        want = [char_tok.bos_token_id] + char_tok(task.prompt(p), add_special_tokens=False)["input_ids"]
+        want = ([char_tok.bos_token_id]
+                + char_tok(task.prompt(p), add_special_tokens=False)["input_ids"])
         assert prompt_ids(char_tok, task, p) == want == prompt_ids(char_tok, configured, p)
 
 
@@ -50,7 +51,8 @@ def test_plain_extract_answer_is_the_old_one():
             assert task.extract_answer(text) == old_extract_answer(text), (name, text)
         assert task.extract_answer(None) is None
         assert task.is_answer_step("A:19\n") and task.is_answer_step(" A:") \
-            and not task.is_answer_step("The answer is 19.") and not task.is_answer_step("\\boxed{3}")
+            and not task.is_answer_step("The answer is 19.") \
+            and not task.is_answer_step("\\boxed{3}")
 
 
 # ----------------------------------------------------------------------------- answer formats
@@ -81,7 +83,8 @@ def test_chat_style_reads_boxed_and_answer_is_and_marks_them_terminal():
     assert task.read_answer("6 + 2 = 8\nThe answer is 8.") == ("8", "answer_is")
     assert task.is_answer_step("The answer is 8.\n") and task.is_answer_step("so \\boxed{8}\n")
     assert not task.is_answer_step("6 + 2 = 8\n") and not task.is_answer_step("\\boxed{8\n")
-    only_line = get_task("arithmetic", options=TaskOptions(prompt_style="chat", answer_formats=["line"]))
+    only_line = get_task("arithmetic",
+                         options=TaskOptions(prompt_style="chat", answer_formats=["line"]))
     assert only_line.read_answer("The answer is 8.") == (None, None)
     fallback = get_task("arithmetic", options=TaskOptions(last_number_fallback=True))
     assert fallback.read_answer("6 + 2 = 8") == ("8", "last_number")
@@ -96,7 +99,7 @@ def test_gsm_boxed_answers_go_through_math_verify():
     assert not task.check(p, f"{int(float(p.label)) + 1}")
 
 
-# ----------------------------------------------------------------------------- fewshot and delimiter
+# ------------------------------------------------------------------------- fewshot and delimiter
 
 def test_fewshot_prepends_worked_train_examples(char_tok):
     task = get_task("arithmetic", options=TaskOptions(prompt_style="fewshot", shots=2))
@@ -136,7 +139,8 @@ def test_chat_messages_state_the_conventions():
     messages = chat_messages(task, p)
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[0]["content"] == "Be brief."
-    assert "one step per line" in messages[-1]["content"] and "'A: <number>'" in messages[-1]["content"]
+    assert "one step per line" in messages[-1]["content"]
+    assert "'A: <number>'" in messages[-1]["content"]
     assert messages[-1]["content"].endswith(p.question)
     assert messages[2]["content"].splitlines()[-1].startswith("A:")
     blank = get_task("arithmetic", options=TaskOptions(prompt_style="chat", step_delimiter="\n\n"))
@@ -145,7 +149,8 @@ def test_chat_messages_state_the_conventions():
 
 def test_chat_needs_a_chat_template(char_tok):
     task = get_task("arithmetic", options=TaskOptions(prompt_style="chat"))
-    with pytest.raises(ValueError, match="prompt_style 'chat' needs a tokenizer with a chat template"):
+    with pytest.raises(ValueError,
+                       match="prompt_style 'chat' needs a tokenizer with a chat template"):
         prompt_ids(char_tok, task, task.problems("val", 1)[0])
 
 
@@ -159,7 +164,8 @@ def test_chat_needs_a_chat_template(char_tok):
     ("task_options.system_prompt=hello", "task_options.system_prompt"),
     ("task_options.step_delimiter=;", "task_options.step_delimiter"),
     ("task_options.answer_formats=[line,latex]", "task_options.answer_formats"),
-    ("task_options.prompt_style=chat", "task_options.prompt_style"),  # the tiny prior has no template
+    # the tiny prior has no template
+    ("task_options.prompt_style=chat", "task_options.prompt_style"),
 ])
 def test_bad_task_options_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -194,5 +200,6 @@ def test_the_study_counts_answer_rules():
 
     task = get_task("arithmetic", options=TaskOptions(prompt_style="chat"))
     texts = ["A:1", "The answer is 2.", "\\boxed{3}", "nothing", "2 + 2 = 4\nA: 4"]
-    assert answer_rule_share(task, texts) == {"answer_is": 0.2, "boxed": 0.2, "line": 0.4, "none": 0.2}
+    assert answer_rule_share(task, texts) == {"answer_is": 0.2, "boxed": 0.2, "line": 0.4,
+                                              "none": 0.2}
     assert answer_rule_share(get_task("arithmetic"), texts) == {"line": 0.4, "none": 0.6}

@@ -41,7 +41,8 @@ def rg_countdown():
 def test_imports_no_torch_policies_or_critics():
     code = ("import sys, treesearch.tasks as t; t.get_task('countdown3').problems('train', 3); "
             "t.get_task('gsm').problems('test'); "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'policies', 'critics')]; "
+            "bad = [m for m in sys.modules "
+            "if m.split('.')[0] in ('torch', 'policies', 'critics')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -232,7 +233,8 @@ def test_gsm_split_deterministic_and_disjoint():
     assert {p.id for p in GSMTask(val_fraction=0).problems("test")} == {p.id for p in test}
     # and val is carved out of what would otherwise be train
     assert {p.id for p in GSMTask(val_fraction=0).problems("train")} == {p.id for p in train + val}
-    assert [p.id for p in GSMTask().problems("test", seed=3)] == [p.id for p in task.problems("test", seed=3)]
+    assert ([p.id for p in GSMTask().problems("test", seed=3)]
+            == [p.id for p in task.problems("test", seed=3)])
     with pytest.raises(ValueError, match="asked for 5 test"):
         task.problems("test", 5)
 
@@ -307,7 +309,8 @@ def test_solver_finds_known_solutions_and_reports_none():
     assert solve([6, 4], 2) == ([(6, "-", 4, 2)], "6-4")
 
 
-@pytest.mark.parametrize("name,count,lo,hi", [("countdown", 4, 100, 999), ("countdown3", 3, 100, 999),
+@pytest.mark.parametrize("name,count,lo,hi",
+                         [("countdown", 4, 100, 999), ("countdown3", 3, 100, 999),
                                               ("countdown5", 5, 100, 999),
                                               ("countdown_wide", 4, 10, 9999)])
 def test_countdown_presets(name, count, lo, hi):
@@ -326,7 +329,8 @@ def test_countdown_presets(name, count, lo, hi):
 
 # ---- arithmetic --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,terms", [("arithmetic", 4), ("arithmetic_long", 6), ("arithmetic2", 2)])
+@pytest.mark.parametrize("name,terms",
+                         [("arithmetic", 4), ("arithmetic_long", 6), ("arithmetic2", 2)])
 def test_arithmetic_traces_and_reasoning_gym_scorer(name, terms):
     from reasoning_gym.arithmetic.chain_sum import ChainSumConfig, ChainSumDataset
 

@@ -16,7 +16,8 @@ def setup():
 
 
 def _state(tok, task, problem, text):
-    steps = [tok(line + "\n", add_special_tokens=False)["input_ids"] for line in text.split("\n") if line]
+    steps = [tok(line + "\n", add_special_tokens=False)["input_ids"]
+             for line in text.split("\n") if line]
     return prompt_ids(tok, task, problem), steps
 
 

@@ -367,7 +367,8 @@ def test_clicking_a_node_shows_its_step_and_critic_parts(browser, report, run, f
         assert float(shown) == pytest.approx(value, abs=6e-4)
         visits = page.tab.text_content('#details tr[data-key="visits"] td:last-child')
         assert int(visits) == int(forest.visits[0, node])
-        path = page.tab.eval_on_selector_all("#details ol.path li pre", "ps => ps.map(p => p.textContent)")
+        path = page.tab.eval_on_selector_all("#details ol.path li pre",
+                                             "ps => ps.map(p => p.textContent)")
         steps = [tok.decode(forest.tokens.get(int(forest.payload[0, n])).tolist(),
                             skip_special_tokens=True) for n in node_path(forest, 0, node)[1:]]
         assert path == [problem["question"], *steps]
@@ -376,9 +377,11 @@ def test_clicking_a_node_shows_its_step_and_critic_parts(browser, report, run, f
 
 def test_colour_switch_recolours_by_a_critic_part(browser, report):
     page = Page(browser, report)
-    before = page.tab.eval_on_selector_all("#nodes circle", "cs => cs.map(c => c.getAttribute('fill'))")
+    before = page.tab.eval_on_selector_all("#nodes circle",
+                                           "cs => cs.map(c => c.getAttribute('fill'))")
     page.tab.select_option("#colour", "c_outcome")
-    after = page.tab.eval_on_selector_all("#nodes circle", "cs => cs.map(c => c.getAttribute('fill'))")
+    after = page.tab.eval_on_selector_all("#nodes circle",
+                                          "cs => cs.map(c => c.getAttribute('fill'))")
     assert before != after and len(before) == len(after)
     page.close_clean()
 
@@ -412,11 +415,16 @@ def test_large_trees_open_collapsed_below_a_depth(browser, data, forest, tmp_pat
 def test_decode_result_shows_its_charts(browser, tmp_path):
     """A decode result (``python -m treesearch.decode``'s decode.json) has no trees: the
     page says so and draws accuracy against tokens per strategy."""
-    rows = [{"strategy": "greedy", "budget": None, "tokens": 34.8, "accuracy": 0.22, "table": "learned"},
-            {"strategy": "mcts", "budget": 256, "tokens": 230.1, "accuracy": 0.23, "table": "learned"},
-            {"strategy": "mcts", "budget": 512, "tokens": 470.0, "accuracy": 0.25, "table": "learned"},
-            {"strategy": "majority", "budget": 256, "tokens": 250.2, "accuracy": 0.23, "table": "learned"},
-            {"strategy": "majority", "budget": 512, "tokens": 505.9, "accuracy": 0.24, "table": "learned"}]
+    rows = [{"strategy": "greedy", "budget": None, "tokens": 34.8, "accuracy": 0.22,
+             "table": "learned"},
+            {"strategy": "mcts", "budget": 256, "tokens": 230.1, "accuracy": 0.23,
+             "table": "learned"},
+            {"strategy": "mcts", "budget": 512, "tokens": 470.0, "accuracy": 0.25,
+             "table": "learned"},
+            {"strategy": "majority", "budget": 256, "tokens": 250.2, "accuracy": 0.23,
+             "table": "learned"},
+            {"strategy": "majority", "budget": 512, "tokens": 505.9, "accuracy": 0.24,
+             "table": "learned"}]
     result = tmp_path / "decode" / "decode.json"
     result.parent.mkdir()
     result.write_text(json.dumps({"args": {"task": "countdown3"}, "rows": rows}))

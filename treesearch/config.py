@@ -198,7 +198,8 @@ class SelfPlayConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     distill: DistillSection = field(default_factory=_distill_defaults)
     eval: EvalSection = field(default_factory=EvalSection)
-    # where the search and eval stages run: this process, or Ray worker actors (``treesearch.distributed``)
+    # where the search and eval stages run: this process, or Ray worker actors
+    # (``treesearch.distributed``)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
@@ -240,7 +241,8 @@ def build_task(cfg) -> Task:
     one task object every stage renders prompts and reads answers with. A task that cannot
     be built is a ConfigError naming ``task`` or the ``task_args`` key."""
     options = instantiate(cfg.task_options, "task_options")
-    args = OmegaConf.to_container(cfg.task_args) if OmegaConf.is_config(cfg.task_args) else dict(cfg.task_args)
+    args = (OmegaConf.to_container(cfg.task_args) if OmegaConf.is_config(cfg.task_args)
+            else dict(cfg.task_args))
     try:
         task = get_task(cfg.task, **args)
     except TaskArgsError as exc:
@@ -302,7 +304,8 @@ def validate(cfg) -> None:
     need(cfg.critics.lr >= 0, "critics.lr", "must be >= 0")
     instantiate(cfg.search, "search")  # SearchConfig checks its own values
     d = cfg.distill
-    need(d.method in DISTILL_METHODS, "distill.method", f"must be one of {', '.join(DISTILL_METHODS)}")
+    need(d.method in DISTILL_METHODS, "distill.method",
+         f"must be one of {', '.join(DISTILL_METHODS)}")
     check_set_by_app(d, "distill", DISTILL_SET_BY_APP)
     check_library(check_distill, distill_config(cfg, seed=0), "distill")  # DistillConfig's own
     need(d.unlikeliness >= 0, "distill.unlikeliness", "must be >= 0 (0 = off)")
@@ -380,4 +383,5 @@ def check_prompts(task: Task, name: str, key: str, seed: int = 0) -> None:
     except Exception as exc:  # tokenizers raise a bare Exception for a missing character
         raise ConfigError(f"config key 'task' = {task.name!r}: the tokenizer of {key} {name!r} "
                           f"cannot write its prompts ({type(exc).__name__}: {exc}), e.g. "
-                          f"{task.prompt(problem)[:80]!r}; use a model whose tokenizer can") from None
+                          f"{task.prompt(problem)[:80]!r}; use a model whose tokenizer "
+                          "can") from None

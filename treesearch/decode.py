@@ -121,9 +121,11 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m treesearch.decode",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None, help="a self-play recipe (file or shipped name)")
-    parser.add_argument("--task", default=None, help=f"default: the recipe's, else {FALLBACK['task']}")
+    parser.add_argument("--task", default=None,
+                        help=f"default: the recipe's, else {FALLBACK['task']}")
     parser.add_argument("--model", default=None, help="zoo name or model directory")
-    parser.add_argument("--value", default="none", help="critic spec: head:<dir>, generative:<model> or none")
+    parser.add_argument("--value", default="none",
+                        help="critic spec: head:<dir>, generative:<model> or none")
     parser.add_argument("--process", default="none", help="... or checker (label-free)")
     parser.add_argument("--outcome", default="none", help="... or checker (label-free)")
     parser.add_argument("--judge", default=None, choices=JUDGES,
@@ -239,7 +241,8 @@ def evaluate_shards(args, settings: dict, search, built) -> list[dict]:
     """``evaluate``'s rows. ``distributed.backend=local`` with ``shard_problems=0``: the
     one-process computation as ever (``built``: the task, problems, policy and critics
     main made). Otherwise ``shard_rows`` here or on the cluster's workers."""
-    dist = DistributedConfig(**args.dist) if getattr(args, "dist", None) else distributed_config(args)
+    dist = (DistributedConfig(**args.dist) if getattr(args, "dist", None)
+            else distributed_config(args))
     task, problems, policy, critics = built
     if dist.backend == "local" and not dist.shard_problems:
         return evaluate(policy, critics, task, problems, args.strategies, args.budgets,
@@ -301,11 +304,13 @@ def main(argv=None) -> int:
             policy = build_policy(resolve(settings["model"]),
                                   step_delimiter=task.step_delimiter,
                                   temperature=settings["temperature"], seed=args.seed)
-        with blame("--task / --model", (Exception,)):  # the model's tokenizer must write the prompts
+        # the model's tokenizer must write the prompts
+        with blame("--task / --model", (Exception,)):
             for p in problems:
                 try:
                     prompt_ids(policy.tokenizer, task, p)
-                except Exception as exc:  # tokenizers raise a bare Exception for a missing character
+                # tokenizers raise a bare Exception for a missing character
+                except Exception as exc:
                     raise ValueError(f"the tokenizer of model {settings['model']!r} cannot write "
                                      f"task {task.name!r}'s prompts ({exc}), e.g. "
                                      f"{task.prompt(p)[:80]!r}") from None
@@ -314,9 +319,11 @@ def main(argv=None) -> int:
                                     "outcome": args.outcome}, policy_tokenizer=policy.tokenizer,
                                    task=task, problems=problems, judge=settings["judge"])
         for strategy in args.strategies:  # refuse early: before any decoding
-            flag = f"--strategies {strategy}" if min(args.budgets) >= search.max_step_tokens else "--budgets"
+            flag = (f"--strategies {strategy}" if min(args.budgets) >= search.max_step_tokens
+                    else "--budgets")
             with blame(flag):
-                check_request(strategy, critics, problems, min(args.budgets), search.max_step_tokens)
+                check_request(strategy, critics, problems, min(args.budgets),
+                              search.max_step_tokens)
     except CLIError as exc:
         return exc.exit()
     print(policy.describe())

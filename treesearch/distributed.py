@@ -3,7 +3,8 @@
     distributed:
       backend: local        # local | ray
       workers: 2            # Ray worker actors
-      address: ""           # "": start a local cluster on loopback; "auto" or "ray://h:p" or "h:p": join one
+      address: ""           # "": start a local cluster on loopback;
+                            # "auto" or "ray://h:p" or "h:p": join one
       num_cpus: 1           # per worker
       num_gpus: 0           # per worker
       shard_problems: 0     # problems per shard; 0: one shard holding every problem
@@ -162,7 +163,8 @@ def _reachable(address: str, timeout: float) -> None:
             want = "the head node's Ray Client address (ray://HOST:10001 by default)"
         else:
             service = "a Ray GCS"
-            want = "the head node's GCS address (HOST:6379 by default, printed by `ray start --head`)"
+            want = ("the head node's GCS address (HOST:6379 by default, printed by "
+                    "`ray start --head`)")
         raise DistributedError(
             f"distributed.address {address!r}: something listens at {host}:{port} but it is "
             f"not {service} (within {timeout:g} s: {why}); give {want}, or "
@@ -218,7 +220,8 @@ def cluster(cfg, connect_timeout: float = CONNECT_TIMEOUT_S,
             ray.init(address=cfg.address, logging_level="WARNING")
     except DistributedError:
         raise
-    except (ConnectionError, RuntimeError, ValueError, OSError) as exc:  # 'auto' without a cluster, ...
+    # 'auto' without a cluster, ...
+    except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
         what = (f"distributed.address {cfg.address!r}: cannot connect to a Ray cluster"
                 if cfg.address else "cannot start a local Ray cluster")
         raise DistributedError(f"{what} ({type(exc).__name__}: {exc})") from None

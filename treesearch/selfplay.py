@@ -228,7 +228,8 @@ class SelfPlay:
                           self.run.round_dir(r) / "trees.jsonl.gz")
             wall = sum(p["wall"] for p in parts)
             return {"train_solved": float(np.mean([c for p in parts for c in p["correct"]])),
-                    "tokens_per_problem": float(np.concatenate([p["generated"] for p in parts]).mean()),
+                    "tokens_per_problem": float(
+                        np.concatenate([p["generated"] for p in parts]).mean()),
                     "nodes_per_tree": float(np.concatenate([p["nodes"] for p in parts]).mean()),
                     "overhead_share": round((wall - sum(p["model_seconds"] for p in parts)) / wall
                                             if wall else 0.0, 4),
@@ -451,7 +452,8 @@ class SelfPlay:
             bar.set_postfix(round=r, stage=stage)
             start = time.perf_counter()
             row = stages[stage](r)
-            self.run.log({"round": r, "stage": stage, "seconds": round(time.perf_counter() - start, 2),
+            self.run.log({"round": r, "stage": stage,
+                          "seconds": round(time.perf_counter() - start, 2),
                           **row})
             self.run.mark_done(r, stage)
             bar.update(1)
@@ -636,7 +638,8 @@ def _passk_plot(rows: list[dict], path, title) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m treesearch.selfplay",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None, help="YAML recipe: a file, or a shipped recipe by name "
+    parser.add_argument("--config", default=None,
+                        help="YAML recipe: a file, or a shipped recipe by name "
                         f"({', '.join(shipped_recipes())}; default: default)")
     parser.add_argument("--resume", default=None, help="continue the run in this directory")
     parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. rounds=5")
@@ -660,7 +663,8 @@ def main(argv=None) -> int:
                 run = RunDir.create(cfg.out, OmegaConf.to_yaml(cfg))
             SelfPlay(cfg, run, pool).run_all()
     except DistributedError as exc:
-        where = f" (the run directory {run.path} is intact; resume with --resume {run.path})" if run else ""
+        where = (f" (the run directory {run.path} is intact; resume with --resume {run.path})"
+                 if run else "")
         print(f"error: {exc}{where}", file=sys.stderr)
         return 2
     except RunError as exc:

@@ -72,7 +72,8 @@ def to_networkx(forest: Forest, tree: int, *, gamma: float = 1.0,
     n = int(forest.n_nodes[tree])
     q = forest.q(gamma)[tree, :n]
     graph = nx.DiGraph(tree=int(tree), gamma=float(gamma))
-    live = [node for node in range(n) if forest.depth[tree, node] >= 0]  # skip rows detached by widen
+    # skip rows detached by widen
+    live = [node for node in range(n) if forest.depth[tree, node] >= 0]
     for node in live:
         tokens = _span(forest, int(forest.payload[tree, node]))
         attrs = {

@@ -84,7 +84,8 @@ class MCTSParams:
 
     @property
     def first_play_code(self) -> int:
-        return kernels.FIRST_PLAY_CONSTANT if self.first_play_mode == "constant" else kernels.FIRST_PLAY_CRITIC
+        return (kernels.FIRST_PLAY_CONSTANT if self.first_play_mode == "constant"
+                else kernels.FIRST_PLAY_CRITIC)
 
 
 class TokenStore:
@@ -269,11 +270,13 @@ class Forest:
             node_tree, node_node, offsets, prior, reward, score, terminal, payload)
         w = tree.shape[0]
         if offsets.shape != (w + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) < 0) \
-                or any(a.shape != (offsets[-1],) for a in (prior, reward, score, terminal, payload)):
+                or any(a.shape != (offsets[-1],)
+                       for a in (prior, reward, score, terminal, payload)):
             raise ExpansionError("widen: offsets must be a CSR over the new children arrays")
         if w == 0:
             return
-        if np.any((tree < 0) | (tree >= self.n_trees)) or np.any((node < 0) | (node >= self.n_nodes[tree])):
+        if np.any((tree < 0) | (tree >= self.n_trees)) \
+                or np.any((node < 0) | (node >= self.n_nodes[tree])):
             raise ExpansionError("widen: a (tree, node) is not in the forest")
         if np.any(self.n_children[tree, node] <= 0) or np.any(self.terminal[tree, node] != 0):
             raise ExpansionError("widen: every node must be expanded and not terminal")
@@ -340,13 +343,15 @@ class Forest:
         """(pairs [P, 4] of tree, parent, chosen, rejected; q [P, 2]), see the kernel."""
         if not margin > 0:
             raise ValueError(f"sibling_pairs margin must be > 0, got {margin}")
-        return kernels.sibling_pairs(self.ints, self.floats, self.n_nodes, gamma, margin, min_visits)
+        return kernels.sibling_pairs(self.ints, self.floats, self.n_nodes, gamma, margin,
+                                     min_visits)
 
     def reroot(self, new_root, gamma: float = 1.0) -> np.ndarray:
         """Make ``new_root[b]`` the root of tree b (<= 0: unchanged); returns the remap."""
         new_root = np.asarray(new_root, np.int64)
         if new_root.shape != (self.n_trees,):
-            raise ValueError(f"reroot needs one node per tree ({self.n_trees}), got {new_root.shape}")
+            raise ValueError(f"reroot needs one node per tree ({self.n_trees}), got "
+                             f"{new_root.shape}")
         bad = np.nonzero(new_root >= self.n_nodes)[0]
         if bad.size:
             b = int(bad[0])
@@ -421,7 +426,8 @@ def _expansion_message(code, tree, node, slot, args) -> str:
         kernels.ERR_EXPANDED: f"node {node} in tree {tree} already has children",
         kernels.ERR_TERMINAL: f"node {node} in tree {tree} is terminal and cannot be expanded",
         kernels.ERR_BAD_LEAF: f"leaf (tree {tree}, node {node}) does not exist",
-        kernels.ERR_DUPLICATE: f"node {node} in tree {tree} is given children twice in one expansion",
+        kernels.ERR_DUPLICATE: f"node {node} in tree {tree} is given children twice in "
+                               "one expansion",
         kernels.ERR_BAD_OFFSETS: f"offsets must be non-decreasing, start at 0, have one entry "
                                  f"per leaf plus one ({len(args[0]) + 1}) and end at the number "
                                  f"of children ({len(args[3])})",

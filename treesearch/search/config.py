@@ -38,9 +38,9 @@ class SearchConfig:
         nothing (its selection landed on finished solutions or capped nodes) spends its
         next round on ``branching`` fresh continuations from the root instead, so the
         budget is spent rather than the tree going idle (False: it idles and stops after
-        ``IDLE_ROUNDS`` such rounds). On by default: with the checkers on 200 val problems
-        MCTS spent 518 of 512 and 1030 of 1024 tokens (0.535, 0.590; checker best-of-N
-        0.530, 0.610) where it had idled at about 440 / 490.
+        ``IDLE_ROUNDS`` such rounds). On by default: without it a tree stops widening
+        well short of its budget, and the unspent tokens are accuracy that best-of-N
+        at the same budget collects (figures in docs/design.md).
     max_depth: steps per solution, the answer line included; a step at this depth ends
         the episode (wrong unless it is an answer).
     max_step_tokens: tokens per step; a step cut there is malformed (terminal, wrong).
@@ -88,16 +88,20 @@ class SearchConfig:
                     "max_step_tokens", "max_children")
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"SearchConfig.{name} must be an int >= 1, got {getattr(self, name)!r}")
+                raise ValueError(f"SearchConfig.{name} must be an int >= 1, got "
+                                 f"{getattr(self, name)!r}")
         if not 0.0 <= self.early_stop_score <= 1.0:
-            raise ValueError(f"SearchConfig.early_stop_score must be in [0, 1], got {self.early_stop_score}")
+            raise ValueError("SearchConfig.early_stop_score must be in [0, 1], got "
+                             f"{self.early_stop_score}")
         if not self.prior_temperature > 0:
-            raise ValueError(f"SearchConfig.prior_temperature must be > 0, got {self.prior_temperature}")
+            raise ValueError("SearchConfig.prior_temperature must be > 0, got "
+                             f"{self.prior_temperature}")
         if self.max_tokens is not None and self.max_tokens < self.max_step_tokens:
             raise ValueError(f"SearchConfig.max_tokens ({self.max_tokens}) cannot pay for one "
                              f"step of up to max_step_tokens ({self.max_step_tokens}) tokens")
         if self.answer not in ANSWER_RULES:
-            raise ValueError(f"SearchConfig.answer must be one of {ANSWER_RULES}, got {self.answer!r}")
+            raise ValueError(f"SearchConfig.answer must be one of {ANSWER_RULES}, got "
+                             f"{self.answer!r}")
         self.params  # validates the selection options
 
     @property

@@ -78,7 +78,8 @@ class StepSearch:
         self.config = config if config is not None else SearchConfig()
 
     # -- public ------------------------------------------------------------------------
-    def run(self, problems: Sequence, *, progress: bool = False, desc: str = "mcts") -> SearchResult:
+    def run(self, problems: Sequence, *, progress: bool = False,
+            desc: str = "mcts") -> SearchResult:
         """Search every problem; returns the trees, chosen answers and the accounting."""
         if not problems:
             raise ValueError("StepSearch.run: empty problem list")
@@ -177,7 +178,8 @@ class StepSearch:
         paths = self._continuations(forest, stats, open_tree, open_node)
 
         t0 = time.perf_counter()
-        new, ends, repeats, fruitless = merge_continuations(self, forest, open_tree, open_node, paths)
+        new, ends, repeats, fruitless = merge_continuations(self, forest, open_tree, open_node,
+                                                            paths)
         for t, n in fruitless:  # widening found nothing new: cap it where it is
             forest.extra("child_cap")[t, n] = max(1, forest.n_children[t, n])
             forest.extra("capped_at")[t, n] = max(1, forest.visits[t, n])
@@ -191,7 +193,8 @@ class StepSearch:
             return
 
         t0 = time.perf_counter()
-        states = [(self.prompts[x.tree], self._new_steps(forest, new, i)) for i, x in enumerate(new)]
+        states = [(self.prompts[x.tree], self._new_steps(forest, new, i))
+                  for i, x in enumerate(new)]
         answer = np.array([x.answer for x in new])
         terminal = np.array([x.terminal for x in new])
         raw = self.scorer.raw(states, answer, terminal)
@@ -209,7 +212,8 @@ class StepSearch:
 
     def _room(self) -> int:
         """Tokens a prefix may hold so that one more step still fits the policy's context."""
-        limit = getattr(self.policy, "max_positions", None) or getattr(self.policy, "max_model_len", None)
+        limit = (getattr(self.policy, "max_positions", None)
+                 or getattr(self.policy, "max_model_len", None))
         return int(limit) - self.config.max_step_tokens if limit else 1 << 62
 
     @staticmethod
@@ -262,7 +266,8 @@ class StepSearch:
         for n, group in self._affordable_branches(stats, tree):
             before = self.policy.counts.processed
             props = self.policy.propose([prefixes[i] for i in group], n, cfg.max_step_tokens)
-            self._charge(stats, tree[group], [sum(p.n_tokens for p in per) for per in props], before)
+            self._charge(stats, tree[group], [sum(p.n_tokens for p in per) for per in props],
+                         before)
             for i, per in zip(group, props):
                 paths[i] = [[(list(map(int, p.tokens)), float(p.logprob), bool(p.finished))]
                             for p in per]

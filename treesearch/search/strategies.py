@@ -146,7 +146,8 @@ def decode(policy, critics, problems: Sequence, strategy: str, budget: int, *, t
             # every round costs at least one token until a tree idles (StepSearch's IDLE_ROUNDS)
             rounds = max(search.simulations, int(budget)) if simulations is None else simulations
             sized = replace(search, max_tokens=int(budget), simulations=int(rounds))
-            result = StepSearch(policy, critics, task, tokenizer, sized).run(problems, progress=progress)
+            mcts = StepSearch(policy, critics, task, tokenizer, sized)
+            result = mcts.run(problems, progress=progress)
         finally:
             policy.temperature = old
         answers, samples = result.answers, result.stats.rounds.copy()
@@ -188,7 +189,8 @@ def _sample_until(policy, tokenizer, task, problems, budget, streams, temperatur
                 step = per[0]
                 ledger.tokens[i] += step.n_tokens
                 seq.extend(int(t) for t in step.tokens)
-                steps.append(tokenizer.decode([int(t) for t in step.tokens], skip_special_tokens=True))
+                steps.append(tokenizer.decode([int(t) for t in step.tokens],
+                                              skip_special_tokens=True))
                 if (step.finished or task.is_answer_step(steps[-1]) or len(steps) >= max_steps
                         or len(seq) >= room):
                     pools[i].append("".join(steps))

@@ -64,8 +64,10 @@ def summarise(row: dict, base: dict | None) -> dict:
     ood = [ev[s]["pass_at"]["1"] for s in ood_sets]
     out = {
         "prior": row["prior"], "optimizer": row["optimizer"], "seed": row.get("seed"),
-        "pass@1": float(p1.mean()), "pass@1_se": float(p1.std(ddof=1) / np.sqrt(len(p1))) if len(p1) > 1 else float("nan"),
-        "pass@n": float(pn.mean()), "pass@n_se": float(pn.std(ddof=1) / np.sqrt(len(pn))) if len(pn) > 1 else float("nan"),
+        "pass@1": float(p1.mean()),
+        "pass@1_se": float(p1.std(ddof=1) / np.sqrt(len(p1))) if len(p1) > 1 else float("nan"),
+        "pass@n": float(pn.mean()),
+        "pass@n_se": float(pn.std(ddof=1) / np.sqrt(len(pn))) if len(pn) > 1 else float("nan"),
         "n": n, "coverage": idm.get("coverage"), "distinct_correct": idm.get("distinct_correct"),
         "entropy": idm.get("entropy"), "brier": idm.get("brier"), "ece": idm.get("ece"),
         "stated_brier": idm.get("stated_brier"), "stated_ece": idm.get("stated_ece"),
@@ -256,7 +258,8 @@ def _headline_differences(base: dict, cells: list[dict]) -> list[dict]:
                 continue
             picked.append((best, worst))
             (ca, na), (cb, nb) = trained[best], trained[worst]
-            rows.append({"prior": prior, "comparison": f"best - worst by {metric}: {best} - {worst}",
+            rows.append({"prior": prior,
+                         "comparison": f"best - worst by {metric}: {best} - {worst}",
                          "pass@1": _difference(ca, cb, na, nb, lambda n: 1),
                          "pass@n": _difference(ca, cb, na, nb, lambda n: n)})
     return rows

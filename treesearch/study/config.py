@@ -224,7 +224,8 @@ class StudyEval:
 @dataclass
 class StudyConfig:
     task: str = "countdown3"  # any form get_task takes (rg:<dataset>, package.module:factory, ...)
-    task_args: Dict[str, Any] = field(default_factory=dict)  # the task's own arguments (not the OOD tasks')
+    # the task's own arguments (not the OOD tasks')
+    task_args: Dict[str, Any] = field(default_factory=dict)
     ood_tasks: List[str] = field(default_factory=lambda: ["countdown2", "countdown"])
     # prompt style, step delimiter, answer formats of the task and the OOD tasks
     # (``treesearch.tasks.options``; the self-play recipe's ``task_options`` section)

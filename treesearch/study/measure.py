@@ -104,7 +104,8 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
     blind = [p.without_label() for p in problems]
     texts, used, tokens = [], [], []
     per_chunk = max(1, batch_rows // n)
-    with tqdm(total=len(blind), desc=desc, unit="problem", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(blind), desc=desc, unit="problem", disable=not progress,
+              leave=False) as bar:
         for lo in range(0, len(blind), per_chunk):
             chunk = blind[lo:lo + per_chunk]
             t, u, k = generate_solutions(

@@ -147,11 +147,13 @@ def _priors_section(priors: dict, run_dir: Path) -> list[str]:
         return []
     val = _val_columns(priors)
     lines = ["## Priors", "", "| prior | differs from reference in | pretraining changes | "
-             + "".join(f"val {v} | " for v in val) + "path |", "|---|---|---|" + "---|" * len(val) + "---|"]
+             + "".join(f"val {v} | " for v in val) + "path |",
+             "|---|---|---|" + "---|" * len(val) + "---|"]
     for name, p in priors.items():
         figures = p.get("val") if isinstance(p.get("val"), dict) else {}
         path = f"`{_shown_path(p['path'], run_dir)}`" if p.get("path") else "-"
-        lines.append(f"| {name} | {p.get('factor') or ('reference' if not p.get('reference') else '-')} "
+        lines.append(f"| {name} | "
+                     f"{p.get('factor') or ('reference' if not p.get('reference') else '-')} "
                      f"| {json.dumps(p.get('pretrain') or {})} | "
                      + "".join(f"{_fmt(figures.get(v))} | " for v in val) + f"{path} |")
     lines.append("")
@@ -161,7 +163,8 @@ def _priors_section(priors: dict, run_dir: Path) -> list[str]:
 def _in_distribution_section(res: dict, groups: dict) -> list[str]:
     """The held-out in-distribution table: each prior, then its optimizers (means over seeds)."""
     lines = ["## In distribution (held-out)", "",
-             ("| prior | optimizer | pass@1 | pass@n | coverage | newly solved | lost | crossover k "
+             ("| prior | optimizer | pass@1 | pass@n | coverage | newly solved | lost | "
+              "crossover k "
              "| distinct correct | entropy (nats) | Brier | ECE | train tokens |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for prior, b in res["base"].items():
@@ -188,7 +191,8 @@ def _trained_row(prior: str, opt: str, rows: list[dict]) -> str:
     lost = sum(r["newly_solved"]["lost"] for r in rows) / len(rows)
     unsolved = rows[0]["newly_solved"]["base_unsolved"]
     cross = ", ".join(str(r["crossover_k"]) for r in rows)
-    return (f"| {prior} | {opt} | {_fmt(_mean(rows, 'pass@1'))} ± {_fmt(_mean(rows, 'pass@1_se'))} | "
+    return (f"| {prior} | {opt} | {_fmt(_mean(rows, 'pass@1'))} ± "
+            f"{_fmt(_mean(rows, 'pass@1_se'))} | "
             f"{_fmt(_mean(rows, 'pass@n'))} ± {_fmt(_mean(rows, 'pass@n_se'))} | "
             f"{_fmt(_mean(rows, 'coverage'))} | {ns:.1f} of {unsolved} | {lost:.1f} | {cross} | "
             f"{_fmt(_mean(rows, 'distinct_correct'), 1)} | {_fmt(_mean(rows, 'entropy'))} | "
@@ -216,7 +220,8 @@ def _ood_section(res: dict, groups: dict) -> list[str]:
             for t in ood_names:
                 cells.append(_fmt(_mean_present([r["ood_pass@1"].get(t) for r in rows])))
                 cells.append(_fmt(_mean_present([r["ood_pass@n"].get(t) for r in rows])))
-            lines.append(f"| {prior} | {opt} | " + " | ".join(cells) + f" | {_fmt(_mean(rows, 'ood_drop'))} |")
+            lines.append(f"| {prior} | {opt} | " + " | ".join(cells)
+                         + f" | {_fmt(_mean(rows, 'ood_drop'))} |")
     lines.append("")
     reach = res.get("ood_reach") or []
     if reach:
@@ -224,7 +229,8 @@ def _ood_section(res: dict, groups: dict) -> list[str]:
         lines += [(f"Reach where a prior reaches (OOD sets with a prior's pass@n above "
                    f"{REACHABLE_PASS_AT_N}): trained minus prior pass@n, with a {level}% paired "
                    "bootstrap interval (problems and seeds resampled)."), "",
-                  "| prior | optimizer | OOD set | pass@n difference | problems |", "|---|---|---|---|---|"]
+                  "| prior | optimizer | OOD set | pass@n difference | problems |",
+                  "|---|---|---|---|---|"]
         for r in reach:
             lines.append(f"| {r['prior']} | {r['optimizer']} | {r['set']} | "
                          f"{_signed_interval(r['pass@n'])} | {r['pass@n'].get('problems', '-')} |")
@@ -240,7 +246,8 @@ def _updates_section(res: dict, groups: dict) -> list[str]:
     tols = sorted(res["cells"][0]["sparsity"]["fp32"].keys(), key=float)
     lines = ["## Parameter updates", "",
              ("Share of parameters unchanged (|delta| <= tolerance) after training, and the mean "
-             "numerical rank share of the matrices' updates (singular values > 1e-3 x largest)."), "",
+             "numerical rank share of the matrices' updates (singular values > 1e-3 x largest)."),
+             "",
              "| prior | optimizer | " + " | ".join(f"fp32 @{t}" for t in tols) + " | "
              + " | ".join(f"bf16 @{t}" for t in tols) + " | update rank share |",
              "|---|---|" + "---|" * (2 * len(tols)) + "---|"]
@@ -261,7 +268,8 @@ def _formats_section(res: dict, groups: dict) -> list[str]:
         lines.append(f"| {prior} | (prior) | {_formats(b['format_share'])} |")
         for (p, opt), rows in groups.items():
             if p == prior:
-                lines.append(f"| {prior} | {opt} | {_formats(_mean_shares([r['format_share'] for r in rows]))} |")
+                lines.append(f"| {prior} | {opt} | "
+                             f"{_formats(_mean_shares([r['format_share'] for r in rows]))} |")
     lines.append("")
     return lines
 
@@ -276,8 +284,10 @@ def _formats_over_training_section(groups: dict) -> list[str]:
              "each iteration's samples; mcts: the distilled paths), mean over seeds."), "",
              "| prior | optimizer | first iteration | last iteration |", "|---|---|---|---|"]
     for (p, opt), rows in over:
-        first = _mean_shares([r["format_over_training"][0] for r in rows if r["format_over_training"]])
-        last = _mean_shares([r["format_over_training"][-1] for r in rows if r["format_over_training"]])
+        first = _mean_shares([r["format_over_training"][0] for r in rows
+                              if r["format_over_training"]])
+        last = _mean_shares([r["format_over_training"][-1] for r in rows
+                             if r["format_over_training"]])
         lines.append(f"| {p} | {opt} | {_formats(first)} | {_formats(last)} |")
     lines.append("")
     return lines
@@ -285,7 +295,8 @@ def _formats_over_training_section(groups: dict) -> list[str]:
 
 def _strategies_section(res: dict, groups: dict) -> list[str]:
     """Share of correct held-out samples using each strategy (mean over seeds, NaN-aware)."""
-    strategies = sorted({k for r in [*res["base"].values(), *res["cells"]] for k in r["strategy_share"]})
+    strategies = sorted({k for r in [*res["base"].values(), *res["cells"]]
+                         for k in r["strategy_share"]})
     if not strategies:
         return []
     lines = ["## Strategies (share of correct held-out samples using each)", "",
@@ -327,8 +338,10 @@ def _eta_section(res: dict) -> list[str]:
               f"In brackets: {level}% percentile bootstrap intervals ({BOOTSTRAP_RESAMPLES} "
               "resamples of the held-out problems, the same for every cell, and of the seeds "
               "within each prior x optimizer pair). Shares are biased upwards for small effects: "
-              "an interval reaching down to about 0 means the factor cannot be told from noise."), "",
-             "| metric | prior | optimizer | interaction | residual (seeds) |", "|---|---|---|---|---|"]
+              "an interval reaching down to about 0 means the factor cannot be told from noise."),
+              "",
+             "| metric | prior | optimizer | interaction | residual (seeds) |",
+             "|---|---|---|---|---|"]
     for metric, e in res["eta_squared"].items():
         if "error" in e:
             lines.append(f"| {metric} | {e['error']} | | | |")
@@ -359,7 +372,8 @@ def _eta_section(res: dict) -> list[str]:
     if controls:
         left.append(f"{', '.join(controls)} (measured untrained only)")
     if left:
-        lines += ["", f"Over the priors of the grid ({', '.join(grid)}); left out: {'; '.join(left)}."]
+        lines += ["",
+                  f"Over the priors of the grid ({', '.join(grid)}); left out: {'; '.join(left)}."]
     if len(grid) == 2:
         lines += ["", "With two priors, the prior share rests on one contrast."]
     lines.append("")
@@ -379,7 +393,8 @@ def _headline_section(res: dict) -> list[str]:
               "both policies, and of each policy's seeds). An interval that excludes 0 is a "
               "difference the problems and seeds support. The best and worst optimizers are "
               "picked after seeing the data, so their interval is optimistic."), "",
-             "| prior | comparison | pass@1 difference | pass@n difference | problems | seeds (a vs b) |",
+             "| prior | comparison | pass@1 difference | pass@n difference | problems | "
+             "seeds (a vs b) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         d = r.get("pass@1") or r.get("pass@n") or {}
@@ -401,10 +416,12 @@ def _difficulty_section(res: dict) -> list[str]:
               "trained policy (mean over seeds) over the prior in that bin, and in brackets the "
               "number of problems in it. Gains on the \"0\" bin are what training reached that "
               "the prior's n samples never did."), "",
-             "| prior | optimizer | " + " | ".join(f"prior pass rate {b}" for b in DIFFICULTY_BINS) + " |",
+             "| prior | optimizer | "
+             + " | ".join(f"prior pass rate {b}" for b in DIFFICULTY_BINS) + " |",
              "|---|---|" + "---|" * len(DIFFICULTY_BINS)]
     for r in rows:
-        cells = [f"{_signed(r['bins'][b]['gain'])} ({r['bins'][b]['problems']})" for b in DIFFICULTY_BINS]
+        cells = [f"{_signed(r['bins'][b]['gain'])} ({r['bins'][b]['problems']})"
+                 for b in DIFFICULTY_BINS]
         lines.append(f"| {r['prior']} | {r['optimizer']} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
@@ -433,7 +450,8 @@ def _heldout_section(res: dict, groups: dict) -> list[str]:
              "or not) that use that strategy: does training reach a strategy the prior never saw? "
              "Correct: correct samples of all samples drawn (all seeds); none of N bounds the "
              "per-sample rate below 3 / N (95%, the rule of three)."
-             + (" The last column: the same share on the in-distribution problems." if show_id_use else ""),
+             + (" The last column: the same share on the in-distribution problems."
+                if show_id_use else ""),
              ""]
     for name in sets:
         strategy = name.split(":", 1)[1]
@@ -446,9 +464,11 @@ def _heldout_section(res: dict, groups: dict) -> list[str]:
                 sets_here = [r["heldout"][name] for r in rows if name in (r.get("heldout") or {})]
                 if not sets_here:
                     continue
-                cells = [_fmt(_mean_present([m["pass_at"].get(str(k)) for m in sets_here])) for k in ks]
+                cells = [_fmt(_mean_present([m["pass_at"].get(str(k)) for m in sets_here]))
+                         for k in ks]
                 cells.append(_correct_of_samples(sets_here))
-                cells.append(_fmt(_mean_present([m["strategy_use"].get(strategy) for m in sets_here])))
+                cells.append(_fmt(_mean_present([m["strategy_use"].get(strategy)
+                                                 for m in sets_here])))
                 if show_id_use:
                     cells.append(_fmt(_mean_present([(r.get("strategy_use") or {}).get(strategy)
                                                      for r in rows])))
@@ -539,7 +559,8 @@ def _routing_section(groups: dict) -> list[str]:
              + " | recovered |",
              "|---|---|" + "---|" * (len(ROUTING_FIELDS) + 1)]
     for (prior, opt), routes in probed:
-        figures = [_mean_present([_number(r.get(key)) for r in routes]) for key, _ in ROUTING_FIELDS]
+        figures = [_mean_present([_number(r.get(key)) for r in routes])
+                   for key, _ in ROUTING_FIELDS]
         figures.append(_recovered(routes))
         lines.append(f"| {prior} | {opt} | " + " | ".join(_fmt(v) for v in figures) + " |")
     lines.append("")

@@ -131,7 +131,8 @@ class Study:
         reference trained for a time budget is replayed by the tokens it actually saw, so
         a variant differs in the one factor it names, not in machine speed."""
         if not spec.reference:
-            fields = {"task": self.cfg.task, "task_args": OmegaConf.to_container(self.cfg.task_args),
+            fields = {"task": self.cfg.task,
+                      "task_args": OmegaConf.to_container(self.cfg.task_args),
                       **dict(spec.pretrain), "progress": self.cfg.progress}
             return PretrainConfig(**fields)
         ref = self.prior_path(spec.reference)
@@ -299,7 +300,8 @@ class Study:
         return (optimizer != "base" and base_optimizer(self.cfg, optimizer) == "grpo"
                 and rl_of(self.cfg, optimizer).reward == "brier")
 
-    def _measure_set(self, policy, task, problems, desc: str, confidence_line: bool = False) -> dict:
+    def _measure_set(self, policy, task, problems, desc: str,
+                     confidence_line: bool = False) -> dict:
         """One problem set measured with the study's eval settings (n samples, temperature,
         step limits; with ``confidence_line`` the line after the answer is sampled too)."""
         e = self.cfg.eval
@@ -388,7 +390,8 @@ class Study:
             "train_seconds": round(train_s, 2),
             "sparsity": {k: v for k, v in update_sparsity(b, a).items() if k != "per_tensor"},
             "rank": {**summarise_ranks(ranks),
-                     "per_matrix": [{k: r[k] for k in ("name", "rank", "full_rank")} for r in ranks]},
+                     "per_matrix": [{k: r[k] for k in ("name", "rank", "full_rank")}
+                                    for r in ranks]},
             "eval": measured, **extra})
         shutil.rmtree(where / "policy", ignore_errors=True)
 
@@ -448,11 +451,14 @@ class Study:
             self._prior_paths.update({n: Path(path) for n, path in zip(names, paths)})
         searches = sorted({(p, s) for p, o, s in todo
                            if o != "base" and from_trees(base_optimizer(self.cfg, o))
-                           if not (self.run.path / "search" / p / f"seed{s}" / "search.json").is_file()})
+                           if not (self.run.path / "search" / p / f"seed{s}"
+                                   / "search.json").is_file()})
         pool.map("run_item", [("search", p, s) for p, s in searches],
-                 names=[f"search of prior {p!r} seed {s}" for p, s in searches], desc=bar("searches"))
+                 names=[f"search of prior {p!r} seed {s}" for p, s in searches],
+                 desc=bar("searches"))
         pool.map("run_item", [("cell", p, o, s) for p, o, s in todo],
-                 names=[f"cell {p}/{o}" + (f"/seed{s}" if s is not None else "") for p, o, s in todo],
+                 names=[f"cell {p}/{o}" + (f"/seed{s}" if s is not None else "")
+                        for p, o, s in todo],
                  desc=bar("cells"))
 
     def run_item(self, item: tuple):
@@ -513,7 +519,8 @@ def main(argv=None) -> int:
                 parser.error("give --quick or --config, not both")
             config = QUICK_CONFIG if args.quick else args.config
             if config is None:
-                parser.error("give --quick (the CPU grid) or --config FILE (e.g. configs/study.yaml)")
+                parser.error("give --quick (the CPU grid) or --config FILE (e.g. "
+                             "configs/study.yaml)")
             cfg = load_study_config(config, args.overrides)
             cfg.out = cfg.out or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}"
             run = RunDir.create(cfg.out, OmegaConf.to_yaml(cfg))

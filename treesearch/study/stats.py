@@ -112,7 +112,8 @@ def _grid_order(prior_labels, optimizer_labels) -> tuple[list, list, np.ndarray]
     uneven = [key for key, size in sizes.items() if size != r]
     if uneven:
         p, o = uneven[0]
-        raise ValueError(f"unbalanced design: (prior={p!r}, optimizer={o!r}) has {sizes[uneven[0]]} "
+        raise ValueError(f"unbalanced design: (prior={p!r}, optimizer={o!r}) has "
+                         f"{sizes[uneven[0]]} "
                          f"observations, (prior={priors[0]!r}, optimizer={opts[0]!r}) has {r}; "
                          f"every pair needs the same number >= 1")
     index = np.array([[members[(p, o)] for o in opts] for p in priors], dtype=np.int64)
@@ -182,7 +183,8 @@ def metric_terms(metric: str, eval_sets) -> list[tuple[str, str, float]]:
             raise ValueError(f"metric {metric!r}: k must be an int or 'n'")
         set_name = set_name or IN_DISTRIBUTION
         if set_name not in eval_sets:
-            raise ValueError(f"metric {metric!r}: no eval set {set_name!r} (have {sorted(eval_sets)})")
+            raise ValueError(f"metric {metric!r}: no eval set {set_name!r} (have "
+                             f"{sorted(eval_sets)})")
         return [(set_name, k, 1.0)]
     raise ValueError(f"unknown metric {metric!r}: use 'pass@<k>', 'pass@n', 'pass@<k>:<set>' "
                      "or 'ood_drop'")
@@ -259,7 +261,8 @@ def bootstrap_eta_squared(cells: list[dict], metric: str, n_boot: int = 1000, se
     for set_name, k, weight in terms:
         if any(set_name not in c["eval"] for c in cells):
             raise ValueError(f"metric {metric!r} needs eval set {set_name!r} in every cell")
-        scores = _set_scores([c["eval"][set_name] for c in cells], set_name, k)[index]  # [A, B, r, P]
+        # [A, B, r, P]
+        scores = _set_scores([c["eval"][set_name] for c in cells], set_name, k)[index]
         if gain:  # minus the prior's own per-problem score: [A, 1, 1, P]; scored beside a
             # cell so that _set_scores checks they share the problems and n
             both = _set_scores([bases[p]["eval"][set_name] for p in priors]

@@ -34,6 +34,7 @@ from .prompting import prompt_ids
 from .registry import ENTRY_POINT_GROUP, TASKS, get_task, registered_tasks
 from .rg import RGTask, TaskArgsError
 
-__all__ = ["ENTRY_POINT_GROUP", "SPLITS", "TASKS", "ArithmeticChain", "Countdown", "GSMTask", "Game24",
+__all__ = ["ENTRY_POINT_GROUP", "SPLITS", "TASKS", "ArithmeticChain", "Countdown", "GSMTask",
+           "Game24",
            "Problem", "RGTask", "Task", "TaskArgsError", "TaskOptions", "get_task", "prompt_ids",
            "registered_tasks", "split_of", "stable_hash"]

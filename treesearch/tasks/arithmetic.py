@@ -72,9 +72,11 @@ class ArithmeticChain(Task):
                  max_digits: int = 2, test_fraction: float = 0.2, val_fraction: float = 0.1,
                  name: str = "arithmetic"):
         if not 2 <= min_terms <= max_terms:
-            raise ValueError(f"{name}: need 2 <= min_terms <= max_terms, got {min_terms}, {max_terms}")
+            raise ValueError(f"{name}: need 2 <= min_terms <= max_terms, got "
+                             f"{min_terms}, {max_terms}")
         if not 1 <= min_digits <= max_digits:
-            raise ValueError(f"{name}: need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
+            raise ValueError(f"{name}: need 1 <= min_digits <= max_digits, got {min_digits}, "
+                             f"{max_digits}")
         check_fractions(name, test_fraction, val_fraction)
         self.min_terms, self.max_terms = min_terms, max_terms
         self.min_digits, self.max_digits = min_digits, max_digits

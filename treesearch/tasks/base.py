@@ -69,7 +69,8 @@ class Problem:
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
-            raise ValueError(f"problem {self.id!r}: split must be one of {SPLITS}, got {self.split!r}")
+            raise ValueError(f"problem {self.id!r}: split must be one of {SPLITS}, got "
+                             f"{self.split!r}")
         object.__setattr__(self, "held_out", self.split in HELD_OUT_SPLITS)
 
     def without_label(self) -> "Problem":
@@ -107,10 +108,12 @@ class Task(abc.ABC):
     def configure(self, options: TaskOptions) -> Task:
         """Use ``options`` (prompt style, step delimiter, answer formats); returns self."""
         if not isinstance(options, TaskOptions):
-            raise TypeError(f"{self.name}: options must be a TaskOptions, got {type(options).__name__}")
+            raise TypeError(f"{self.name}: options must be a TaskOptions, got "
+                            f"{type(options).__name__}")
         if options.shots and not self.writes_traces:
             raise ValueError(f"task {self.name!r}: shots = {options.shots} needs worked examples, "
-                             "and this task has no solver (it writes no solution traces); use shots=0")
+                             "and this task has no solver (it writes no solution "
+                             "traces); use shots=0")
         self.options = options
         self.step_delimiter = options.step_delimiter
         return self
@@ -240,8 +243,8 @@ class Task(abc.ABC):
         ``style`` of ``solution_trace``), from its first step line; ``None`` when it has
         no step before the answer or matches no format. Default: style 0 for any text
         with a step (one-format tasks)."""
-        steps = [l for l in text.split(self.step_delimiter)
-                 if l.strip() and not self.is_answer_step(l)]
+        steps = [line for line in text.split(self.step_delimiter)
+                 if line.strip() and not self.is_answer_step(line)]
         return 0 if steps else None
 
     def check(self, problem: Problem, answer_text: str | None) -> bool:
@@ -283,7 +286,8 @@ class Task(abc.ABC):
 
     def _check_style(self, style: int) -> int:
         if not isinstance(style, int) or not 0 <= style < self.n_styles:
-            raise ValueError(f"{self.name}: style must be an int in [0, {self.n_styles}), got {style!r}")
+            raise ValueError(f"{self.name}: style must be an int in [0, {self.n_styles}), "
+                             f"got {style!r}")
         return style
 
     def _check_split(self, split: str) -> str:

@@ -214,9 +214,11 @@ class Countdown(Task):
         if not isinstance(n_numbers, int) or n_numbers < 2:
             raise ValueError(f"countdown: n_numbers must be an int >= 2, got {n_numbers!r}")
         if not 1 <= min_value <= max_value:
-            raise ValueError(f"countdown: need 1 <= min_value <= max_value, got {min_value}, {max_value}")
+            raise ValueError("countdown: need 1 <= min_value <= max_value, got "
+                             f"{min_value}, {max_value}")
         if not 1 <= min_target <= max_target:
-            raise ValueError(f"countdown: need 1 <= min_target <= max_target, got {min_target}, {max_target}")
+            raise ValueError(f"countdown: need 1 <= min_target <= max_target, got {min_target}, "
+                             f"{max_target}")
         check_fractions("countdown", test_fraction, val_fraction)
         self.n_numbers, self.min_value, self.max_value = n_numbers, min_value, max_value
         self.min_target, self.max_target = min_target, max_target
@@ -282,7 +284,8 @@ class Countdown(Task):
 
     def _check_count(self, n) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"{self.name}: n must be a non-negative int (a generated task has no 'all'), got {n!r}")
+            raise ValueError(f"{self.name}: n must be a non-negative int (a generated task has no "
+                             f"'all'), got {n!r}")
 
     def _draw_problems(self, split: str, seed: int, max_tries: int):
         """Yield the distinct solvable problems of ``split`` among the first ``max_tries``
@@ -341,7 +344,8 @@ class Countdown(Task):
 
     def prompt(self, problem: Problem) -> str:
         numbers = " ".join(map(str, problem.inputs["numbers"]))
-        return f"Numbers: {numbers}{self.step_delimiter}Target: {problem.inputs['target']}{self.step_delimiter}"
+        return (f"Numbers: {numbers}{self.step_delimiter}"
+                f"Target: {problem.inputs['target']}{self.step_delimiter}")
 
     def answer_key(self, answer_text: str | None) -> str | None:
         """Different expressions can be equally right, so votes group by what an answer

@@ -73,7 +73,8 @@ def load_jsonl(path: str | Path) -> list[tuple[int, str, list[str], str]]:
             try:
                 record = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+                raise ValueError(f"{where}: malformed JSON ({exc.msg} at column "
+                                 f"{exc.colno})") from None
             question, steps, final = parse_record(record, where)
             if question in first_seen:
                 raise ValueError(f"{where}: same question as line {first_seen[question]}")
@@ -147,7 +148,8 @@ class GSMTask(Task):
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"{self.name}: n must be a non-negative int or None, got {n!r}")
         if n > len(pool):
-            raise ValueError(f"{self.name}: asked for {n} {split} problems, {self.path} has {len(pool)}")
+            raise ValueError(f"{self.name}: asked for {n} {split} problems, {self.path} "
+                             f"has {len(pool)}")
         return pool[:n]
 
     def prompt(self, problem: Problem) -> str:
@@ -164,15 +166,18 @@ class GSMTask(Task):
         answer are changed by a small amount (a slip in the final computation)."""
         self._check_style(style)
         if problem.label is None:
-            raise ValueError(f"{self.name}: problem {problem.id!r} has no label (reference) to trace")
+            raise ValueError(f"{self.name}: problem {problem.id!r} has no label "
+                             "(reference) to trace")
         steps, answer = list(problem.reference), problem.label
         if flawed:
             try:
                 value = Decimal(answer)
             except InvalidOperation:
-                raise ValueError(f"{self.name}: cannot make a flawed trace of non-numeric answer {answer!r}") from None
+                raise ValueError(f"{self.name}: cannot make a flawed trace of non-numeric "
+                                 f"answer {answer!r}") from None
             wrong = value + rng.choice([-10, -2, -1, 1, 2, 10])
-            answer = format(wrong.normalize(), "f") if wrong != wrong.to_integral() else str(int(wrong))
+            answer = (format(wrong.normalize(), "f") if wrong != wrong.to_integral()
+                      else str(int(wrong)))
             if steps:
                 steps[-1] = _LAST_NUMBER.sub(answer, steps[-1], count=1)
         return self.format_trace(steps, answer)

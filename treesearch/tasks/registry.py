@@ -96,7 +96,8 @@ def resolve(name: str) -> tuple[Callable[..., Task], str]:
             return eps[name].load(), f"task {name!r} (entry point {eps[name].value})"
         except Exception as exc:  # a broken plugin: name it, whatever it raised
             raise ValueError(f"task {name!r}: entry point {eps[name].value} of group "
-                             f"{ENTRY_POINT_GROUP!r} does not load ({type(exc).__name__}: {exc})") from None
+                             f"{ENTRY_POINT_GROUP!r} does not load "
+                             f"({type(exc).__name__}: {exc})") from None
     if ":" in name:
         return load_factory(name), f"task {name!r}"
     raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(registered_tasks())} "

@@ -176,7 +176,8 @@ class RGTask(Task):
         try:
             _, exact = SOLVERS[self.dataset](entry, random.Random(0))
         except (ValueError, ZeroDivisionError, KeyError) as exc:
-            return {"question": entry["question"], "label": entry["answer"], "exact": f"unsolved ({exc})"}
+            return {"question": entry["question"], "label": entry["answer"],
+                    "exact": f"unsolved ({exc})"}
         if dataset.score_answer(exact, entry) >= 1.0:
             return None
         return {"question": entry["question"], "label": entry["answer"], "exact": exact}
@@ -185,12 +186,14 @@ class RGTask(Task):
         """The label audit of ``n`` entries of this config (a fixed sample): how many
         labels disagree with the solver, and examples. More than ``MAX_BAD_LABELS`` of
         them is a TaskArgsError naming the dataset and its config."""
-        dataset = self._dataset(stable_hash(self.name, sorted(self.config.items()), "audit") % 2**31, n)
+        dataset = self._dataset(
+            stable_hash(self.name, sorted(self.config.items()), "audit") % 2**31, n)
         bad = [why for why in (self._label_bug(dataset, dataset[i]) for i in range(n)) if why]
         if len(bad) > MAX_BAD_LABELS * n:
             raise TaskArgsError(next(iter(self.config), "config"),
                                 f"{self.name} with config {self.config}: {_describe(bad, n)}; an "
-                                "upstream label bug, too frequent to leave out (use another config)")
+                                "upstream label bug, too frequent to leave out (use another "
+                                "config)")
         return {"audited": n, "disagree": len(bad), "examples": bad[:3]}
 
     def _report_labels(self, bad: list[dict], audited: int) -> None:
@@ -208,7 +211,8 @@ class RGTask(Task):
         if entry is None:
             src = problem.source
             entry = self._dataset(src["seed"], src["size"])[src["index"]]
-            if entry["question"].strip() != problem.question or str(entry["answer"]) != problem.label:
+            if entry["question"].strip() != problem.question \
+                    or str(entry["answer"]) != problem.label:
                 raise ValueError(f"{self.name}: problem {problem.id!r} does not regenerate from "
                                  f"its source {dict(src)} (another reasoning-gym version?)")
             self._entries[problem.id] = entry
@@ -220,7 +224,8 @@ class RGTask(Task):
 
     def _check(self, problem: Problem, answer: str) -> bool:
         entry = self.entry(problem)
-        return self._dataset(problem.source["seed"], problem.source["size"]).score_answer(answer, entry) >= 1.0
+        dataset = self._dataset(problem.source["seed"], problem.source["size"])
+        return dataset.score_answer(answer, entry) >= 1.0
 
     def solution_trace(self, problem: Problem, rng: random.Random, flawed: bool = False,
                        style: int = 0) -> str:

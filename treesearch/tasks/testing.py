@@ -151,7 +151,8 @@ class _Kit:
         for p in self.all_problems() + [p for s in _splits_of(self.task)
                                         for p in self.problems(s, self.seed + 1)]:
             seen = ids.setdefault(p.id, p)
-            if seen is not p and not (self.task.check(seen, p.label) and self.task.check(p, seen.label)):
+            if seen is not p and not (self.task.check(seen, p.label)
+                                      and self.task.check(p, seen.label)):
                 out.append(f"id {p.id!r} names two problems that do not accept each other's label")
         return out
 
@@ -184,7 +185,8 @@ class _Kit:
             if self.task.prompt(p.without_label()) != prompt:
                 out.append(f"the prompt of {p.id!r} changes when its label is stripped "
                            "(it is built from the label or reference)")
-            poisoned = replace(p, label=p.label + "0", reference=tuple(r + "0" for r in p.reference))
+            poisoned = replace(p, label=p.label + "0",
+                               reference=tuple(r + "0" for r in p.reference))
             if self.task.prompt(poisoned) != prompt:
                 out.append(f"the prompt of {p.id!r} changes with its label")
             shown += _contains_token(prompt, p.label)
@@ -257,7 +259,8 @@ class _Kit:
             if self.task.writes_traces:
                 rng = random.Random(f"kit-keys:{p.id}")
                 for flawed in (False, True):
-                    answer = self.task.extract_answer(self.task.solution_trace(p, rng, flawed=flawed))
+                    answer = self.task.extract_answer(self.task.solution_trace(p, rng,
+                                                                               flawed=flawed))
                     if answer is not None:
                         candidates.append(answer)
             if self.task.answer_key(f"  {p.label} ") != key:
@@ -269,7 +272,8 @@ class _Kit:
                     verdicts.setdefault(k, set()).add(self.task.check(p, answer))
             mixed = [k for k, v in verdicts.items() if len(v) > 1]
             if mixed:
-                out.append(f"problem {p.id!r}: answers with the key {mixed[0]!r} are both right and wrong")
+                out.append(f"problem {p.id!r}: answers with the key {mixed[0]!r} are both "
+                           "right and wrong")
         return out
 
 

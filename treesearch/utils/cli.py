@@ -78,6 +78,8 @@ def dotted_args(items, prefix: str = "task_args.") -> tuple[dict, list[str]]:
         try:
             parsed.update(OmegaConf.to_container(OmegaConf.from_dotlist([item[len(prefix):]])))
         except Exception as exc:  # omegaconf's grammar errors
-            raise CLIError(item.split("=", 1)[0], f"cannot read {item!r} as YAML ({one_line(exc)}); "
-                           "quote symbols, e.g. 'task_args.operators=[\"+\",\"-\",\"*\"]'") from None
+            raise CLIError(item.split("=", 1)[0],
+                           f"cannot read {item!r} as YAML ({one_line(exc)}); "
+                           "quote symbols, e.g. "
+                           "'task_args.operators=[\"+\",\"-\",\"*\"]'") from None
     return parsed, rest

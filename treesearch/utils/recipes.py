@@ -170,7 +170,8 @@ def load_recipe(schema, path: str | Path | None = None, overrides=(),
                 renames: Mapping[str, Sequence[str]] | None = None):
     """Defaults of the dataclass ``schema`` (a class, or an instance whose values are the
     defaults) <- YAML file (after the recipe it ``extends``, if it names one) <- dotlist
-    overrides, as an omegaconf DictConfig. An override may index a list (``priors.1.pretrain={tokens: 9}``).
+    overrides, as an omegaconf DictConfig. An override may index a list
+    (``priors.1.pretrain={tokens: 9}``).
     ``renames``: older spellings of keys (old dotted key -> its new keys), accepted in
     files and overrides. Unknown keys and ill-typed values raise ``ConfigError`` naming the
     key and where it came from; nothing is validated beyond types (the caller's

@@ -34,7 +34,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def _num(x):
-    return x if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+    number = isinstance(x, (int, float)) and not isinstance(x, bool)
+    return x if number and math.isfinite(x) else None
 
 
 def _line_chart(title, ylabel, rows, keys, names=None, xlabel="round") -> dict | None:
@@ -101,7 +102,8 @@ def reliability_chart(round_dir: Path) -> dict | None:
             raise ViewError(f"{path}: not a calibration report ({exc})") from exc
     if not series:
         return None
-    return {"kind": "reliability", "title": f"Critic reliability, {round_dir.name.replace('_', ' ')}",
+    return {"kind": "reliability",
+            "title": f"Critic reliability, {round_dir.name.replace('_', ' ')}",
             "series": series}
 
 

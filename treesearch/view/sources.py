@@ -55,7 +55,8 @@ def load_tokenizer(model_dir: Path):
     try:
         return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     except Exception as exc:  # OSError, ValueError, json errors: name the directory
-        raise ViewError(f"{model_dir}: cannot load the tokenizer ({type(exc).__name__}: {exc})") from exc
+        raise ViewError(f"{model_dir}: cannot load the tokenizer "
+                        f"({type(exc).__name__}: {exc})") from exc
 
 
 def _decoder(tokenizer):
