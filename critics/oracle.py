@@ -39,6 +39,8 @@ class StepOracle(Checker):
                               "no step oracle")
         if not (isinstance(flip, (int, float)) and 0.0 <= flip <= 1.0):
             raise CriticError(f"StepOracle: the flip rate must be in [0, 1], got {flip!r}")
+        # the Checker refuses a value kind (no checker judges success); the oracle can, so it
+        # borrows the Checker's prompt index as a process critic and sets its own kind after
         super().__init__(task, tokenizer, problems, kind="process",
                          name=f"oracle:{task.name}:{kind}(flip={flip:g})")
         self.kind, self.flip, self.seed = kind, float(flip), seed
