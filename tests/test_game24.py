@@ -175,3 +175,41 @@ def test_step_validity_with_nothing_to_count_is_none(game24):
     v = step_validity(game24, [{"numbers": (1, 2, 3, 4), "target": 24}], [["A:1+2+3+4\n"]],
                       [[False]])
     assert v.steps == 0 and v.valid_step_share is None and v.correct_through_valid_share is None
+
+
+def test_pruning_closes_dead_ends_so_no_tokens_go_below_them(game24):
+    """prune_below=0 with the step oracle: every node the oracle scores 0 that does not end
+    the episode is a terminal leaf, so no step is ever sampled below a dead end; without
+    pruning the search does expand below some (the same budget, the shipped prior)."""
+    from critics.compose import StepScorer
+    from policies.hf import HFPolicy
+    from policies.zoo import resolve
+    from treesearch.search import SearchConfig, StepSearch
+
+    policy = HFPolicy(resolve("tiny-game24"), temperature=0.7, seed=0)
+    problems = game24.problems("val", 5, seed=0)
+    scorer = StepScorer(*(StepOracle(game24, policy.tokenizer, problems, kind)
+                          for kind in ("value", "process", "outcome")))
+    below_dead = {}
+    for prune in (None, 0.0):
+        config = SearchConfig(simulations=100, branching=1, horizon=1, max_depth=5,
+                              max_tokens=128, prune_below=prune)
+        forest = StepSearch(policy, scorer, game24, policy.tokenizer, config).run(problems).forest
+        assert forest.check_invariants(strict_visits=False) == []
+        below_dead[prune] = 0
+        for t in range(len(problems)):
+            for n in np.flatnonzero(forest.depth[t, :forest.n_nodes[t]] > 0):  # live slots
+                parent = int(forest.parent[t, n])
+                if parent > 0 and forest.score[t, parent] == 0:
+                    below_dead[prune] += 1
+                if prune is not None and forest.score[t, n] == 0:
+                    assert forest.terminal[t, n] == 1 and forest.n_children[t, n] == 0
+    assert below_dead[0.0] == 0 < below_dead[None]
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1])
+def test_prune_threshold_out_of_range_is_refused(value):
+    from treesearch.search import SearchConfig
+
+    with pytest.raises(ValueError, match="prune_below"):
+        SearchConfig(prune_below=value)

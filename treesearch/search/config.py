@@ -50,6 +50,12 @@ class SearchConfig:
     early_stop: see the module docstring; early_stop_score: the composed score the
         answer ending the most visited descent needs for the tree to stop early (0: any
         answer settles it).
+    prune_below: dead-end pruning (None: off). A new node that does not end the episode
+        and whose composed score is at most this is closed where it is: a leaf becomes
+        terminal (selecting it again backs up its score at no token cost) and a node that
+        already has children (a continuation went past it) takes no more. With a step
+        critic that can tell a dead end (score 0) this stops the search spending tokens
+        below one; 0.0 closes only nodes scored exactly 0.
     answer: how the tree answers. "vote" -- answers grouped by ``task.answer_key`` (what
         they claim, no label needed), each answer node weighted by visits x composed
         score; the heaviest group's best node (a sampled trajectory that repeats an
@@ -81,6 +87,7 @@ class SearchConfig:
     max_tokens: int | None = None
     early_stop: bool = True
     early_stop_score: float = 0.0
+    prune_below: float | None = None
     answer: str = "vote"
 
     def __post_init__(self):
@@ -99,6 +106,9 @@ class SearchConfig:
         if self.max_tokens is not None and self.max_tokens < self.max_step_tokens:
             raise ValueError(f"SearchConfig.max_tokens ({self.max_tokens}) cannot pay for one "
                              f"step of up to max_step_tokens ({self.max_step_tokens}) tokens")
+        if self.prune_below is not None and not 0.0 <= self.prune_below < 1.0:
+            raise ValueError("SearchConfig.prune_below must be None or in [0, 1), got "
+                             f"{self.prune_below}")
         if self.answer not in ANSWER_RULES:
             raise ValueError(f"SearchConfig.answer must be one of {ANSWER_RULES}, got "
                              f"{self.answer!r}")

@@ -203,6 +203,9 @@ class StepSearch:
 
         t0 = time.perf_counter()
         index = attach_nodes(self, forest, new, raw, answer, terminal)
+        if cfg.prune_below is not None:
+            self._prune(forest, np.array([x.tree for x in new], np.int64),
+                        np.array(index, np.int64))
         stats.seconds["expand"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         end_tree = np.array([new[i].tree for i in ends], np.int64)
@@ -215,6 +218,20 @@ class StepSearch:
         limit = (getattr(self.policy, "max_positions", None)
                  or getattr(self.policy, "max_model_len", None))
         return int(limit) - self.config.max_step_tokens if limit else 1 << 62
+
+    def _prune(self, forest, tree, node) -> None:
+        """``prune_below``: close every given node (int64 [N] each) that does not end the
+        episode and whose composed score is at most the threshold: a leaf becomes terminal
+        (its score kept), a node with children is capped at the children it has."""
+        dead = ((forest.terminal[tree, node] == 0)
+                & (forest.score[tree, node] <= self.config.prune_below))
+        tree, node = tree[dead], node[dead]
+        leaf = forest.n_children[tree, node] == 0
+        forest.terminal[tree[leaf], node[leaf]] = 1
+        inner_tree, inner_node = tree[~leaf], node[~leaf]
+        forest.extra("child_cap")[inner_tree, inner_node] = forest.n_children[inner_tree,
+                                                                              inner_node]
+        forest.extra("capped_at")[inner_tree, inner_node] = 0.0  # never re-opened
 
     @staticmethod
     def _reopen(forest) -> None:
