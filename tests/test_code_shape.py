@@ -12,10 +12,15 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("treesearch", "policies", "critics")
 EXEMPT = {"treesearch/engine/kernels.py"}
 MAX_CLASS, MAX_FUNCTION = 300, 60
+# offenders still to split, in code other work is changing at the time of writing; each
+# must still be an offender (the test says when one is fixed, so the list only shrinks)
+PENDING = {"treesearch/search/stepsearch.py::StepSearch",
+           "treesearch/tasks/countdown.py::Countdown"}
 
 
-def _offenders() -> list[str]:
-    found = []
+def offenders() -> dict[str, str]:
+    """{"path::name": description} of every class and function over its limit."""
+    found = {}
     for pkg in PACKAGES:
         for path in sorted((ROOT / pkg).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
@@ -30,15 +35,18 @@ def _offenders() -> list[str]:
                     continue
                 lines = node.end_lineno - node.lineno + 1
                 if lines > limit:
-                    found.append(f"{rel}:{node.lineno}: {kind} {node.name} has {lines} lines "
-                                 f"(at most {limit})")
+                    found[f"{rel}::{node.name}"] = (f"{rel}:{node.lineno}: {kind} {node.name} "
+                                                    f"has {lines} lines (at most {limit})")
     return found
 
 
 def test_no_long_classes_or_functions():
-    offenders = _offenders()
-    assert not offenders, "too long:\n" + "\n".join(offenders)
+    found = offenders()
+    new = [text for key, text in found.items() if key not in PENDING]
+    assert not new, "too long:\n" + "\n".join(new)
+    fixed = sorted(PENDING - set(found))
+    assert not fixed, f"no longer too long, drop from PENDING: {fixed}"
 
 
 if __name__ == "__main__":
-    print("\n".join(_offenders()) or "none")
+    print("\n".join(offenders().values()) or "none")
