@@ -167,16 +167,7 @@ class HeadCritic:
         The model is left in eval mode. ValueError on bad targets or weights.
         """
         n = len(states)
-        y = _check_vector("targets", targets, n)
-        if ((y < 0) | (y > 1)).any():
-            raise ValueError(f"HeadCritic.fit: targets must lie in [0, 1], got min {y.min()}, "
-                             f"max {y.max()}")
-        w = np.ones(n) if weights is None else _check_vector("weights", weights, n)
-        if (w < 0).any() or w.sum() <= 0:
-            raise ValueError("HeadCritic.fit: weights must be >= 0 with a positive sum")
-        if n == 0 or epochs < 1 or batch_size < 1:
-            raise ValueError(f"HeadCritic.fit: need examples, epochs >= 1 and batch_size >= 1, "
-                             f"got {n}, {epochs}, {batch_size}")
+        y, w = _fit_inputs(n, targets, weights, epochs, batch_size)
         seqs = self._encode(states)
         y = torch.tensor(y, dtype=torch.float32, device=self.device)
         w = torch.tensor(w / w.mean(), dtype=torch.float32, device=self.device)
@@ -261,6 +252,22 @@ def _read_meta(path: Path) -> dict | None:
         raise CriticError(f"HeadCritic: {str(file)!r} has format {meta.get('format')!r}, "
                           f"this code reads format {FORMAT_VERSION}")
     return meta
+
+
+def _fit_inputs(n: int, targets, weights, epochs: int, batch_size: int):
+    """``HeadCritic.fit``'s checked inputs: (targets float [n] in [0, 1], weights float [n]
+    >= 0 with a positive sum, ones when None); ValueError naming what is wrong."""
+    y = _check_vector("targets", targets, n)
+    if ((y < 0) | (y > 1)).any():
+        raise ValueError(f"HeadCritic.fit: targets must lie in [0, 1], got min {y.min()}, "
+                         f"max {y.max()}")
+    w = np.ones(n) if weights is None else _check_vector("weights", weights, n)
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError("HeadCritic.fit: weights must be >= 0 with a positive sum")
+    if n == 0 or epochs < 1 or batch_size < 1:
+        raise ValueError(f"HeadCritic.fit: need examples, epochs >= 1 and batch_size >= 1, "
+                         f"got {n}, {epochs}, {batch_size}")
+    return y, w
 
 
 def _check_vector(what: str, values, n: int) -> np.ndarray:

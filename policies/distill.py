@@ -607,6 +607,20 @@ def policy_gradient(model, tokenizer, examples: Sequence[PGExample],
     start_logps = (_start_token_logprobs(model, sequences, config.batch_size, pad)
                    if eps > 0 else None)
 
+    batch_loss = _pg_batch_loss(examples, start_logps, eps, pad, device)
+    model, run = _train(model, config, len(examples), batch_loss, "pg")
+    losses = run["losses"]
+    stats.update(loss_first=losses[0] if losses else None,
+                 loss_last=losses[-1] if losses else None, steps=run["steps"],
+                 clipped_share_last=run["last"].get("clipped_share"),
+                 seconds=round(time.perf_counter() - start, 3))
+    return model, stats
+
+
+def _pg_batch_loss(examples: Sequence[PGExample], start_logps, eps: float, pad: int,
+                   device):
+    """``policy_gradient``'s minibatch loss ``batch_loss(module, idx) -> (loss, info)``:
+    the clipped surrogate against ``start_logps`` (None: plain REINFORCE, eps unused)."""
     def batch_loss(module, idx):
         chunk = [examples[i] for i in idx]
         batch = collate([(e.prompt_ids, e.completion_ids) for e in chunk], pad, device)
@@ -630,13 +644,7 @@ def policy_gradient(model, tokenizer, examples: Sequence[PGExample],
         per_seq = (per_token * mask).sum(1) / mask.sum(1).clamp_min(1)
         return -per_seq.mean(), info
 
-    model, run = _train(model, config, len(examples), batch_loss, "pg")
-    losses = run["losses"]
-    stats.update(loss_first=losses[0] if losses else None,
-                 loss_last=losses[-1] if losses else None, steps=run["steps"],
-                 clipped_share_last=run["last"].get("clipped_share"),
-                 seconds=round(time.perf_counter() - start, 3))
-    return model, stats
+    return batch_loss
 
 
 def _start_token_logprobs(model, sequences, batch_size: int, pad_id: int) -> list:

@@ -294,6 +294,62 @@ class _Rows:
     carry: list[str] = field(default_factory=list)  # StepEnds state of each row
 
 
+@dataclass(eq=False)
+class _Batch:
+    """The decoding state of one ``_decode`` call. Per lane (the policy, and a companion
+    decoded in lockstep): its step cache, attention-mask buffer, mask width, last logits
+    and ``_Rows`` (the same step lists, chained to that lane's cache entries). ``active``:
+    the live rows, in batch order; ``slots`` / ``slot_idx``: batch position of each live
+    row, None while they are exactly the batch (``nb`` rows); ``pos``: each batch row's
+    next position."""
+
+    lanes: list
+    caches: list
+    masks: list
+    widths: list
+    logits: list
+    rows: list
+    active: list[int]
+    pos: torch.Tensor
+    slots: list[int] | None = None
+    slot_idx: torch.Tensor | None = None
+    nb: int = 0
+
+    def drop(self, keep: list[int], tok: torch.Tensor, compact_below: float) -> torch.Tensor:
+        """Only the ``keep`` rows (positions among the live rows) stay live: finished rows
+        ride along (their outputs ignored) until fewer than ``compact_below`` of the batch
+        is live, then the batch is compacted. Returns the kept rows' tokens."""
+        kept = keep if self.slots is None else [self.slots[b] for b in keep]
+        tok = tok[torch.tensor(keep, device=tok.device)]
+        self.active = [self.active[b] for b in keep]
+        if len(kept) < compact_below * self.nb:
+            idx = torch.tensor(kept, device=tok.device)
+            for cache in self.caches:
+                cache.batch_select_indices(idx)
+            for mask, width in zip(self.masks, self.widths):
+                mask[:len(kept), :width] = mask[:self.nb, :width].index_select(0, idx)
+            self.pos = self.pos[idx]
+            self.nb, self.slots, self.slot_idx = len(kept), None, None
+        else:
+            self.slots, self.slot_idx = kept, torch.tensor(kept, device=tok.device)
+        return tok
+
+    def feed(self, tok: torch.Tensor, pad_id: int) -> None:
+        """Feed the live rows' tokens through every lane (riders get ``pad_id``)."""
+        nb = self.nb
+        if self.slot_idx is None:
+            ids = tok[:, None]
+        else:  # riders are fed padding
+            ids = torch.full((nb, 1), pad_id, dtype=torch.long, device=tok.device)
+            ids[self.slot_idx, 0] = tok
+        self.widths = [width + 1 for width in self.widths]
+        self.logits = [lane._forward(ids, mask[:nb, :width], self.pos[:, None], cache,
+                                     processed=len(self.active))
+                       for lane, mask, width, cache in zip(self.lanes, self.masks,
+                                                           self.widths, self.caches)]
+        self.pos = self.pos + 1
+
+
 class HFPolicy:
     """Policy over any local causal LM from transformers, with prefix KV reuse.
 
@@ -364,13 +420,20 @@ class HFPolicy:
                 f"dtype={dtype} kv_cache={self.kv.max_tokens} tokens "
                 f"generated_tok/s={rate:.0f}")
 
-    def propose(self, prefixes: Sequence[Sequence[int]], n: int,
-                max_step_tokens: int) -> list[list[StepProposal]]:
+    def propose(self, prefixes: Sequence[Sequence[int]], n: int, max_step_tokens: int, *,
+                companion: HFPolicy | None = None, choose=None) -> list[list[StepProposal]]:
         """For each prefix (token ids), n sampled next steps, all in one batch.
 
         Returns len(prefixes) lists of n ``StepProposal``. A step ends after the token that
         completes the delimiter (finished=False), EOS (finished=True), max_step_tokens
         tokens (finished=False), or when the model's context is full (finished=True).
+
+        companion: another ``HFPolicy`` over the same vocabulary, decoded in lockstep on
+        the same tokens with its own prefix cache (the study's token routing), and then
+        ``choose(logits, companion_logits) -> (token ids long [A], log p float [A])``
+        picks every token from both models' logits float32 [A, vocab] (``sample`` draws
+        with this policy's sampling rule). Without one, tokens are sampled from this
+        policy's logits.
         """
         keys = propose_keys("HFPolicy", self.name, prefixes, n, max_step_tokens,
                             self.max_positions, "max_position_embeddings")
@@ -378,7 +441,7 @@ class HFPolicy:
             return []
         start = time.perf_counter()
         with torch.inference_mode():
-            rows = self._decode(keys, n, max_step_tokens)
+            rows = self._decode(keys, n, max_step_tokens, companion, choose)
         self.seconds += time.perf_counter() - start
         out = []
         for i in range(len(keys)):
@@ -388,6 +451,20 @@ class HFPolicy:
                 props.append(StepProposal(toks, float(rows.logps[r]), len(toks), rows.finished[r]))
             out.append(props)
         return out
+
+    def sample(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits float32 [A, vocab] -> token ids long [A], by this policy's sampling rule
+        (greedy at temperature 0, else temperature and top-p) and its generator."""
+        if self.temperature == 0:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits / self.temperature, dim=-1)
+        if self.top_p < 1:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            drop = sorted_p.cumsum(-1) - sorted_p > self.top_p  # keeps at least the top token
+            sorted_p = sorted_p.masked_fill(drop, 0.0)
+            pick = torch.multinomial(sorted_p, 1, generator=self.generator)
+            return order.gather(1, pick).squeeze(1)
+        return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
 
     def reset_cache(self) -> None:
         """Forget every cached prefix (call it after changing the model's weights)."""
@@ -450,33 +527,38 @@ class HFPolicy:
                            if self.kv.max_tokens > 0 else None)
         return cache, mask, logits, entries
 
-    def _sample(self, logits: torch.Tensor) -> torch.Tensor:
-        """logits float32 [A, vocab] -> token ids long [A] (greedy, temperature, top-p)."""
-        if self.temperature == 0:
-            return logits.argmax(-1)
-        probs = torch.softmax(logits / self.temperature, dim=-1)
-        if self.top_p < 1:
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            drop = sorted_p.cumsum(-1) - sorted_p > self.top_p  # keeps at least the top token
-            sorted_p = sorted_p.masked_fill(drop, 0.0)
-            pick = torch.multinomial(sorted_p, 1, generator=self.generator)
-            return order.gather(1, pick).squeeze(1)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
-
     def _decode(self, keys: list[tuple[int, ...]], n: int, max_step_tokens: int,
                 companion: HFPolicy | None = None, choose=None) -> _Rows:
-        """Sample n steps per prefix; rows leave the batch as soon as their step ends.
-
-        companion: another ``HFPolicy`` over the same vocabulary, decoded in lockstep on
-        the same tokens with its own prefix cache (the study's token routing), and then
-        ``choose(logits, companion_logits) -> (token ids long [A], log p float [A])``
-        picks every token from both models' logits float32 [A, vocab]. Without one,
-        tokens are sampled from this policy's logits."""
+        """Sample n steps per prefix (``propose``'s companion and choose); rows leave the
+        batch as soon as their step ends."""
         lanes = [self] if companion is None else [self, companion]
-        uniq = list(dict.fromkeys(keys))
-        where = {k: u for u, k in enumerate(uniq)}
         limits = [lane.max_positions for lane in lanes if lane.max_positions is not None]
         room = min(limits) if limits else 1 << 62
+        batch = self._start(lanes, keys, n, max_step_tokens, room)
+        t = 0
+        while True:
+            live = (batch.logits if batch.slot_idx is None
+                    else [x.index_select(0, batch.slot_idx) for x in batch.logits])
+            if companion is None:
+                tok = self.sample(live[0])
+                logp = torch.log_softmax(live[0], dim=-1).gather(1, tok[:, None]).squeeze(1)
+            else:
+                tok, logp = choose(*live)
+            t += 1
+            self.counts.generated += len(batch.active)
+            keep = self._record(batch, tok, logp, t, room)
+            if not keep:
+                return batch.rows[0]
+            if len(keep) < len(batch.active):
+                tok = batch.drop(keep, tok, self._compact_below)
+            batch.feed(tok, self.pad_id)
+
+    def _start(self, lanes: list[HFPolicy], keys: list[tuple[int, ...]], n: int,
+               max_step_tokens: int, room: int) -> _Batch:
+        """Prefill every lane's unique prefixes at batch U, then expand them to B =
+        len(keys) * n rows in buffers with room for every decoding step."""
+        uniq = list(dict.fromkeys(keys))
+        where = {k: u for u, k in enumerate(uniq)}
         rows = _Rows(prefix=[k for k in keys for _ in range(n)],
                      parent=[None] * (len(keys) * n),
                      limit=[min(max_step_tokens, room - len(k)) for k in keys for _ in range(n)])
@@ -489,7 +571,6 @@ class HFPolicy:
             cache, mask, first, lane_entries = lane._prefill(uniq)
             width = mask.shape[1]
             widths.append(width)
-            # U rows -> B = len(keys) * n rows, in buffers with room for every decoding step
             full = mask.new_ones(B, width + columns)
             full[:, :width] = mask[sel]
             caches.append(_StepCache.expanded(cache, src, n, columns))
@@ -505,68 +586,33 @@ class HFPolicy:
         lane_rows = [rows] + [dataclasses.replace(rows, parent=[e[where[k]] for k in keys
                                                                 for _ in range(n)])
                               for e in entries[1:]]
-        active = list(range(B))  # the live rows, in batch order
-        # batch position of each live row; None while they are exactly the batch. Finished
-        # rows ride along (their outputs ignored) until fewer than _compact_below of the
-        # batch is live, then the batch is compacted.
-        slots: list[int] | None = None
-        slot_idx = None
-        nb = B  # batch rows
-        pos = torch.tensor([len(rows.prefix[r]) for r in active], dtype=torch.long,
-                           device=self.device)
-        t = 0
-        while True:
-            live = logits if slot_idx is None else [x.index_select(0, slot_idx) for x in logits]
-            if companion is None:
-                tok = self._sample(live[0])
-                logp = torch.log_softmax(live[0], dim=-1).gather(1, tok[:, None]).squeeze(1)
+        pos = torch.tensor([len(p) for p in rows.prefix], dtype=torch.long, device=self.device)
+        return _Batch(lanes, caches, masks, widths, logits, lane_rows, list(range(B)), pos, nb=B)
+
+    def _record(self, batch: _Batch, tok: torch.Tensor, logp: torch.Tensor, t: int,
+                room: int) -> list[int]:
+        """Append the live rows' t-th tokens to their steps; a row whose step ended (EOS,
+        full context: finished; delimiter or step limit: its KV remembered) leaves.
+        Returns the batch positions (among the live rows) that go on."""
+        rows, slots = batch.rows[0], batch.slots
+        eos, delim = self.is_eos[tok.cpu()].tolist(), self.is_delim[tok.cpu()].tolist()
+        keep = []
+        for b, (r, x, lp) in enumerate(zip(batch.active, tok.tolist(), logp.double().tolist())):
+            rows.steps[r].append(x)
+            rows.logps[r] += lp
+            full = len(rows.prefix[r]) + t >= room
+            ended = delim[b]
+            if not ended and self.step_ends.split:  # a delimiter spelt across tokens
+                ended, rows.carry[r] = self.step_ends.advance(rows.carry[r], x)
+            if eos[b] or full:
+                rows.finished[r] = True
+            elif ended or t >= rows.limit[r]:
+                at = b if slots is None else slots[b]
+                for lane, cache, lane_row in zip(batch.lanes, batch.caches, batch.rows):
+                    lane._remember(cache, at, r, t, lane_row)
             else:
-                tok, logp = choose(*live)
-            t += 1
-            self.counts.generated += len(active)
-            eos, delim = self.is_eos[tok.cpu()].tolist(), self.is_delim[tok.cpu()].tolist()
-            keep = []
-            for b, (r, x, lp) in enumerate(zip(active, tok.tolist(), logp.double().tolist())):
-                rows.steps[r].append(x)
-                rows.logps[r] += lp
-                full = len(rows.prefix[r]) + t >= room
-                ended = delim[b]
-                if not ended and self.step_ends.split:  # a delimiter spelt across tokens
-                    ended, rows.carry[r] = self.step_ends.advance(rows.carry[r], x)
-                if eos[b] or full:
-                    rows.finished[r] = True
-                elif ended or t >= rows.limit[r]:
-                    at = b if slots is None else slots[b]
-                    for lane, cache, lane_row in zip(lanes, caches, lane_rows):
-                        lane._remember(cache, at, r, t, lane_row)
-                else:
-                    keep.append(b)
-            if not keep:
-                return rows
-            if len(keep) < len(active):
-                kept = keep if slots is None else [slots[b] for b in keep]
-                tok = tok[torch.tensor(keep, device=self.device)]
-                active = [active[b] for b in keep]
-                if len(kept) < self._compact_below * nb:
-                    idx = torch.tensor(kept, device=self.device)
-                    for cache in caches:
-                        cache.batch_select_indices(idx)
-                    for mask, width in zip(masks, widths):
-                        mask[:len(kept), :width] = mask[:nb, :width].index_select(0, idx)
-                    pos = pos[idx]
-                    nb, slots, slot_idx = len(kept), None, None
-                else:
-                    slots, slot_idx = kept, torch.tensor(kept, device=self.device)
-            if slot_idx is None:
-                ids = tok[:, None]
-            else:  # riders are fed padding
-                ids = torch.full((nb, 1), self.pad_id, dtype=torch.long, device=self.device)
-                ids[slot_idx, 0] = tok
-            widths = [width + 1 for width in widths]
-            logits = [lane._forward(ids, mask[:nb, :width], pos[:, None], cache,
-                                    processed=len(active))
-                      for lane, mask, width, cache in zip(lanes, masks, widths, caches)]
-            pos = pos + 1
+                keep.append(b)
+        return keep
 
     def _remember(self, cache, b: int, r: int, t: int, rows: _Rows) -> None:
         """Cache the KV of prefix + step[:-1] for an unfinished step (its t-1 fed tokens

@@ -183,7 +183,12 @@ def validate(config: PretrainConfig):
         raise ValueError(f"pretrain: loss_on must be 'solution' or 'all', got {c.loss_on!r}")
     if not c.out:
         raise ValueError("pretrain: out (the output directory) must be set")
+    return _validate_task(c)
 
+
+def _validate_task(c: PretrainConfig):
+    """``validate``'s task knobs: the task writes traces (random walks with walk_share),
+    the held-out style and strategy exist; returns (task, styles used)."""
     task = get_task(c.task, **(c.task_args or {}))  # the registry's errors name the task or the key
     if not task.writes_traces:
         raise ValueError(f"pretrain: task {c.task!r} has no solver, so there are no solution "

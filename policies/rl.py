@@ -533,63 +533,78 @@ def train(model, tokenizer, task, problems: Sequence, config: RLConfig,
         raise ValueError("rl: method 'tree_rl' needs a search callable (search=...)")
     problems = _training_problems(problems)
     start = time.perf_counter()
-    device = next(model.parameters()).device
-    pad = _pad_id(tokenizer)
     stats = _new_stats(config)
-
     with _threads(config.threads):
-        params, opt = _optimizer(model, config.lr)
-        reference = _frozen_reference(model) if config.kl_beta > 0 else None
-        policy = HFPolicy((model, tokenizer), temperature=config.temperature, device=str(device),
-                          seed=config.seed)
-        order = None
-        if config.curriculum == "easy_first":
-            order, stats["curriculum"] = _easy_first_order(model, policy, tokenizer, task,
-                                                           problems, config)
-            stats["tokens_generated"] += stats["curriculum"]["tokens"]
-        cycle = _ProblemCycle(problems, config.seed, fixed_order=order)
-        bar = tqdm(total=config.token_budget, initial=stats["tokens_generated"],
-                   desc=f"rl {config.method}", unit="tok",
-                   disable=not config.progress, dynamic_ncols=True)
-        try:
-            while stats["tokens_generated"] < config.token_budget:
-                it = stats["iterations"]
-                # -- sample with the current weights
-                batch_problems = cycle.take(config.problems_per_step)
-                if config.method == "tree_rl":
-                    seqs, sample_adv, texts, rewards, used = _search_samples(
-                        model, policy, batch_problems, config, it, search)
-                    sample_weight = torch.ones(len(seqs))
-                    _record_samples(stats, rewards, rewards, used)
-                    stats["tree_steps"] = stats.get("tree_steps", 0) + len(seqs)
-                    bar.update(used)
-                    if on_samples is not None:
-                        on_samples(it, batch_problems, texts, rewards)
-                else:
-                    texts, tokens, used = _sample(model, policy, tokenizer, task,
-                                                  batch_problems, config, it)
-                    rewards, correct = _score(task, batch_problems, texts, config.reward)
-                    _record_samples(stats, rewards, correct, used)
-                    if config.reward == "brier":
-                        stats["stated_share"].append(_stated_share(texts))
-                    bar.update(used)
-                    if on_samples is not None:
-                        on_samples(it, batch_problems, texts, rewards)
-                    # -- update on the samples that carry a gradient
-                    seqs, sample_adv, sample_weight = _gradient_samples(
-                        tokenizer, task, batch_problems, tokens, rewards, correct, config)
-                losses: list[float] = []
-                if seqs:
-                    losses = _update(model, opt, params, seqs, sample_adv, sample_weight,
-                                     reference, config, it, pad, device)
-                _record_update(stats, len(seqs), losses)
-                bar.set_postfix(reward=f"{stats['mean_reward'][-1]:.3f}", steps=stats["steps"])
-        finally:
-            bar.close()
-            model.eval()
-            opt.zero_grad(set_to_none=True)
+        _train_loop(model, tokenizer, task, problems, config, stats, on_samples, search)
     stats["seconds"] = round(time.perf_counter() - start, 3)
     return model, stats
+
+
+def _train_loop(model, tokenizer, task, problems: list, config: RLConfig, stats: dict,
+                on_samples: Callable | None, search: Callable | None) -> None:
+    """``train``'s iterations until the token budget is spent: sample (or search) with the
+    current weights, then update on the samples that carry a gradient; ``stats`` filled
+    in place, the model left in eval mode."""
+    device = next(model.parameters()).device
+    pad = _pad_id(tokenizer)
+    params, opt = _optimizer(model, config.lr)
+    reference = _frozen_reference(model) if config.kl_beta > 0 else None
+    policy = HFPolicy((model, tokenizer), temperature=config.temperature, device=str(device),
+                      seed=config.seed)
+    order = None
+    if config.curriculum == "easy_first":
+        order, stats["curriculum"] = _easy_first_order(model, policy, tokenizer, task,
+                                                       problems, config)
+        stats["tokens_generated"] += stats["curriculum"]["tokens"]
+    cycle = _ProblemCycle(problems, config.seed, fixed_order=order)
+    bar = tqdm(total=config.token_budget, initial=stats["tokens_generated"],
+               desc=f"rl {config.method}", unit="tok",
+               disable=not config.progress, dynamic_ncols=True)
+    try:
+        while stats["tokens_generated"] < config.token_budget:
+            it = stats["iterations"]
+            batch_problems = cycle.take(config.problems_per_step)
+            seqs, sample_adv, sample_weight, used = _iteration_samples(
+                model, policy, tokenizer, task, batch_problems, config, it, search, stats,
+                on_samples)
+            bar.update(used)
+            losses: list[float] = []
+            if seqs:
+                losses = _update(model, opt, params, seqs, sample_adv, sample_weight,
+                                 reference, config, it, pad, device)
+            _record_update(stats, len(seqs), losses)
+            bar.set_postfix(reward=f"{stats['mean_reward'][-1]:.3f}", steps=stats["steps"])
+    finally:
+        bar.close()
+        model.eval()
+        opt.zero_grad(set_to_none=True)
+
+
+def _iteration_samples(model, policy, tokenizer, task, batch_problems, config: RLConfig,
+                       it: int, search: Callable | None, stats: dict,
+                       on_samples: Callable | None):
+    """One iteration's samples with the current weights (tree_rl: the search's visited
+    steps), recorded in ``stats`` and handed to ``on_samples``; returns (sequences,
+    advantages, weights, tokens generated) of the samples that carry a gradient."""
+    if config.method == "tree_rl":
+        seqs, sample_adv, texts, rewards, used = _search_samples(
+            model, policy, batch_problems, config, it, search)
+        sample_weight = torch.ones(len(seqs))
+        _record_samples(stats, rewards, rewards, used)
+        stats["tree_steps"] = stats.get("tree_steps", 0) + len(seqs)
+        if on_samples is not None:
+            on_samples(it, batch_problems, texts, rewards)
+        return seqs, sample_adv, sample_weight, used
+    texts, tokens, used = _sample(model, policy, tokenizer, task, batch_problems, config, it)
+    rewards, correct = _score(task, batch_problems, texts, config.reward)
+    _record_samples(stats, rewards, correct, used)
+    if config.reward == "brier":
+        stats["stated_share"].append(_stated_share(texts))
+    if on_samples is not None:
+        on_samples(it, batch_problems, texts, rewards)
+    seqs, sample_adv, sample_weight = _gradient_samples(
+        tokenizer, task, batch_problems, tokens, rewards, correct, config)
+    return seqs, sample_adv, sample_weight, used
 
 
 def _training_problems(problems: Sequence) -> list:

@@ -391,7 +391,7 @@ def test_orm_on_tree_answers_beats_chance(tmp_path):
     """The self-play route: an ORM fitted on the answer nodes of verifier-guided search trees
     of the 3-number prior (class-balanced, as treesearch.selfplay does), measured on the
     answer nodes of OTHER problems' trees."""
-    from treesearch.selfplay import _limit
+    from treesearch.stages.critics import limit_rows
 
     task = get_task("countdown3")
     policy = HFPolicy(resolve("tiny-countdown3"), temperature=1.0, seed=0)
@@ -402,8 +402,8 @@ def test_orm_on_tree_answers_beats_chance(tmp_path):
     start = time.perf_counter()
     result = StepSearch(policy, StepScorer(outcome=verifier), task, policy.tokenizer,
                         config).run(problems)
-    data = _limit(outcome_targets(result, problems, task, policy.tokenizer, verifier), 768,
-                  seed=0, balance=True)
+    data = limit_rows(outcome_targets(result, problems, task, policy.tokenizer, verifier), 768,
+                      seed=0, balance=True)
     critic = HeadCritic(resolve("tiny-countdown3"), "outcome", policy_tokenizer=policy.tokenizer)
     report = fit_and_report(critic, data, seed=0, epochs=2, lr=1e-3, out_dir=tmp_path)
     cal = report["calibration"]

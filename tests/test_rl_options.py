@@ -141,7 +141,7 @@ def test_study_passes_the_options_to_each_optimizer(tmp_path, monkeypatch):
     try:
         study = study_run.Study(cfg, RunDir(tmp_path))
         for optimizer in ("grpo", "nsr", "tree_rl"):
-            study.train("p3", optimizer, 0)
+            study.training.train("p3", optimizer, 0)
     finally:
         torch.set_num_threads(1)
     assert seen["grpo"].reward == "brier" and seen["nsr"].reward == "binary"

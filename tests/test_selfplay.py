@@ -144,7 +144,7 @@ def test_the_learner_is_a_trainable_model_whatever_backend_generates(tmp_path):
     from treesearch.utils.runs import RunDir
 
     cfg = load_config(ROOT / "configs" / "vllm.yaml")
-    learner = SelfPlay(cfg, RunDir(tmp_path)).load_learner(0, seed=0)
+    learner = SelfPlay(cfg, RunDir(tmp_path)).models.load_learner(0, seed=0)
     assert isinstance(learner, HFPolicy) and learner.model.training is False
     assert any(p.requires_grad for p in learner.model.parameters())
 
@@ -155,16 +155,16 @@ def test_class_balanced_limit_keeps_both_classes():
     import numpy as np
 
     from critics.train import TreeTargets
-    from treesearch.selfplay import _limit
+    from treesearch.stages.critics import limit_rows
 
     def data(n_pos, n_neg):
         y = np.r_[np.ones(n_pos), np.zeros(n_neg)]
         return TreeTargets("outcome", [([0], [])] * len(y), y, np.arange(len(y)),
                            np.zeros(len(y)))
 
-    many = _limit(data(900, 300), 512, seed=0, balance=True)
+    many = limit_rows(data(900, 300), 512, seed=0, balance=True)
     assert len(many) == 512 and many.targets.sum() == 256
-    rare = _limit(data(10, 900), 512, seed=0, balance=True)
+    rare = limit_rows(data(10, 900), 512, seed=0, balance=True)
     assert rare.targets.sum() == 10 and len(rare) == 40  # three others per rare one
-    few = _limit(data(5, 0), 512, seed=0, balance=True)
+    few = limit_rows(data(5, 0), 512, seed=0, balance=True)
     assert len(few) == 5

@@ -190,9 +190,9 @@ def test_an_untrained_control_is_planned_without_cells(tmp_path, monkeypatch):
         load_study_config(QUICK, ["priors.0.trained=false", "priors.0.optimizers=[grpo]"])
     study = Study(cfg, RunDir.create(tmp_path / "run", "x: 1\n"))
     done = []
-    study.run_base = lambda prior: done.append((prior, "base"))
-    study.run_cell = lambda prior, opt, seed: done.append((prior, opt))
-    study.prior_val_figures = lambda prior: {}
+    study.cells.run_base = lambda prior: done.append((prior, "base"))
+    study.cells.run_cell = lambda prior, opt, seed: done.append((prior, opt))
+    study.cells.prior_val_figures = lambda prior: {}
     study.prior_path = lambda prior: tmp_path / prior
     monkeypatch.setattr("treesearch.study.run.write_report", lambda path, cfg: path)
     study.run_all()
@@ -228,13 +228,13 @@ def test_an_optimizer_variant_trains_its_base_with_its_rl_changes(tmp_path, monk
 
     monkeypatch.setattr(stages_train, "rl_train", fake_train)
     study = study_run.Study(cfg, RunDir.create(tmp_path / "run", "x: 1\n"))
-    study.train("reference", "grpo_brier", 0)
+    study.training.train("reference", "grpo_brier", 0)
     c = seen["config"]
     assert (c.method, c.reward, c.curriculum, c.lr) == ("grpo", "brier", "easy_first", cfg.rl.lr)
-    study.train("reference", "nsr_fast", 0)
+    study.training.train("reference", "nsr_fast", 0)
     assert (seen["config"].method, seen["config"].lr) == ("nsr", 1e-3)
     def states(optimizer, who=study):
-        return who.states_confidence("reference", optimizer)
+        return who.cells.states_confidence("reference", optimizer)
 
     assert states("grpo_brier") and not states("grpo")
     assert not states("base") and not states("mcts")
@@ -281,10 +281,10 @@ def test_a_tree_variant_trains_mcts_with_its_tree_changes_from_the_shared_search
     monkeypatch.setattr(stages_harvest, "RuleVerifier", lambda *a: None)
     monkeypatch.setattr(stages_train, "sft", fake_sft)
     study = study_run.Study(cfg, RunDir.create(tmp_path / "run", "x: 1\n"))
-    monkeypatch.setattr(study, "search", fake_search)
-    _, _, stats = study.train("reference", "mcts_anchored", 0)
+    monkeypatch.setattr(study.training, "search", fake_search)
+    _, _, stats = study.training.train("reference", "mcts_anchored", 0)
     assert seen["config"].anchor_kl == 1.0 and stats["tokens_generated"] == 7
-    study.train("reference", "mcts", 0)
+    study.training.train("reference", "mcts", 0)
     assert seen["config"].anchor_kl == 0.0
     assert searched == [("reference", 0), ("reference", 0)]
 

@@ -109,15 +109,15 @@ def test_eval_sets_hold_the_heldout_strategy_set(tmp_path):
                                     "eval.ood_problems=0", "eval.heldout_strategy=division",
                                     "eval.heldout_problems=1"])
     study = Study(cfg, RunDir.create(tmp_path / "run", "x: 1\n"))
-    sets = study.eval_sets()
+    sets = study.cells.eval_sets()
     assert set(sets) == {"id", "heldout:division"}
     task, problems = sets["heldout:division"]
     assert len(problems) == 1 and problems[0].split == "test"
     assert task.needs_strategy(problems[0], "division")
-    assert study.eval_sets() is sets  # drawn once
+    assert study.cells.eval_sets() is sets  # drawn once
     off = load_study_config(QUICK, [f"out={tmp_path / 'run2'}", "eval.problems=2"])
-    assert not any(name.startswith("heldout:")
-                   for name in Study(off, RunDir.create(tmp_path / "run2", "x: 1\n")).eval_sets())
+    sets_off = Study(off, RunDir.create(tmp_path / "run2", "x: 1\n")).cells.eval_sets()
+    assert not any(name.startswith("heldout:") for name in sets_off)
 
 
 def test_prior_val_figures_use_the_largest_k(tmp_path):
@@ -135,7 +135,7 @@ def test_prior_val_figures_use_the_largest_k(tmp_path):
              {"pass@1": 0.1, "pass@256": 0.7})]:
         write_json(study.cell_dir(prior, "base") / "val.json",
                    {"prior": prior, "split": "val", "problems": 3, "measure": {"pass_at": pass_at}})
-        assert study.prior_val_figures(prior) == expected
+        assert study.cells.prior_val_figures(prior) == expected
 
 
 def test_reachable_ood_preset_is_countdown3_with_two_digit_targets():

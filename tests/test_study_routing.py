@@ -149,9 +149,9 @@ def test_a_study_cell_with_routing_samples_writes_the_probe(tmp_path, setup, mon
                  "search.max_depth=3", "progress=false", "threads=1"]
     cfg = load_study_config(QUICK, overrides)
     study = Study(cfg, RunDir.create(tmp_path / "run", "x: 1\n"))
-    monkeypatch.setattr(study, "train", lambda prior, optimizer, seed: (
+    monkeypatch.setattr(study.training, "train", lambda prior, optimizer, seed: (
         perturbed(model, seed=seed), tokenizer, {"tokens_generated": 0}))
-    study.run_cell("p3", "grpo", 0)
+    study.cells.run_cell("p3", "grpo", 0)
     cell = json.loads((study.cell_dir("p3", "grpo", 0) / "measure.json").read_text())
     routing = cell["routing"]
     assert (routing["problems"], routing["samples"]) == (2, 3)
@@ -162,7 +162,7 @@ def test_a_study_cell_with_routing_samples_writes_the_probe(tmp_path, setup, mon
     assert not (study.cell_dir("p3", "grpo", 0) / "policy").exists()
 
     study.cfg.eval.routing_samples = 0
-    study.run_cell("p3", "grpo", 1)
+    study.cells.run_cell("p3", "grpo", 1)
     measure = json.loads((study.cell_dir("p3", "grpo", 1) / "measure.json").read_text())
     assert "routing" not in measure
 

@@ -276,6 +276,21 @@ def validate(cfg) -> None:
     need(cfg.policy.temperature > 0, "policy.temperature", "must be > 0 (search samples)")
     need(0 < cfg.policy.top_p <= 1, "policy.top_p", "must be in (0, 1]")
     need(cfg.policy.threads >= 1, "policy.threads", "must be >= 1")
+    _check_critics(cfg, task, need)
+    instantiate(cfg.search, "search")  # SearchConfig checks its own values
+    _check_distill(cfg, need)
+    _check_eval(cfg, need)
+    check_distributed(cfg.distributed)
+    check_model(cfg.policy.model, "policy.model")
+    if cfg.critics.trunk:
+        check_model(cfg.critics.trunk, "critics.trunk")
+    if cfg.task_options.prompt_style == "chat":
+        check_chat_model(cfg.policy.model, "policy.model")
+    check_prompts(task, cfg.policy.model, "policy.model", seed=cfg.seed)
+
+
+def _check_critics(cfg, task: Task, need) -> None:
+    """``validate``'s critics section."""
     for kind in ("value", "process", "outcome"):
         need(getattr(cfg.critics, kind) != "oracle", f"critics.{kind}",
              "the step oracle is for benchmarks only (benchmarks/bench_decode.py "
@@ -302,7 +317,10 @@ def validate(cfg) -> None:
     instantiate(cfg.critics.weights, "critics.weights")  # RewardWeights checks its own values
     need(cfg.critics.max_examples >= 2, "critics.max_examples", "must be >= 2")
     need(cfg.critics.lr >= 0, "critics.lr", "must be >= 0")
-    instantiate(cfg.search, "search")  # SearchConfig checks its own values
+
+
+def _check_distill(cfg, need) -> None:
+    """``validate``'s distill section (``DistillConfig`` checks its own knobs)."""
     d = cfg.distill
     need(d.method in DISTILL_METHODS, "distill.method",
          f"must be one of {', '.join(DISTILL_METHODS)}")
@@ -323,6 +341,10 @@ def validate(cfg) -> None:
          "distill.method", "tree_pg trains on every visited step of the trees, not on "
          "selected paths: distill.distinct, distill.unlikeliness and distill.passk_weight "
          "do not apply")
+
+
+def _check_eval(cfg, need) -> None:
+    """``validate``'s eval section."""
     need(cfg.eval.split in HELD_OUT_SPLITS, "eval.split",
          "must be 'val' (tuning) or 'test' (reporting); train problems are not held out")
     need(cfg.eval.problems >= 1, "eval.problems", "must be >= 1")
@@ -335,13 +357,6 @@ def validate(cfg) -> None:
     need(cfg.eval.entropy_samples >= 0, "eval.entropy_samples", "must be >= 0 (0 = no entropy)")
     need(cfg.eval.mcts_budget >= cfg.search.max_step_tokens, "eval.mcts_budget",
          f"must pay for at least one step (search.max_step_tokens = {cfg.search.max_step_tokens})")
-    check_distributed(cfg.distributed)
-    check_model(cfg.policy.model, "policy.model")
-    if cfg.critics.trunk:
-        check_model(cfg.critics.trunk, "critics.trunk")
-    if cfg.task_options.prompt_style == "chat":
-        check_chat_model(cfg.policy.model, "policy.model")
-    check_prompts(task, cfg.policy.model, "policy.model", seed=cfg.seed)
 
 
 def check_model(name: str, key: str) -> None:

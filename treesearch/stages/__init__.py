@@ -4,7 +4,8 @@ answers, verdicts and accounting; ``train`` is the one optimizer registry
 (``OPTIMIZERS``: every name self-play's ``distill.method`` and the study's optimizers hold,
 each a function ``(model, tokenizer, TrainData, config) -> (model, stats)``); ``evaluate``
 measures a policy on held-out problems (greedy, pass@k, MCTS decoding, diversity);
-``harvest`` turns one search's trees into what an optimizer needs. Everything
+``harvest`` turns one search's trees into what an optimizer needs, ``critics`` refits the
+learned critics on them. Everything
 arrives built (policy, critics, configs as dataclasses): nothing here builds a backend or
 reads a recipe.
 

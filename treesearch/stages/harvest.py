@@ -1,14 +1,18 @@
 """What an optimizer trains on, taken from one finished search over LABELLED TRAINING
 problems: ``harvest`` fills the ``TrainData`` fields an entry of ``stages.train.OPTIMIZERS``
 needs (``Optimizer.needs``), so self-play's distill stage (once per round's trees) and the
-study's tree optimizers (the (prior, seed) search) harvest the same way."""
+study's tree optimizers (the (prior, seed) search) harvest the same way; ``prior_examples``
+samples the keep-the-prior term from the starting model instead."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from critics.verifier import RuleVerifier
+from policies.distill import SFTExample
 from policies.rl import tree_examples
+from policies.rollout import generate_solutions
 from treesearch.search import SearchResult
 from treesearch.search.harvest import (
     HarvestConfig,
@@ -19,9 +23,10 @@ from treesearch.search.harvest import (
     solution_key,
 )
 from treesearch.stages.train import TrainData
+from treesearch.tasks import prompt_ids
 from treesearch.utils.knobs import TREE_BASELINES
 
-__all__ = ["harvest"]
+__all__ = ["harvest", "prior_examples", "unit_mean_weight"]
 
 
 def harvest(needs: frozenset, result: SearchResult, problems: Sequence, task, tokenizer,
@@ -60,3 +65,28 @@ def harvest(needs: frozenset, result: SearchResult, problems: Sequence, task, to
     if "pairs" in needs:
         data.pairs = sibling_preference_pairs(result, config.dpo_margin)
     return data
+
+
+def prior_examples(start, task, problems: Sequence, n: int, weight: float, *,
+                   temperature: float, max_steps: int, max_step_tokens: int) -> list:
+    """The keep-the-prior term: ``n`` samples per problem from the STARTING model ``start``
+    (right or wrong, exact sampled token ids; labels never read), as ``SFTExample``s of
+    ``weight``."""
+    problems = [p.without_label() for p in problems]
+    _, tokens = generate_solutions(start, start.tokenizer, task, problems, n=n,
+                                   temperature=temperature, max_steps=max_steps,
+                                   max_step_tokens=max_step_tokens, return_tokens=True)
+    out = []
+    for p, per in zip(problems, tokens):
+        prompt = prompt_ids(start.tokenizer, task, p)
+        out += [SFTExample(list(prompt), list(t), float(weight)) for t in per if t]
+    return out
+
+
+def unit_mean_weight(examples: list) -> list:
+    """``examples`` (SFTExamples) rescaled to a mean weight of 1, so that reweighting them
+    keeps the step size (an empty list stays empty)."""
+    if not examples:
+        return examples
+    scale = len(examples) / sum(e.weight for e in examples)
+    return [dataclasses.replace(e, weight=e.weight * scale) for e in examples]

@@ -24,11 +24,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from policies.distill import PGExample, dpo, policy_gradient, sft
 from policies.rl import train as rl_train
 from treesearch.utils.knobs import RL_METHODS
 
-__all__ = ["NEEDS", "OPTIMIZERS", "Optimizer", "TrainData", "from_trees"]
+__all__ = ["NEEDS", "OPTIMIZERS", "Optimizer", "TrainData", "distill_row", "from_trees"]
 
 # what a caller can be asked to put into TrainData (``Optimizer.needs``)
 NEEDS = {
@@ -131,3 +133,30 @@ def from_trees(name: str) -> bool:
     """Whether optimizer ``name`` trains on the trees of one finished search (the caller
     searches first, then harvests), rather than sampling on its own."""
     return bool(OPTIMIZERS[name].needs & FROM_TREES)
+
+
+def distill_row(stats: dict, data: TrainData, distill) -> dict:
+    """Self-play's distill-stage metrics row from a trainer's ``stats`` on ``data``
+    (``distill``: the ``DistillConfig`` knobs it ran with): a policy-gradient pass reports
+    its positives and negatives, SFT its losses (and DPO's under "dpo")."""
+    d = distill
+    if "positives" in stats:
+        return {"pg_examples": stats["examples"], "pg_positives": stats["positives"],
+                "pg_negatives": stats["negatives"], "pg_loss_first": stats["loss_first"],
+                "pg_loss_last": stats["loss_last"],
+                "pg_clipped_share_last": stats["clipped_share_last"],
+                "prior_examples": len(data.prior)}
+    examples = data.examples
+    row = {"sft_examples": len(examples), "sft_loss_first": stats.get("loss_first"),
+           "sft_loss_last": stats.get("loss_last")}
+    if d.anchor_kl:
+        row["sft_anchor_kl_last"] = stats.get("anchor_kl_last")
+    if d.prior_samples:
+        row["prior_examples"] = len(data.prior)
+    if d.distinct or d.unlikeliness or d.passk_weight:
+        row["sft_weight_mean"] = (float(np.mean([e.weight for e in examples]))
+                                  if examples else None)
+    if "dpo" in stats:
+        row.update({"dpo_pairs": len(data.pairs),
+                    "dpo_loss_last": stats["dpo"].get("loss_last")})
+    return row

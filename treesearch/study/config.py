@@ -352,6 +352,25 @@ def validate_study(cfg) -> None:
             get_task(name)
         except (KeyError, ValueError, TypeError) as exc:
             raise ConfigError(f"config key {key!r}: cannot use task {name!r} ({exc})") from None
+    _check_variants(cfg, need)
+    known = list(OPTIMIZERS) + list(cfg.variants)
+    need(len(cfg.optimizers) >= 1, "optimizers", "list at least one optimizer")
+    for i, o in enumerate(cfg.optimizers):
+        need(o in known, f"optimizers.{i}", f"unknown optimizer {o!r}; known: {known}")
+    _check_priors(cfg, known, need)
+    need(len(cfg.seeds) >= 1, "seeds", "list at least one seed")
+    need(cfg.budget_tokens >= 1000, "budget_tokens", "must be >= 1000 generated tokens")
+    need(cfg.train_problems >= 1, "train_problems", "must be >= 1")
+    _check_eval(cfg, task, need)
+    need(cfg.threads >= 1, "threads", "must be >= 1")
+    check_distributed(cfg.distributed, cells=True)
+    instantiate(cfg.search, "search")  # SearchConfig checks its own values
+    _check_sections(cfg, need)
+    _check_prior_models(cfg, task, need)
+
+
+def _check_variants(cfg, need) -> None:
+    """``validate_study``: every variant names a known base and changes only its fields."""
     rl_fields = set(RLSection.__dataclass_fields__)
     tree_fields = set(TreeSection.__dataclass_fields__)
     for name, v in cfg.variants.items():
@@ -370,10 +389,10 @@ def validate_study(cfg) -> None:
         bad = sorted(set(tree_changes(v.tree, f"variants.{name}.tree")) - tree_fields)
         need(not bad, f"variants.{name}.tree",
              f"unknown tree fields {bad}; valid: {sorted(tree_fields)}")
-    known = list(OPTIMIZERS) + list(cfg.variants)
-    need(len(cfg.optimizers) >= 1, "optimizers", "list at least one optimizer")
-    for i, o in enumerate(cfg.optimizers):
-        need(o in known, f"optimizers.{i}", f"unknown optimizer {o!r}; known: {known}")
+
+
+def _check_priors(cfg, known: list, need) -> None:
+    """``validate_study``: the priors, each a model or a pretraining (variant)."""
     need(len(cfg.priors) >= 1, "priors", "list at least one prior")
     names = [p.name for p in cfg.priors]
     need(all(names) and len(set(names)) == len(names), "priors",
@@ -397,9 +416,10 @@ def validate_study(cfg) -> None:
         need(p.trained or not (p.optimizers or p.seeds), f"priors.{i}.trained",
              f"prior {p.name!r} is an untrained control (trained: false): it takes no "
              "optimizers or seeds of its own")
-    need(len(cfg.seeds) >= 1, "seeds", "list at least one seed")
-    need(cfg.budget_tokens >= 1000, "budget_tokens", "must be >= 1000 generated tokens")
-    need(cfg.train_problems >= 1, "train_problems", "must be >= 1")
+
+
+def _check_eval(cfg, task, need) -> None:
+    """``validate_study``: the eval section."""
     need(cfg.eval.split in HELD_OUT_SPLITS, "eval.split",
          "must be 'val' (tuning) or 'test' (reporting)")
     need(cfg.eval.problems >= 1, "eval.problems", "must be >= 1")
@@ -416,9 +436,11 @@ def validate_study(cfg) -> None:
         need(cfg.eval.heldout_problems >= 1, "eval.heldout_problems", "must be >= 1")
     need(cfg.eval.routing_samples >= 0, "eval.routing_samples",
          "must be >= 0 (samples per problem for the routing probe; 0 = off)")
-    need(cfg.threads >= 1, "threads", "must be >= 1")
-    check_distributed(cfg.distributed, cells=True)
-    instantiate(cfg.search, "search")  # SearchConfig checks its own values
+
+
+def _check_sections(cfg, need) -> None:
+    """``validate_study``: the tree and rl sections each optimizer and variant trains with
+    (the library configs check their own knobs)."""
     _check_tree(cfg, "mcts", "tree")
     for name in cfg.variants:
         try:
@@ -437,6 +459,11 @@ def validate_study(cfg) -> None:
         except Exception as exc:  # a value of the wrong type for its field
             raise ConfigError(f"config key 'variants.{name}.rl': {exc}") from None
         _check_rl(cfg, rl, f"variants.{name}.rl", {name}, need)
+
+
+def _check_prior_models(cfg, task, need) -> None:
+    """``validate_study``: each prior's model loads and takes the task's prompts; a prior
+    pretrained from scratch needs a task with a solver."""
     for i, p in enumerate(cfg.priors):
         if p.model:
             check_model(p.model, f"priors.{i}.model")

@@ -125,19 +125,7 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
         texts = [[strip_confidence(t) for t in ts] for ts in texts]
     correct, counts = judge(task, problems, texts)
 
-    confidence, outcome = [], []
-    for p, ts in zip(problems, texts):
-        keys = [task.answer_key(task.extract_answer(t)) for t in ts]
-        votes = Counter(k for k in keys if k is not None)
-        if not votes:
-            confidence.append(0.0)
-            outcome.append(0)
-            continue
-        key, count = votes.most_common(1)[0]
-        modal = next(t for t, k in zip(ts, keys) if k == key)
-        confidence.append(count / n)
-        outcome.append(int(task.check_solution(p, modal)))
-
+    confidence, outcome = modal_confidence(task, problems, texts, n)
     formats = format_share(task, [t for ts in texts for t in ts])
     rules = answer_rule_share(task, [t for ts in texts for t in ts])
 
@@ -161,6 +149,26 @@ def measure(policy, task, problems: Sequence, n: int = 256, *, temperature: floa
         tokens_per_sample=float(used.mean()),
         **stated_calibration([t for ts in stated_texts for t in ts],
                              [c for cs in correct for c in cs]))
+
+
+def modal_confidence(task, problems: Sequence, texts: Sequence[Sequence[str]],
+                     n: int) -> tuple[list[float], list[int]]:
+    """Label-free confidence per problem: the share of its ``n`` samples that give the
+    modal answer (grouped by ``task.answer_key``; 0 when none gives an answer), and the
+    outcome, whether that modal answer is right (0 without one)."""
+    confidence, outcome = [], []
+    for p, ts in zip(problems, texts):
+        keys = [task.answer_key(task.extract_answer(t)) for t in ts]
+        votes = Counter(k for k in keys if k is not None)
+        if not votes:
+            confidence.append(0.0)
+            outcome.append(0)
+            continue
+        key, count = votes.most_common(1)[0]
+        modal = next(t for t, k in zip(ts, keys) if k == key)
+        confidence.append(count / n)
+        outcome.append(int(task.check_solution(p, modal)))
+    return confidence, outcome
 
 
 def stated_calibration(texts: Sequence[str], correct: Sequence) -> dict:

@@ -101,13 +101,10 @@ class RoutedPolicy:
         if not keys:
             return []
         start = time.perf_counter()
-        with torch.inference_mode():
-            rows = self.prior._decode(keys, n, max_step_tokens, companion=self.trained,
-                                      choose=self._route)
+        out = self.prior.propose(prefixes, n, max_step_tokens, companion=self.trained,
+                                 choose=self._route)
         self.seconds += time.perf_counter() - start
-        return [[StepProposal(np.asarray(rows.steps[r], dtype=np.int32), float(rows.logps[r]),
-                              len(rows.steps[r]), rows.finished[r])
-                 for r in range(i * n, (i + 1) * n)] for i in range(len(keys))]
+        return out
 
     def _route(self, prior_logits: torch.Tensor, trained_logits: torch.Tensor):
         """logits float32 [A, vocab] each -> (token ids long [A], log p(token) float32 [A]
@@ -118,7 +115,7 @@ class RoutedPolicy:
                              "routing needs one vocabulary")
         swapped = prior_logits.argmax(-1) != trained_logits.argmax(-1)
         logits = torch.where(swapped[:, None], trained_logits, prior_logits)
-        tok = self.prior._sample(logits)
+        tok = self.prior.sample(logits)
         logp = torch.log_softmax(logits, dim=-1).gather(1, tok[:, None]).squeeze(1)
         self.generated += len(tok)
         self.swapped += int(swapped.sum())

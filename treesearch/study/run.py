@@ -24,8 +24,11 @@ one factor, built on first use and cached), every optimizer and every seed:
 3. compare weights: share of unchanged parameters at several tolerances in fp32 and
    bf16, and the rank of every matrix's update (``policies.updates``).
 
-Then ``treesearch.study.report`` writes ``report.md`` with tables, eta squared of prior
-vs optimizer (pass@1, pass@n, OOD drop) and PNG plots (pass@k crossover curves).
+Here: the grid (the plan of cells, run here or on Ray workers) and its cache (priors built
+once; a finished search or cell is never redone). ``study.training`` trains a cell,
+``study.cells`` measures it. Then ``treesearch.study.report`` writes ``report.md`` with
+tables, eta squared of prior vs optimizer (pass@1, pass@n, OOD drop) and PNG plots (pass@k
+crossover curves).
 
 Run directory: ``config.yaml``; ``priors.json``; ``search/<prior>/seed<s>/`` (trees and
 stats); ``cells/<prior>/<optimizer>/seed<s>/`` with ``train.json`` and ``measure.json``
@@ -35,7 +38,7 @@ stats); ``cells/<prior>/<optimizer>/seed<s>/`` with ``train.json`` and ``measure
 With ``distributed.backend=ray`` the cells run on Ray worker actors (``Study.run_on``),
 in three waves: the priors (a variant after its reference), the (prior, seed) searches
 the tree optimizers share, then every cell not yet measured, each on whichever worker is
-free; every step is seeded by its own names (``cell_seed``), so the cells measure what a
+free; every step is seeded by its own names (``training.cell_seed``), so the cells measure what a
 local run measures, and each stays resumable on its own.
 """
 
@@ -44,46 +47,30 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from policies.distill import save_policy
 from policies.pretrain import PretrainConfig, pretrain
-from policies.rl import TreeBatch
-from policies.updates import summarise_ranks, update_rank, update_sparsity
 from policies.zoo import resolve
-from treesearch.backends import build_learner, build_policy
+from treesearch.backends import build_policy
 from treesearch.config import ConfigError
 from treesearch.distributed import DistributedError, cluster
-from treesearch.engine.export import write_jsonl
-from treesearch.search.harvest import load_result
-from treesearch.stages import search_problems
-from treesearch.stages.harvest import harvest
-from treesearch.stages.train import OPTIMIZERS, TrainData, from_trees
-from treesearch.study.config import (
-    base_optimizer,
-    load_study_config,
-    optimizers_of,
-    rl_of,
-    seeds_of,
-    train_config,
-    tree_of,
-)
-from treesearch.study.measure import format_share, measure
+from treesearch.stages.train import from_trees
+from treesearch.study.cells import Cells
+from treesearch.study.config import base_optimizer, load_study_config, optimizers_of, seeds_of
 from treesearch.study.report import write_report
-from treesearch.study.routing import routing_probe
-from treesearch.study.stats import HELDOUT_PREFIX
-from treesearch.tasks import get_task, prompt_ids
+from treesearch.study.training import CellTraining
+from treesearch.tasks import get_task
 from treesearch.tasks.base import stable_hash
 from treesearch.utils.recipes import instantiate
 from treesearch.utils.runs import RunDir, RunError, portable_path, read_json, write_json
+
+__all__ = ["Study", "main"]
 
 # pretraining knobs added after priors were first cached: left out of a prior's cache key
 # while at their default, so a prior pretrained before a knob existed keeps its key
@@ -91,10 +78,6 @@ KEYED_WHEN_SET = ("stated_confidence", "walk_share", "eval_split")
 
 QUICK_CONFIG = "study_quick"  # a shipped recipe (configs/study_quick.yaml)
 BUDGET_KEYS = ("steps", "tokens", "time_budget_s")
-
-
-def cell_seed(*parts) -> int:
-    return stable_hash("study", *parts) % 2**31
 
 
 class Study:
@@ -110,7 +93,7 @@ class Study:
         self.ood = {name: get_task(name, options=options) for name in cfg.ood_tasks}
         self.specs = {p.name: p for p in cfg.priors}
         self._prior_paths: dict[str, Path] = {}
-        self._eval_sets: dict | None = None  # drawn on first use (``eval_sets``)
+        self.training, self.cells = CellTraining(self), Cells(self)
 
     # -- priors ----------------------------------------------------------------------
     def prior_path(self, name: str) -> Path:
@@ -164,236 +147,16 @@ class Study:
             pretrain(dataclasses.replace(config, out=str(path)))
         return path
 
-    # -- problems ----------------------------------------------------------------------
-    def train_problems(self, seed: int):
-        return self.task.problems("train", self.cfg.train_problems, seed=seed)
-
-    def eval_sets(self) -> dict:
-        """{name: (task, problems)}: "id" and every OOD task, held-out problems, and with
-        ``eval.heldout_strategy`` the set "heldout:<strategy>" of eval.split problems of
-        the task solvable only with that strategy (``task.problems_needing``). Drawn once
-        per Study (the held-out set takes many generator draws) and reused."""
-        if self._eval_sets is not None:
-            return self._eval_sets
-        e = self.cfg.eval
-        sets = {"id": (self.task, self.task.problems(e.split, e.problems, seed=0))}
-        if e.ood_problems:
-            for name, task in self.ood.items():
-                sets[name] = (task, task.problems(e.split, e.ood_problems, seed=0))
-        if e.heldout_strategy:
-            try:
-                needing = self.task.problems_needing(e.heldout_strategy, e.split,
-                                                     e.heldout_problems, seed=0)
-            except RuntimeError as exc:  # too rare in this task: the key to change
-                raise ConfigError(f"config key 'eval.heldout_problems': {exc}") from exc
-            sets[f"{HELDOUT_PREFIX}{e.heldout_strategy}"] = (self.task, needing)
-        self._eval_sets = sets
-        return sets
-
-    # -- training ----------------------------------------------------------------------
-    def _policy(self, path_or_model, seed: int):
+    def policy(self, path_or_model, seed: int):
+        """A policy to sample from (the study's eval temperature and device)."""
         return build_policy(path_or_model, step_delimiter=self.task.step_delimiter,
                             temperature=self.cfg.eval.temperature, seed=seed,
                             device=self.cfg.device)
 
-    def search(self, prior: str, seed: int):
-        """The (prior, seed) MCTS over the training problems, run once and saved (trees
-        first, then ``search.json``, so a kill in between redoes it). Returns (training
-        problems, SearchResult rebuilt from disk, search stats dict, tokenizer)."""
-        where = self.run.path / "search" / prior / f"seed{seed}"
-        problems = self.train_problems(seed)
-        policy = self._policy(self.prior_path(prior), cell_seed(prior, seed, "search"))
-        if not (where / "search.json").is_file():
-            s = OmegaConf.to_object(self.cfg.search)
-            config = dataclasses.replace(
-                s, max_tokens=max(s.max_step_tokens, self.cfg.budget_tokens // len(problems)))
-            start = time.perf_counter()
-            searched = search_problems(policy, self.task, problems, config, verify=True,
-                                       progress=self.cfg.progress,
-                                       desc=f"search {prior} seed {seed}")
-            where.mkdir(parents=True, exist_ok=True)
-            write_jsonl(searched.result.forest, where / "trees.jsonl.gz")
-            write_json(where / "search.json", {
-                "tokens_generated": int(searched.generated.sum()),
-                "train_solved": searched.solved_share,
-                "nodes_per_tree": float(searched.nodes.mean()),
-                "seconds": round(time.perf_counter() - start, 2)})
-        prompts = [prompt_ids(policy.tokenizer, self.task, p) for p in problems]
-        result = load_result(where / "trees.jsonl.gz", prompts)
-        return problems, result, read_json(where / "search.json"), policy.tokenizer
-
-    def train(self, prior: str, optimizer: str, seed: int):
-        """Train a fresh copy of the prior with ``optimizer`` (its base's entry of
-        ``stages.train.OPTIMIZERS``); returns (model, tokenizer, stats)."""
-        model, tokenizer = build_learner(self.prior_path(prior), device=self.cfg.device)
-        entry = OPTIMIZERS[base_optimizer(self.cfg, optimizer)]
-        if from_trees(base_optimizer(self.cfg, optimizer)):
-            return self._train_from_trees(model, tokenizer, prior, optimizer, seed)
-
-        config = train_config(self.cfg, optimizer, seed=cell_seed(prior, optimizer, seed))
-        formats: list[dict] = []
-
-        def on_samples(iteration, problems, texts, rewards):
-            formats.append(format_share(self.task, [t for ts in texts for t in ts]))
-
-        data = TrainData(task=self.task, problems=self.train_problems(seed),
-                         on_samples=on_samples,
-                         search=self._tree_searcher() if "search" in entry.needs else None)
-        model, stats = entry.train(model, tokenizer, data, config)
-        stats["format_over_training"] = formats
-        return model, tokenizer, stats
-
-    def _tree_searcher(self):
-        """tree_rl's ``search(policy, problems, iteration) -> TreeBatch``: the study's
-        ``search`` section over the problems with the rule verifier scoring answers (these
-        are LABELLED TRAINING problems), at the mcts optimizer's per-problem token budget
-        (``budget_tokens / train_problems``), so one pass over the problems costs about
-        what the mcts optimizer's search does."""
-        s = OmegaConf.to_object(self.cfg.search)
-        config = dataclasses.replace(
-            s, max_tokens=max(s.max_step_tokens,
-                              self.cfg.budget_tokens // self.cfg.train_problems))
-
-        def search(policy, problems, iteration):
-            searched = search_problems(policy, self.task, problems, config, verify=True)
-            result = searched.result
-            return TreeBatch(result.forest, result.prompts, int(searched.generated.sum()),
-                             searched.correct.astype(np.float64), [[a] for a in result.answers])
-
-        return search
-
-    def _train_from_trees(self, model, tokenizer, prior, optimizer, seed):
-        """mcts (SFT on the best correct paths) or dpo (sibling steps) from the search of
-        (prior, seed), with ``optimizer``'s tree section (``tree_of``)."""
-        problems, result, search_stats, _ = self.search(prior, seed)
-        t = tree_of(self.cfg, optimizer)
-        entry = OPTIMIZERS[base_optimizer(self.cfg, optimizer)]
-        data = harvest(entry.needs, result, problems, self.task, tokenizer, t)
-        config = train_config(self.cfg, optimizer, seed=cell_seed(prior, optimizer, seed))
-        model, stats = entry.train(model, tokenizer, data, config)
-        if "paths" in entry.needs:
-            texts = [tokenizer.decode(e.completion_ids, skip_special_tokens=True)
-                     for e in data.examples]
-            stats["format_over_training"] = [format_share(self.task, texts)] if texts else []
-        if "pairs" in entry.needs:
-            stats["pairs"] = len(data.pairs)
-        stats["tokens_generated"] = search_stats["tokens_generated"]
-        stats["search"] = search_stats
-        return model, tokenizer, stats
-
-    # -- measuring ---------------------------------------------------------------------
-    def measure(self, model_or_path, seed: int, prior: str, optimizer: str = "base") -> dict:
-        """{eval set name: Measurement dict} of one policy on every eval set; ``prior`` and
-        ``optimizer`` (what trained it, "base": nothing) decide the stated-confidence line."""
-        policy = self._policy(model_or_path, seed)
-        stated = self.states_confidence(prior, optimizer)
-        return {name: self._measure_set(policy, task, problems, f"measure {name}", stated)
-                for name, (task, problems) in self.eval_sets().items()}
-
-    def states_confidence(self, prior: str, optimizer: str) -> bool:
-        """Whether the policy writes a confidence line after its answer, so that
-        measurements sample it: its prior was pretrained to (``stated_confidence``), or
-        ``optimizer`` is grpo with the Brier reward (RLCR)."""
-        recorded = self.prior_path(prior) / "metrics.json"  # absent for a model from elsewhere
-        if recorded.is_file() and read_json(recorded).get("config", {}).get("stated_confidence"):
-            return True
-        return (optimizer != "base" and base_optimizer(self.cfg, optimizer) == "grpo"
-                and rl_of(self.cfg, optimizer).reward == "brier")
-
-    def _measure_set(self, policy, task, problems, desc: str,
-                     confidence_line: bool = False) -> dict:
-        """One problem set measured with the study's eval settings (n samples, temperature,
-        step limits; with ``confidence_line`` the line after the answer is sampled too)."""
-        e = self.cfg.eval
-        return measure(policy, task, problems, n=e.samples, temperature=e.temperature,
-                       max_steps=self.cfg.search.max_depth,
-                       max_step_tokens=self.cfg.search.max_step_tokens,
-                       entropy_samples=e.entropy_samples, progress=self.cfg.progress,
-                       desc=desc, confidence_line=confidence_line).to_dict()
-
+    # -- the grid ----------------------------------------------------------------------
     def cell_dir(self, prior: str, optimizer: str, seed: int | None = None) -> Path:
         d = self.run.path / "cells" / prior / optimizer
         return d if seed is None else d / f"seed{seed}"
-
-    def run_base(self, prior: str) -> None:
-        """The untrained prior: ``measure.json`` on the eval sets, then ``val.json``
-        (``prior_val``); each is skipped when already written."""
-        where = self.cell_dir(prior, "base")
-        if not (where / "measure.json").is_file():
-            self.eval_sets()  # a held-out set the task cannot fill fails here, before pretraining
-            measured = self.measure(self.prior_path(prior), cell_seed(prior, "base", "measure"),
-                                    prior)
-            write_json(where / "measure.json", {"prior": prior, "optimizer": "base",
-                                                "prior_path": portable_path(self.prior_path(prior)),
-                                                "eval": measured})
-        self.prior_val(prior)
-
-    def prior_val(self, prior: str) -> dict:
-        """The prior measured once in distribution on the VAL split (eval.problems problems
-        x eval.samples samples, the eval settings of ``_measure_set``), stored in
-        ``cells/<prior>/base/val.json`` as {"prior", "split": "val", "problems",
-        "measure": Measurement dict} and read back when present. With eval.split = "val"
-        the base cell's "id" set is these very problems, so its measurement is reused."""
-        path = self.cell_dir(prior, "base") / "val.json"
-        if path.is_file():
-            return read_json(path)
-        e = self.cfg.eval
-        base = self.cell_dir(prior, "base") / "measure.json"
-        if e.split == "val" and base.is_file():
-            measured = read_json(base)["eval"]["id"]
-        else:
-            policy = self._policy(self.prior_path(prior), cell_seed(prior, "base", "val"))
-            measured = self._measure_set(policy, self.task,
-                                         self.task.problems("val", e.problems, seed=0),
-                                         f"measure {prior} on val")
-        record = {"prior": prior, "split": "val", "problems": e.problems, "measure": measured}
-        write_json(path, record)
-        return record
-
-    def prior_val_figures(self, prior: str) -> dict[str, float]:
-        """{"pass@1": x, "pass@<k>": y} of ``prior_val``: k = 256, or the largest k
-        measured when eval.samples < 256 (keyed by that real k)."""
-        pass_at = self.prior_val(prior)["measure"]["pass_at"]
-        ks = sorted(int(k) for k in pass_at)
-        top = 256 if 256 in ks else max(ks)
-        return {"pass@1": pass_at["1"], f"pass@{top}": pass_at[str(top)]}
-
-    def run_cell(self, prior: str, optimizer: str, seed: int) -> None:
-
-        where = self.cell_dir(prior, optimizer, seed)
-        if (where / "measure.json").is_file():
-            return
-        torch.manual_seed(cell_seed(prior, optimizer, seed, "torch"))
-        start = time.perf_counter()
-        model, tokenizer, stats = self.train(prior, optimizer, seed)
-        train_s = time.perf_counter() - start
-        save_policy(model, tokenizer, where / "policy")
-        write_json(where / "train.json", {**_jsonable(stats), "seconds": round(train_s, 2)})
-        before, _ = build_learner(self.prior_path(prior))
-        b = before.state_dict()
-        a = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        ranks = update_rank(b, a)
-        measured = self.measure(where / "policy",
-                                cell_seed(prior, optimizer, seed, "measure"), prior, optimizer)
-        extra = {}
-        if self.cfg.eval.routing_samples > 0:  # when vs how: routing on the "id" problems
-            task, problems = self.eval_sets()["id"]
-            extra["routing"] = routing_probe(
-                self.prior_path(prior), where / "policy", None, task, problems,
-                n=self.cfg.eval.routing_samples, temperature=self.cfg.eval.temperature,
-                max_steps=self.cfg.search.max_depth,
-                max_step_tokens=self.cfg.search.max_step_tokens,
-                seed=cell_seed(prior, optimizer, seed, "routing"), device=self.cfg.device)
-        write_json(where / "measure.json", {
-            "prior": prior, "optimizer": optimizer, "seed": seed,
-            "train_tokens": int(stats.get("tokens_generated", 0)),
-            "train_seconds": round(train_s, 2),
-            "sparsity": {k: v for k, v in update_sparsity(b, a).items() if k != "per_tensor"},
-            "rank": {**summarise_ranks(ranks),
-                     "per_matrix": [{k: r[k] for k in ("name", "rank", "full_rank")}
-                                    for r in ranks]},
-            "eval": measured, **extra})
-        shutil.rmtree(where / "policy", ignore_errors=True)
 
     def run_all(self) -> Path:
         c = self.cfg
@@ -410,15 +173,15 @@ class Study:
         for prior, optimizer, seed in bar:
             bar.set_postfix(prior=prior, optimizer=optimizer, seed=seed)
             if optimizer == "base":
-                self.run_base(prior)
+                self.cells.run_base(prior)
             else:
-                self.run_cell(prior, optimizer, seed)
+                self.cells.run_cell(prior, optimizer, seed)
         write_json(self.run.path / "priors.json", {
             name: {"path": portable_path(self.prior_path(name)), "factor": spec.factor,
                    "reference": spec.reference, "pretrain": dict(spec.pretrain),
                    "grid": spec.trained and not (spec.optimizers or spec.seeds),
                    "trained": spec.trained,
-                   "val": self.prior_val_figures(name)}
+                   "val": self.cells.prior_val_figures(name)}
             for name, spec in self.specs.items()})
         return write_report(self.run.path, c)
 
@@ -468,13 +231,13 @@ class Study:
         if kind == "prior":
             return str(self.prior_path(*rest))
         if kind == "search":
-            self.search(*rest)
+            self.training.search(*rest)
             return None
         prior, optimizer, seed = rest
         if optimizer == "base":
-            self.run_base(prior)
+            self.cells.run_base(prior)
         else:
-            self.run_cell(prior, optimizer, seed)
+            self.cells.run_cell(prior, optimizer, seed)
         return None
 
 
@@ -483,20 +246,6 @@ def _study_worker(cfg, run_path: str) -> Study:
     driver's log is shared)."""
     cfg.progress = False
     return Study(cfg, RunDir(Path(run_path)))
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
 
 
 def main(argv=None) -> int:

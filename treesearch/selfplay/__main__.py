@@ -1,0 +1,5 @@
+import sys
+
+from treesearch.selfplay.run import main
+
+sys.exit(main())

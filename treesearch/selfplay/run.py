@@ -1,0 +1,248 @@
+"""``python -m treesearch.selfplay``: rounds of search -> refit critics -> distill -> evaluate.
+
+The round loop (the package docstring describes the stages): round 0 evaluates the
+starting policy, then every round runs the stage table (``SelfPlay.stages``: search,
+critics, distill, eval). Each finished stage is logged to metrics.jsonl and marked done
+in the run directory, so ``--resume`` continues after the last finished stage; every
+stage seeds itself from (seed, round, stage) and reloads its inputs from disk, so a
+resumed run computes what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from policies.distill import save_policy
+from treesearch.config import (
+    ConfigError,
+    build_task,
+    distill_config,
+    load_config,
+    stage_seed,
+    train_problems,
+)
+from treesearch.distributed import DistributedError, cluster, shards
+from treesearch.engine.export import write_jsonl
+from treesearch.selfplay.models import RunModels
+from treesearch.selfplay.report import write_run_report
+from treesearch.selfplay.shards import (
+    StageShards,
+    WorkItem,
+    eval_items,
+    eval_row,
+    item_names,
+    merge_search,
+)
+from treesearch.stages.critics import refit_critics
+from treesearch.stages.evaluate import diversity
+from treesearch.stages.harvest import harvest, prior_examples, unit_mean_weight
+from treesearch.stages.train import OPTIMIZERS, TrainData, distill_row
+from treesearch.utils.recipes import shipped_recipes
+from treesearch.utils.runs import RunDir, RunError
+
+
+class SelfPlay:
+    """One self-play run over a config (``treesearch.config.SelfPlayConfig``)."""
+
+    def __init__(self, cfg, run: RunDir, pool=None):
+        """``pool``: a ``treesearch.distributed.WorkerPool`` that runs the eval shards
+        (None: everything runs in this process)."""
+        self.cfg, self.run, self.pool = cfg, run, pool
+        self._pool_ready, self._local = False, None
+        self.task = build_task(cfg)
+        self.models = RunModels(cfg, run, self.task)
+        torch.set_num_threads(cfg.policy.threads)
+        self.eval_problems = self.task.problems(cfg.eval.split, cfg.eval.problems, seed=cfg.seed)
+
+    def train_problems(self, round_: int):
+        return train_problems(self.cfg, self.task, round_)
+
+    def seed(self, r: int, name: str) -> int:
+        """The seed of ``name`` in round ``r`` (``config.stage_seed``)."""
+        return stage_seed(self.cfg.seed, r, name)
+
+    # -- stages ------------------------------------------------------------------------
+    def stage_search(self, r: int) -> dict:
+        """MCTS over the round's training problems; with ``distributed.shard_problems`` > 0
+        in shards (here or on the Ray workers), seeded by (seed, round, shard index), the
+        trees merged in problem order into the one trees file."""
+        size = self.cfg.distributed.shard_problems
+        if size or self.pool is not None:
+            cuts = shards(self.cfg.train_problems, size)
+            parts = self.run_items([WorkItem(r, "search", lo, hi, self.seed(r, f"search/{i}"))
+                                    for i, (lo, hi) in enumerate(cuts)])
+            return merge_search(parts, self.run.round_dir(r) / "trees.jsonl.gz")
+        policy = self.models.load_policy(r - 1, self.seed(r, "search"))
+        problems = self.train_problems(r)
+        critics = self.models.load_critics(r - 1, policy.tokenizer)
+        searched = self.models.search(policy, critics, problems, f"round {r} search",
+                                      self.cfg.progress)
+        write_jsonl(searched.result.forest, self.run.round_dir(r) / "trees.jsonl.gz")
+        return {"train_solved": searched.solved_share,
+                "tokens_per_problem": float(searched.generated.mean()),
+                "nodes_per_tree": float(searched.nodes.mean()),
+                "overhead_share": round(searched.result.stats.overhead_share, 4),
+                "policy": policy.describe()}
+
+    def stage_critics(self, r: int) -> dict:
+        """Refit the learned critics on the round's trees (``stages.critics``)."""
+        c = self.cfg.critics
+        torch.manual_seed(self.seed(r, "critics"))
+        policy = self.models.load_policy(r - 1, self.seed(r, "critics"))
+        problems, result = self.models.trees(r, policy.tokenizer)
+        critics = self.models.load_critics(r - 1, policy.tokenizer)
+        return refit_critics(critics, result, problems, self.task, policy.tokenizer,
+                             self.run.round_dir(r) / "critics", max_examples=c.max_examples,
+                             epochs=c.epochs, lr=c.lr, train_trunk=c.train_trunk,
+                             seed=lambda name: self.seed(r, name))
+
+    def stage_distill(self, r: int) -> dict:
+        """Train the policy with ``distill.method`` (an entry of ``stages.train.OPTIMIZERS``)
+        on what it needs harvested from the round's trees (every round's with
+        ``distill.cumulative``), and save it."""
+        d = self.cfg.distill
+        optimizer = OPTIMIZERS[d.method]
+        seed = self.seed(r, "distill")
+        # STaR-style (cumulative): restart from the starting model on every round's paths
+        policy = self.models.load_learner(0 if d.cumulative else r - 1, seed)
+        tok = policy.tokenizer
+        data = TrainData(positive_weight=d.positive_weight)
+        for k in range(1 if d.cumulative else r, r + 1):
+            problems, result = self.models.trees(k, tok)
+            got = harvest(optimizer.needs, result, problems, self.task, tok, d,
+                          clean_steps=d.clean_steps, distinct=d.distinct,
+                          unlikeliness=d.unlikeliness, passk_weight=d.passk_weight,
+                          tree_baseline=d.tree_baseline)
+            data.examples += got.examples
+            data.pg += got.pg
+            data.pairs = got.pairs  # sibling pairs: the last round's only
+        if d.passk_weight:  # the mean weight back to 1: the same step size
+            data.examples = unit_mean_weight(data.examples)
+        if d.prior_samples:  # samples of the STARTING model, seeded per (seed, round)
+            start, s = self.models.load_policy(0, self.seed(r, "prior")), self.cfg.search
+            data.prior = prior_examples(start, self.task, self.train_problems(r),
+                                        d.prior_samples, d.prior_weight,
+                                        temperature=self.cfg.policy.temperature,
+                                        max_steps=s.max_depth, max_step_tokens=s.max_step_tokens)
+        model, stats = optimizer.train(policy.model, tok, data, distill_config(self.cfg, seed))
+        save_policy(model, tok, self.run.round_dir(r) / "policy")
+        return distill_row(stats, data, d)
+
+    def stage_eval(self, r: int) -> dict:
+        """Greedy accuracy, sampled pass@k and MCTS decoding on the held-out problems, as
+        shards run here or on the Ray workers (``shards.eval_items``), gathered in problem
+        order; with ``eval.passk_samples`` > 0 also what shrinks (``stages.evaluate.
+        diversity`` on the first ``eval.passk_problems`` problems)."""
+        items = eval_items(self.cfg, r, self.eval_problems)
+        e, s = self.cfg.eval, self.cfg.search
+        row = eval_row(items, self.run_items(items), e.samples)
+        if e.passk_samples:  # not sharded yet: runs here, on this round's policy
+            if self._local is not None and self.cfg.distributed.shard_problems == 0:
+                policy = self._local.policy  # the generator runs on, as it always did
+            else:
+                policy = self.models.load_policy(r, self.seed(r, "eval/diversity"))
+            problems = self.eval_problems[: e.passk_problems or len(self.eval_problems)]
+            row.update(diversity(policy, self.task, problems, e.passk_samples,
+                                 temperature=self.cfg.policy.temperature,
+                                 max_steps=s.max_depth, max_step_tokens=s.max_step_tokens,
+                                 entropy_samples=e.entropy_samples))
+        return row
+
+    def run_items(self, items: list[WorkItem]) -> list:
+        """``StageShards.run`` of every item, on the Ray workers when there is a pool (each
+        set up once per run), else here in order; results in item order."""
+        if self.pool is not None:
+            if not self._pool_ready:
+                self.pool.setup(_shard_worker, self.cfg, str(self.run.path))
+                self._pool_ready = True
+            names = item_names(items, self.train_problems, self.eval_problems)
+            return self.pool.map("run", items, names=names,
+                                 desc="shards" if self.cfg.progress else None)
+        self._local = self._local or StageShards(self)
+        return [self._local.run(item) for item in items]
+
+    # -- the loop ----------------------------------------------------------------------
+    def stages(self) -> dict[str, Callable[[int], dict]]:
+        """The stage table: every round's stages in the order they run, each name (as the
+        run directory marks it done and metrics.jsonl logs it) to its method, which takes
+        the round and returns the stage's metrics row."""
+        return {"search": self.stage_search, "critics": self.stage_critics,
+                "distill": self.stage_distill, "eval": self.stage_eval}
+
+    def run_all(self) -> list[dict]:
+        """Every stage not yet marked done (round 0: eval only), logged to metrics.jsonl
+        and marked done in turn; then the report over every round's eval row."""
+        stages = self.stages()
+        plan = [(0, "eval")] + [(r, st) for r in range(1, self.cfg.rounds + 1) for st in stages]
+        todo = [(r, st) for r, st in plan if not self.run.is_done(r, st)]
+        bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="selfplay",
+                   disable=not self.cfg.progress)
+        for r, stage in todo:
+            bar.set_postfix(round=r, stage=stage)
+            start = time.perf_counter()
+            row = stages[stage](r)
+            self.run.log({"round": r, "stage": stage,
+                          "seconds": round(time.perf_counter() - start, 2), **row})
+            self.run.mark_done(r, stage)
+            bar.update(1)
+        bar.close()
+        rows = [m for m in self.run.metrics() if m["stage"] == "eval"]
+        write_run_report(self.run.path, rows, self.cfg.task)
+        return rows
+
+
+def _shard_worker(cfg, run_path: str) -> StageShards:
+    """A Ray worker's state: the run's config and directory, read-only (no progress bars:
+    the driver's log is shared)."""
+    cfg.progress = False
+    return StageShards(SelfPlay(cfg, RunDir(Path(run_path))))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m treesearch.selfplay",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None,
+                        help="YAML recipe: a file, or a shipped recipe by name "
+                        f"({', '.join(shipped_recipes())}; default: default)")
+    parser.add_argument("--resume", default=None, help="continue the run in this directory")
+    parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. rounds=5")
+    args = parser.parse_args(argv)
+    try:
+        if args.resume:
+            if args.overrides or args.config:
+                parser.error("--resume takes no config or overrides: the run's config.yaml rules")
+            run = RunDir.open(args.resume)
+            cfg = load_config(run.path / "config.yaml")
+        else:
+            cfg = load_config(args.config or "default", args.overrides)
+            run = None
+    except (ConfigError, RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:  # the cluster first: an unreachable one leaves no run directory behind
+        with cluster(cfg.distributed) as pool:
+            if run is None:
+                cfg.out = cfg.out or f"runs/selfplay-{time.strftime('%Y%m%d-%H%M%S')}"
+                run = RunDir.create(cfg.out, OmegaConf.to_yaml(cfg))
+            SelfPlay(cfg, run, pool).run_all()
+    except DistributedError as exc:
+        where = (f" (the run directory {run.path} is intact; resume with --resume {run.path})"
+                 if run else "")
+        print(f"error: {exc}{where}", file=sys.stderr)
+        return 2
+    except RunError as exc:
+        if run is None:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"error: {exc}\n(the run directory {run.path} is intact; fix the file and "
+              f"resume with --resume {run.path})", file=sys.stderr)
+        return 2
+    return 0
