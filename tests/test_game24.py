@@ -191,20 +191,20 @@ def test_pruning_closes_dead_ends_so_no_tokens_go_below_them(game24):
     scorer = StepScorer(*(StepOracle(game24, policy.tokenizer, problems, kind)
                           for kind in ("value", "process", "outcome")))
     below_dead = {}
-    for prune in (None, 0.0):
+    for prune, backtrack in ((None, False), (0.0, False), (0.0, True)):
         config = SearchConfig(simulations=100, branching=1, horizon=1, max_depth=5,
-                              max_tokens=128, prune_below=prune)
+                              max_tokens=128, prune_below=prune, backtrack=backtrack)
         forest = StepSearch(policy, scorer, game24, policy.tokenizer, config).run(problems).forest
         assert forest.check_invariants(strict_visits=False) == []
-        below_dead[prune] = 0
+        below_dead[prune, backtrack] = 0
         for t in range(len(problems)):
             for n in np.flatnonzero(forest.depth[t, :forest.n_nodes[t]] > 0):  # live slots
                 parent = int(forest.parent[t, n])
                 if parent > 0 and forest.score[t, parent] == 0:
-                    below_dead[prune] += 1
+                    below_dead[prune, backtrack] += 1
                 if prune is not None and forest.score[t, n] == 0:
                     assert forest.terminal[t, n] == 1 and forest.n_children[t, n] == 0
-    assert below_dead[0.0] == 0 < below_dead[None]
+    assert below_dead[0.0, False] == below_dead[0.0, True] == 0 < below_dead[None, False]
 
 
 @pytest.mark.parametrize("value", [1.0, -0.1])
@@ -213,3 +213,5 @@ def test_prune_threshold_out_of_range_is_refused(value):
 
     with pytest.raises(ValueError, match="prune_below"):
         SearchConfig(prune_below=value)
+    with pytest.raises(ValueError, match="backtrack needs prune_below"):
+        SearchConfig(backtrack=True)

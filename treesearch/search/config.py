@@ -56,6 +56,10 @@ class SearchConfig:
         already has children (a continuation went past it) takes no more. With a step
         critic that can tell a dead end (score 0) this stops the search spending tokens
         below one; 0.0 closes only nodes scored exactly 0.
+    backtrack: with ``prune_below``, selecting a dead end again (a terminal non-answer
+        scored at most the threshold) also has its parent sample a new sibling in its
+        place while the parent has room for one more child, as a rejection sampler
+        resamples a rejected step (False: the visit only backs up the dead end's score).
     answer: how the tree answers. "vote" -- answers grouped by ``task.answer_key`` (what
         they claim, no label needed), each answer node weighted by visits x composed
         score; the heaviest group's best node (a sampled trajectory that repeats an
@@ -88,6 +92,7 @@ class SearchConfig:
     early_stop: bool = True
     early_stop_score: float = 0.0
     prune_below: float | None = None
+    backtrack: bool = False
     answer: str = "vote"
 
     def __post_init__(self):
@@ -109,6 +114,9 @@ class SearchConfig:
         if self.prune_below is not None and not 0.0 <= self.prune_below < 1.0:
             raise ValueError("SearchConfig.prune_below must be None or in [0, 1), got "
                              f"{self.prune_below}")
+        if self.backtrack and self.prune_below is None:
+            raise ValueError("SearchConfig.backtrack needs prune_below (it resamples in place "
+                             "of pruned dead ends)")
         if self.answer not in ANSWER_RULES:
             raise ValueError(f"SearchConfig.answer must be one of {ANSWER_RULES}, got "
                              f"{self.answer!r}")

@@ -172,6 +172,9 @@ class StepSearch:
         t0 = time.perf_counter()
         forest.backup(leaf_tree[closed], leaf_node[closed], cfg.gamma)  # score again
         stats.seconds["backup"] += time.perf_counter() - t0
+        if cfg.backtrack:
+            open_tree, open_node = self._backtrack(forest, leaf_tree[closed], leaf_node[closed],
+                                                   open_tree, open_node)
         open_tree, open_node = self._drop_full(forest, open_tree, open_node)
         if open_tree.size == 0:
             return
@@ -232,6 +235,26 @@ class StepSearch:
         forest.extra("child_cap")[inner_tree, inner_node] = forest.n_children[inner_tree,
                                                                               inner_node]
         forest.extra("capped_at")[inner_tree, inner_node] = 0.0  # never re-opened
+
+    def _backtrack(self, forest, closed_tree, closed_node, open_tree, open_node):
+        """``backtrack``: a selected dead end (terminal, not an answer, scored at most
+        ``prune_below``) has its parent sample a new sibling in its place, as a rejection
+        sampler resamples a rejected step, while the parent has room for one more child.
+        Returns the open (tree, node) with those parents added, each once."""
+        params, cap = self.config.params, forest.extra("child_cap")
+        seen = set(zip(open_tree.tolist(), open_node.tolist()))
+        add_tree, add_node = [], []
+        for t, n in zip(closed_tree.tolist(), closed_node.tolist()):
+            parent = int(forest.parent[t, n])
+            if (n <= 0 or forest.score[t, n] > self.config.prune_below
+                    or self.is_answer(forest, t, n) or (t, parent) in seen
+                    or forest.n_children[t, parent] >= (cap[t, parent] or params.max_children)):
+                continue
+            seen.add((t, parent))
+            add_tree.append(t)
+            add_node.append(parent)
+        return (np.concatenate([open_tree, np.array(add_tree, np.int64)]),
+                np.concatenate([open_node, np.array(add_node, np.int64)]))
 
     @staticmethod
     def _reopen(forest) -> None:
