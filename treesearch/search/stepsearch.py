@@ -41,8 +41,9 @@ from tqdm.auto import tqdm
 from treesearch.engine.forest import Forest
 from treesearch.search.answer import choose_answers, most_visited_descent
 from treesearch.search.attach import attach_nodes
-from treesearch.search.budget import affordable_steps, charge_critics
+from treesearch.search.budget import charge_critics
 from treesearch.search.config import SearchConfig
+from treesearch.search.continuations import sample_continuations
 from treesearch.search.merge import merge_continuations
 from treesearch.search.result import SearchResult, SearchStats, node_path
 from treesearch.tasks import prompt_ids
@@ -65,9 +66,10 @@ class StepSearch:
     task: prompts, answer lines (``is_answer_step``) -- the search reads nothing else.
     tokenizer: the policy's tokenizer (prompt ids, step text).
 
-    The helper modules (``merge``, ``attach``, ``answer``) take the search they serve and
-    read only its ``config``, ``task`` and ``scorer`` and the methods ``step_text``,
-    ``merge_key``, ``node_text``, ``is_answer`` and ``ends_episode``.
+    The helper modules (``continuations``, ``merge``, ``attach``, ``answer``) take the search
+    they serve and read only its ``config``, ``task``, ``policy`` and ``scorer`` and the
+    methods ``step_text``, ``merge_key``, ``node_text``, ``is_answer``, ``ends_episode``,
+    ``prefix`` and ``room``.
     """
 
     def __init__(self, policy, scorer, task, tokenizer, config: SearchConfig | None = None):
@@ -178,7 +180,7 @@ class StepSearch:
         open_tree, open_node = self._drop_full(forest, open_tree, open_node)
         if open_tree.size == 0:
             return
-        paths = self._continuations(forest, stats, open_tree, open_node)
+        paths = sample_continuations(self, forest, stats, open_tree, open_node)
 
         t0 = time.perf_counter()
         new, ends, repeats, fruitless = merge_continuations(self, forest, open_tree, open_node,
@@ -216,7 +218,7 @@ class StepSearch:
         forest.backup(end_tree, end_node, cfg.gamma)
         stats.seconds["backup"] += time.perf_counter() - t0
 
-    def _room(self) -> int:
+    def room(self) -> int:
         """Tokens a prefix may hold so that one more step still fits the policy's context."""
         limit = (getattr(self.policy, "max_positions", None)
                  or getattr(self.policy, "max_model_len", None))
@@ -278,7 +280,7 @@ class StepSearch:
         """Nodes whose text leaves no room for another step in the policy's context: an
         unexpanded one ends there (terminal, score 0), an expanded one stops widening.
         Returns the (tree, node) that can still be continued."""
-        room = self._room()
+        room = self.room()
         keep = np.ones(tree.size, bool)
         for i, (t, n) in enumerate(zip(tree.tolist(), node.tolist())):
             if len(self.prompts[t]) + sum(len(s) for s in self._steps(forest, t, n)) > room:
@@ -289,72 +291,6 @@ class StepSearch:
                 else:
                     forest.extra("child_cap")[t, n] = forest.n_children[t, n]
         return tree[keep], node[keep]
-
-    def _continuations(self, forest, stats, tree, node):
-        """``branching`` sampled continuations of each open node, each of up to ``horizon``
-        steps (stopping at a terminal step). Returns per open node a list of paths, each a
-        list of (tokens, logprob, finished).
-
-        With a token budget (``max_tokens``) no call asks for more steps of a tree than its
-        remaining budget can pay at ``max_step_tokens`` each (fewer branches, fewer
-        continued rows), so a tree overshoots its budget by less than one step."""
-        cfg = self.config
-        t0 = time.perf_counter()
-        prefixes = [self._prefix(forest, int(t), int(n)) for t, n in zip(tree, node)]
-        depth = forest.depth[tree, node]
-        paths = [[] for _ in prefixes]
-        for n, group in self._affordable_branches(stats, tree):
-            before = self.policy.counts.processed
-            props = self.policy.propose([prefixes[i] for i in group], n, cfg.max_step_tokens)
-            self._charge(stats, tree[group], [sum(p.n_tokens for p in per) for per in props],
-                         before)
-            for i, per in zip(group, props):
-                paths[i] = [[(list(map(int, p.tokens)), float(p.logprob), bool(p.finished))]
-                            for p in per]
-        rows = [(i, j) for i in range(len(paths)) for j in range(len(paths[i]))]
-        for _ in range(cfg.horizon - 1):
-            room = self._room()
-            live = [(i, j) for i, j in rows
-                    if not self.ends_episode(paths[i][j][-1], int(depth[i]) + len(paths[i][j]))
-                    and len(prefixes[i]) + sum(len(st[0]) for st in paths[i][j]) <= room]
-            live = self._affordable_rows(stats, tree, live)
-            if not live:
-                break
-            pre = [prefixes[i] + [t for step in paths[i][j] for t in step[0]] for i, j in live]
-            before = self.policy.counts.processed
-            more = self.policy.propose(pre, 1, cfg.max_step_tokens)
-            self._charge(stats, tree[[i for i, _ in live]], [m[0].n_tokens for m in more], before)
-            for (i, j), m in zip(live, more):
-                paths[i][j].append((list(map(int, m[0].tokens)), float(m[0].logprob),
-                                    bool(m[0].finished)))
-        stats.seconds["propose"] += time.perf_counter() - t0
-        return paths
-
-    def _affordable_branches(self, stats, tree) -> list[tuple[int, list[int]]]:
-        """(branches, open-node indices) groups for the first step of this round: every
-        open node gets ``branching`` samples while its tree's allowance lasts, then fewer,
-        then none. One group (one policy call) unless a budget is nearly spent."""
-        allowance = affordable_steps(self.config.max_tokens, stats.generated,
-                                     self.config.max_step_tokens)
-        groups: dict[int, list[int]] = {}
-        for i, t in enumerate(tree.tolist()):
-            n = min(self.config.branching, int(allowance[t]))
-            allowance[t] -= n
-            if n:
-                groups.setdefault(n, []).append(i)
-        return sorted(groups.items(), reverse=True)
-
-    def _affordable_rows(self, stats, tree, live):
-        """The rows of ``live`` ((open node, branch) pairs) whose trees can pay one more step."""
-        allowance = affordable_steps(self.config.max_tokens, stats.generated,
-                                     self.config.max_step_tokens)
-        out = []
-        for i, j in live:
-            t = int(tree[i])
-            if allowance[t] > 0:
-                allowance[t] -= 1
-                out.append((i, j))
-        return out
 
     # -- pieces ------------------------------------------------------------------------
     def _root_scores(self, stats) -> np.ndarray:
@@ -386,21 +322,12 @@ class StepSearch:
             parent, i = new[i].parent, new[i].parent_new
         return self._steps(forest, tree, parent) + chain[::-1]
 
-    def _prefix(self, forest, tree, node) -> list[int]:
+    def prefix(self, forest, tree, node) -> list[int]:
+        """Token ids of the tree's prompt followed by every step from the root to ``node``."""
         out = list(self.prompts[tree])
         for step in self._steps(forest, tree, node):
             out.extend(step)
         return out
-
-    def _charge(self, stats, trees, generated_per_request, processed_before) -> None:
-        """Add a policy call's tokens to the problems it served."""
-        gen = np.asarray(generated_per_request, np.float64)
-        if gen.size == 0:
-            return
-        np.add.at(stats.generated, trees, gen.astype(np.int64))
-        processed = self.policy.counts.processed - processed_before
-        share = gen / gen.sum() if gen.sum() else np.full(gen.size, 1 / gen.size)
-        np.add.at(stats.processed, trees, np.round(processed * share).astype(np.int64))
 
     def _still_active(self, forest, stats, rounds_left: int) -> np.ndarray:
         cfg = self.config

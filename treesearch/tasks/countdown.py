@@ -440,20 +440,7 @@ class Countdown(Task):
     def render(self, numbers: Sequence[int], steps: Sequence[Step], answer: str, style: int) -> str:
         """Write steps and the answer line in the given style."""
         self._check_style(style)
-        state = list(numbers)
-        lines = []
-        for a, op, b, c in steps:
-            if style == 1:
-                lines.append(f"{a} {op} {b} = {c}")
-            else:
-                line = f"{a}{op}{b}={c}"
-                if style == 2:
-                    state.remove(a)
-                    state.remove(b)
-                    state.append(c)
-                    line += f" ({' '.join(map(str, state))})"
-                lines.append(line)
-        return self.format_trace(lines, answer)
+        return self.format_trace(step_lines(numbers, steps, style), answer)
 
     def solution_trace(self, problem: Problem, rng: random.Random, flawed: bool = False,
                        style: int = 0) -> str:
@@ -476,7 +463,7 @@ class Countdown(Task):
         modes = ["last_step", "mid_step", "answer"]
         rng.shuffle(modes)
         for mode in modes:
-            made = getattr(self, f"_flaw_{mode}")(numbers, target, rng)
+            made = _FLAWS[mode](numbers, target, rng)
             if made is not None and not expression_solves(made[1], numbers, target):
                 return self.render(numbers, made[0], made[1], style)
         # last resort, always wrong: one number too many
@@ -494,63 +481,96 @@ class Countdown(Task):
         ``WALK_CAP`` times the largest of the target and the numbers is drawn only when
         no other is left: an attempt does not wander into products no plan needs."""
         self._check_style(style)
-        numbers, target = problem.inputs["numbers"], int(problem.inputs["target"])
-        cap = WALK_CAP * max(target, *numbers)
-        state = [(n, str(n)) for n in numbers]
-        steps: list[Step] = []
-        while len(state) > 1:
-            i, j = rng.sample(range(len(state)), 2)
-            options = [c for c in _combine(state[i], state[j], allow_negative=False) if c[3] >= 0]
-            left, op, right, value = rng.choice([c for c in options if c[3] <= cap] or options)
-            step = (left[0], op, right[0], value)
-            state = _apply(state, step)
-            steps.append(step)
-        return self.render(problem.inputs["numbers"], steps, state[0][1], style)
+        steps, expr = random_walk(problem.inputs["numbers"], int(problem.inputs["target"]), rng)
+        return self.render(problem.inputs["numbers"], steps, expr, style)
 
-    @staticmethod
-    def _deltas(rng: random.Random) -> list[int]:
-        deltas = [d for d in (-10, -3, -2, -1, 1, 2, 3, 10)]
-        rng.shuffle(deltas)
-        return deltas
 
-    def _flaw_last_step(self, numbers, target, rng):
-        for d in self._deltas(rng)[:4]:
-            if target + d < 0:
-                continue
-            found = solve_items([(n, str(n)) for n in numbers], target + d, rng)
-            if found is not None:
-                steps, expr = found
-                a, op, b, _ = steps[-1]
-                return steps[:-1] + [(a, op, b, target)], expr
+def step_lines(numbers: Sequence[int], steps: Sequence[Step], style: int) -> list[str]:
+    """The step lines of a trace in ``style`` (style 2 follows each step with the numbers
+    still available)."""
+    state = list(numbers)
+    lines = []
+    for a, op, b, c in steps:
+        if style == 1:
+            lines.append(f"{a} {op} {b} = {c}")
+        else:
+            line = f"{a}{op}{b}={c}"
+            if style == 2:
+                state.remove(a)
+                state.remove(b)
+                state.append(c)
+                line += f" ({' '.join(map(str, state))})"
+            lines.append(line)
+    return lines
+
+
+def random_walk(numbers: Sequence[int], target: int, rng: random.Random) -> tuple[list[Step], str]:
+    """Random valid steps until one number is left (``Countdown.walk_trace``): (steps, the
+    expression they build)."""
+    cap = WALK_CAP * max(target, *numbers)
+    state = [(n, str(n)) for n in numbers]
+    steps: list[Step] = []
+    while len(state) > 1:
+        i, j = rng.sample(range(len(state)), 2)
+        options = [c for c in _combine(state[i], state[j], allow_negative=False) if c[3] >= 0]
+        left, op, right, value = rng.choice([c for c in options if c[3] <= cap] or options)
+        step = (left[0], op, right[0], value)
+        state = _apply(state, step)
+        steps.append(step)
+    return steps, state[0][1]
+
+
+# ---- flawed traces (``Countdown.solution_trace``) ---------------------------------------
+
+def _deltas(rng: random.Random) -> list[int]:
+    deltas = [d for d in (-10, -3, -2, -1, 1, 2, 3, 10)]
+    rng.shuffle(deltas)
+    return deltas
+
+def _flaw_last_step(numbers, target, rng):
+    """Correct steps towards a nearby wrong target, the last one claiming the real target."""
+    for d in _deltas(rng)[:4]:
+        if target + d < 0:
+            continue
+        found = solve_items([(n, str(n)) for n in numbers], target + d, rng)
+        if found is not None:
+            steps, expr = found
+            a, op, b, _ = steps[-1]
+            return steps[:-1] + [(a, op, b, target)], expr
+    return None
+
+def _flaw_mid_step(numbers, target, rng):
+    """A slip in an earlier step, then correct steps from the wrong value to the target."""
+    steps, _ = solve(numbers, target, rng)
+    if len(steps) < 2:
         return None
+    k = rng.randrange(len(steps) - 1)
+    state = [(n, str(n)) for n in numbers]
+    for step in steps[:k]:
+        state = _apply(state, step)
+    for d in _deltas(rng)[:4]:
+        a, op, b, c = steps[k]
+        if c + d < 0:
+            continue
+        wrong = (a, op, b, c + d)
+        after = _apply(state, wrong)
+        found = solve_items(after, target, rng)
+        if found is not None:
+            return steps[:k] + [wrong] + found[0], found[1]
+    return None
 
-    def _flaw_mid_step(self, numbers, target, rng):
-        steps, _ = solve(numbers, target, rng)
-        if len(steps) < 2:
-            return None
-        k = rng.randrange(len(steps) - 1)
-        state = [(n, str(n)) for n in numbers]
-        for step in steps[:k]:
-            state = _apply(state, step)
-        for d in self._deltas(rng)[:4]:
-            a, op, b, c = steps[k]
-            if c + d < 0:
-                continue
-            wrong = (a, op, b, c + d)
-            after = _apply(state, wrong)
-            found = solve_items(after, target, rng)
-            if found is not None:
-                return steps[:k] + [wrong] + found[0], found[1]
+def _flaw_answer(numbers, target, rng):
+    """Correct steps, then one operator of the answer expression changed."""
+    steps, expr = solve(numbers, target, rng)
+    positions = [i for i, ch in enumerate(expr) if ch in OPS]
+    if not positions:
         return None
+    i = rng.choice(positions)
+    op = rng.choice([o for o in OPS if o != expr[i]])
+    return steps, expr[:i] + op + expr[i + 1:]
 
-    def _flaw_answer(self, numbers, target, rng):
-        steps, expr = solve(numbers, target, rng)
-        positions = [i for i, ch in enumerate(expr) if ch in OPS]
-        if not positions:
-            return None
-        i = rng.choice(positions)
-        op = rng.choice([o for o in OPS if o != expr[i]])
-        return steps, expr[:i] + op + expr[i + 1:]
+
+_FLAWS = {"last_step": _flaw_last_step, "mid_step": _flaw_mid_step, "answer": _flaw_answer}
 
 
 _STEP = re.compile(r"\s*(-?\d+)\s*([-+*/])\s*(-?\d+)\s*=\s*(-?\d+)(\s*\((?:-?\d++ ?)*+\))?\s*")
