@@ -15,6 +15,10 @@ One node is one step (one line). Every round, for all problems at once:
     -> attach the new nodes (expand leaves, widen expanded nodes) and back up from the end
        of every continuation; a selected terminal node backs up its score again.
 
+Dead-end pruning (``prune_below``): a new node the critics score at or below the threshold
+is closed where it is, so no tokens go below it; with ``backtrack`` selecting it again has
+its parent sample a sibling in its place.
+
 Adaptive branching (eta-MCTS): a node takes a new child once
 ``floor(widen_c * N ** widen_alpha)`` exceeds its children, up to ``max_children``;
 a node whose widening found nothing new is capped where it is (re-opened each time its
