@@ -31,11 +31,13 @@ from policies.zoo import MODELS, resolve
 from treesearch.distributed import DistributedConfig
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
+from treesearch.search.context import ContextError
+from treesearch.search.context import check_context as fits_context
 from treesearch.search.harvest import HarvestConfig
 from treesearch.tasks import Task, TaskArgsError, TaskOptions, get_task, prompt_ids
 from treesearch.tasks.base import HELD_OUT_SPLITS, stable_hash
 from treesearch.utils import knobs
-from treesearch.utils.checkpoints import has_chat_template
+from treesearch.utils.checkpoints import has_chat_template, load_tokenizer, max_positions
 from treesearch.utils.knobs import TREE_BASELINES
 from treesearch.utils.recipes import (
     ConfigError,
@@ -400,3 +402,37 @@ def check_prompts(task: Task, name: str, key: str, seed: int = 0) -> None:
                           f"cannot write its prompts ({type(exc).__name__}: {exc}), e.g. "
                           f"{task.prompt(problem)[:80]!r}; use a model whose tokenizer "
                           "can") from None
+
+
+def searched_problems(cfg, task: Task) -> list:
+    """Every problem a self-play run puts before its policy: the held-out eval problems
+    and each round's training problems (``train_problems``)."""
+    problems = list(task.problems(cfg.eval.split, cfg.eval.problems, seed=cfg.seed))
+    for round_ in range(1, cfg.rounds + 1):
+        problems += train_problems(cfg, task, round_)
+    return problems
+
+
+def check_context(cfg, task: Task) -> None:
+    """Refuse a recipe whose searches cannot fit the context of its policy (or of the
+    learned critics' own trunk): the longest prompt of ``searched_problems`` plus
+    ``search.max_depth x search.max_step_tokens`` against the model's positions
+    (``treesearch.search.context``), a ConfigError naming those keys, before any model
+    work. A zoo model still to be converted is checked once it is (its first run)."""
+    models = [("policy.model", cfg.policy.model)]
+    learned = any(getattr(cfg.critics, k) in ("head", "generative")
+                  for k in ("value", "process", "outcome"))
+    if cfg.critics.trunk and learned:
+        models.append(("critics.trunk", cfg.critics.trunk))
+    problems = None
+    for key, name in models:
+        if name in MODELS and MODELS[name].build is not None:
+            continue
+        path = str(resolve(name))
+        problems = searched_problems(cfg, task) if problems is None else problems
+        try:
+            fits_context(load_tokenizer(path), max_positions(path), task, problems,
+                         cfg.search.max_depth, cfg.search.max_step_tokens, model=name,
+                         model_key=key)
+        except ContextError as exc:
+            raise ConfigError(str(exc)) from None

@@ -10,7 +10,6 @@ resumed run computes what an uninterrupted one would.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from policies.distill import save_policy
 from treesearch.config import (
     ConfigError,
     build_task,
+    check_context,
     distill_config,
     load_config,
     stage_seed,
@@ -45,6 +45,7 @@ from treesearch.stages.critics import refit_critics
 from treesearch.stages.evaluate import diversity
 from treesearch.stages.harvest import harvest, prior_examples, unit_mean_weight
 from treesearch.stages.train import OPTIMIZERS, TrainData, distill_row
+from treesearch.utils.cli import ArgumentParser
 from treesearch.utils.recipes import shipped_recipes
 from treesearch.utils.runs import RunDir, RunError
 
@@ -207,7 +208,7 @@ def _shard_worker(cfg, run_path: str) -> StageShards:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m treesearch.selfplay",
+    parser = ArgumentParser(prog="python -m treesearch.selfplay",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None,
                         help="YAML recipe: a file, or a shipped recipe by name "
@@ -224,6 +225,7 @@ def main(argv=None) -> int:
         else:
             cfg = load_config(args.config or "default", args.overrides)
             run = None
+        check_context(cfg, build_task(cfg))  # the searches fit the model, before model work
     except (ConfigError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -2,11 +2,14 @@
 and the one loader of a causal LM from it.
 
 Policies and critics load only from local directories (nothing is downloaded at run time);
-both go through here, so a bad path fails the same way everywhere.
+both go through here, so a bad path fails the same way everywhere. What the apps check
+before loading a model reads its files here too: ``load_tokenizer`` (the tokenizer alone)
+and ``max_positions`` (the context length its config.json states).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -38,6 +41,26 @@ def has_chat_template(model_dir) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and bool(config.get("chat_template"))
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(model_dir):
+    """The tokenizer saved in a local model directory, without its model (cached)."""
+    path = model_directory("load_tokenizer", model_dir)
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def max_positions(model_dir) -> int | None:
+    """The context length of the model saved in ``model_dir``: ``max_position_embeddings``
+    of its config.json (of its text config, for a model that nests one); None when it
+    states none."""
+    path = model_directory("max_positions", model_dir)
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    for section in (config, config.get("text_config") or {}):
+        value = section.get("max_position_embeddings")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
 
 
 def as_dtype(dtype) -> torch.dtype | None:

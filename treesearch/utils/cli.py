@@ -15,11 +15,14 @@ TypeError, LookupError, OSError, ImportError) into a ``CLIError`` that names ``f
 the error's own ``cli_flag``, e.g. ``task_args.KEY`` of a ``TaskArgsError``);
 its message is the error's on one line. ``flag=None`` for errors that already name their
 key (a recipe's ``config key 'x'``). Bugs (any other exception) still show a traceback.
-Also here: ``dotted_args``, the ``task_args.KEY=VALUE`` items of a command line as a dict.
+Also here: ``ArgumentParser``, argparse whose own refusals (an unknown flag, a value that
+is not an int, ``parser.error``) are that one line too, and ``dotted_args``, the
+``task_args.KEY=VALUE`` items of a command line as a dict.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from contextlib import contextmanager
 
@@ -40,6 +43,16 @@ class CLIError(Exception):
         """Print ``error: <message>`` to stderr; returns the exit status 2."""
         print(f"error: {self}", file=stream or sys.stderr)
         return 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose refusals are one ``error: <message>`` line on
+    stderr and exit status 2, like every other refusal of the command-line tools (no
+    usage block: ``--help`` shows it)."""
+
+    def error(self, message):
+        print(f"error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def one_line(message) -> str:
