@@ -59,7 +59,7 @@ from policies.tokenization import build_char_tokenizer
 from treesearch.tasks import get_task
 from treesearch.tasks.validity import step_validity
 from treesearch.utils.atomic import atomic_dir, write_text
-from treesearch.utils.cli import CLIError, blame, dotted_args
+from treesearch.utils.cli import ArgumentParser, CLIError, blame, dotted_args
 from treesearch.utils.runs import portable_path
 
 DEFAULT_TOKENS = 4_000_000  # training tokens when no budget is given
@@ -172,8 +172,9 @@ def validate(config: PretrainConfig):
         raise ValueError(f"pretrain: flawed_share + walk_share must be <= 1, got "
                          f"{c.flawed_share} + {c.walk_share}")
     if c.time_budget_s is not None and not (isinstance(c.time_budget_s, (int, float))
-                                            and c.time_budget_s > 0):
-        raise ValueError(f"pretrain: time_budget_s must be > 0, got {c.time_budget_s!r}")
+                                            and 0 < c.time_budget_s < math.inf):
+        raise ValueError(f"pretrain: time_budget_s must be a finite number > 0, got "
+                         f"{c.time_budget_s!r}")
     if not isinstance(c.stated_confidence, bool):
         raise ValueError("pretrain: stated_confidence must be true or false, "
                          f"got {c.stated_confidence!r}")
@@ -585,8 +586,8 @@ def print_table(metrics: dict) -> None:
 
 # ----------------------------------------------------------------------------- CLI
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m policies.pretrain",
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m policies.pretrain",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("task_args", nargs="*", metavar="task_args.KEY=VALUE",
@@ -607,7 +608,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> PretrainResult:
     """The CLI: every refusal is one line naming its flag (``error: --hidden: ...``,
-    ``--task: ...``, ``task_args.KEY: ...``) on stderr, never a traceback."""
+    ``--task: ...``, ``task_args.KEY: ...``) on stderr and exit status 2 (SystemExit), never a
+    traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     ns = parser().parse_args(argv)
     command = shlex.join(["python", "-m", "policies.pretrain", *argv])
@@ -626,12 +628,12 @@ def main(argv: list[str] | None = None) -> PretrainResult:
                     raise
                 raise CLIError("--" + knob[1].replace("_", "-"), str(exc)) from None
     except CLIError as exc:
-        raise SystemExit(f"error: {exc}") from None  # printed on stderr, exit status 1
+        raise SystemExit(exc.exit()) from None  # "error: ..." on stderr, exit status 2
     try:
         with blame(None, (Refusal,)):
             return pretrain(config, command=command)
     except CLIError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise SystemExit(exc.exit()) from None
 
 
 _KNOB = re.compile(r"pretrain: (\w+)")

@@ -83,11 +83,10 @@ def test_study_refusals(capsys, tmp_path, argv, key):
     (["--task", "gsm", "--train-problems", "100", "--steps", "1"],
      "--train-problems / --eval-problems:"),
 ])
-def test_pretrain_refusals(tmp_path, argv, flag):
+def test_pretrain_refusals(capsys, tmp_path, argv, flag):
     with pytest.raises(SystemExit) as info:
         pretrain.main([*argv, "--out", str(tmp_path / "p")])
-    message = str(info.value)
-    assert message.startswith(f"error: {flag}") and "\n" not in message
+    assert one_line_error(capsys, info.value.code).startswith(f"error: {flag}")
     assert not (tmp_path / "p").exists()
 
 

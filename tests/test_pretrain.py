@@ -63,7 +63,7 @@ def test_tiny_run_saves_a_loadable_model(tmp_path):
     assert again.metrics["train"]["final_loss"] == metrics["train"]["final_loss"]
 
 
-def test_cli_records_the_command(tmp_path):
+def test_cli_records_the_command(tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["--task", "arithmetic", "--hidden", "32", "--layers", "1", "--heads", "1",
             "--steps", "2", "--batch-size", "4", "--train-problems", "10",
@@ -72,8 +72,9 @@ def test_cli_records_the_command(tmp_path):
     main(argv)
     command = (out / "pretrain_command.txt").read_text()
     assert command.strip().endswith(" ".join(argv[:-1]) + " " + str(out))
-    with pytest.raises(SystemExit, match="flawed_share"):
+    with pytest.raises(SystemExit) as info:
         main(["--flawed-share", "2", "--steps", "1", "--out", str(tmp_path / "x")])
+    assert info.value.code == 2 and "flawed_share" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("knob, value", [

@@ -31,13 +31,13 @@ from critics.generative import GenerativeCritic
 from critics.head import HeadCritic
 from critics.verifier import RuleVerifier
 from policies.hf import HFPolicy, load_model
-from policies.zoo import resolve
+from policies.zoo import MODELS, resolve
 from treesearch.utils.runs import RunError
 
 IMPLEMENTATIONS = ("head", "generative", "verifier", "checker", "none")
 
 __all__ = ["IMPLEMENTATIONS", "build_critic", "build_critics", "build_learner", "build_policy",
-           "build_scorer", "critic_slots", "parse_spec", "scorer_of"]
+           "build_scorer", "check_critic", "critic_slots", "parse_spec", "scorer_of"]
 
 
 def build_policy(model, *, backend: str = "hf", step_delimiter: str = "\n",
@@ -116,6 +116,28 @@ def parse_spec(spec) -> tuple[str, str | None]:
     return impl.strip(), (model.strip() or None)
 
 
+def check_critic(kind: str, implementation: str, model: str | None = None) -> None:
+    """Refuse a critic that ``build_critic`` cannot build, without loading a model: an
+    unknown kind or implementation, the step oracle, a learned critic without a model or
+    with a model that is neither a zoo name nor a model directory (CriticError, or
+    ``policies.zoo.resolve``'s error naming the model)."""
+    check_kind(kind, "build_critic")
+    if implementation == "oracle":
+        raise CriticError(f"critics.{kind}: the step oracle is for benchmarks only "
+                          "(benchmarks/bench_decode.py --step-oracle), never a critic of "
+                          "self-play or decode")
+    if implementation not in IMPLEMENTATIONS:
+        raise CriticError(f"critics.{kind}: unknown critic {implementation!r}; known: "
+                          f"{', '.join(IMPLEMENTATIONS)}")
+    if implementation in ("none", "verifier", "checker"):
+        return
+    if not model:
+        raise CriticError(f"critics.{kind}: implementation {implementation!r} needs a model "
+                          f"(write '{implementation}:<model dir or zoo name>')")
+    if model not in MODELS or MODELS[model].build is None:  # never converts a zoo model
+        resolve(model)
+
+
 def build_critic(kind: str, implementation: str, model: str | None = None, *,
                  policy_tokenizer=None, device: str = "cpu", task=None, problems=None,
                  judge: str = "plain"):
@@ -127,14 +149,7 @@ def build_critic(kind: str, implementation: str, model: str | None = None, *,
     ``verifier`` and ``checker`` need the task and the problems they will score:
     labelled TRAINING problems for the verifier, any problems for the label-free checker.
     """
-    check_kind(kind, "build_critic")
-    if implementation == "oracle":
-        raise CriticError(f"critics.{kind}: the step oracle is for benchmarks only "
-                          "(benchmarks/bench_decode.py --step-oracle), never a critic of "
-                          "self-play or decode")
-    if implementation not in IMPLEMENTATIONS:
-        raise CriticError(f"critics.{kind}: unknown critic {implementation!r}; known: "
-                          f"{', '.join(IMPLEMENTATIONS)}")
+    check_critic(kind, implementation, model)
     if implementation == "none":
         return None
     if implementation in ("verifier", "checker"):
@@ -144,9 +159,6 @@ def build_critic(kind: str, implementation: str, model: str | None = None, *,
         if implementation == "checker":
             return Checker(task, policy_tokenizer, problems, kind=kind)
         return RuleVerifier(task, policy_tokenizer, problems, kind=kind)
-    if not model:
-        raise CriticError(f"critics.{kind}: implementation {implementation!r} needs a model "
-                          f"(write '{implementation}:<model dir or zoo name>')")
     path = resolve(model)
     if implementation == "head":
         return HeadCritic(path, kind, policy_tokenizer=policy_tokenizer, device=device)

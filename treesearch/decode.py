@@ -26,7 +26,7 @@ rows are the same whatever the number of workers (``evaluate_shards``).
 
 from __future__ import annotations
 
-import argparse
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +36,12 @@ from omegaconf import OmegaConf
 
 from critics.generative import JUDGES
 from policies.zoo import resolve
-from treesearch.backends import build_policy, build_scorer
+from treesearch.backends import build_critic, build_policy, build_scorer, check_critic, parse_spec
 from treesearch.config import SelfPlayConfig, load_config
 from treesearch.distributed import DistributedConfig, DistributedError, cluster, shards
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
+from treesearch.search.context import check_context as fits_context
 from treesearch.search.strategies import (
     REFERENCES,
     STRATEGIES,
@@ -55,7 +56,8 @@ from treesearch.search.strategies import (
 )
 from treesearch.tasks import TaskOptions, get_task, prompt_ids
 from treesearch.tasks.base import HELD_OUT_SPLITS, stable_hash
-from treesearch.utils.cli import CLIError, blame, dotted_args
+from treesearch.utils.checkpoints import load_tokenizer, max_positions
+from treesearch.utils.cli import ArgumentParser, CLIError, blame, dotted_args
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
 from treesearch.utils.runs import portable_path, write_json
 
@@ -118,7 +120,7 @@ def resolve_settings(args) -> tuple[dict, SearchConfig]:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m treesearch.decode",
+    parser = ArgumentParser(prog="python -m treesearch.decode",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None, help="a self-play recipe (file or shipped name)")
     parser.add_argument("--task", default=None,
@@ -282,48 +284,97 @@ def shard_rows(built, spec: dict, search, settings: dict, size: int, pool=None) 
     return rows
 
 
+class _Asked:
+    """The critics a command line asks for, read as ``check_request`` reads a scorer
+    (``has``), from their specs alone: a request is refused before any model loads."""
+
+    def __init__(self, specs: dict):
+        self.kinds = {kind for kind, spec in specs.items() if parse_spec(spec)[0] != "none"}
+
+    def has(self, kind: str) -> bool:
+        return kind in self.kinds
+
+
+def check_model(settings: dict, task, problems, search):
+    """The model's tokenizer (read from its files, the model is not loaded), refused
+    when it cannot write the prompts or when the searches cannot fit the model's context
+    (``treesearch.search.context``)."""
+    with blame("--model"):
+        path = str(resolve(settings["model"]))
+        tokenizer = load_tokenizer(path)
+    with blame("--task / --model", (Exception,)):
+        for p in problems:
+            try:
+                prompt_ids(tokenizer, task, p)
+            # tokenizers raise a bare Exception for a missing character
+            except Exception as exc:
+                raise ValueError(f"the tokenizer of model {settings['model']!r} cannot write "
+                                 f"task {task.name!r}'s prompts ({exc}), e.g. "
+                                 f"{task.prompt(p)[:80]!r}") from None
+    with blame(None):  # names search.max_depth, search.max_step_tokens and --model
+        fits_context(tokenizer, max_positions(path), task, problems, search.max_depth,
+                     search.max_step_tokens, model=settings["model"], model_key="--model")
+    return tokenizer
+
+
+def check_critics(args, task, problems, search, tokenizer) -> None:
+    """Refuse critic specs that cannot be built (the label-free and rule critics are
+    built here to be sure: no model) and strategies the critics asked for cannot serve."""
+    specs = {"value": args.value, "process": args.process, "outcome": args.outcome}
+    with blame("--value / --process / --outcome / --judge"):
+        for kind, spec in specs.items():
+            impl, model = parse_spec(spec)
+            check_critic(kind, impl, model)
+            if impl in ("checker", "verifier"):
+                build_critic(kind, impl, task=task, problems=problems,
+                             policy_tokenizer=tokenizer)
+    for strategy in args.strategies:
+        flag = (f"--strategies {strategy}" if min(args.budgets) >= search.max_step_tokens
+                else "--budgets")
+        with blame(flag):
+            check_request(strategy, _Asked(specs), problems, min(args.budgets),
+                          search.max_step_tokens)
+
+
+def refuse_early(args):
+    """Every refusal of the command line, before any model is loaded: (settings, search,
+    task, problems), else a CLIError naming the flag (or the config key)."""
+    args.task_args, args.overrides = dotted_args(args.overrides)
+    with blame(None):  # ConfigErrors name their key or file
+        settings, search = resolve_settings(args)
+        args.dist = vars(distributed_config(args))
+    with blame("--task"):
+        task = get_task(settings["task"], options=TaskOptions(**settings["task_options"]),
+                        **settings["task_args"])
+    with blame(f"--split {args.split} --problems"):
+        if args.problems < 1:
+            raise CLIError("--problems", f"must be >= 1, got {args.problems}")
+        problems = task.problems(args.split, args.problems, seed=args.seed)
+    with blame("--threads", (ValueError, RuntimeError)):
+        if args.threads < 1:
+            raise ValueError(f"must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    with blame("--temperature"):
+        t = settings["temperature"]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < math.inf:
+            raise ValueError(f"must be a finite number > 0, got {t!r}")
+    tokenizer = check_model(settings, task, problems, search)
+    check_critics(args, task, problems, search, tokenizer)
+    return settings, search, task, problems
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:  # every refusal is one line naming its flag (treesearch.utils.cli), before any decoding
-        args.task_args, args.overrides = dotted_args(args.overrides)
-        with blame(None):  # ConfigErrors name their key or file
-            settings, search = resolve_settings(args)
-            args.dist = vars(distributed_config(args))  # checked before any model work
-        with blame("--task"):
-            task = get_task(settings["task"], options=TaskOptions(**settings["task_options"]),
-                            **settings["task_args"])
-        with blame(f"--split {args.split} --problems"):
-            if args.problems < 1:
-                raise CLIError("--problems", f"must be >= 1, got {args.problems}")
-            problems = task.problems(args.split, args.problems, seed=args.seed)
-        with blame("--threads", (ValueError, RuntimeError)):
-            if args.threads < 1:
-                raise ValueError(f"must be >= 1, got {args.threads}")
-            torch.set_num_threads(args.threads)
+    try:  # every refusal is one line naming its flag (treesearch.utils.cli), before any model
+        settings, search, task, problems = refuse_early(args)
         with blame("--model"):
             policy = build_policy(resolve(settings["model"]),
                                   step_delimiter=task.step_delimiter,
                                   temperature=settings["temperature"], seed=args.seed)
-        # the model's tokenizer must write the prompts
-        with blame("--task / --model", (Exception,)):
-            for p in problems:
-                try:
-                    prompt_ids(policy.tokenizer, task, p)
-                # tokenizers raise a bare Exception for a missing character
-                except Exception as exc:
-                    raise ValueError(f"the tokenizer of model {settings['model']!r} cannot write "
-                                     f"task {task.name!r}'s prompts ({exc}), e.g. "
-                                     f"{task.prompt(p)[:80]!r}") from None
         with blame("--value / --process / --outcome / --judge"):
             critics = build_scorer({"value": args.value, "process": args.process,
                                     "outcome": args.outcome}, policy_tokenizer=policy.tokenizer,
                                    task=task, problems=problems, judge=settings["judge"])
-        for strategy in args.strategies:  # refuse early: before any decoding
-            flag = (f"--strategies {strategy}" if min(args.budgets) >= search.max_step_tokens
-                    else "--budgets")
-            with blame(flag):
-                check_request(strategy, critics, problems, min(args.budgets),
-                              search.max_step_tokens)
     except CLIError as exc:
         return exc.exit()
     print(policy.describe())

@@ -44,7 +44,6 @@ local run measures, and each stays resumable on its own.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -67,6 +66,7 @@ from treesearch.study.report import write_report
 from treesearch.study.training import CellTraining
 from treesearch.tasks import get_task
 from treesearch.tasks.base import stable_hash
+from treesearch.utils.cli import ArgumentParser
 from treesearch.utils.recipes import instantiate
 from treesearch.utils.runs import RunDir, RunError, portable_path, read_json, write_json
 
@@ -249,7 +249,7 @@ def _study_worker(cfg, run_path: str) -> Study:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m treesearch.study",
+    parser = ArgumentParser(prog="python -m treesearch.study",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="the small CPU grid (configs/study_quick.yaml)")

@@ -13,14 +13,23 @@ The fields the app fills itself (a seed per stage, the run's progress bar) stay 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import yaml
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import ConfigKeyError, GrammarParseError, ValidationError
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigKeyError,
+    GrammarParseError,
+    OmegaConfBaseException,
+    ValidationError,
+)
+from omegaconf.nodes import BooleanNode
 
 from treesearch.utils.knobs import KnobError
 
@@ -149,12 +158,26 @@ def _renamed_overrides(overrides, renames: Mapping[str, Sequence[str]]) -> list[
 EXTENDS = "extends"  # a recipe's key naming the recipe it changes
 
 
+def _read_yaml(path: Path, renames: Mapping | None):
+    """One recipe file's YAML as a DictConfig (older spellings renamed); ConfigError when
+    it is not a mapping of keys (a list, a number, an unreadable file)."""
+    try:
+        data = OmegaConf.load(path)
+    except OSError as exc:  # omegaconf's "Invalid loaded object type" for a scalar file
+        raise ConfigError(f"config file {str(path)!r} is not a mapping of config keys "
+                          f"({exc})") from None
+    if not OmegaConf.is_dict(data):
+        raise ConfigError(f"config file {str(path)!r} is not a mapping of config keys (it "
+                          f"holds a {type(OmegaConf.to_container(data)).__name__})")
+    return rename_keys(data, renames or {}, f" in {str(path)!r}")
+
+
 def _load_extended(path: Path, seen: tuple = (), renames: Mapping | None = None):
     """A recipe file's YAML with its ``extends`` chain resolved: the named recipe (a
     shipped name, or a path relative to this file's folder) loaded first, this file's keys
     merged on top (a list replaces the list it names, a mapping merges into its own).
     Each file's older spellings are renamed (``rename_keys``) before the merge."""
-    data = rename_keys(OmegaConf.load(path), renames or {}, f" in {str(path)!r}")
+    data = _read_yaml(path, renames)
     if EXTENDS not in data:
         return data
     name = str(data.pop(EXTENDS))
@@ -166,6 +189,83 @@ def _load_extended(path: Path, seen: tuple = (), renames: Mapping | None = None)
     return OmegaConf.merge(_load_extended(parent, seen + (path.resolve(),), renames), data)
 
 
+YAML_BOOLS = ("true", "false", "yes", "no", "on", "off")
+
+
+def check_bools(cfg, data, where: str = "", prefix: str = "") -> None:
+    """Refuse a number or a word other than true/false given to a boolean key of ``cfg``
+    (omegaconf would read ``progress=2`` as True): ``data`` is the plain YAML (a DictConfig
+    or dict) about to be merged into ``cfg``."""
+    if not OmegaConf.is_dict(cfg) or not isinstance(data, (dict, DictConfig)):
+        return
+    for key in data:
+        if not isinstance(key, str) or key not in cfg or OmegaConf.is_missing(cfg, key):
+            continue
+        node = cfg._get_node(key)
+        value = data._get_node(key)._value() if isinstance(data, DictConfig) else data[key]
+        if isinstance(node, BooleanNode) and value is not None and not (
+                isinstance(value, bool) or str(value).lower() in YAML_BOOLS):
+            raise ConfigError(f"bad value for config key '{prefix}{key}'{where}: {value!r} is "
+                              "not true or false")
+        if OmegaConf.is_dict(node) and OmegaConf.get_type(node) is not dict:
+            check_bools(node, value, where, f"{prefix}{key}.")
+
+
+def check_resolved(cfg, where: str = "") -> None:
+    """Refuse a ``${...}`` interpolation of ``cfg`` that does not resolve and a float that
+    is not finite (nan, inf), naming the key: no knob takes one."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or ""
+        msg = str(getattr(exc, "msg", exc)).splitlines()[0]
+        raise ConfigError(f"bad value for config key {key!r}{where}: cannot resolve it "
+                          f"({msg})") from None
+    _check_finite(plain, "")
+
+
+def _check_finite(value, key: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key {key!r} = {value!r}: must be a finite number")
+    items = (value.items() if isinstance(value, dict)
+             else enumerate(value) if isinstance(value, list) else ())
+    for k, v in items:
+        _check_finite(v, f"{key}.{k}" if key else str(k))
+
+
+def _override(cfg, item: str, where: str):
+    """``cfg`` with one ``key=value`` override merged in (a digit part of the key indexes
+    a list, updated in place)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not key=value")
+    key, value = item.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r}: {key!r} is not a dotted config key")
+    parsed = OmegaConf.from_dotlist([f"x={value}"])._get_node("x")._value()  # unresolved
+    parent, _, leaf = key.rpartition(".")
+    section = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+    check_bools(section, {leaf: parsed}, where, f"{parent}." if parent else "")
+    if any(part.isdigit() for part in key.split(".")):
+        # dotlist merging cannot index a list: update the item in place
+        if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+            raise ConfigKeyError(f"unknown key {key}")
+        OmegaConf.update(cfg, key, parsed, merge=False)
+        return cfg
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+
+
+@functools.lru_cache(maxsize=16)
+def _structured(schema: type):
+    return OmegaConf.structured(schema)
+
+
+def schema_node(schema):
+    """A fresh structured config of ``schema`` (a dataclass or an instance); a class's is
+    built once and copied (building one costs far more than copying it)."""
+    return copy.deepcopy(_structured(schema)) if isinstance(schema, type) else \
+        OmegaConf.structured(schema)
+
+
 def load_recipe(schema, path: str | Path | None = None, overrides=(),
                 renames: Mapping[str, Sequence[str]] | None = None):
     """Defaults of the dataclass ``schema`` (a class, or an instance whose values are the
@@ -173,37 +273,39 @@ def load_recipe(schema, path: str | Path | None = None, overrides=(),
     overrides, as an omegaconf DictConfig. An override may index a list
     (``priors.1.pretrain={tokens: 9}``).
     ``renames``: older spellings of keys (old dotted key -> its new keys), accepted in
-    files and overrides. Unknown keys and ill-typed values raise ``ConfigError`` naming the
-    key and where it came from; nothing is validated beyond types (the caller's
-    ``validate`` does that)."""
-    cfg = OmegaConf.structured(schema)
+    files and overrides. Unknown keys, ill-typed values (a number for a boolean too),
+    interpolations that do not resolve and floats that are not finite raise
+    ``ConfigError`` naming the key and where it came from; nothing is validated beyond
+    that (the caller's ``validate`` does)."""
+    cfg = schema_node(schema)
     where = ""
     try:
         if path is not None:
             path = recipe_path(path)
             where = f" in {str(path)!r}"
-            cfg = OmegaConf.merge(cfg, _load_extended(path, renames=renames))
+            data = _load_extended(path, renames=renames)
+            check_bools(cfg, data, where)
+            cfg = OmegaConf.merge(cfg, data)
         where = " (command-line override)"
         for item in _renamed_overrides(overrides, renames or {}):
             where = f" (command-line override {item!r})"
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} is not key=value")
-            key, value = item.split("=", 1)
-            if any(part.isdigit() for part in key.split(".")):
-                # dotlist merging cannot index a list: update the item in place
-                if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
-                    raise ConfigKeyError(f"unknown key {key}")
-                OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"x={value}"]).x, merge=False)
-            else:
-                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+            cfg = _override(cfg, item, where)
+        where = f" in {str(path)!r} or the command line" if path is not None else ""
+        check_resolved(cfg, where)
     except ConfigKeyError as exc:
         key = getattr(exc, "full_key", None) or str(exc).removeprefix("unknown key ")
         raise ConfigError(f"unknown config key {key!r}{where}; valid keys: "
                           f"{', '.join(valid_keys(schema=schema))}") from None
     except (ValidationError, TypeError) as exc:
-        key = getattr(exc, "full_key", None) or ""
+        key = getattr(exc, "full_key", None) or where_key(where)
         msg = str(getattr(exc, "msg", exc)).splitlines()[0]
         raise ConfigError(f"bad value for config key {key!r}{where}: {msg}") from None
     except (yaml.YAMLError, GrammarParseError) as exc:  # not YAML at all: name the file or item
         raise ConfigError(f"cannot read the YAML{where}: {' '.join(str(exc).split())}") from None
     return cfg
+
+
+def where_key(where: str) -> str:
+    """The key of the override named in ``where`` (`` (command-line override 'k=v')``)."""
+    head, _, item = where.partition("override '")
+    return item.split("=", 1)[0] if head and item else ""

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from treesearch.utils.cli import ArgumentParser
 from treesearch.view.errors import ViewError
 from treesearch.view.report import write_view
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m treesearch.view",
         description="Write one self-contained HTML page (works offline) showing search trees.")
     parser.add_argument("path", help="a self-play run directory, a trees file (.jsonl / "

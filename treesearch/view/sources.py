@@ -100,9 +100,9 @@ class RunSource:
         self.path = path
         try:
             self.cfg = load_recipe(SelfPlayConfig, path / "config.yaml", renames=RENAMES)
+            self.task = build_task(self.cfg)
         except ConfigError as exc:
             raise ViewError(f"{path / 'config.yaml'}: {exc}") from exc
-        self.task = build_task(self.cfg)
         self.search: SearchConfig = OmegaConf.to_object(self.cfg.search)
         state = path / "state.json"
         try:
@@ -208,9 +208,9 @@ def trees_page(path: Path, *, recipe: str | None = None, model: str | None = Non
     if recipe is not None:
         try:
             cfg = load_recipe(SelfPlayConfig, recipe, renames=RENAMES)
+            task, search = build_task(cfg), OmegaConf.to_object(cfg.search)
         except ConfigError as exc:
             raise ViewError(f"{recipe}: {exc}") from exc
-        task, search = build_task(cfg), OmegaConf.to_object(cfg.search)
         model = model or cfg.policy.model
     forest = read_trees(path)
     decode = None
