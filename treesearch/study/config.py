@@ -37,14 +37,19 @@ from policies.distill import validate as check_distill
 from policies.pretrain import PretrainConfig
 from policies.rl import RLConfig
 from policies.rl import validate as check_rl_config
+from policies.tokenization import build_char_tokenizer
+from policies.zoo import MODELS, resolve
 from treesearch.config import build_task, check_model, check_prompts
 from treesearch.distributed import DistributedConfig
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
+from treesearch.search.context import ContextError
+from treesearch.search.context import check_context as fits_context
 from treesearch.search.harvest import HarvestConfig
 from treesearch.tasks import TaskOptions, get_task
 from treesearch.tasks.base import HELD_OUT_SPLITS
 from treesearch.utils import knobs
+from treesearch.utils.checkpoints import load_tokenizer, max_positions
 from treesearch.utils.knobs import REWARDS, RL_METHODS, ZERO_SUCCESS
 from treesearch.utils.recipes import (
     ConfigError,
@@ -472,3 +477,55 @@ def _check_prior_models(cfg, task, need) -> None:
             need(task.writes_traces, f"priors.{i}.pretrain",
                  f"prior {p.name!r} is pretrained on task {cfg.task!r}, which has no solver "
                  "(no solution traces to pretrain on); give a model instead")
+
+
+def searched_problems(cfg, task) -> list:
+    """Every problem of the study's own task a prior is put before: the training problems
+    of each seed (searched, or sampled by the on-policy optimizers) and the held-out ones."""
+    seeds = sorted({s for p in cfg.priors for s in seeds_of(cfg, p)})
+    problems = list(task.problems(cfg.eval.split, cfg.eval.problems, seed=0))
+    for seed in seeds:
+        problems += task.problems("train", cfg.train_problems, seed=seed)
+    return problems
+
+
+def prior_context(cfg, index: int):
+    """(tokenizer, positions, key, model) of prior ``index``, read without loading it: a
+    model's from its files, a pretrained prior's the character tokenizer and the
+    ``max_positions`` it is pretrained with (its own, else its reference's, else
+    ``PretrainConfig``'s); None for a zoo model still to be converted."""
+    spec = cfg.priors[index]
+    if spec.model:
+        if spec.model in MODELS and MODELS[spec.model].build is not None:
+            return None
+        path = str(resolve(spec.model))
+        return load_tokenizer(path), max_positions(path), f"priors.{index}.model", spec.model
+    key = f"priors.{index}.pretrain.max_positions"
+    positions = spec.pretrain.get("max_positions")
+    names = [p.name for p in cfg.priors]
+    if positions is None and spec.reference in names:
+        ref = prior_context(cfg, names.index(spec.reference))
+        positions = ref[1] if ref is not None else None
+    if positions is None:
+        positions = PretrainConfig.max_positions
+    return build_char_tokenizer(), positions, key, spec.name
+
+
+def check_context(cfg) -> None:
+    """Refuse a study whose searches and rollouts cannot fit a prior's context: the
+    longest prompt of ``searched_problems`` plus ``search.max_depth x
+    search.max_step_tokens`` against each prior's positions
+    (``treesearch.search.context``), a ConfigError naming those keys and the prior's,
+    before any model work."""
+    task, problems = build_task(cfg), None
+    for index in range(len(cfg.priors)):
+        context = prior_context(cfg, index)
+        if context is None:
+            continue
+        tokenizer, positions, key, model = context
+        problems = searched_problems(cfg, task) if problems is None else problems
+        try:
+            fits_context(tokenizer, positions, task, problems, cfg.search.max_depth,
+                         cfg.search.max_step_tokens, model=model, model_key=key)
+        except ContextError as exc:
+            raise ConfigError(str(exc)) from None

@@ -61,7 +61,13 @@ from treesearch.config import ConfigError
 from treesearch.distributed import DistributedError, cluster
 from treesearch.stages.train import from_trees
 from treesearch.study.cells import Cells
-from treesearch.study.config import base_optimizer, load_study_config, optimizers_of, seeds_of
+from treesearch.study.config import (
+    base_optimizer,
+    check_context,
+    load_study_config,
+    optimizers_of,
+    seeds_of,
+)
 from treesearch.study.report import write_report
 from treesearch.study.training import CellTraining
 from treesearch.tasks import get_task
@@ -263,6 +269,7 @@ def main(argv=None) -> int:
                 parser.error("--resume takes no config or overrides: the run's config.yaml rules")
             run = RunDir.open(args.resume)
             cfg = load_study_config(run.path / "config.yaml")
+            check_context(cfg)  # every search fits its prior's context
         else:
             if args.quick and args.config:
                 parser.error("give --quick or --config, not both")
@@ -271,6 +278,7 @@ def main(argv=None) -> int:
                 parser.error("give --quick (the CPU grid) or --config FILE (e.g. "
                              "configs/study.yaml)")
             cfg = load_study_config(config, args.overrides)
+            check_context(cfg)  # every search fits its prior's context, before a run directory
             cfg.out = cfg.out or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}"
             run = RunDir.create(cfg.out, OmegaConf.to_yaml(cfg))
     except (ConfigError, RunError) as exc:
