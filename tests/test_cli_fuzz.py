@@ -506,3 +506,70 @@ def test_pretrain_refuses_random_bad_input(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain, "pretrain", _tripwire)
     cases = pretrain_cases(random.Random(SEED + 4), tmp_path)
     fuzz_cli(pretrain.main, cases, capsys, tmp_path, monkeypatch)
+
+
+# ------------------------------------------------------------------------- what it found
+
+@pytest.mark.parametrize("argv,expected", [
+    (["rounds=${nope}"], "cannot resolve it (Interpolation key 'nope' not found)"),
+    (["distributed.address=${oc.env:NOPE_ZZ}"], "config key 'distributed.address' in"),
+    (["distributed.num_gpus=1e999"], "config key 'distributed.num_gpus' = inf: must be a finite"),
+    (["policy.temperature=nan"], "config key 'policy.temperature' = nan: must be a finite"),
+    (["progress=2"], "bad value for config key 'progress' (command-line override 'progress=2')"
+                     ": 2 is not true or false"),
+    (["x..y=1"], "override 'x..y=1': 'x..y' is not a dotted config key"),
+    (["--config"], "argument --config: expected one argument"),
+    (["--resume", "somewhere", "rounds=2"], "--resume takes no config or overrides"),
+])
+def test_selfplay_refusals_the_fuzz_found(capsys, tmp_path, monkeypatch, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    rc, err = outcome(selfplay.main, argv, capsys)
+    assert refused(rc, err) is None and expected in err, err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("42\n", "is not a mapping of config keys"),
+    ("- 1\n- 2\n", "is not a mapping of config keys (it holds a list)"),
+    ("progress: 3\n", "bad value for config key 'progress'"),
+    ("search:\n  merge: 0\n", "bad value for config key 'search.merge'"),
+    ("task: ${nope}\n", "bad value for config key 'task'"),
+])
+def test_config_files_the_fuzz_found(capsys, tmp_path, text, expected):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    rc, err = outcome(selfplay.main, ["--config", str(path), f"out={tmp_path / 'run'}"], capsys)
+    assert refused(rc, err) is None and expected in err, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--temperature", "nan"], "--temperature: must be a finite number > 0"),
+    (["--temperature", "0"], "--temperature: must be a finite number > 0"),
+    (["--value", "head:/no/such/dir"], "--value / --process / --outcome / --judge:"),
+    (["--outcome", "head"], "--value / --process / --outcome / --judge: critics.outcome: "
+                            "implementation 'head' needs a model"),
+    (["--value", "checker"], "--value / --process / --outcome / --judge: Checker: there is no "
+                             "label-free value checker"),
+    (["--budgets", "-5"], "--budgets: decode: budget -5"),
+])
+def test_decode_refusals_before_any_model_the_fuzz_found(capsys, tmp_path, monkeypatch, argv,
+                                                        expected):
+    monkeypatch.setattr(decode, "build_policy", _tripwire)
+    rc, err = outcome(decode.main, ["--problems", "2", "--strategies", "greedy", *argv,
+                                    "--out", str(tmp_path / "d")], capsys)
+    assert refused(rc, err) is None and err.startswith(f"error: {expected}"), err
+
+
+def test_view_names_a_recipe_whose_task_cannot_be_built(capsys, tmp_path, inputs):
+    for argv in ([str(inputs / "run_bad_task")],
+                 [str(inputs / "trees.jsonl"), "--config", str(inputs / "bad_task.yaml")]):
+        rc, err = outcome(view.main, argv, capsys)
+        assert refused(rc, err) is None and "unknown task 'nope'" in err, err
+
+
+def test_pretrain_refuses_an_endless_time_budget(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain, "pretrain", _tripwire)
+    rc, err = outcome(pretrain.main, ["--time-budget-s", "inf", "--out", str(tmp_path / "p")],
+                      capsys)
+    assert refused(rc, err) is None and "--time-budget-s" in err, err

@@ -1,8 +1,9 @@
 """reasoning-gym datasets by name (``rg:<dataset>``): the conformance kit on several of them,
 each dataset's own answer checks as correct and a wrong one as wrong, config keys as
 task_args (unknown ones refused by name), the label audit that catches reasoning-gym
-0.1.25's left-to-right ``basic_arithmetic`` labels, and pretraining's refusal of a dataset
-without a solver."""
+0.1.25's left-to-right ``basic_arithmetic`` labels, pretraining's refusal of a dataset
+without a solver, and every dataset reasoning-gym lists either passing the kit or refused
+by name with the reason (``treesearch.tasks.rg_support``)."""
 
 import random
 import warnings
@@ -10,6 +11,8 @@ import warnings
 import pytest
 
 from treesearch.tasks import RGTask, TaskArgsError, TaskOptions, get_task
+from treesearch.tasks.rg import dataset_names
+from treesearch.tasks.rg_support import LABEL_FIELDS, REFUSED
 from treesearch.tasks.testing import TaskCheckError, check_task
 
 # (dataset, task_args): with a solver (traces, label audit) and without
@@ -168,3 +171,70 @@ def test_a_flawed_trace_never_divides_by_zero():
         steps, answer = solve_expression("6 / (3 - 2)", random.Random(seed), flawed=True)
         assert answer != "6" and len(steps) == 2
     assert solve_expression("6 / (3 - 2)", random.Random(0)) == (["3-2=1", "6/1=6"], "6")
+
+
+# ---- every dataset reasoning-gym lists: served (passes the kit) or refused by name ----
+
+# served datasets whose problems take reasoning-gym minutes to make (puzzles solved by
+# search): the kit runs on them too, with fewer problems
+SLOW = {"futoshiki", "knight_swap", "puzzle24", "rubiks_cube", "sudoku", "rearc",
+        "game_of_life", "polynomial_equations"}
+SERVED = sorted(set(dataset_names()) - set(REFUSED))
+
+
+@pytest.mark.parametrize("dataset", sorted(REFUSED))
+def test_a_dataset_that_fails_the_kit_is_refused_by_name_with_the_reason(dataset):
+    with pytest.raises(ValueError) as info:
+        get_task(f"rg:{dataset}")
+    assert str(info.value) == f"task 'rg:{dataset}' is refused: {REFUSED[dataset]}"
+
+
+def test_a_refused_dataset_is_refused_by_the_recipe_key():
+    pytest.importorskip("torch")
+    from treesearch.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="config key 'task' = 'rg:propositional_logic': task "
+                                          "'rg:propositional_logic' is refused: reasoning-gym "
+                                          "gives no answer"):
+        load_config(None, ["task=rg:propositional_logic"])
+
+
+def test_the_table_names_datasets_reasoning_gym_has():
+    assert set(REFUSED) <= set(dataset_names()) and set(LABEL_FIELDS) <= set(SERVED)
+    assert len(SERVED) + len(REFUSED) == len(dataset_names()) == 106
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", SERVED)
+def test_every_served_dataset_passes_the_kit(dataset):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        task = get_task(f"rg:{dataset}")
+        report = check_task(task, n=3 if dataset in SLOW else 8)
+    assert report.ok, str(report)
+
+
+def test_a_dataset_without_an_answer_takes_its_example_of_one_as_the_label():
+    """graph_color gives no answer but a colouring that works: that is the label, and its
+    scorer still judges any colouring (another valid one is right too)."""
+    import json
+
+    task = get_task("rg:graph_color")
+    problem = task.problems("train", 1, seed=0)[0]
+    colouring = json.loads(problem.label)
+    assert task.check(problem, problem.label)
+    clash = dict(colouring)
+    edges = task.entry(problem)["metadata"]["puzzle"]["edges"]
+    a, b = edges[0]
+    clash[str(a)] = clash[str(b)]  # two neighbours in one colour
+    assert not task.check(problem, json.dumps(clash))
+    fresh = get_task("rg:graph_color")  # the label regenerates from the source
+    assert fresh.check(problem, problem.label)
+
+
+def test_entries_without_a_label_are_left_out():
+    """A few of ab's programs rewrite to nothing (answer ''): an empty label cannot be told
+    from no answer, so those problems are left out."""
+    task = get_task("rg:ab")
+    problems = [p for s in ("train", "val", "test") for p in task.problems(s, 100, seed=0)]
+    assert all(p.label.strip() for p in problems)

@@ -14,6 +14,10 @@
 - Prompt: the question, then the step delimiter; the answer is read per the prompt style
   (``options``: plain reads the ``A:`` line, chat and fewshot also ``\\boxed{}`` and "The
   answer is").
+- Served or refused: a dataset that fails the conformance kit is refused when it is
+  built, naming it and why (``rg_support.REFUSED``); a dataset that gives no answer but an
+  example of a correct one takes it as its label (``rg_support.LABEL_FIELDS``), and an
+  entry without a label (None or blank) is left out of the problems.
 - Traces: only for datasets with a solver (``rg_traces.SOLVERS``); elsewhere
   ``writes_traces`` is False and pretraining says so by name.
 - Label audit (datasets with a solver): a problem whose label the dataset's own scorer
@@ -30,6 +34,7 @@ checker regenerates it from ``source`` (seed, size, index), which is provenance 
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import warnings
 from typing import Any
@@ -37,6 +42,7 @@ from typing import Any
 from reasoning_gym.factory import DATASETS
 
 from .base import Problem, Task, check_fractions, split_of, stable_hash
+from .rg_support import LABEL_FIELDS, refusal
 from .rg_traces import SOLVERS
 
 MAX_BAD_LABELS = 0.05  # share of audited problems whose labels may be left out
@@ -82,6 +88,8 @@ class RGTask(Task):
         self.dataset = dataset
         self.name = f"rg:{dataset}"
         dataset_cls, config_cls = _registry(dataset)
+        if refusal(dataset):  # fails the conformance kit (rg_support.REFUSED)
+            raise ValueError(refusal(dataset))
         fields = {f.name for f in dataclasses.fields(config_cls)} - {"seed", "size"}
         for key in ("seed", "size"):
             if key in config:
@@ -131,7 +139,7 @@ class RGTask(Task):
         rg_seed = stable_hash(self.name, sorted(self.config.items()), "rg-seed", seed) % 2**31
         size = 50 * n + 1000
         dataset = self._dataset(rg_seed, size)
-        out, seen, audited, bad = [], set(), 0, []
+        out, seen, audited, bad, unlabelled = [], set(), 0, [], 0
         for idx in range(size):
             if len(out) == n:
                 break
@@ -143,6 +151,10 @@ class RGTask(Task):
             if key in seen or split_of(key, self.test_fraction, self.val_fraction) != split:
                 continue
             seen.add(key)
+            label = self.label_of(entry)
+            if label is None:  # nothing to check an answer against: left out
+                unlabelled += 1
+                continue
             if self.audit_labels and self.writes_traces:
                 audited += 1
                 why = self._label_bug(dataset, entry)
@@ -152,7 +164,7 @@ class RGTask(Task):
             problem = Problem(
                 id=f"{self.name}:{stable_hash('rg-content', key):016x}",
                 question=question.strip(), inputs={"question": question.strip()},
-                label=str(entry["answer"]), split=split,
+                label=label, split=split,
                 source={"generator": f"reasoning_gym.{self.dataset}", "seed": rg_seed,
                         "size": size, "index": idx})
             self._entries[problem.id] = entry
@@ -160,8 +172,21 @@ class RGTask(Task):
         self._report_labels(bad, audited)
         if len(out) < n:
             raise RuntimeError(f"{self.name}: found only {len(out)} distinct {split} problems in "
-                               f"{size} draws; widen the dataset's config (task_args)")
+                               f"{size} draws ({unlabelled} left out without a label); widen "
+                               "the dataset's config (task_args)")
         return out
+
+    def label_of(self, entry: dict) -> str | None:
+        """An entry's label: its answer, or for a dataset that gives none the example of a
+        correct answer its metadata holds (``rg_support.LABEL_FIELDS``; a mapping or list
+        as JSON); None when there is none or it is blank."""
+        field_name = LABEL_FIELDS.get(self.dataset)
+        value = entry["answer"]
+        if field_name is not None:
+            value = entry.get("metadata", {}).get(field_name)
+            value = json.dumps(value) if isinstance(value, (dict, list)) else value
+        text = None if value is None else str(value)
+        return text if text and text.strip() else None
 
     def content_key(self, entry: dict) -> str:
         """What a problem is, for its split and id: the expression or equation of the
@@ -212,7 +237,7 @@ class RGTask(Task):
             src = problem.source
             entry = self._dataset(src["seed"], src["size"])[src["index"]]
             if entry["question"].strip() != problem.question \
-                    or str(entry["answer"]) != problem.label:
+                    or self.label_of(entry) != problem.label:
                 raise ValueError(f"{self.name}: problem {problem.id!r} does not regenerate from "
                                  f"its source {dict(src)} (another reasoning-gym version?)")
             self._entries[problem.id] = entry
