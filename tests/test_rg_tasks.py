@@ -177,7 +177,7 @@ def test_a_flawed_trace_never_divides_by_zero():
 
 # served datasets whose problems take reasoning-gym minutes to make (puzzles solved by
 # search): the kit runs on them too, with fewer problems
-SLOW = {"futoshiki", "knight_swap", "puzzle24", "rubiks_cube", "sudoku", "rearc",
+SLOW = {"futoshiki", "knight_swap", "puzzle24", "sudoku", "rearc",
         "game_of_life", "polynomial_equations"}
 SERVED = sorted(set(dataset_names()) - set(REFUSED))
 

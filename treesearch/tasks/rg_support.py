@@ -17,10 +17,11 @@ and passes (``tests/test_rg_tasks.py`` holds both to it). The reasons:
 - composite: a mix of other datasets (build each as ``rg:<dataset>``).
 
 Served by a label-free scorer: a dataset that gives no answer but an example of a correct
-one in its metadata (``LABEL_FIELDS``: a colouring, a move sequence) takes that example as
+one in its metadata (``LABEL_FIELDS``: ``graph_color``'s colouring) takes that example as
 its label; its own scorer still judges any answer (another valid colouring is right too).
-``propositional_logic``, the one other dataset whose scorer judges answers without a
-label, fails the kit all the same: it gives full marks to an altered conclusion.
+``propositional_logic`` and ``rubiks_cube``, the other datasets whose scorers judge answers
+without a label (with an example of one in their metadata), fail the kit all the same:
+their scorers give full marks to an altered answer.
 Entries with a blank answer (a few of ``ab`` and ``base_conversion``) are left out of the
 problems: an empty label cannot be told from no answer.
 """
@@ -28,7 +29,7 @@ problems: an empty label cannot be told from no answer.
 from __future__ import annotations
 
 # the metadata field holding an example of a correct answer, for datasets whose answer is None
-LABEL_FIELDS = {"graph_color": "possible_answer", "rubiks_cube": "example_correct_answer"}
+LABEL_FIELDS = {"graph_color": "possible_answer"}
 
 _NO_LABEL = ("reasoning-gym gives no answer and no example of one (its scorer plays the "
              "answer out), so a label cannot be checked against itself")
@@ -67,6 +68,9 @@ REFUSED = {
     "power_function": _LENIENT.format("'331846407492' for '331846407491.0611'"),
     "quantum_lock": _LENIENT.format("'C → B → C → C → C → C → C1' for 'C → B → C → C → C → C → C'"),
     "ransom_note": _LEAK.format("'True', 'False'"),
+    "rubiks_cube": ("reasoning-gym gives no answer, and the scorer that plays any move "
+                    "sequence out gives full marks to an altered one ('... D U1' for "
+                    "'... D U'), so wrong answers would count as right"),
     "rush_hour": _NO_LABEL,
     "self_reference": _LEAK.format("small counts: '2', '4'"),
     "shortest_path": _LEAK.format("'infeasible', 'left', 'up'"),
