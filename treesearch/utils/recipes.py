@@ -158,11 +158,22 @@ def _renamed_overrides(overrides, renames: Mapping[str, Sequence[str]]) -> list[
 EXTENDS = "extends"  # a recipe's key naming the recipe it changes
 
 
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(path: str, mtime_ns: int, size: int):
+    """A YAML file as omegaconf reads it, parsed once per version of the file."""
+    return OmegaConf.load(path)
+
+
 def _read_yaml(path: Path, renames: Mapping | None):
     """One recipe file's YAML as a DictConfig (older spellings renamed); ConfigError when
     it is not a mapping of keys (a list, a number, an unreadable file)."""
     try:
-        data = OmegaConf.load(path)
+        data = copy.deepcopy(_parsed(str(path), *_stamp(path)))
     except OSError as exc:  # omegaconf's "Invalid loaded object type" for a scalar file
         raise ConfigError(f"config file {str(path)!r} is not a mapping of config keys "
                           f"({exc})") from None
