@@ -588,8 +588,8 @@ def print_table(metrics: dict) -> None:
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m policies.pretrain",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("task_args", nargs="*", metavar="task_args.KEY=VALUE",
                    help="the task's own arguments (a reasoning-gym dataset's config keys, a "
                         "factory's arguments), values read as YAML")

@@ -121,7 +121,7 @@ def resolve_settings(args) -> tuple[dict, SearchConfig]:
 
 def parse_args(argv):
     parser = ArgumentParser(prog="python -m treesearch.decode",
-                                     description=__doc__.splitlines()[0])
+                            description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None, help="a self-play recipe (file or shipped name)")
     parser.add_argument("--task", default=None,
                         help=f"default: the recipe's, else {FALLBACK['task']}")

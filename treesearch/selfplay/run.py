@@ -209,7 +209,7 @@ def _shard_worker(cfg, run_path: str) -> StageShards:
 
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="python -m treesearch.selfplay",
-                                     description=__doc__.splitlines()[0])
+                            description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None,
                         help="YAML recipe: a file, or a shipped recipe by name "
                         f"({', '.join(shipped_recipes())}; default: default)")

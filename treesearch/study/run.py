@@ -256,7 +256,7 @@ def _study_worker(cfg, run_path: str) -> Study:
 
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="python -m treesearch.study",
-                                     description=__doc__.splitlines()[0])
+                            description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="the small CPU grid (configs/study_quick.yaml)")
     parser.add_argument("--config", default=None, help="YAML study recipe")
