@@ -1,0 +1,160 @@
+"""The README's figures for the embedded default, made by the README's own command.
+
+    python benchmarks/default_run.py                 # runs (or resumes) seeds 0, 1, 2, then tables
+    python benchmarks/default_run.py --no-run        # tables the finished runs only
+
+Seed 0 is exactly the quickstart's ``python -m treesearch.selfplay`` (the default seed is 0;
+only ``out=`` is added, which changes no computation); seeds 1 and 2 add ``seed=S``. Each
+run lives in ``RUNS/s<seed>`` (default ``runs/default``) and is resumed with ``--resume``
+when it exists unfinished, so the script can be killed and started again. Before tabling,
+each run's saved config is checked against the embedded default: a run made with any other
+knob is refused by name.
+
+``benchmarks/results/default_run.json`` holds, per eval metric (greedy, pass@1 .. pass@8,
+mcts, mcts_tokens) and per round: the quickstart run's value (``quickstart``, seed 0), every
+seed's (``seeds``), and their mean and standard error (``mean``, ``se``; ddof 1, n = 3).
+``tests/test_default_figures.py`` holds the README's quickstart sentence equal to this file;
+``--sentence`` prints that sentence as the README should say it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from treesearch.config import load_config  # noqa: E402
+from treesearch.utils.runs import write_json  # noqa: E402
+
+METRICS = ("greedy", "pass@1", "pass@2", "pass@4", "pass@8", "mcts", "mcts_tokens")
+COMMAND = "python -m treesearch.selfplay"
+# keys a default run may differ in: where it is written, and the seed of seeds 1 and 2
+FREE_KEYS = {"out", "seed"}
+
+
+def command(seed: int, run: Path) -> list[str]:
+    """The self-play command of one seed: the quickstart's, plus ``out=`` (and ``seed=``)."""
+    extra = [] if seed == 0 else [f"seed={seed}"]
+    return [sys.executable, "-m", "treesearch.selfplay", *extra, f"out={run}"]
+
+
+def finished(run: Path, rounds: int) -> bool:
+    """Whether ``run`` logged an eval row for every round 0..rounds."""
+    return len(eval_rows(run)) == rounds + 1 if (run / "metrics.jsonl").is_file() else False
+
+
+def ensure_run(seed: int, run: Path, rounds: int) -> None:
+    """Run seed ``seed`` into ``run``, or resume it there; a CalledProcessError on failure."""
+    if finished(run, rounds):
+        return
+    argv = ([sys.executable, "-m", "treesearch.selfplay", "--resume", str(run)]
+            if (run / "config.yaml").is_file() else command(seed, run))
+    print("+", " ".join(argv[1:]), flush=True)
+    subprocess.run(argv, check=True, cwd=ROOT)
+
+
+def check_default(run: Path, seed: int) -> None:
+    """A ValueError naming every key in which ``run``'s saved config departs from the
+    embedded default (apart from ``out`` and ``seed``), or a seed that is not ``seed``."""
+    saved = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
+    default = OmegaConf.to_container(load_config(), resolve=True)
+
+    def leaves(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    got, want = dict(leaves(saved)), dict(leaves(default))
+    differ = sorted(k for k in set(got) | set(want)
+                    if k not in FREE_KEYS and got.get(k, "<missing>") != want.get(k, "<missing>"))
+    if differ:
+        raise ValueError(f"{run}: not the embedded default; differs in {', '.join(differ)}")
+    if got.get("seed") != seed:
+        raise ValueError(f"{run}: seed {got.get('seed')}, expected {seed}")
+
+
+def eval_rows(run: Path) -> list[dict]:
+    """The eval rows of ``run``'s metrics.jsonl, by round."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+            if line.strip()]
+    return sorted((r for r in rows if r.get("stage") == "eval"), key=lambda r: r["round"])
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (ddof 1; 0.0 for one value)."""
+    n = len(values)
+    m = sum(values) / n
+    if n < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n)
+
+
+def table(runs: dict[int, Path]) -> dict:
+    """The figures file's content over ``runs`` ({seed: run directory}), seed 0 first."""
+    per_seed = {s: eval_rows(run) for s, run in runs.items()}
+    rounds = {len(rows) for rows in per_seed.values()}
+    if len(rounds) != 1:
+        raise ValueError(f"runs of unequal length: {sorted(rounds)} eval rounds")
+    out = {"command": COMMAND, "seeds": sorted(runs), "rounds": rounds.pop() - 1,
+           "runs": {f"s{s}": run.name for s, run in sorted(runs.items())},
+           "quickstart": {}, "per_seed": {}, "mean": {}, "se": {}}
+    for key in METRICS:
+        series = {s: [round(float(r[key]), 4) for r in rows] for s, rows in per_seed.items()}
+        out["quickstart"][key] = series[min(series)]
+        out["per_seed"][key] = {f"s{s}": v for s, v in sorted(series.items())}
+        stats = [mean_se([series[s][i] for s in sorted(series)]) for i in range(out["rounds"] + 1)]
+        out["mean"][key] = [round(m, 4) for m, _ in stats]
+        out["se"][key] = [round(e, 4) for _, e in stats]
+    return out
+
+
+def sentence(fig: dict) -> str:
+    """The README's quickstart figures, as the README says them (tests hold it to this)."""
+    q, m, e = fig["quickstart"], fig["mean"], fig["se"]
+    arrow = lambda xs, nd: " -> ".join(f"{x:.{nd}f}" for x in xs)  # noqa: E731
+    n = len(fig["seeds"])
+    return (f"greedy accuracy on 600 test problems goes {arrow(q['greedy'], 3)} over four rounds "
+            f"and pass@8 {arrow([q['pass@8'][0], q['pass@8'][-1]], 2)}; over {n} seeds the last "
+            f"round's greedy is {m['greedy'][-1]:.3f} ± {e['greedy'][-1]:.3f} (from "
+            f"{m['greedy'][0]:.3f}) and pass@8 {m['pass@8'][-1]:.2f} ± {e['pass@8'][-1]:.2f} "
+            f"(from {m['pass@8'][0]:.2f})")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "default")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/default_run.json")
+    parser.add_argument("--no-run", action="store_true", help="table finished runs only")
+    parser.add_argument("--sentence", action="store_true", help="print the README sentence")
+    args = parser.parse_args(argv)
+    if 0 not in args.seeds:
+        parser.error("--seeds must include 0 (the quickstart's own run)")
+    rounds = load_config().rounds
+    runs = {s: args.runs / f"s{s}" for s in args.seeds}
+    for s, run in runs.items():
+        if not args.no_run:
+            ensure_run(s, run, rounds)
+        if not finished(run, rounds):
+            parser.error(f"{run}: unfinished (run without --no-run to finish it)")
+        check_default(run, s)
+    fig = table(runs)
+    write_json(args.json, fig)
+    print(f"wrote {args.json.relative_to(ROOT) if args.json.is_relative_to(ROOT) else args.json}")
+    if args.sentence:
+        print(sentence(fig))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
