@@ -68,6 +68,7 @@ from treesearch.study.training import CellTraining
 from treesearch.tasks import get_task
 from treesearch.tasks.base import stable_hash
 from treesearch.utils.recipes import instantiate
+from treesearch.utils.heal import sweep
 from treesearch.utils.runs import RunDir, RunError, portable_path, read_json, write_json
 
 __all__ = ["Study", "main"]
@@ -263,6 +264,8 @@ def main(argv=None) -> int:
                 parser.error("--resume takes no config or overrides: the run's config.yaml rules")
             run = RunDir.open(args.resume)
             cfg = load_study_config(run.path / "config.yaml")
+            for line in sweep(run.path):  # what killed atomic writes left behind
+                print(f"resume: {line}", file=sys.stderr)
         else:
             if args.quick and args.config:
                 parser.error("give --quick or --config, not both")
