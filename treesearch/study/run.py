@@ -67,8 +67,8 @@ from treesearch.study.report import write_report
 from treesearch.study.training import CellTraining
 from treesearch.tasks import get_task
 from treesearch.tasks.base import stable_hash
-from treesearch.utils.recipes import instantiate
 from treesearch.utils.heal import sweep
+from treesearch.utils.recipes import instantiate
 from treesearch.utils.runs import RunDir, RunError, portable_path, read_json, write_json
 
 __all__ = ["Study", "main"]
