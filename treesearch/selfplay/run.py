@@ -45,6 +45,7 @@ from treesearch.selfplay.shards import (
     merge_search,
 )
 from treesearch.stages.critics import refit_critics
+from treesearch.tasks.registry import code_path
 from treesearch.stages.evaluate import diversity
 from treesearch.stages.harvest import harvest, prior_examples, unit_mean_weight
 from treesearch.stages.train import OPTIMIZERS, TrainData, distill_row
@@ -299,7 +300,8 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:  # the cluster first: an unreachable one leaves no run directory behind
-        with cluster(cfg.distributed) as pool:
+        code = code_path(cfg.task)  # a module:factory task: the workers import it too
+        with cluster(cfg.distributed, code_paths=[code] if code else []) as pool:
             if run is None:
                 cfg.out = cfg.out or f"runs/selfplay-{time.strftime('%Y%m%d-%H%M%S')}"
                 run = RunDir.create(cfg.out, OmegaConf.to_yaml(cfg))
