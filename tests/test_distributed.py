@@ -468,3 +468,92 @@ def test_the_gpu_cluster_recipe_loads():
     assert (d.backend, d.address, d.num_gpus, d.workers) == ("ray", "auto", 1.0, 7)
     assert d.shard_problems >= 1 and d.retries >= 1
     assert cfg.policy.backend == "vllm" and cfg.policy.device == "cuda"
+
+
+# -- a user's own task on the workers, niceness ------------------------------------------
+USER_TASK = '''
+"""A user's task: countdown3 under another factory, in a directory outside the package.
+Each process that builds it leaves a file named by its pid beside this module."""
+import os
+from pathlib import Path
+
+from treesearch.tasks import get_task
+
+
+def make_task(**kwargs):
+    (Path(__file__).parent / f"built-by-{os.getpid()}").touch()
+    return get_task("countdown3", **kwargs)
+'''
+# the driver imports the user's module from a directory put on its sys.path in code (as a
+# notebook or a wrapper script would): neither PYTHONPATH nor the working directory, which
+# Ray hands its workers by itself, holds it
+DRIVER = "import sys; sys.path.insert(0, sys.argv[1]); from treesearch.selfplay import main; " \
+         "sys.exit(main(sys.argv[2:]))"
+
+
+@pytest.mark.slow
+def test_a_user_task_by_module_factory_runs_on_two_workers(tmp_path):
+    """``task=user_task:make_task`` from a temporary directory outside the package, on a
+    2-worker local cluster: the workers import the module themselves (its directory on
+    their sys.path) and the run writes the local backend's metrics."""
+    require_module("ray", HINT)
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "user_task.py").write_text(USER_TASK)
+    assert not str(user).startswith(str(ROOT))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    rows = {}
+    for backend in ("local", "ray"):
+        run = tmp_path / backend
+        proc = subprocess.run([sys.executable, "-c", DRIVER, str(user), *SMALL,
+                               "task=user_task:make_task", "distributed.shard_problems=3",
+                               f"distributed.backend={backend}", "distributed.workers=2",
+                               f"out={run}"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        rows[backend] = {stage: _rows(run, stage) for stage in ("search", "eval")}
+        if backend == "local":
+            local_builders = set(user.glob("built-by-*"))
+    assert rows["ray"] == rows["local"] and len(rows["ray"]["eval"]) == 2
+    workers = set(user.glob("built-by-*")) - local_builders
+    assert len(workers) >= 3, workers  # the ray driver and both workers built the task
+
+
+def test_workers_run_at_the_configured_niceness(pool):
+    """Ray starts workers at niceness 15; each sets every thread of its process to
+    ``distributed.niceness`` (0 by default) as it starts."""
+    import psutil
+
+    from treesearch.distributed import WorkerPool
+
+    assert DistributedConfig().niceness == 0
+    for p in pool.pids:
+        assert psutil.Process(p).nice() == 0
+    threads = pool.ray.get(pool.actors[0].niceness.remote())
+    assert len(threads) > 1 and set(threads) == {0}, threads
+    nice = WorkerPool(DistributedConfig(backend="ray", workers=1, num_cpus=0, niceness=7),
+                      place_timeout=30)  # no CPU left: the pool holds both
+    try:
+        assert psutil.Process(nice.pids[0]).nice() == 7
+        assert set(pool.ray.get(nice.actors[0].niceness.remote())) == {7}
+    finally:
+        nice.close()
+
+
+@pytest.mark.parametrize("value", ["20", "-1", "1.5"])
+def test_bad_niceness_names_the_key(value):
+    with pytest.raises(ConfigError, match=r"distributed\.niceness"):
+        load_config(None, [f"distributed.niceness={value}"])
+
+
+def test_a_worker_that_may_not_lower_its_niceness_says_so_naming_the_key(monkeypatch):
+    """Without root or CAP_SYS_NICE a worker at 15 cannot go back to 0: it runs on at 15
+    and says why, naming distributed.niceness (the driver prints it as a warning)."""
+    from treesearch.distributed import set_niceness
+
+    def refuse(which, who, value):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "setpriority", refuse)
+    why = set_niceness(0)
+    assert why.startswith("distributed.niceness = 0: Ray worker ") and "CAP_SYS_NICE" in why

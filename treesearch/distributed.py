@@ -9,9 +9,17 @@
       num_gpus: 0           # per worker
       shard_problems: 0     # problems per shard; 0: one shard holding every problem
       retries: 3            # a worker that dies is restarted and its item re-run, this often
+      niceness: 0           # every worker's niceness (0-19); Ray's own default is 15
 
 One dataclass (``DistributedConfig``) for every app; ``check`` refuses bad values naming
-the key. ``cluster(cfg)`` connects (or starts a loopback-only local cluster with the
+the key. Ray starts its workers at niceness 15, so beside a job at niceness 0 they starve;
+each worker sets itself (every thread) to ``niceness`` as it starts, 0 by default, and the
+driver warns, naming the key, when a worker may not lower its niceness (that takes root or
+CAP_SYS_NICE). ``cluster(cfg, code_paths=[dir])`` puts directories on every worker's
+``sys.path`` before its state is built: where the user's own code (a ``module:factory``
+task) lives, importable in the driver but not necessarily in a worker.
+
+``cluster(cfg)`` connects (or starts a loopback-only local cluster with the
 dashboard off) and yields a ``WorkerPool``, or None for the local backend; the cluster it
 started is shut down on exit. ``WorkerPool.map`` runs work items on the actors, each item
 a picklable object (a tuple, or a frozen dataclass such as self-play's ``WorkItem``) handed
@@ -77,6 +85,7 @@ class DistributedConfig:
     num_gpus: float = 0.0
     shard_problems: int = 0
     retries: int = 3
+    niceness: int = 0  # every worker's niceness; Ray would start them at 15
 
 
 def check(cfg, key: str = "distributed", cells: bool = False) -> None:
@@ -91,6 +100,10 @@ def check(cfg, key: str = "distributed", cells: bool = False) -> None:
     need(cfg.num_gpus >= 0, "num_gpus", "must be >= 0 (GPUs per worker)")
     need(cfg.shard_problems >= 0, "shard_problems", "must be >= 0 (0: one shard)")
     need(cfg.retries >= 0, "retries", "must be >= 0 (restarts of a worker that died)")
+    need(isinstance(cfg.niceness, int) and not isinstance(cfg.niceness, bool)
+         and 0 <= cfg.niceness <= 19, "niceness",
+         "must be an integer in [0, 19] (0: the priority of a plain job; Ray's default 15 "
+         "lets the workers starve beside one)")
     if cfg.address:
         need(cfg.address == "auto" or _host_port(cfg.address) is not None, "address",
              "must be empty (start a local cluster), 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
@@ -195,11 +208,12 @@ def _handshake(grpc, channel, timeout: float) -> None:
 
 @contextmanager
 def cluster(cfg, connect_timeout: float = CONNECT_TIMEOUT_S,
-            place_timeout: float = PLACE_TIMEOUT_S):
+            place_timeout: float = PLACE_TIMEOUT_S, code_paths=()):
     """Yield None for the local backend; for ray, a ``WorkerPool`` of ``cfg.workers``
-    actors (not yet set up). An empty address starts a local cluster bound to 127.0.0.1
-    with the dashboard off, sized for the workers, and stops it on exit; otherwise the
-    cluster at the address is joined (and left running)."""
+    actors (not yet set up) at niceness ``cfg.niceness``, ``code_paths`` on their
+    ``sys.path``. An empty address starts a local cluster bound to 127.0.0.1 with the
+    dashboard off, sized for the workers, and stops it on exit; otherwise the cluster at
+    the address is joined (and left running)."""
     if cfg.backend == "local":
         yield None
         return
@@ -227,7 +241,7 @@ def cluster(cfg, connect_timeout: float = CONNECT_TIMEOUT_S,
         raise DistributedError(f"{what} ({type(exc).__name__}: {exc})") from None
     reaper = _reaper(ray) if not cfg.address else None
     try:
-        pool = WorkerPool(cfg, place_timeout)
+        pool = WorkerPool(cfg, place_timeout, code_paths)
         try:
             yield pool
         finally:
@@ -293,16 +307,48 @@ def _loopback_only(ray):
             os.environ[_LOCAL_ONLY_ENV] = old_env
 
 
+def set_niceness(value: int) -> str | None:
+    """Every thread of this process to niceness ``value`` (on Linux niceness is per
+    thread; threads started later inherit it). None when done, else why not, naming the
+    ``distributed.niceness`` key (lowering niceness needs root or CAP_SYS_NICE)."""
+    tasks = "/proc/self/task"
+    threads = [int(t) for t in os.listdir(tasks)] if os.path.isdir(tasks) else [0]
+    for tid in threads:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, value)
+        except ProcessLookupError:  # a thread that has ended
+            continue
+        except PermissionError as exc:
+            now = os.getpriority(os.PRIO_PROCESS, 0)
+            return (f"distributed.niceness = {value}: Ray worker {os.getpid()} may not lower "
+                    f"its niceness from {now} ({exc}; it takes root or CAP_SYS_NICE), so it "
+                    f"runs at {now} and may starve beside jobs at niceness {value}; set "
+                    f"distributed.niceness={now} to accept that")
+    return None
+
+
 class _Worker:
     """A Ray actor holding one state object, built on first use from the pool's spec
     ``(key, factory, args)``, which travels with every call: an actor Ray restarted after
-    its process died rebuilds the state by itself before it re-runs the item it lost."""
+    its process died rebuilds the state by itself before it re-runs the item it lost. As
+    it starts (and restarts) it sets its niceness and puts ``code_paths`` on sys.path."""
 
-    def __init__(self):
+    def __init__(self, niceness: int = 0, code_paths=()):
         self.key, self.state = None, None
+        self.nice_warning = set_niceness(niceness)
+        have = {os.path.realpath(p) for p in sys.path if p}
+        for path in reversed(code_paths):
+            if os.path.realpath(path) not in have:
+                sys.path.insert(0, path)
 
-    def ready(self) -> int:
-        return os.getpid()
+    def ready(self) -> tuple[int, str | None]:
+        """(this worker's pid, why its niceness is not the configured one or None)."""
+        return os.getpid(), self.nice_warning
+
+    def niceness(self) -> list[int]:
+        """The niceness of each of this worker's threads (``/proc``; Linux)."""
+        tasks = "/proc/self/task"
+        return [os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir(tasks)]
 
     def _state(self, spec):
         key, factory, args = spec
@@ -324,16 +370,21 @@ class WorkerPool:
     ``cfg.retries`` times, and the item it was running is re-run on the restarted actor
     (Ray's ``max_restarts`` / ``max_task_retries``); an item that raises is not retried."""
 
-    def __init__(self, cfg, place_timeout: float = PLACE_TIMEOUT_S):
+    def __init__(self, cfg, place_timeout: float = PLACE_TIMEOUT_S, code_paths=()):
         import ray  # lazy: ray is optional (the ray extra), needed only for backend=ray
 
         self.ray, self.cfg, self.spec, self.pids = ray, cfg, None, []
         actor = ray.remote(_Worker).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
                                             max_restarts=cfg.retries,
                                             max_task_retries=cfg.retries)
-        self.actors = [actor.remote() for _ in range(cfg.workers)]
+        niceness = getattr(cfg, "niceness", 0)
+        self.actors = [actor.remote(niceness, [str(p) for p in code_paths])
+                       for _ in range(cfg.workers)]
         try:
-            self.pids = ray.get([a.ready.remote() for a in self.actors], timeout=place_timeout)
+            ready = ray.get([a.ready.remote() for a in self.actors], timeout=place_timeout)
+            self.pids = [pid for pid, _ in ready]
+            for warning in dict.fromkeys(w for _, w in ready if w):
+                print(f"warning: {warning}", file=sys.stderr)
         except ray.exceptions.GetTimeoutError:
             self.close()
             raise DistributedError(

@@ -4,6 +4,8 @@
     python -m treesearch.selfplay rounds=5 critics.process=none    # dotlist overrides
     python -m treesearch.selfplay --config configs/smollm2.yaml
     python -m treesearch.selfplay --resume runs/selfplay-20261126-221500
+    python -m treesearch.selfplay --resume RUN --redo 2/distill   # re-run it and what follows
+    python -m treesearch.selfplay --check RUN                     # exit 0: the run is healthy
 
 Round 0 evaluates the starting policy. Then every round:
 
@@ -35,13 +37,16 @@ metrics.jsonl, each round's trees (compressed JSONL), checkpoints, calibration p
 ``accuracy.png``, ``summary.md`` and ``report.html`` (``selfplay.report``). A killed run
 continues with ``--resume`` from the last finished stage; every stage seeds itself from
 (seed, round, stage) and reloads its inputs from disk, so a resumed run computes what an
-uninterrupted one would.
+uninterrupted one would. A resume first sweeps the temporaries of writes the kill cut
+short; ``--redo`` and ``--check`` are ``heal``'s.
 
 The modules: ``run`` holds the round loop, its explicit stage table (``SelfPlay.stages``)
 and resume; ``models`` the run's checkpoints (which policy and critics hold after a round,
 loaded on the configured backends); ``shards`` the search and eval stages' typed work
 items (``WorkItem``) and the object that runs them (``StageShards``); ``report`` the
-summary, plots and tree viewer written at the end. The stage bodies live in
+summary, plots and tree viewer written at the end; ``heal`` the stage table's outputs,
+``--redo`` (a stage and every later one run again from its inputs) and ``--check`` (a run's
+checkpoints, trees and metrics against its state). The stage bodies live in
 ``treesearch.stages`` (search, critics, harvest, train, evaluate), shared with the study.
 """
 

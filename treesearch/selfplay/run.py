@@ -5,7 +5,9 @@ starting policy, then every round runs the stage table (``SelfPlay.stages``: sea
 critics, distill, eval). Each finished stage is logged to metrics.jsonl and marked done
 in the run directory, so ``--resume`` continues after the last finished stage; every
 stage seeds itself from (seed, round, stage) and reloads its inputs from disk, so a
-resumed run computes what an uninterrupted one would.
+resumed run computes what an uninterrupted one would. ``main`` is the command line:
+a new run, ``--resume`` (after sweeping what killed writes left, and ``--redo``) or
+``--check`` (``heal``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from treesearch.config import (
 )
 from treesearch.distributed import DistributedError, cluster, shards
 from treesearch.engine.export import write_jsonl
-from treesearch.selfplay.models import RunModels
+from treesearch.selfplay import heal
+from treesearch.selfplay.models import CRITIC_KINDS, RunModels
 from treesearch.selfplay.report import write_run_report
 from treesearch.selfplay.shards import (
     StageShards,
@@ -42,10 +45,12 @@ from treesearch.selfplay.shards import (
     merge_search,
 )
 from treesearch.stages.critics import refit_critics
+from treesearch.tasks.registry import code_path
 from treesearch.stages.evaluate import diversity
 from treesearch.stages.harvest import harvest, prior_examples, unit_mean_weight
 from treesearch.stages.train import OPTIMIZERS, TrainData, distill_row
-from treesearch.utils.cli import ArgumentParser
+from treesearch.utils.cli import ArgumentParser, CLIError, blame
+from treesearch.utils.heal import sweep
 from treesearch.utils.recipes import shipped_recipes
 from treesearch.utils.runs import RunDir, RunError
 
@@ -174,15 +179,15 @@ class SelfPlay:
     def stages(self) -> dict[str, Callable[[int], dict]]:
         """The stage table: every round's stages in the order they run, each name (as the
         run directory marks it done and metrics.jsonl logs it) to its method, which takes
-        the round and returns the stage's metrics row."""
+        the round and returns the stage's metrics row (the names and order:
+        ``heal.STAGE_OUTPUTS``, with what each stage writes)."""
         return {"search": self.stage_search, "critics": self.stage_critics,
                 "distill": self.stage_distill, "eval": self.stage_eval}
 
     def run_all(self) -> list[dict]:
         """Every stage not yet marked done (round 0: eval only), logged to metrics.jsonl
         and marked done in turn; then the report over every round's eval row."""
-        stages = self.stages()
-        plan = [(0, "eval")] + [(r, st) for r in range(1, self.cfg.rounds + 1) for st in stages]
+        stages, plan = self.stages(), heal.plan(self.cfg.rounds)
         todo = [(r, st) for r, st in plan if not self.run.is_done(r, st)]
         bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="selfplay",
                    disable=not self.cfg.progress)
@@ -207,30 +212,97 @@ def _shard_worker(cfg, run_path: str) -> StageShards:
     return StageShards(SelfPlay(cfg, RunDir(Path(run_path))))
 
 
-def main(argv=None) -> int:
+def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m treesearch.selfplay",
                             description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None,
                         help="YAML recipe: a file, or a shipped recipe by name "
                         f"({', '.join(shipped_recipes())}; default: default)")
-    parser.add_argument("--resume", default=None, help="continue the run in this directory")
+    parser.add_argument("--resume", default=None, metavar="RUN",
+                        help="continue the run in this directory (what killed writes left "
+                        "there is swept first)")
+    parser.add_argument("--redo", default=None, metavar="ROUND/STAGE",
+                        help="with --resume: re-run this stage (e.g. 1/distill) and every "
+                        "later one from its inputs")
+    parser.add_argument("--check", default=None, metavar="RUN",
+                        help="verify the run's checkpoints, trees and metrics against its "
+                        "state; exit 0 when healthy, 1 with a line per problem")
     parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. rounds=5")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _open_run(args) -> tuple:
+    """(config, run directory or None for a new run) for the command line; CLIError for a
+    bad combination of flags, ConfigError / RunError for a bad config or directory. Changes
+    nothing on disk."""
+    if args.check and (args.resume or args.redo or args.config or args.overrides):
+        raise CLIError("--check", "takes the run directory alone (no --resume, --redo, "
+                       "--config or overrides)")
+    if args.redo and not args.resume:
+        raise CLIError("--redo", "needs --resume RUN (it re-runs a stage of that run)")
+    where = args.check or args.resume
+    if not where:
+        return load_config(args.config or "default", args.overrides), None
+    flag = "--check" if args.check else "--resume"
+    if args.overrides or args.config:
+        raise CLIError(flag, "takes no config or overrides: the run's config.yaml rules")
     try:
-        if args.resume:
-            if args.overrides or args.config:
-                parser.error("--resume takes no config or overrides: the run's config.yaml rules")
-            run = RunDir.open(args.resume)
-            cfg = load_config(run.path / "config.yaml")
-        else:
-            cfg = load_config(args.config or "default", args.overrides)
-            run = None
+        run = RunDir.open(where)
+    except RunError as exc:
+        if not (args.check and (Path(where) / "config.yaml").is_file()):
+            raise CLIError(flag, str(exc)) from None
+        run = RunDir(Path(where))  # a corrupt state.json: --check names it
+    return load_config(run.path / "config.yaml"), run
+
+
+def _check(cfg, run: RunDir) -> int:
+    """``--check``: the run's problems on stdout, one a line (exit 1), or ``ok`` (exit 0);
+    temporaries of interrupted writes are noted on stderr (not problems: a resume sweeps
+    them)."""
+    heads = [k for k in CRITIC_KINDS if getattr(cfg.critics, k) == "head"]
+    problems = heal.check(run, cfg.rounds, heads)
+    for note in heal.leftover_notes(run):
+        print(f"note: {note}", file=sys.stderr)
+    for line in problems:
+        print(line)
+    if problems:
+        return 1
+    print(f"ok: {run.path}: {len(run.done())} stages done; their checkpoints, trees and "
+          "metrics rows are in place")
+    return 0
+
+
+def _prepare(run: RunDir, rounds: int, redo: tuple[int, str] | None) -> None:
+    """Before a resume's work: sweep the leftovers of killed writes, then ``--redo`` the
+    stage ``redo`` (round, stage) and every later one."""
+    for line in sweep(run.path):
+        print(f"resume: {line}", file=sys.stderr)
+    if redo is not None:
+        for line in heal.redo(run, rounds, *redo):
+            print(f"redo {redo[0]}/{redo[1]}: {line}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg, run = _open_run(args)
+        if args.check:
+            return _check(cfg, run)
+        redo = None
+        if args.redo:
+            with blame("--redo"):
+                redo = heal.parse_stage(args.redo, cfg.rounds)
         check_context(cfg, build_task(cfg))  # the searches fit the model, before model work
+        if run is not None:
+            _prepare(run, cfg.rounds, redo)
+    except CLIError as exc:
+        return exc.exit()
     except (ConfigError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:  # the cluster first: an unreachable one leaves no run directory behind
-        with cluster(cfg.distributed) as pool:
+        code = code_path(cfg.task)  # a module:factory task: the workers import it too
+        with cluster(cfg.distributed, code_paths=[code] if code else []) as pool:
             if run is None:
                 cfg.out = cfg.out or f"runs/selfplay-{time.strftime('%Y%m%d-%H%M%S')}"
                 run = RunDir.create(cfg.out, OmegaConf.to_yaml(cfg))

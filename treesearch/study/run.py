@@ -73,6 +73,7 @@ from treesearch.study.training import CellTraining
 from treesearch.tasks import get_task
 from treesearch.tasks.base import stable_hash
 from treesearch.utils.cli import ArgumentParser
+from treesearch.utils.heal import sweep
 from treesearch.utils.recipes import instantiate
 from treesearch.utils.runs import RunDir, RunError, portable_path, read_json, write_json
 
@@ -270,6 +271,8 @@ def main(argv=None) -> int:
             run = RunDir.open(args.resume)
             cfg = load_study_config(run.path / "config.yaml")
             check_context(cfg)  # every search fits its prior's context
+            for line in sweep(run.path):  # what killed atomic writes left behind
+                print(f"resume: {line}", file=sys.stderr)
         else:
             if args.quick and args.config:
                 parser.error("give --quick or --config, not both")

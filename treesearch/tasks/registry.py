@@ -15,6 +15,9 @@ The name is tried in that order of forms:
    be importable: installed, or on ``PYTHONPATH``, or in the directory the command runs
    from).
 
+``code_path(name)`` is the directory a ``package.module:factory`` task is imported from:
+what another process (a Ray worker) needs on its ``sys.path`` to build the same task.
+
 A factory is any callable (a Task subclass itself will do) that returns a ``Task``; the
 keyword arguments (a recipe's ``task_args``) go to it, checked against its signature, so
 an unknown one is a ``TaskArgsError`` naming it, never silently dropped.
@@ -23,7 +26,9 @@ an unknown one is a ``TaskArgsError`` naming it, never silently dropped.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
+import os
 import re
 import warnings
 from functools import partial
@@ -122,6 +127,27 @@ def load_factory(spec: str) -> Callable[..., Task]:
     if not callable(obj):
         raise ValueError(f"task {spec!r}: {attr!r} is not callable (a task factory or class)")
     return obj
+
+
+def code_path(name: str) -> str | None:
+    """The directory the top-level module of a ``package.module:factory`` task is imported
+    from in this process (a package's parent directory); None for a built-in, reasoning-gym
+    or entry-point task, or a module that cannot be found."""
+    if (not isinstance(name, str) or ":" not in name or name in TASKS
+            or name.startswith(RG_PREFIX) or name in entry_points()):
+        return None
+    top = name.partition(":")[0].split(".")[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:  # a package: the directory holding it
+        return os.path.dirname(os.path.realpath(list(spec.submodule_search_locations)[0]))
+    if spec.origin and os.path.isfile(spec.origin):
+        return os.path.dirname(os.path.realpath(spec.origin))
+    return None
 
 
 def build(factory: Callable[..., Task], where: str, kwargs: dict) -> Task:

@@ -10,6 +10,13 @@ A crash or kill leaves either the old version or the new one, never half of one.
     with atomic_dir(out) as tmp:                                # a directory
         model.save_pretrained(tmp)
 
+A kill (SIGKILL, power loss) can still leave the temporaries behind, next to their
+targets: a file ``<name>.<8 random>.tmp`` (``TEMP_FILE``), a directory
+``.<name>.tmp-<8 random>`` (``TEMP_DIR``) and, killed between ``atomic_dir``'s two renames,
+``.<name>.old-<8 random>/<name>`` holding the previous version while ``<name>`` is gone
+(``ASIDE_DIR``). ``treesearch.utils.heal.sweep`` clears them (and puts such a previous
+version back) when a run resumes.
+
 Imports only the standard library: every layer may use it.
 """
 
@@ -17,10 +24,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
+
+
+# what a kill may leave behind (tempfile's random part: 8 of [a-z0-9_]); group "target":
+# the name of the file or directory being written
+TEMP_FILE = re.compile(r"^(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+TEMP_DIR = re.compile(r"^\.(?P<target>.+)\.tmp-[a-z0-9_]{8}$")
+ASIDE_DIR = re.compile(r"^\.(?P<target>.+)\.old-[a-z0-9_]{8}$")
+
+
+def _step(step: str, path: str) -> None:
+    """A seam for tests, called at each point a kill leaves something behind: "file" (the
+    temporary file written and fsynced, not yet renamed onto ``path``), "dir" (the
+    temporary directory filled, nothing renamed yet), "aside" (an existing ``path`` moved
+    aside, the new one not yet renamed in). Does nothing; tests replace it to pause there
+    and be killed (tests/test_heal.py)."""
 
 
 def umask() -> int:
@@ -44,6 +67,7 @@ def atomic_write(path, write: Callable, *, binary: bool = False) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        _step("file", path)
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
@@ -79,9 +103,11 @@ def atomic_dir(path) -> Iterator[Path]:
         os.chmod(tmp, 0o777 & ~umask())
         yield tmp
         _fsync_tree(tmp)
+        _step("dir", str(path))
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, old / path.name)
+            _step("aside", str(path))
         try:
             os.replace(tmp, path)
         except BaseException:

@@ -12,7 +12,9 @@ Every file is written atomically (temp file or directory in the same place, then
 ``os.replace``), so a kill leaves either the old or the new version, never half of one.
 ``--resume`` reopens the directory and skips the stages listed in state.json; a stage
 killed half-way is redone from its start (its seeds depend only on the run seed, the round
-and the stage, so the redo is the same computation).
+and the stage, so the redo is the same computation). What a kill leaves of an atomic write
+(temporary siblings) is swept on resume (``treesearch.utils.heal``); ``unmark`` and
+``drop_rows`` take stages back for a deliberate redo (``treesearch.selfplay.heal``).
 """
 
 from __future__ import annotations
@@ -97,6 +99,11 @@ class RunDir:
         done.append(f"{round_}/{stage}")
         write_json(self.path / "state.json", {"done": done})
 
+    def unmark(self, stages) -> None:
+        """Take the ``stages`` ("round/stage" strings) off the done list (a redo)."""
+        drop = set(stages)
+        write_json(self.path / "state.json", {"done": [s for s in self.done() if s not in drop]})
+
     # -- metrics ---------------------------------------------------------------------
     def metrics(self) -> list[dict]:
         rows = []
@@ -117,6 +124,16 @@ class RunDir:
         rows = [r for r in self.metrics()
                 if (r.get("round"), r.get("stage")) != (row.get("round"), row.get("stage"))]
         rows.append(row)
+        self._write_rows(rows)
+
+    def drop_rows(self, stages) -> None:
+        """Remove the metrics rows of the ``stages`` ("round/stage" strings); the others
+        stay as they were, in order."""
+        drop = set(stages)
+        self._write_rows([r for r in self.metrics()
+                          if f"{r.get('round')}/{r.get('stage')}" not in drop])
+
+    def _write_rows(self, rows: list[dict]) -> None:
         write_text(self.path / "metrics.jsonl",
                    "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
