@@ -291,6 +291,20 @@ def shard_rows(built, spec: dict, search, settings: dict, size: int, pool=None) 
     return rows
 
 
+def build_critics(args, settings: dict, search, task, problems, policy):
+    """The run's StepScorer from ``--value`` / ``--process`` / ``--outcome``; a PRM among
+    them must hold the longest state the search can write (``check_fits``)."""
+    critics = build_scorer({"value": args.value, "process": args.process,
+                            "outcome": args.outcome}, policy_tokenizer=policy.tokenizer,
+                           task=task, problems=problems, judge=settings["judge"],
+                           prm_format=settings["prm_format"])
+    for critic in critics.critics.values():
+        if hasattr(critic, "check_fits"):
+            critic.check_fits(problems, search.max_depth, search.max_step_tokens,
+                              getattr(policy, "max_positions", None))
+    return critics
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:  # every refusal is one line naming its flag (treesearch.utils.cli), before any decoding
@@ -323,15 +337,8 @@ def main(argv=None) -> int:
                     raise ValueError(f"the tokenizer of model {settings['model']!r} cannot write "
                                      f"task {task.name!r}'s prompts ({exc}), e.g. "
                                      f"{task.prompt(p)[:80]!r}") from None
-        with blame("--value / --process / --outcome / --judge / --prm-format"):
-            critics = build_scorer({"value": args.value, "process": args.process,
-                                    "outcome": args.outcome}, policy_tokenizer=policy.tokenizer,
-                                   task=task, problems=problems, judge=settings["judge"],
-                                   prm_format=settings["prm_format"])
-            for critic in critics.critics.values():  # a PRM must hold the longest state
-                if hasattr(critic, "check_fits"):
-                    critic.check_fits(problems, search.max_depth, search.max_step_tokens,
-                                      getattr(policy, "max_positions", None))
+        with blame("--value / --process / --outcome / --judge"):
+            critics = build_critics(args, settings, search, task, problems, policy)
         for strategy in args.strategies:  # refuse early: before any decoding
             flag = (f"--strategies {strategy}" if min(args.budgets) >= search.max_step_tokens
                     else "--budgets")
