@@ -33,7 +33,7 @@ from critics.compose import RewardWeights, StepScorer
 from critics.generative import GenerativeCritic
 from critics.head import HeadCritic
 from critics.prm import PRMCritic
-from critics.prm_formats import find_known
+from critics.prm_formats import find_known, known_prm
 from critics.verifier import RuleVerifier
 from policies.hf import HFPolicy, load_model
 from policies.zoo import resolve
@@ -182,7 +182,8 @@ def _build_prm(kind: str, model: str, *, policy_tokenizer, device: str, task, pr
         raise CriticError("critics.value: a PRM scores steps (process) or finished solutions "
                           "(outcome), not values; put prm: in the process or outcome slot")
     path = find_known(model) or resolve(model)
-    critic = PRMCritic(path, kind, prm_format=prm_format or None,
+    known = known_prm(model)  # a published PRM's name says its format
+    critic = PRMCritic(path, kind, prm_format=prm_format or (known.format if known else None),
                        policy_tokenizer=policy_tokenizer, device=device,
                        step_delimiter=task.step_delimiter if task is not None else "\n")
     if task is not None and problems is not None:
