@@ -16,7 +16,10 @@ asked True/False, or with ``judge="chat"`` asked Yes/No in its own chat template
 ``verifier`` (``critics.verifier.RuleVerifier``: labelled TRAINING problems only; needs
 ``task`` and ``problems``), ``checker`` (``critics.checker.Checker``: label-free step and
 answer checks from the problem's text; needs ``task`` and ``problems``, held-out ones
-included) and ``none``.
+included), ``prm`` (``critics.prm.PRMCritic``: a published process reward model, a local
+directory or a name of ``critics.prm_formats.KNOWN`` found in the Hugging Face cache, read
+in its own step format, ``prm_format`` or detected; process and outcome slots only) and
+``none``.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from critics.checker import Checker
 from critics.compose import RewardWeights, StepScorer
 from critics.generative import GenerativeCritic
 from critics.head import HeadCritic
+from critics.prm import PRMCritic
+from critics.prm_formats import find_known, known_prm
 from critics.verifier import RuleVerifier
 from policies.hf import HFPolicy, load_model
 from policies.zoo import MODELS, resolve
 from treesearch.utils.runs import RunError
 
-IMPLEMENTATIONS = ("head", "generative", "verifier", "checker", "none")
+IMPLEMENTATIONS = ("head", "generative", "verifier", "checker", "prm", "none")
 
 __all__ = ["IMPLEMENTATIONS", "build_critic", "build_critics", "build_learner", "build_policy",
            "build_scorer", "check_critic", "critic_slots", "parse_spec", "scorer_of"]
@@ -63,16 +68,22 @@ def build_learner(path, *, device: str = "cpu", dtype=None):
 
 def build_critics(implementations: Mapping[str, str], trunk, *,
                   saved: Mapping[str, Path | None] | None = None, policy_tokenizer=None,
-                  device: str = "cpu", judge: str = "plain") -> dict:
+                  device: str = "cpu", judge: str = "plain", prm_format: str | None = None) -> dict:
     """{kind: critic} of the learned critics: for each kind whose implementation is neither
     ``none`` nor ``checker`` (checkers are built per problem set, ``critic_slots``), the
-    head saved at ``saved[kind]`` when there is one, else a fresh critic on ``trunk``. A
-    saved head that cannot be loaded is a RunError naming its directory."""
+    head saved at ``saved[kind]`` when there is one, else a fresh critic on ``trunk``; a
+    ``prm:<dir or name>`` implementation is that PRM. A saved head that cannot be loaded is
+    a RunError naming its directory."""
     saved = saved or {}
     out = {}
     for kind in ("value", "process", "outcome"):
         impl = implementations[kind]
         if impl in ("none", "checker"):
+            continue
+        name, model = parse_spec(impl)
+        if name == "prm":  # a published PRM: built from its own checkpoint, never trained
+            out[kind] = build_critic(kind, name, model, policy_tokenizer=policy_tokenizer,
+                                     device=device, prm_format=prm_format)
             continue
         where = saved.get(kind)
         if impl == "head" and where is not None:
@@ -134,17 +145,22 @@ def check_critic(kind: str, implementation: str, model: str | None = None) -> No
     if not model:
         raise CriticError(f"critics.{kind}: implementation {implementation!r} needs a model "
                           f"(write '{implementation}:<model dir or zoo name>')")
+    if implementation == "prm":  # a published PRM's name or directory: critics.prm_formats
+        return
     if model not in MODELS or MODELS[model].build is None:  # never converts a zoo model
         resolve(model)
 
 
 def build_critic(kind: str, implementation: str, model: str | None = None, *,
                  policy_tokenizer=None, device: str = "cpu", task=None, problems=None,
-                 judge: str = "plain"):
+                 judge: str = "plain", prm_format: str | None = None):
     """One critic of ``kind``, or None for ``none``. Unknown names raise, listing the known.
 
     ``judge`` ("plain" or "chat", ``critics.judge`` in a recipe) is how a ``generative``
     critic asks its model; with ``task`` and ``problems`` a chat judge shows their questions.
+    ``prm_format`` (``critics.prm_format``; None or "": detected) is how a ``prm`` reads its
+    checkpoint; with ``task`` a PRM drops the task's step delimiter from each step, with
+    ``problems`` it shows their questions.
 
     ``verifier`` and ``checker`` need the task and the problems they will score:
     labelled TRAINING problems for the verifier, any problems for the label-free checker.
@@ -159,6 +175,9 @@ def build_critic(kind: str, implementation: str, model: str | None = None, *,
         if implementation == "checker":
             return Checker(task, policy_tokenizer, problems, kind=kind)
         return RuleVerifier(task, policy_tokenizer, problems, kind=kind)
+    if implementation == "prm":
+        return _build_prm(kind, model, policy_tokenizer=policy_tokenizer, device=device,
+                          task=task, problems=problems, prm_format=prm_format)
     path = resolve(model)
     if implementation == "head":
         return HeadCritic(path, kind, policy_tokenizer=policy_tokenizer, device=device)
@@ -169,9 +188,26 @@ def build_critic(kind: str, implementation: str, model: str | None = None, *,
     return critic
 
 
+def _build_prm(kind: str, model: str, *, policy_tokenizer, device: str, task, problems,
+               prm_format: str | None) -> PRMCritic:
+    """``build_critic``'s ``prm``: the checkpoint of ``model`` (a known PRM's name in the
+    local Hugging Face cache, a directory or a zoo name)."""
+    if kind == "value":
+        raise CriticError("critics.value: a PRM scores steps (process) or finished solutions "
+                          "(outcome), not values; put prm: in the process or outcome slot")
+    path = find_known(model) or resolve(model)
+    known = known_prm(model)  # a published PRM's name says its format
+    critic = PRMCritic(path, kind, prm_format=prm_format or (known.format if known else None),
+                       policy_tokenizer=policy_tokenizer, device=device,
+                       step_delimiter=task.step_delimiter if task is not None else "\n")
+    if task is not None and problems is not None:
+        critic.set_problems(task, problems)
+    return critic
+
+
 def build_scorer(specs: Mapping[str, object], *, weights: RewardWeights = RewardWeights(),
                  policy_tokenizer=None, device: str = "cpu", task=None,
-                 problems=None, judge: str = "plain") -> StepScorer:
+                 problems=None, judge: str = "plain", prm_format: str | None = None) -> StepScorer:
     """A StepScorer from {kind: spec}; kinds left out are ``none``."""
     unknown = set(specs) - set(KINDS)
     if unknown:
@@ -180,5 +216,6 @@ def build_scorer(specs: Mapping[str, object], *, weights: RewardWeights = Reward
     for kind in KINDS:
         impl, model = parse_spec(specs.get(kind))
         built[kind] = build_critic(kind, impl, model, policy_tokenizer=policy_tokenizer,
-                                   device=device, task=task, problems=problems, judge=judge)
+                                   device=device, task=task, problems=problems, judge=judge,
+                                   prm_format=prm_format)
     return StepScorer(built["value"], built["process"], built["outcome"], weights)

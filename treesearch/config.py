@@ -23,8 +23,10 @@ from typing import Any, Dict, Optional
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
+from critics.base import CriticError
 from critics.compose import RewardWeights
 from critics.generative import JUDGES
+from critics.prm_formats import check_format_name, find_known, inspect
 from policies.distill import DistillConfig
 from policies.distill import validate as check_distill
 from policies.zoo import MODELS, resolve
@@ -50,7 +52,7 @@ from treesearch.utils.recipes import (
 )
 
 BACKENDS = ("hf", "vllm")
-CRITIC_IMPLS = ("head", "generative", "checker", "none")
+CRITIC_IMPLS = ("head", "generative", "checker", "prm", "none")
 
 
 @dataclass
@@ -67,11 +69,12 @@ class PolicyConfig:
 @dataclass
 class CriticsConfig:
     """Each of value / process / outcome: "head", "generative", "checker" (process and
-    outcome only: label-free checks from the problem's text, ``critics.checker``) or
-    "none"; ``trunk`` is the model each learned critic starts from (empty: the policy's
-    model). How their scores combine is ``weights``, ``critics.compose.RewardWeights`` as
-    it is (older recipes spell its keys ``weight_value``, ... and ``prm_aggregation`` here:
-    ``RENAMES``)."""
+    outcome only: label-free checks from the problem's text, ``critics.checker``),
+    "prm:<dir or name>" (process and outcome only: a published process reward model,
+    ``critics.prm``, read in the format ``prm_format``) or "none"; ``trunk`` is the model
+    each learned critic starts from (empty: the policy's model). How their scores combine
+    is ``weights``, ``critics.compose.RewardWeights`` as it is (older recipes spell its
+    keys ``weight_value``, ... and ``prm_aggregation`` here: ``RENAMES``)."""
 
     value: str = "head"
     process: str = "none"
@@ -80,6 +83,9 @@ class CriticsConfig:
     # how a "generative" critic asks its model: "plain" (a True/False text prompt) or
     # "chat" (Yes/No in the model's own chat template, ``critics.generative``)
     judge: str = "plain"
+    # how a "prm:" critic reads its checkpoint: one of critics.prm_formats.FORMATS
+    # (math-shepherd, qwen-prm, rlhflow, value-head); empty: detected from the checkpoint
+    prm_format: str = ""
     device: str = ""  # where the learned critics run and train; empty: policy.device
     weights: RewardWeights = field(default_factory=RewardWeights)
     # outcome scores during TRAINING searches: the rule verifier on labelled training
@@ -297,8 +303,16 @@ def _check_critics(cfg, task: Task, need) -> None:
         need(getattr(cfg.critics, kind) != "oracle", f"critics.{kind}",
              "the step oracle is for benchmarks only (benchmarks/bench_decode.py "
              "--step-oracle), never a critic of self-play")
-        need(getattr(cfg.critics, kind) in CRITIC_IMPLS, f"critics.{kind}",
-             f"unknown critic; known: {', '.join(CRITIC_IMPLS)}")
+        impl, _, model = str(getattr(cfg.critics, kind)).partition(":")
+        need(impl in CRITIC_IMPLS, f"critics.{kind}",
+             f"unknown critic; known: {', '.join(CRITIC_IMPLS)} (prm as prm:<dir or name>)")
+        need((impl == "prm") == bool(model.strip()), f"critics.{kind}",
+             "write prm:<dir or name>" if impl == "prm" else
+             "only a prm critic names its model here (prm:<dir or name>)")
+        if impl == "prm":
+            _check_prm(cfg, kind, model.strip(), need)
+    if not any(str(getattr(cfg.critics, k)).startswith("prm:") for k in ("process", "outcome")):
+        _prm_format(cfg, need)
     need(cfg.critics.value != "checker", "critics.value",
          "there is no label-free value checker (checkers judge steps or answers)")
     if cfg.critics.outcome == "checker":
@@ -319,6 +333,28 @@ def _check_critics(cfg, task: Task, need) -> None:
     instantiate(cfg.critics.weights, "critics.weights")  # RewardWeights checks its own values
     need(cfg.critics.max_examples >= 2, "critics.max_examples", "must be >= 2")
     need(cfg.critics.lr >= 0, "critics.lr", "must be >= 0")
+
+
+def _prm_format(cfg, need) -> str | None:
+    """``critics.prm_format`` checked: None (detect) or a format name."""
+    try:
+        return check_format_name(cfg.critics.prm_format)
+    except CriticError as exc:
+        need(False, "critics.prm_format", str(exc))
+
+
+def _check_prm(cfg, kind: str, model: str, need) -> None:
+    """A ``prm:`` critic: process or outcome slot, a checkpoint that exists and that its
+    format (``critics.prm_format``, or detected) can read, from its files alone."""
+    need(kind != "value", f"critics.{kind}", "a PRM scores steps (process) or finished "
+         "solutions (outcome), not values")
+    fmt = _prm_format(cfg, need)
+    try:
+        path = find_known(model) or resolve(model)
+        inspect(path, fmt)
+    except (FileNotFoundError, ValueError) as exc:  # CriticError is a ValueError
+        raise ConfigError(f"config key 'critics.{kind}' = {getattr(cfg.critics, kind)!r}: "
+                          f"{exc}") from None
 
 
 def _check_distill(cfg, need) -> None:

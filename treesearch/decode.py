@@ -35,6 +35,7 @@ import torch
 from omegaconf import OmegaConf
 
 from critics.generative import JUDGES
+from critics.prm_formats import FORMATS as PRM_FORMATS
 from policies.zoo import resolve
 from treesearch.backends import build_critic, build_policy, build_scorer, check_critic, parse_spec
 from treesearch.config import SelfPlayConfig, load_config
@@ -67,7 +68,8 @@ def _fallback() -> dict:
     ``SelfPlayConfig`` defaults, read from the dataclass, not spelled again here)."""
     default = SelfPlayConfig()
     return {"task": default.task, "model": default.policy.model,
-            "temperature": default.policy.temperature, "judge": default.critics.judge}
+            "temperature": default.policy.temperature, "judge": default.critics.judge,
+            "prm_format": default.critics.prm_format}
 
 
 FALLBACK = _fallback()
@@ -105,7 +107,8 @@ def resolve_settings(args) -> tuple[dict, SearchConfig]:
     if args.config:
         recipe = load_config(args.config)
         settings = {"task": recipe.task, "model": recipe.policy.model,
-                    "temperature": recipe.policy.temperature, "judge": recipe.critics.judge}
+                    "temperature": recipe.policy.temperature, "judge": recipe.critics.judge,
+                    "prm_format": recipe.critics.prm_format}
         options = OmegaConf.to_container(recipe.task_options)
         search = OmegaConf.to_object(recipe.search)
         if args.task in (None, recipe.task):  # the recipe's task_args belong to its task
@@ -128,8 +131,12 @@ def parse_args(argv):
     parser.add_argument("--model", default=None, help="zoo name or model directory")
     parser.add_argument("--value", default="none",
                         help="critic spec: head:<dir>, generative:<model> or none")
-    parser.add_argument("--process", default="none", help="... or checker (label-free)")
-    parser.add_argument("--outcome", default="none", help="... or checker (label-free)")
+    parser.add_argument("--process", default="none",
+                        help="... or checker (label-free), or prm:<dir or name> (a published PRM)")
+    parser.add_argument("--outcome", default="none", help="... likewise")
+    parser.add_argument("--prm-format", default=None, choices=PRM_FORMATS,
+                        help="how prm: critics read their checkpoint; default: the recipe's "
+                             "critics.prm_format, else detected from the checkpoint")
     parser.add_argument("--judge", default=None, choices=JUDGES,
                         help="how generative critics ask: plain (True/False) or chat (Yes/No "
                              "in the model's chat template); default: the recipe's critics.judge")
@@ -201,8 +208,9 @@ class DecodeShards:
 
     def run(self, item):
         strategy, budget, lo, hi, seed = item
-        if hasattr(self.policy, "reset_cache"):
-            self.policy.reset_cache()
+        for model in (self.policy, *self.critics.critics.values()):  # a PRM's prefix cache too
+            if hasattr(model, "reset_cache"):
+                model.reset_cache()
         reseed(self.policy, seed)
         return decode(self.policy, self.critics, self.problems[lo:hi], strategy, budget,
                       task=self.task, temperature=self.temperature, search=self.search,
@@ -221,7 +229,8 @@ def build_run(spec: dict):
     policy = build_policy(resolve(settings["model"]), step_delimiter=task.step_delimiter,
                           temperature=settings["temperature"], seed=spec["seed"])
     critics = build_scorer(spec["critics"], policy_tokenizer=policy.tokenizer, task=task,
-                           problems=problems, judge=settings["judge"])
+                           problems=problems, judge=settings["judge"],
+                           prm_format=settings.get("prm_format"))
     return task, problems, policy, critics
 
 
@@ -363,6 +372,20 @@ def refuse_early(args):
     return settings, search, task, problems
 
 
+def build_critics(args, settings: dict, search, task, problems, policy):
+    """The run's StepScorer from ``--value`` / ``--process`` / ``--outcome``; a PRM among
+    them must hold the longest state the search can write (``check_fits``)."""
+    critics = build_scorer({"value": args.value, "process": args.process,
+                            "outcome": args.outcome}, policy_tokenizer=policy.tokenizer,
+                           task=task, problems=problems, judge=settings["judge"],
+                           prm_format=settings["prm_format"])
+    for critic in critics.critics.values():
+        if hasattr(critic, "check_fits"):
+            critic.check_fits(problems, search.max_depth, search.max_step_tokens,
+                              getattr(policy, "max_positions", None))
+    return critics
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:  # every refusal is one line naming its flag (treesearch.utils.cli), before any model
@@ -372,9 +395,7 @@ def main(argv=None) -> int:
                                   step_delimiter=task.step_delimiter,
                                   temperature=settings["temperature"], seed=args.seed)
         with blame("--value / --process / --outcome / --judge"):
-            critics = build_scorer({"value": args.value, "process": args.process,
-                                    "outcome": args.outcome}, policy_tokenizer=policy.tokenizer,
-                                   task=task, problems=problems, judge=settings["judge"])
+            critics = build_critics(args, settings, search, task, problems, policy)
     except CLIError as exc:
         return exc.exit()
     print(policy.describe())
