@@ -680,18 +680,12 @@ def policy_gradient(model, tokenizer, examples: Sequence[PGExample],
              "clipped_share_last": None, "steps": 0, "seconds": 0.0}
     if not examples:
         return model, stats
-    sequences = [(e.prompt_ids, e.completion_ids) for e in examples]
-    _check_sequences(model, "example", sequences)
-    for i, e in enumerate(examples):
-        if not _is_number(e.advantage):
-            raise ValueError(f"distill: example {i} has advantage {e.advantage!r}; need a "
-                             f"finite number")
+    sequences = _check_pg_examples(model, examples)
     pad = _pad_id(tokenizer)
-    device = next(model.parameters()).device
     start_logps = (_start_token_logprobs(model, sequences, config.batch_size, pad)
                    if config.pg_clip > 0 or config.cov_kl > 0 else None)
-
-    batch_loss = _pg_batch_loss(examples, start_logps, config, pad, device)
+    batch_loss = _pg_batch_loss(examples, start_logps, config, pad,
+                                next(model.parameters()).device)
     model, run = _train(model, config, len(examples), batch_loss, "pg")
     losses = run["losses"]
     stats.update(loss_first=losses[0] if losses else None,
@@ -702,6 +696,18 @@ def policy_gradient(model, tokenizer, examples: Sequence[PGExample],
         if key in run["last"]:
             stats[f"{key}_last"] = run["last"][key]
     return model, stats
+
+
+def _check_pg_examples(model, examples: Sequence[PGExample]) -> list:
+    """The examples' (prompt, completion) pairs, checked (``_check_sequences``, finite
+    advantages); ValueError naming the first bad one."""
+    sequences = [(e.prompt_ids, e.completion_ids) for e in examples]
+    _check_sequences(model, "example", sequences)
+    for i, e in enumerate(examples):
+        if not _is_number(e.advantage):
+            raise ValueError(f"distill: example {i} has advantage {e.advantage!r}; need a "
+                             f"finite number")
+    return sequences
 
 
 def _pg_batch_loss(examples: Sequence[PGExample], start_logps, config: DistillConfig,

@@ -204,6 +204,7 @@ class RLConfig:
 def validate(config: RLConfig) -> RLConfig:
     """Raise ValueError naming the first bad field; returns the config."""
     c = config
+    pg, pg_only = c.method in PG_METHODS, f"> 0 only for {', '.join(PG_METHODS)} (policy gradient)"
     checks = [
         ("method", c.method in METHODS, f"one of {', '.join(METHODS)}"),
         ("token_budget", _is_int(c.token_budget) and c.token_budget >= 1, "an int >= 1"),
@@ -243,17 +244,13 @@ def validate(config: RLConfig) -> RLConfig:
         ("curriculum", c.curriculum in CURRICULA, f"one of {', '.join(CURRICULA)}"),
         ("curriculum_samples", _is_int(c.curriculum_samples) and c.curriculum_samples >= 1,
          "an int >= 1"),
-        ("cov_clip", _is_number(c.cov_clip) and 0 <= c.cov_clip < 1
-         and (c.cov_clip == 0 or c.method in PG_METHODS),
-         f"a number in [0, 1) (Clip-Cov's share of tokens; 0 = off), > 0 only for the "
-         f"policy-gradient methods ({', '.join(PG_METHODS)})"),
-        ("cov_kl", _is_number(c.cov_kl) and c.cov_kl >= 0
-         and (c.cov_kl == 0 or c.method in PG_METHODS),
-         f"a finite number >= 0 (KL-Cov's coefficient; 0 = off), > 0 only for the "
-         f"policy-gradient methods ({', '.join(PG_METHODS)})"),
-        ("cov_kl_top", _is_number(c.cov_kl_top) and 0 <= c.cov_kl_top < 1
-         and (c.cov_kl_top > 0) == (c.cov_kl > 0),
-         "a number in [0, 1), > 0 exactly when cov_kl > 0 (KL-Cov's share of tokens)"),
+        ("cov_clip", _is_number(c.cov_clip) and 0 <= c.cov_clip < 1 and (c.cov_clip == 0 or pg),
+         f"a number in [0, 1) (Clip-Cov's share of tokens; 0 = off), {pg_only}"),
+        ("cov_kl", _is_number(c.cov_kl) and c.cov_kl >= 0 and (c.cov_kl == 0 or pg),
+         f"a finite number >= 0 (KL-Cov's coefficient; 0 = off), {pg_only}"),
+        ("cov_kl_top", _is_number(c.cov_kl_top) and 0 <= c.cov_kl_top < 1 and (
+            c.cov_kl_top > 0) == (c.cov_kl > 0), "a number in [0, 1), > 0 exactly when "
+         "cov_kl > 0 (KL-Cov's share of tokens)"),
         ("seed", _is_int(c.seed) and c.seed >= 0, "an int >= 0"),
         ("threads", c.threads is None or (_is_int(c.threads) and c.threads >= 1),
          "None or an int >= 1"),

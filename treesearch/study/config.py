@@ -333,10 +333,11 @@ def _check_rl(cfg, rl, key: str, optimizers: set[str], need) -> None:
     need(rl.reward == "binary" or ("grpo" in methods and rl.passk == 1),
          f"{key}.reward", "'brier' changes grpo's reward only (with rl.passk = 1), and needs "
          "grpo among the optimizers")
-    for name in ("cov_clip", "cov_kl"):
-        need(not getattr(rl, name) or bool(methods & set(PG_METHODS)), f"{key}.{name}",
+    for name in ("cov_clip", "cov_kl"):  # a section serving tree optimizers only: unread
+        need(not getattr(rl, name) or bool(methods & set(PG_METHODS))
+             or not methods & set(ON_POLICY), f"{key}.{name}",
              f"an objective of the policy-gradient methods ({', '.join(PG_METHODS)}), and "
-             "none is among the optimizers it serves")
+             "none is among the on-policy optimizers it serves")
     for optimizer in sorted(o for o in optimizers if base_optimizer(cfg, o) in ON_POLICY):
         check_library(check_rl_config, rl_config(cfg, optimizer, seed=0), key)
 
