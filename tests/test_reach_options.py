@@ -210,3 +210,43 @@ def test_widen_table_tables_the_share_that_fell(tmp_path):
     assert widen_table.main([str(logged), str(counts_only), str(tmp_path / "b-s0"),
                              "--json", str(out)]) == 0
     assert json.loads(out.read_text())["arms"]["b"]["fell"]["last"] is None   # strict JSON
+
+
+# ----------------------------------------------------------------------------- end to end
+
+SMALL = ["rounds=1", "train_problems=8", "eval.problems=6", "eval.samples=2",
+         "eval.mcts_problems=2", "eval.mcts_budget=96", "search.simulations=6",
+         "critics.epochs=1", "critics.max_examples=64", "progress=false",
+         "eval.passk_samples=4", "eval.passk_problems=3", "eval.entropy_samples=2"]
+
+
+def _selfplay(out, overrides):
+    from omegaconf import OmegaConf
+
+    from treesearch.selfplay import SelfPlay
+    from treesearch.utils.runs import RunDir
+
+    cfg = load_config(None, SMALL + overrides + [f"out={out}"])
+    SelfPlay(cfg, RunDir.create(out, OmegaConf.to_yaml(cfg))).run_all()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return next(r for r in rows if r["stage"] == "distill"), [r for r in rows
+                                                             if r["stage"] == "eval"]
+
+
+def test_selfplay_with_own_kl_logs_the_share_that_fell(tmp_path):
+    distill, evals = _selfplay(tmp_path / "run", ["distill.own_kl=1.0", "distill.own_samples=1"])
+    assert 1 <= distill["own_examples"] <= 8 and distill["sft_own_kl_last"] >= 0
+    assert distill["sft_anchor_kl_last"] >= 0
+    first, last = evals
+    assert len(first["passk_counts"]) == 3 and all(0 <= c <= 4 for c in first["passk_counts"])
+    assert first["passk_fell"] == 0.0
+    assert last["passk_fell"] == passk_fell(first["passk_counts"], last["passk_counts"], 4)
+    assert "pass@4 fell (share)" in (tmp_path / "run" / "summary.md").read_text()
+
+
+def test_selfplay_with_clip_cov(tmp_path):
+    distill, _ = _selfplay(tmp_path / "run", [*PG, "distill.cov_clip=0.1", "distill.cov_kl=0.5",
+                                              "distill.cov_kl_top=0.05"])
+    assert distill["pg_examples"] > 0
+    assert 0.09 <= distill["pg_cov_clipped_share_last"] <= 0.2
+    assert 0.04 <= distill["pg_cov_kl_share_last"] <= 0.1
