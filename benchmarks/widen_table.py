@@ -8,12 +8,14 @@ Every argument is a finished self-play run directory made with ``eval.passk_samp
 runs are grouped into arms by their directory name without its ``-s<seed>`` suffix. Per arm
 and metric the table gives the mean over seeds of round 0, of the last round and of their
 difference, with the standard error of the difference over seeds (n = 1: "-"). Metrics:
-greedy accuracy, sampled pass@1 and pass@64 (``passk``), distinct correct solutions per
-problem and mean token entropy, as self-play logged them. ``--against ARM`` adds a second
-table: every other arm's last round minus ARM's, paired by seed (the seeds both ran; a
-seed's round 0 is the same model in every arm). ``--png`` plots each arm's mean pass@k
-curve at round 0 and at the last round (``--plot-arms``: only those). Paths in the
-outputs are the run directories' names only.
+greedy accuracy, sampled pass@1 and pass@64 (``passk``), the share of problems whose
+pass@64 fell from round 0 ("fell": the eval row's ``passk_fell``, else from its per-problem
+``passk_counts``; 0 at round 0; "-" for runs that logged neither), distinct correct
+solutions per problem and mean token entropy, as self-play logged them. ``--against ARM``
+adds a second table: every other arm's last round minus ARM's, paired by seed (the seeds
+both ran; a seed's round 0 is the same model in every arm). ``--png`` plots each arm's
+mean pass@k curve at round 0 and at the last round (``--plot-arms``: only those). Paths
+in the outputs are the run directories' names only.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import math
 import re
 from pathlib import Path
 
-METRICS = ("greedy", "pass@1", "pass@64", "distinct_correct", "entropy")
+METRICS = ("greedy", "pass@1", "pass@64", "fell", "distinct_correct", "entropy")
 
 
 def eval_rows(run: Path) -> list[dict]:
@@ -42,12 +44,32 @@ def eval_rows(run: Path) -> list[dict]:
     return rows
 
 
-def metric(row: dict, name: str) -> float:
+def metric(row: dict, name: str, first: dict | None = None) -> float:
+    """``name`` of an eval ``row``; "fell" also reads round 0's row ``first`` (None: the
+    row is round 0's own)."""
+    if name == "fell":
+        return fell(first, row)
     if name == "pass@64":
         return float(row["passk"][str(max(map(int, row["passk"])))])
     if name == "pass@1":
         return float(row["passk"]["1"])
     return float(row[name])
+
+
+def fell(first: dict | None, row: dict) -> float:
+    """Share of problems whose pass@max-k fell from round 0's row ``first`` to ``row``:
+    0.0 for round 0 itself (``first`` None), the logged ``passk_fell``, else from the two
+    rows' ``passk_counts`` (at k = n the unbiased pass@n is 1 with a correct sample and 0
+    without: a problem falls when round 0 solved it in some sample and ``row`` in none),
+    else nan."""
+    if first is None:
+        return 0.0
+    if row.get("passk_fell") is not None:
+        return float(row["passk_fell"])
+    before, after = first.get("passk_counts"), row.get("passk_counts")
+    if not before or not after or len(before) != len(after):
+        return float("nan")
+    return sum(b > 0 and a == 0 for b, a in zip(before, after)) / len(before)
 
 
 def arm_of(run: Path) -> tuple[str, int]:
@@ -69,7 +91,8 @@ def summarise(runs: list[Path]) -> dict:
             raise ValueError(f"{run} and {entry['runs'][seed]}: both are seed {seed} of arm "
                              f"{arm!r} (an arm holds one run per seed)")
         entry["runs"][seed] = run
-        entry["values"].append({m: (metric(rows[0], m), metric(rows[-1], m)) for m in METRICS})
+        entry["values"].append({m: (metric(rows[0], m), metric(rows[-1], m, rows[0]))
+                                for m in METRICS})
         entry["curves"].append((rows[0]["passk"], rows[-1]["passk"]))
     out = {}
     for arm, entry in arms.items():
@@ -120,12 +143,18 @@ def against(table: dict, base: str) -> dict:
     return out
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec``; "-" for nan (a metric the runs did not log)."""
+    return "-" if value is None or math.isnan(value) else format(value, spec)
+
+
 def against_markdown(diffs: dict, base: str) -> str:
     lines = [f"| arm minus {base}, last round | seeds | " + " | ".join(METRICS) + " |",
              "|" + "---|" * (len(METRICS) + 2)]
     for arm, res in diffs.items():
-        cells = [f"{res[m]['diff']:+.3f}" + (f" ± {res[m]['diff_se']:.3f}"
-                                             if res[m]["diff_se"] is not None else "")
+        cells = [_fmt(res[m]["diff"], "+.3f") + (f" ± {res[m]['diff_se']:.3f}"
+                                                 if _fmt(res[m]["diff_se"], ".3f") != "-"
+                                                 else "")
                  for m in METRICS]
         lines.append(f"| {arm} | {len(res['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -165,10 +194,20 @@ def markdown(table: dict) -> str:
         cells = []
         for m in METRICS:
             v = res[m]
-            se = f" ± {v['delta_se']:.3f}" if v["delta_se"] is not None else ""
-            cells.append(f"{v['first']:.3f} -> {v['last']:.3f} ({v['delta']:+.3f}{se})")
+            se = f" ± {v['delta_se']:.3f}" if _fmt(v["delta_se"], ".3f") != "-" else ""
+            cells.append(f"{_fmt(v['first'], '.3f')} -> {_fmt(v['last'], '.3f')} "
+                         f"({_fmt(v['delta'], '+.3f')}{se})")
         lines.append(f"| {arm} | {len(res['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _no_nan(obj):
+    """``obj`` with every nan float replaced by None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_no_nan(v) for v in obj]
+    return None if isinstance(obj, float) and math.isnan(obj) else obj
 
 
 def main(argv=None) -> int:
@@ -195,7 +234,7 @@ def main(argv=None) -> int:
         payload = {"runs": [r.name for r in args.runs], "arms": table}
         if diffs is not None:
             payload["against"] = {"base": args.against, "arms": diffs}
-        args.json.write_text(json.dumps(payload, indent=1) + "\n")
+        args.json.write_text(json.dumps(_no_nan(payload), indent=1) + "\n")
     if args.md:
         args.md.write_text(text)
     return 0

@@ -56,6 +56,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from policies.covariance import kl_penalty, restrict
+from policies.offpath import OwnStates, completion_kl
 from treesearch.utils.atomic import atomic_dir
 from treesearch.utils.knobs import KnobError
 
@@ -154,6 +156,18 @@ class DistillConfig:
     model as the call starts (a frozen copy; 0 = off). Over the whole vocabulary at every
     imitated position, so at one example the optimum is p = (onehot + beta p_start) /
     (1 + beta): the imitated token gains, and the other tokens keep the start's proportions.
+    own_kl: ``sft``'s weight beta of KL(p_start || p) over the whole vocabulary at EVERY
+    completion position of the policy's own samples (``sft(own=...)``; ``policies.offpath``),
+    states off the imitated paths included (0 = off). own_samples: how many own samples per
+    training problem the caller draws from the model as the call starts, for own_kl (> 0
+    exactly when own_kl > 0; ``sft`` reads the samples it is handed, never this count).
+    cov_clip: ``policy_gradient``'s Clip-Cov share r of each minibatch's tokens: the
+    ceil(r * N) with the largest positive (logp - mean)(A - mean) get no gradient (0 = off;
+    ``policies.covariance``). cov_kl, cov_kl_top: ``policy_gradient``'s KL-Cov coefficient
+    beta and share k: the ceil(k * N) tokens with the largest positive product get beta *
+    |logp - logp_start| added to their loss (both 0 = off; > 0 together). ``dpo`` trains
+    none of these four objectives: it refuses cov_clip / cov_kl and ignores own_kl (the
+    SFT half's term under sft+dpo), as it ignores anchor_kl.
     """
 
     lr: float = 3e-4
@@ -173,6 +187,11 @@ class DistillConfig:
     max_steps: int | None = None
     pg_clip: float = 0.2
     anchor_kl: float = 0.0
+    own_kl: float = 0.0
+    own_samples: int = 0
+    cov_clip: float = 0.0
+    cov_kl: float = 0.0
+    cov_kl_top: float = 0.0
 
 
 def _is_int(v) -> bool:
@@ -212,11 +231,36 @@ def validate(config: DistillConfig) -> DistillConfig:
         ("pg_clip", _is_number(c.pg_clip) and 0 <= c.pg_clip < 1, "a number in [0, 1)"),
         ("anchor_kl", _is_number(c.anchor_kl) and c.anchor_kl >= 0,
          "a finite number >= 0 (0 = off)"),
+        ("own_kl", _is_number(c.own_kl) and c.own_kl >= 0, "a finite number >= 0 (0 = off)"),
+        ("own_samples", _is_int(c.own_samples) and c.own_samples >= 0
+         and (c.own_samples > 0) == (c.own_kl > 0),
+         "an int >= 0, > 0 exactly when own_kl > 0 (own samples per training problem: "
+         "the states the own-KL term holds)"),
+        ("cov_clip", _is_number(c.cov_clip) and 0 <= c.cov_clip < 1,
+         "a number in [0, 1) (Clip-Cov's share of tokens; 0 = off)"),
+        ("cov_kl", _is_number(c.cov_kl) and c.cov_kl >= 0, "a finite number >= 0 (0 = off)"),
+        ("cov_kl_top", _is_number(c.cov_kl_top) and 0 <= c.cov_kl_top < 1
+         and (c.cov_kl_top > 0) == (c.cov_kl > 0),
+         "a number in [0, 1), > 0 exactly when cov_kl > 0 (KL-Cov's share of tokens)"),
     ]
     for name, ok, want in checks:
         if not ok:
             raise KnobError(f"distill: {name} must be {want}, got {getattr(c, name)!r}", name)
     return c
+
+
+# the objectives one trainer alone trains: field -> the trainer
+OBJECTIVES = {"own_kl": "sft", "cov_clip": "policy_gradient", "cov_kl": "policy_gradient"}
+
+
+def refuse_objectives(config: DistillConfig, trainer: str, ignores: Sequence[str] = ()) -> None:
+    """KnobError naming the first objective of ``OBJECTIVES`` switched on in ``config``
+    that ``trainer`` ("sft", "policy_gradient", "dpo") cannot train (``ignores``: those it
+    leaves alone instead)."""
+    for name, owner in OBJECTIVES.items():
+        if getattr(config, name) and owner != trainer and name not in ignores:
+            raise KnobError(f"distill: {name} = {getattr(config, name)!r} is an objective of "
+                            f"{owner}, which {trainer} cannot train (0 = off)", name)
 
 
 def _check_sequences(model, what: str, sequences) -> None:
@@ -452,55 +496,86 @@ def _pad_id(tokenizer) -> int:
     return int(pad) if pad is not None else 0
 
 
-def sft(model, tokenizer, examples: Sequence[SFTExample], config: DistillConfig | None = None):
+def sft(model, tokenizer, examples: Sequence[SFTExample], config: DistillConfig | None = None,
+        own: Sequence[tuple[Sequence[int], Sequence[int]]] = ()):
     """Supervised fine-tuning on completions, in place. Returns ``(model, stats)``.
 
     model: a transformers causal LM (e.g. ``HFPolicy.model``), on any device.
     tokenizer: gives the padding id (any id works: padding is masked).
     examples: the ``SFTExample``s; the loss of a batch is ``sft_loss`` (weighted token
         cross-entropy on completion tokens only, per completion token of the batch).
+    own: the policy's own samples, (prompt ids, completion ids) pairs drawn from the model
+        as the call starts (right or wrong); with ``config.own_kl`` = beta every optimizer
+        step adds beta times the mean over the completion positions of a minibatch of them
+        (``config.batch_size``, a seeded cycle: ``policies.offpath.OwnStates``) of
+        KL(p_start || p), nats; unused without own_kl.
     stats: loss_first / loss_last (the first and last optimizer step's batch loss, nats
         per token; None without steps), examples, tokens (completion tokens seen, all
         epochs), steps (optimizer steps), seconds; with ``config.anchor_kl``:
-        anchor_kl_last (the last batch's mean KL(p_start || p), nats per token).
+        anchor_kl_last (the last batch's mean KL(p_start || p), nats per token); with
+        ``config.own_kl``: own_sequences (own samples held) and own_kl_last (the last own
+        minibatch's mean KL(p_start || p), nats per position; None without own samples).
     Empty ``examples``: nothing happens (steps 0), as when a round found no correct path.
     """
     config = validate(config or DistillConfig())
+    refuse_objectives(config, "sft")
     examples = list(examples)
+    own = [(list(p), list(c)) for p, c in own] if config.own_kl > 0 else []
     start = time.perf_counter()
     stats = {"loss_first": None, "loss_last": None, "examples": len(examples), "tokens": 0,
              "steps": 0, "seconds": 0.0}
+    if config.own_kl > 0:
+        stats.update(own_sequences=len(own), own_kl_last=None)
     if not examples:
         return model, stats
     _check_sequences(model, "example", [(e.prompt_ids, e.completion_ids) for e in examples])
+    _check_sequences(model, "own sample", own)
     for i, e in enumerate(examples):
         if not _is_number(e.weight) or e.weight < 0:
             raise ValueError(f"distill: example {i} has weight {e.weight!r}; need a finite "
                              f"number >= 0")
-    pad = _pad_id(tokenizer)
-    device = next(model.parameters()).device
-    seen = 0
-    anchor = _frozen_copy(model) if config.anchor_kl > 0 else None
-
-    def batch_loss(module, idx):
-        nonlocal seen
-        chunk = [examples[i] for i in idx]
-        batch = collate([(e.prompt_ids, e.completion_ids) for e in chunk], pad, device)
-        cross_entropy, kl, n_tokens = _sft_terms(
-            module, batch, torch.tensor([float(e.weight) for e in chunk]), anchor)
-        seen += n_tokens
-        if kl is None:
-            return cross_entropy, {}
-        return cross_entropy + config.anchor_kl * kl, {"anchor_kl_nats": kl.item()}
-
+    anchor = _frozen_copy(model) if config.anchor_kl > 0 or own else None
+    own_states = OwnStates(own, config.batch_size, config.seed) if own else None
+    batch_loss, seen = _sft_batch_loss(examples, config, anchor, own_states,
+                                       _pad_id(tokenizer), next(model.parameters()).device)
     model, run = _train(model, config, len(examples), batch_loss, "sft")
     losses = run["losses"]
     stats.update(loss_first=losses[0] if losses else None,
-                 loss_last=losses[-1] if losses else None, tokens=seen, steps=run["steps"],
+                 loss_last=losses[-1] if losses else None, tokens=seen[0], steps=run["steps"],
                  seconds=round(time.perf_counter() - start, 3))
-    if anchor is not None:
+    if config.anchor_kl > 0:
         stats["anchor_kl_last"] = run["last"].get("anchor_kl_nats")
+    if own_states is not None:
+        stats["own_kl_last"] = run["last"].get("own_kl_nats")
     return model, stats
+
+
+def _sft_batch_loss(examples: Sequence[SFTExample], config: DistillConfig, anchor,
+                    own_states: OwnStates | None, pad: int, device):
+    """``sft``'s minibatch loss ``batch_loss(module, idx) -> (loss, info)`` and a one-item
+    list counting the completion tokens it has seen: weighted cross-entropy, plus
+    ``anchor_kl`` times the KL to ``anchor`` at the imitated positions, plus ``own_kl``
+    times the KL at every position of the next own minibatch (``own_states``; None: off)."""
+    seen = [0]
+
+    def batch_loss(module, idx):
+        chunk = [examples[i] for i in idx]
+        batch = collate([(e.prompt_ids, e.completion_ids) for e in chunk], pad, device)
+        cross_entropy, kl, n_tokens = _sft_terms(
+            module, batch, torch.tensor([float(e.weight) for e in chunk]),
+            anchor if config.anchor_kl > 0 else None)
+        seen[0] += n_tokens
+        loss, info = cross_entropy, {}
+        if kl is not None:
+            loss = loss + config.anchor_kl * kl
+            info["anchor_kl_nats"] = kl.item()
+        if own_states is not None:
+            own_kl = completion_kl(module, anchor, collate(own_states.take(), pad, device))
+            loss = loss + config.own_kl * own_kl
+            info["own_kl_nats"] = own_kl.item()
+        return loss, info
+
+    return batch_loss, seen
 
 
 def dpo(model, tokenizer, pairs: Sequence[PreferencePair], config: DistillConfig | None = None,
@@ -524,6 +599,7 @@ def dpo(model, tokenizer, pairs: Sequence[PreferencePair], config: DistillConfig
     Empty ``pairs``: nothing happens (steps 0).
     """
     config = validate(config or DistillConfig())
+    refuse_objectives(config, "dpo", ignores=("own_kl",))
     pairs = list(pairs)
     start = time.perf_counter()
     stats = {"loss_first": None, "loss_last": None, "reward_margin_last": None,
@@ -579,14 +655,23 @@ def policy_gradient(model, tokenizer, examples: Sequence[PGExample],
     their tokens' log-probabilities (and the shared tokens with them) to minus infinity.
     ``pg_clip`` = 0 turns the clip off (loss -(1 / B) * sum_b A_b * mean_t log p).
 
+    Covariance-restricted updates (``policies.covariance``, arXiv 2505.22617), per
+    minibatch: ``cov_clip`` = r detaches the ceil(r * N) tokens whose centred product
+    (log p - mean)(A - mean) is largest and positive (Clip-Cov), ``cov_kl`` = beta with
+    ``cov_kl_top`` = k adds beta * |log p - log p_start| to the ceil(k * N) largest
+    (KL-Cov): the tokens whose updates sharpen the policy most are held back.
+
     Used for W-REINFORCE-style updates (positives weighted by a small lambda, negatives
     pushed down: Zhu et al. 2025, arXiv 2506.01347) and for step-level advantages taken
     from a search tree (``policies.rl.tree_examples``). Examples with a zero advantage
     carry no gradient and are dropped. stats: loss_first / loss_last (None without
     steps), examples (kept), positives, negatives, clipped_share_last (share of the last
-    minibatch's tokens whose ratio was clipped), steps, seconds.
+    minibatch's tokens whose ratio was clipped), steps, seconds; with cov_clip or cov_kl
+    also cov_clipped_share_last / cov_kl_share_last (share of the last minibatch's tokens
+    Clip-Cov detached / KL-Cov held).
     """
     config = validate(config or DistillConfig())
+    refuse_objectives(config, "policy_gradient")
     examples = [e for e in examples if e.advantage != 0]
     start = time.perf_counter()
     stats = {"loss_first": None, "loss_last": None, "examples": len(examples),
@@ -595,32 +680,44 @@ def policy_gradient(model, tokenizer, examples: Sequence[PGExample],
              "clipped_share_last": None, "steps": 0, "seconds": 0.0}
     if not examples:
         return model, stats
-    sequences = [(e.prompt_ids, e.completion_ids) for e in examples]
-    _check_sequences(model, "example", sequences)
-    for i, e in enumerate(examples):
-        if not _is_number(e.advantage):
-            raise ValueError(f"distill: example {i} has advantage {e.advantage!r}; need a "
-                             f"finite number")
+    sequences = _check_pg_examples(model, examples)
     pad = _pad_id(tokenizer)
-    device = next(model.parameters()).device
-    eps = float(config.pg_clip)
     start_logps = (_start_token_logprobs(model, sequences, config.batch_size, pad)
-                   if eps > 0 else None)
-
-    batch_loss = _pg_batch_loss(examples, start_logps, eps, pad, device)
+                   if config.pg_clip > 0 or config.cov_kl > 0 else None)
+    batch_loss = _pg_batch_loss(examples, start_logps, config, pad,
+                                next(model.parameters()).device)
     model, run = _train(model, config, len(examples), batch_loss, "pg")
     losses = run["losses"]
     stats.update(loss_first=losses[0] if losses else None,
                  loss_last=losses[-1] if losses else None, steps=run["steps"],
                  clipped_share_last=run["last"].get("clipped_share"),
                  seconds=round(time.perf_counter() - start, 3))
+    for key in ("cov_clipped_share", "cov_kl_share"):
+        if key in run["last"]:
+            stats[f"{key}_last"] = run["last"][key]
     return model, stats
 
 
-def _pg_batch_loss(examples: Sequence[PGExample], start_logps, eps: float, pad: int,
-                   device):
+def _check_pg_examples(model, examples: Sequence[PGExample]) -> list:
+    """The examples' (prompt, completion) pairs, checked (``_check_sequences``, finite
+    advantages); ValueError naming the first bad one."""
+    sequences = [(e.prompt_ids, e.completion_ids) for e in examples]
+    _check_sequences(model, "example", sequences)
+    for i, e in enumerate(examples):
+        if not _is_number(e.advantage):
+            raise ValueError(f"distill: example {i} has advantage {e.advantage!r}; need a "
+                             f"finite number")
+    return sequences
+
+
+def _pg_batch_loss(examples: Sequence[PGExample], start_logps, config: DistillConfig,
+                   pad: int, device):
     """``policy_gradient``'s minibatch loss ``batch_loss(module, idx) -> (loss, info)``:
-    the clipped surrogate against ``start_logps`` (None: plain REINFORCE, eps unused)."""
+    the surrogate clipped at ``config.pg_clip`` against ``start_logps`` (per example,
+    float [len(completion)]; pg_clip 0: plain REINFORCE), restricted by Clip-Cov /
+    KL-Cov (``config.cov_clip``, ``cov_kl``, ``cov_kl_top``)."""
+    eps = float(config.pg_clip)
+
     def batch_loss(module, idx):
         chunk = [examples[i] for i in idx]
         batch = collate([(e.prompt_ids, e.completion_ids) for e in chunk], pad, device)
@@ -628,23 +725,37 @@ def _pg_batch_loss(examples: Sequence[PGExample], start_logps, eps: float, pad: 
         mask = (batch["labels"][:, 1:] != -100).to(logp.dtype)
         adv = torch.tensor([float(e.advantage) for e in chunk], dtype=logp.dtype,
                            device=logp.device)[:, None]
-        if start_logps is None:
+        logp, held, cov = restrict(logp, adv, mask.bool(), clip=config.cov_clip,
+                                   kl_top=config.cov_kl_top)
+        old = None if start_logps is None else _scatter_start(start_logps, examples, idx, logp)
+        if eps == 0:
             per_token = adv * logp
             info = {}
         else:
-            old = torch.zeros_like(logp)
-            for b, i in enumerate(idx):
-                n, m = len(examples[i].prompt_ids), len(examples[i].completion_ids)
-                old[b, n - 1:n - 1 + m] = start_logps[i].to(logp.device)
             ratio = torch.exp(logp - old)
             clipped = ratio.clamp(1 - eps, 1 + eps)
             per_token = torch.minimum(ratio * adv, clipped * adv)
             share = ((ratio != clipped).to(logp.dtype) * mask).sum() / mask.sum().clamp_min(1)
             info = {"clipped_share": float(share)}
+        if config.cov_kl > 0:
+            per_token = per_token - kl_penalty(logp, old, held, config.cov_kl)
+        if cov:
+            info.update(cov_clipped_share=cov["cov_clipped"] / max(cov["tokens"], 1),
+                        cov_kl_share=cov["cov_kl_tokens"] / max(cov["tokens"], 1))
         per_seq = (per_token * mask).sum(1) / mask.sum(1).clamp_min(1)
         return -per_seq.mean(), info
 
     return batch_loss
+
+
+def _scatter_start(start_logps, examples: Sequence[PGExample], idx, like: torch.Tensor):
+    """The minibatch ``idx``'s start log-probs laid out like ``token_logprobs`` (float
+    [B, T-1] like ``like``, 0 off the completions)."""
+    old = torch.zeros_like(like.detach())
+    for b, i in enumerate(idx):
+        n, m = len(examples[i].prompt_ids), len(examples[i].completion_ids)
+        old[b, n - 1:n - 1 + m] = start_logps[i].to(like.device)
+    return old
 
 
 def _start_token_logprobs(model, sequences, batch_size: int, pad_id: int) -> list:

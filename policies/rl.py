@@ -116,6 +116,7 @@ from policies.confidence import (
     stated_confidence,
     strip_confidence,
 )
+from policies.covariance import kl_penalty, restrict
 from policies.distill import (
     PGExample,
     _is_int,
@@ -132,6 +133,9 @@ from treesearch.engine.forest import Forest
 from treesearch.tasks import prompt_ids
 from treesearch.utils.knobs import CURRICULA, REWARDS, TREE_BASELINES, ZERO_SUCCESS, KnobError
 from treesearch.utils.knobs import RL_METHODS as METHODS
+
+# the methods trained with the policy-gradient loss (``_pg_loss``): Clip-Cov / KL-Cov apply
+PG_METHODS = tuple(m for m in METHODS if m != "expert_iteration")
 
 
 # ----------------------------------------------------------------------------- config
@@ -159,7 +163,12 @@ class RLConfig:
     reward: "binary" (1 / 0) or "brier" (grpo, passk 1: correct - (c - correct)^2 with the
     stated confidence c). curriculum: "random" (seeded shuffle per pass) or "easy_first"
     (prior success rate, estimated from curriculum_samples samples per problem charged to
-    the budget, high to low). seed:
+    the budget, high to low). cov_clip: Clip-Cov's share r of each minibatch's tokens: the
+    ceil(r * N) with the largest positive (logp - mean)(A - mean) get no gradient
+    (``policies.covariance``, arXiv 2505.22617; 0 = off). cov_kl, cov_kl_top: KL-Cov's
+    coefficient beta and share k: the ceil(k * N) such tokens get beta * |logp - logp_old|
+    added, logp_old under the weights that sampled the batch (both 0 = off; > 0 together).
+    Both for the policy-gradient methods (grpo, psr, nsr, tree_rl). seed:
     problem order, sampling and minibatch order. threads: torch CPU threads during the call
     (None = untouched). progress: a tqdm bar over the token budget.
     """
@@ -184,6 +193,9 @@ class RLConfig:
     reward: str = "binary"
     curriculum: str = "random"
     curriculum_samples: int = 4
+    cov_clip: float = 0.0
+    cov_kl: float = 0.0
+    cov_kl_top: float = 0.0
     seed: int = 0
     threads: int | None = None
     progress: bool = False
@@ -192,6 +204,7 @@ class RLConfig:
 def validate(config: RLConfig) -> RLConfig:
     """Raise ValueError naming the first bad field; returns the config."""
     c = config
+    pg, pg_only = c.method in PG_METHODS, f"> 0 only for {', '.join(PG_METHODS)} (policy gradient)"
     checks = [
         ("method", c.method in METHODS, f"one of {', '.join(METHODS)}"),
         ("token_budget", _is_int(c.token_budget) and c.token_budget >= 1, "an int >= 1"),
@@ -231,6 +244,13 @@ def validate(config: RLConfig) -> RLConfig:
         ("curriculum", c.curriculum in CURRICULA, f"one of {', '.join(CURRICULA)}"),
         ("curriculum_samples", _is_int(c.curriculum_samples) and c.curriculum_samples >= 1,
          "an int >= 1"),
+        ("cov_clip", _is_number(c.cov_clip) and 0 <= c.cov_clip < 1 and (c.cov_clip == 0 or pg),
+         f"a number in [0, 1) (Clip-Cov's share of tokens; 0 = off), {pg_only}"),
+        ("cov_kl", _is_number(c.cov_kl) and c.cov_kl >= 0 and (c.cov_kl == 0 or pg),
+         f"a finite number >= 0 (KL-Cov's coefficient; 0 = off), {pg_only}"),
+        ("cov_kl_top", _is_number(c.cov_kl_top) and 0 <= c.cov_kl_top < 1 and (
+            c.cov_kl_top > 0) == (c.cov_kl > 0), "a number in [0, 1), > 0 exactly when "
+         "cov_kl > 0 (KL-Cov's share of tokens)"),
         ("seed", _is_int(c.seed) and c.seed >= 0, "an int >= 0"),
         ("threads", c.threads is None or (_is_int(c.threads) and c.threads >= 1),
          "None or an int >= 1"),
@@ -427,25 +447,32 @@ def _easy_first_order(model, policy, tokenizer, task, problems: list, config: RL
 
 # ----------------------------------------------------------------------------- losses
 
-def _pg_loss(model, batch, adv, old, ref, first: bool, clip_eps: float, kl_beta: float,
-             weight=None):
+def _pg_loss(model, batch, adv, old, ref, first: bool, config: RLConfig, weight=None,
+             sampled=None):
     """Clipped policy-gradient loss of a minibatch (scalar tensor).
 
     batch: ``collate`` output, B sequences of T tokens; adv: float [B] advantages;
     old / ref: float [B, T-1] per-token log-probs under the sampling weights / the
     reference (None when unused), aligned with ``token_logprobs``; first: ratio = 1
-    exactly; weight: float [B] per-sequence loss weights (None = all 1). Per-token losses
-    are averaged over each sequence's completion tokens, weighted, then averaged over the
-    B sequences.
+    exactly; config: clip_eps, kl_beta and the covariance restriction (cov_clip, cov_kl,
+    cov_kl_top: ``policies.covariance``); weight: float [B] per-sequence loss weights
+    (None = all 1); sampled: float [B, T-1] log-probs under the sampling weights, KL-Cov's
+    reference (needed when cov_kl > 0, on every pass). Per-token losses are averaged over
+    each sequence's completion tokens, weighted, then averaged over the B sequences.
     """
     logp = token_logprobs(model, batch)                      # [B, T-1], 0 off-completion
     mask = (batch["labels"][:, 1:] != -100).to(logp.dtype)   # [B, T-1]
     a = adv.to(logp.device, logp.dtype)[:, None]
+    logp, held, _ = restrict(logp, a, mask.bool(), clip=config.cov_clip,
+                             kl_top=config.cov_kl_top)
     ratio = torch.exp(logp - (logp.detach() if first else old))
-    tok = -torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
-    if kl_beta > 0:
+    eps = config.clip_eps
+    tok = -torch.minimum(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a)
+    if config.cov_kl > 0:
+        tok = tok + kl_penalty(logp, sampled, held, config.cov_kl)
+    if config.kl_beta > 0:
         diff = ref - logp
-        tok = tok + kl_beta * (torch.exp(diff) - diff - 1)
+        tok = tok + config.kl_beta * (torch.exp(diff) - diff - 1)
     per_seq = (tok * mask).sum(1) / mask.sum(1).clamp_min(1)
     if weight is not None:
         per_seq = per_seq * weight.to(per_seq.device, per_seq.dtype)
@@ -776,7 +803,7 @@ def _update(model, opt, params, seqs, adv, weight, reference, config: RLConfig,
     n = len(seqs)
     pg = config.method != "expert_iteration"
     old = ref = None
-    if pg and config.updates_per_batch > 1:
+    if pg and (config.updates_per_batch > 1 or config.cov_kl > 0):
         old = _per_token_logprobs(model, seqs, config.batch_size, pad, device)
     if pg and reference is not None:
         ref = _per_token_logprobs(reference, seqs, config.batch_size, pad, device)
@@ -790,10 +817,10 @@ def _update(model, opt, params, seqs, adv, weight, reference, config: RLConfig,
             batch = collate([seqs[i] for i in idx], pad, device)
             if pg:
                 mask = batch["labels"][:, 1:] != -100
-                loss = _pg_loss(model, batch, adv[idx],
-                                _scatter([old[i] for i in idx], mask) if old and epoch else None,
+                sampled = _scatter([old[i] for i in idx], mask) if old else None
+                loss = _pg_loss(model, batch, adv[idx], sampled if epoch else None,
                                 _scatter([ref[i] for i in idx], mask) if ref else None,
-                                epoch == 0, config.clip_eps, config.kl_beta, weight[idx])
+                                epoch == 0, config, weight[idx], sampled=sampled)
             else:
                 loss, _ = sft_loss(model, batch)
             opt.zero_grad(set_to_none=True)

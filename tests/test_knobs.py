@@ -132,12 +132,16 @@ def _dotlist(prefix: str, values: dict) -> list[str]:
 DISTILL_KNOBS = {"lr": 0.0123, "epochs": 3, "batch_size": 5, "weight_decay": 0.01,
                  "grad_clip": 0.5, "threads": 1, "dpo_beta": 0.2, "lora": True, "lora_r": 4,
                  "lora_alpha": 8.0, "lora_dropout": 0.1, "lora_targets": ["q_proj"],
-                 "max_steps": 7, "pg_clip": 0.3, "anchor_kl": 0.5}
+                 "max_steps": 7, "pg_clip": 0.3, "anchor_kl": 0.5, "own_kl": 0.25,
+                 "own_samples": 2}
+# the policy-gradient objectives: refused with the SFT methods, so set with wreinforce
+PG_DISTILL_KNOBS = {"cov_clip": 0.05, "cov_kl": 0.5, "cov_kl_top": 0.01}
+PG_METHOD = ["distill.method=wreinforce", "distill.anchor_kl=0"]
 RL_KNOBS = [{"group_size": 4, "problems_per_step": 3, "lr": 0.0123, "clip_eps": 0.3,
              "kl_beta": 0.01, "updates_per_batch": 2, "batch_size": 5, "grad_clip": 0.5,
              "passk": 2, "tree_baseline": "parent", "zero_success": "drop",
              "zero_success_weight": 0.3, "curriculum": "easy_first", "curriculum_samples": 2,
-             "threads": 1},
+             "threads": 1, "cov_clip": 0.05, "cov_kl": 0.5, "cov_kl_top": 0.01},
             {"reward": "brier"}]
 
 
@@ -146,11 +150,13 @@ def _library_knobs(cls, set_by_app) -> set[str]:
 
 
 def test_every_distill_knob_reaches_selfplays_distill_config():
-    assert set(DISTILL_KNOBS) == _library_knobs(DistillConfig, DISTILL_SET_BY_APP)
-    cfg = load_config(None, _dotlist("distill", DISTILL_KNOBS))
-    built = distill_config(cfg, seed=5)
-    assert {k: getattr(built, k) for k in DISTILL_KNOBS} == DISTILL_KNOBS
-    assert (built.seed, built.progress) == (5, cfg.progress)
+    assert set(DISTILL_KNOBS) | set(PG_DISTILL_KNOBS) == _library_knobs(DistillConfig,
+                                                                        DISTILL_SET_BY_APP)
+    for knobs, method in ((DISTILL_KNOBS, []), (PG_DISTILL_KNOBS, PG_METHOD)):
+        cfg = load_config(None, [*method, *_dotlist("distill", knobs)])
+        built = distill_config(cfg, seed=5)
+        assert {k: getattr(built, k) for k in knobs} == knobs
+        assert (built.seed, built.progress) == (5, cfg.progress)
 
 
 def test_every_rl_knob_reaches_the_studys_rl_config():
@@ -168,7 +174,10 @@ def test_every_rl_knob_reaches_the_studys_rl_config():
 
 @pytest.mark.parametrize("part, build", [("sft", sft_config), ("dpo", dpo_config)])
 def test_every_distill_knob_reaches_the_studys_tree_configs(part, build):
-    knobs = {k: v for k, v in DISTILL_KNOBS.items() if k != "lora"}  # peft: optional
+    """Every knob but the objectives a part's trainer cannot train (refused there: own_kl is
+    the SFT's; Clip-Cov / KL-Cov reach grpo through the rl section)."""
+    skip = {"lora"} | ({"own_kl", "own_samples"} if part == "dpo" else set())  # peft: optional
+    knobs = {k: v for k, v in DISTILL_KNOBS.items() if k not in skip}
     cfg = load_study_config(QUICK, _dotlist(f"tree.{part}", knobs))
     built = build(cfg, "mcts" if part == "sft" else "dpo", seed=3)
     assert {k: getattr(built, k) for k in knobs} == knobs and built.seed == 3

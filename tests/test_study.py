@@ -273,7 +273,7 @@ def test_a_tree_variant_trains_mcts_with_its_tree_changes_from_the_shared_search
         searched.append((prior, seed))
         return [], None, {"tokens_generated": 7}, None
 
-    def fake_sft(model, tokenizer, examples, config):
+    def fake_sft(model, tokenizer, examples, config, own=()):
         seen["config"] = config
         return model, {}
 

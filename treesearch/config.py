@@ -101,6 +101,9 @@ class CriticsConfig:
 
 
 DISTILL_METHODS = ("sft", "sft+dpo", "wreinforce", "tree_pg")
+# the objectives only some methods train: DistillConfig field -> those methods
+OBJECTIVE_METHODS = {"own_kl": ("sft", "sft+dpo"), "cov_clip": ("wreinforce", "tree_pg"),
+                     "cov_kl": ("wreinforce", "tree_pg")}
 # the DistillConfig fields self-play sets itself (``distill_config``): field -> from what
 DISTILL_SET_BY_APP = {"seed": "seed (each round's distill stage derives its own)",
                       "progress": "progress"}
@@ -120,7 +123,11 @@ class DistillSection(DistillConfig, HarvestConfig):
     trees with a step advantage from the tree itself: its Q minus ``tree_baseline``, the mean
     Q of its visited siblings or its parent's Q; ``policies.rl.tree_examples``). Of the
     diversity options only ``anchor_kl`` is on by default (picked on val,
-    ``benchmarks/results/widen_val.md``)."""
+    ``benchmarks/results/widen_val.md``). Off the imitated paths (issue 32, all off by
+    default): ``own_kl`` with ``own_samples`` (sft, sft+dpo: KL(start || policy) at every
+    position of ``own_samples`` samples per training problem drawn from the learner as the
+    stage starts, seeded from the stage's seed) and Clip-Cov / KL-Cov (``cov_clip``;
+    ``cov_kl`` with ``cov_kl_top``; wreinforce, tree_pg), knobs of ``DistillConfig``."""
 
     method: str = "sft"
     # True: every round fine-tunes the STARTING model on the paths of all rounds so far
@@ -370,6 +377,10 @@ def _check_distill(cfg, need) -> None:
     need(isinstance(d.passk_weight, int) and d.passk_weight >= 0, "distill.passk_weight",
          "must be an int >= 0 (K of the (1 - q)^(K - 1) problem weight; 0 = off)")
     need(d.positive_weight >= 0, "distill.positive_weight", "must be >= 0")
+    for key, methods in OBJECTIVE_METHODS.items():
+        need(not getattr(d, key) or d.method in methods, f"distill.{key}",
+             f"an objective of {' and '.join(methods)}, which method {d.method!r} cannot "
+             f"train (0 = off)")
     need(d.anchor_kl == 0 or d.method in ("sft", "sft+dpo"), "distill.anchor_kl",
          f"applies to the SFT methods (sft, sft+dpo), not {d.method!r}: add "
          "distill.anchor_kl=0 (the default recipe anchors its SFT)")

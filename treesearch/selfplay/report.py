@@ -1,5 +1,6 @@
 """What a finished self-play run writes beside its metrics: ``summary.md`` (held-out
-accuracy per round, and with ``eval.passk_samples`` > 0 what shrinks), ``accuracy.png``,
+accuracy per round, and with ``eval.passk_samples`` > 0 what shrinks: pass@k, the share of
+problems whose pass@max-k fell from round 0, distinct, entropy), ``accuracy.png``,
 ``passk.png`` and ``report.html`` (the tree viewer over every round, ``treesearch.view``)."""
 
 from __future__ import annotations
@@ -51,21 +52,25 @@ def _plot(rows, keys, path, title) -> None:
 
 
 def _diversity_table(rows: list[dict]) -> str:
-    """Markdown: per round, pass@k at k = 1, 8 (where measured) and the largest k, distinct
-    correct solutions per problem, token entropy, format shares and strategy shares."""
+    """Markdown: per round, pass@k at k = 1, 8 (where measured) and the largest k, the share
+    of problems whose pass@(largest k) fell from round 0 ("-" where the run logged no
+    per-problem counts), distinct correct solutions per problem, token entropy, format
+    shares and strategy shares."""
     n = rows[0]["passk_samples"]
     ks = [k for k in ("1", "8", str(n)) if k in rows[0]["passk"]]
     ks = list(dict.fromkeys(ks))
-    head = ([f"pass@{k}" for k in ks] + ["distinct correct", "entropy (nats)", "formats",
-                                         "strategies (correct)"])
+    head = ([f"pass@{k}" for k in ks] + [f"pass@{n} fell (share)", "distinct correct",
+                                         "entropy (nats)", "formats", "strategies (correct)"])
     lines = ["| round | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
 
     def shares(d):
         return ", ".join(f"{k} {v:.2f}" for k, v in d.items()) or "-"
 
     for m in rows:
+        fell = m.get("passk_fell")
         cells = ([f"{m['passk'][k]:.3f}" for k in ks]
-                 + [f"{m['distinct_correct']:.2f}", f"{m['entropy']:.3f}",
+                 + ["-" if fell is None else f"{fell:.3f}",
+                    f"{m['distinct_correct']:.2f}", f"{m['entropy']:.3f}",
                     shares(m["format_share"]), shares(m["strategy_share"])])
         lines.append(f"| {m['round']} | " + " | ".join(cells) + " |")
     return (f"{rows[0]['passk_problems']} problems x {n} samples each.\n\n"

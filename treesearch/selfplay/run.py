@@ -46,8 +46,8 @@ from treesearch.selfplay.shards import (
 )
 from treesearch.stages.critics import refit_critics
 from treesearch.tasks.registry import code_path
-from treesearch.stages.evaluate import diversity
-from treesearch.stages.harvest import harvest, prior_examples, unit_mean_weight
+from treesearch.stages.evaluate import diversity, passk_fell
+from treesearch.stages.harvest import harvest, own_samples, prior_examples, unit_mean_weight
 from treesearch.stages.train import OPTIMIZERS, TrainData, distill_row
 from treesearch.utils.cli import ArgumentParser, CLIError, blame
 from treesearch.utils.heal import sweep
@@ -132,6 +132,12 @@ class SelfPlay:
             data.pairs = got.pairs  # sibling pairs: the last round's only
         if d.passk_weight:  # the mean weight back to 1: the same step size
             data.examples = unit_mean_weight(data.examples)
+        if d.own_samples:  # the learner's own samples as it starts, seeded from the stage's
+            s = self.cfg.search
+            learner = self.models.load_policy(0 if d.cumulative else r - 1, seed)
+            data.own = own_samples(learner, self.task, self.train_problems(r), d.own_samples,
+                                   temperature=self.cfg.policy.temperature,
+                                   max_steps=s.max_depth, max_step_tokens=s.max_step_tokens)
         if d.prior_samples:  # samples of the STARTING model, seeded per (seed, round)
             start, s = self.models.load_policy(0, self.seed(r, "prior")), self.cfg.search
             data.prior = prior_examples(start, self.task, self.train_problems(r),
@@ -146,7 +152,8 @@ class SelfPlay:
         """Greedy accuracy, sampled pass@k and MCTS decoding on the held-out problems, as
         shards run here or on the Ray workers (``shards.eval_items``), gathered in problem
         order; with ``eval.passk_samples`` > 0 also what shrinks (``stages.evaluate.
-        diversity`` on the first ``eval.passk_problems`` problems)."""
+        diversity`` on the first ``eval.passk_problems`` problems) and the share of them
+        whose pass@max-k fell from round 0 (``passk_fell``)."""
         items = eval_items(self.cfg, r, self.eval_problems)
         e, s = self.cfg.eval, self.cfg.search
         row = eval_row(items, self.run_items(items), e.samples)
@@ -160,7 +167,19 @@ class SelfPlay:
                                  temperature=self.cfg.policy.temperature,
                                  max_steps=s.max_depth, max_step_tokens=s.max_step_tokens,
                                  entropy_samples=e.entropy_samples))
+            row["passk_fell"] = self.fell_share(r, row)
         return row
+
+    def fell_share(self, r: int, row: dict) -> float | None:
+        """Share of the pass@k problems whose pass@``eval.passk_samples`` fell from round 0
+        to round ``r`` (``stages.evaluate.passk_fell`` of the eval rows' ``passk_counts``):
+        0.0 at round 0, None when round 0's row holds no counts (a run from before them)."""
+        if r == 0:
+            return 0.0
+        first = [m for m in self.run.metrics() if m["stage"] == "eval" and m["round"] == 0]
+        if not first or "passk_counts" not in first[-1]:
+            return None
+        return passk_fell(first[-1]["passk_counts"], row["passk_counts"], row["passk_samples"])
 
     def run_items(self, items: list[WorkItem]) -> list:
         """``StageShards.run`` of every item, on the Ray workers when there is a pool (each

@@ -16,9 +16,10 @@ from policies.rollout import generate_solutions
 from treesearch.search.strategies import decode
 from treesearch.tasks import prompt_ids
 from treesearch.utils.estimators import default_ks, distinct_correct, pass_at_k_curve
+from treesearch.utils.estimators import pass_at_k as pass_at_k_each
 
 __all__ = ["diversity", "greedy_correct", "judge", "mcts_correct", "pass_at_k",
-           "powers_of_two", "sampled_counts"]
+           "passk_fell", "powers_of_two", "sampled_counts"]
 
 
 def judge(task, problems: Sequence, texts: Sequence[Sequence[str]]):
@@ -80,7 +81,8 @@ def diversity(policy, task, problems: Sequence, n: int, *, temperature: float, m
     at ``temperature``; pass@k for k = 1, 2, 4, ..., n, distinct correct solutions per
     problem (whitespace-insensitive text), mean token entropy in nats over the first
     ``entropy_samples`` samples of each problem (nan without a transformers model), format
-    shares of all samples and strategy shares of the correct ones."""
+    shares of all samples and strategy shares of the correct ones; ``passk_counts``, the
+    correct samples of each problem (P ints), keeps what ``passk_fell`` compares."""
     blind = [p.without_label() for p in problems]
     texts, tokens = generate_solutions(policy, policy.tokenizer, task, blind, n=n,
                                        temperature=temperature, max_steps=max_steps,
@@ -95,8 +97,27 @@ def diversity(policy, task, problems: Sequence, n: int, *, temperature: float, m
     right = [t for ts, cs in zip(texts, correct) for t, c in zip(ts, cs) if c]
     return {"passk": pass_at_k(counts, n),
             "passk_problems": len(problems), "passk_samples": n,
+            "passk_counts": [int(c) for c in counts],
             "distinct_correct": float(np.mean([distinct_correct(ts, cs)
                                                for ts, cs in zip(texts, correct)])),
             "entropy": entropy,
             "format_share": format_share(task, [t for ts in texts for t in ts]),
             "strategy_share": strategy_share(task, right)}
+
+
+def passk_fell(first_counts: Sequence[int], counts: Sequence[int], n: int) -> float:
+    """Share of problems whose pass@n estimate fell from ``first_counts`` to ``counts``
+    (each int [P], correct samples of n per problem, the same problems in the same order;
+    e.g. round 0's and round r's ``passk_counts``): per problem, the unbiased pass@n of
+    ``counts`` below that of ``first_counts``. At k = n the estimate is 1 with a correct
+    sample and 0 without, so a problem falls when it was solved in some sample before and
+    in none now. nan for no problems; ValueError for counts of different lengths."""
+    first, now = np.asarray(first_counts, np.int64), np.asarray(counts, np.int64)
+    if first.shape != now.shape or first.ndim != 1:
+        raise ValueError(f"passk_fell: counts of {first.shape} and {now.shape} problems; "
+                         "need the same problems")
+    if not len(first):
+        return float("nan")
+    samples = np.full(first.shape, int(n))
+    before, after = pass_at_k_each(samples, first, n), pass_at_k_each(samples, now, n)
+    return float(np.mean(after < before))

@@ -2,7 +2,8 @@
 problems: ``harvest`` fills the ``TrainData`` fields an entry of ``stages.train.OPTIMIZERS``
 needs (``Optimizer.needs``), so self-play's distill stage (once per round's trees) and the
 study's tree optimizers (the (prior, seed) search) harvest the same way; ``prior_examples``
-samples the keep-the-prior term from the starting model instead."""
+samples the keep-the-prior term from the starting model instead, and ``own_samples`` the
+states the own-KL term holds from the learner."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from treesearch.stages.train import TrainData
 from treesearch.tasks import prompt_ids
 from treesearch.utils.knobs import TREE_BASELINES
 
-__all__ = ["harvest", "prior_examples", "unit_mean_weight"]
+__all__ = ["harvest", "own_samples", "prior_examples", "unit_mean_weight"]
 
 
 def harvest(needs: frozenset, result: SearchResult, problems: Sequence, task, tokenizer,
@@ -81,6 +82,17 @@ def prior_examples(start, task, problems: Sequence, n: int, weight: float, *,
         prompt = prompt_ids(start.tokenizer, task, p)
         out += [SFTExample(list(prompt), list(t), float(weight)) for t in per if t]
     return out
+
+
+def own_samples(learner, task, problems: Sequence, n: int, *, temperature: float,
+                max_steps: int, max_step_tokens: int) -> list:
+    """The own-KL term's states (``policies.offpath``): ``n`` samples per problem from the
+    ``learner`` as training starts (a policy over the model the trainer starts from, its
+    sampler seeded by the caller; right or wrong, exact sampled token ids, labels never
+    read), as (prompt ids, completion ids) pairs, empty samples left out."""
+    return [(e.prompt_ids, e.completion_ids)
+            for e in prior_examples(learner, task, problems, n, 1.0, temperature=temperature,
+                                    max_steps=max_steps, max_step_tokens=max_step_tokens)]
 
 
 def unit_mean_weight(examples: list) -> list:

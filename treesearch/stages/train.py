@@ -49,7 +49,10 @@ class TrainData:
     """What an optimizer trains on; each entry reads the fields its ``needs`` name.
 
     examples: SFTExamples to imitate (weights as harvested). prior: keep-the-prior
-    SFTExamples (samples of the starting model), trained beside ``examples``. pairs:
+    SFTExamples (samples of the starting model), trained beside ``examples``. own: the
+    learner's own samples as (prompt ids, completion ids) pairs, the states the SFT
+    entries' ``own_kl`` term holds (``stages.harvest.own_samples``; drawn when the config's
+    ``own_samples`` > 0, by every caller alike). pairs:
     PreferencePairs. pg: signed PGExamples (failing siblings, or tree steps).
     positive_weight: the factor a policy-gradient pass puts on ``examples``' weights.
     task, problems: the on-policy entries' training problems. on_samples, search: handed
@@ -58,6 +61,7 @@ class TrainData:
 
     examples: list = field(default_factory=list)
     prior: list = field(default_factory=list)
+    own: list = field(default_factory=list)
     pairs: list = field(default_factory=list)
     pg: list = field(default_factory=list)
     positive_weight: float = 1.0
@@ -77,8 +81,9 @@ class Optimizer:
 
 
 def _sft(model, tokenizer, data: TrainData, config):
-    """SFT (``policies.distill.sft``) on ``examples`` then ``prior``."""
-    return sft(model, tokenizer, data.examples + data.prior, config)
+    """SFT (``policies.distill.sft``) on ``examples`` then ``prior``, ``own`` held by the
+    own-KL term (with ``config.own_kl``)."""
+    return sft(model, tokenizer, data.examples + data.prior, config, own=data.own)
 
 
 def _dpo(model, tokenizer, data: TrainData, config):
@@ -138,14 +143,20 @@ def from_trees(name: str) -> bool:
 def distill_row(stats: dict, data: TrainData, distill) -> dict:
     """Self-play's distill-stage metrics row from a trainer's ``stats`` on ``data``
     (``distill``: the ``DistillConfig`` knobs it ran with): a policy-gradient pass reports
-    its positives and negatives, SFT its losses (and DPO's under "dpo")."""
+    its positives and negatives (and Clip-Cov / KL-Cov's token shares), SFT its losses
+    (the anchor's and own-KL's last KL, and DPO's under "dpo")."""
     d = distill
     if "positives" in stats:
-        return {"pg_examples": stats["examples"], "pg_positives": stats["positives"],
-                "pg_negatives": stats["negatives"], "pg_loss_first": stats["loss_first"],
-                "pg_loss_last": stats["loss_last"],
-                "pg_clipped_share_last": stats["clipped_share_last"],
-                "prior_examples": len(data.prior)}
+        row = {"pg_examples": stats["examples"], "pg_positives": stats["positives"],
+               "pg_negatives": stats["negatives"], "pg_loss_first": stats["loss_first"],
+               "pg_loss_last": stats["loss_last"],
+               "pg_clipped_share_last": stats["clipped_share_last"],
+               "prior_examples": len(data.prior)}
+        if d.cov_clip:
+            row["pg_cov_clipped_share_last"] = stats.get("cov_clipped_share_last")
+        if d.cov_kl:
+            row["pg_cov_kl_share_last"] = stats.get("cov_kl_share_last")
+        return row
     examples = data.examples
     row = {"sft_examples": len(examples), "sft_loss_first": stats.get("loss_first"),
            "sft_loss_last": stats.get("loss_last")}
@@ -153,6 +164,8 @@ def distill_row(stats: dict, data: TrainData, distill) -> dict:
         row["sft_anchor_kl_last"] = stats.get("anchor_kl_last")
     if d.prior_samples:
         row["prior_examples"] = len(data.prior)
+    if d.own_kl:
+        row.update(own_examples=len(data.own), sft_own_kl_last=stats.get("own_kl_last"))
     if d.distinct or d.unlikeliness or d.passk_weight:
         row["sft_weight_mean"] = (float(np.mean([e.weight for e in examples]))
                                   if examples else None)

@@ -33,9 +33,10 @@ from typing import Any, Dict, List
 from omegaconf import OmegaConf
 
 from policies.distill import DistillConfig
+from policies.distill import refuse_objectives
 from policies.distill import validate as check_distill
 from policies.pretrain import PretrainConfig
-from policies.rl import RLConfig
+from policies.rl import PG_METHODS, RLConfig
 from policies.rl import validate as check_rl_config
 from policies.tokenization import build_char_tokenizer
 from policies.zoo import MODELS, resolve
@@ -272,16 +273,19 @@ def rl_config(cfg, optimizer: str, seed: int) -> RLConfig:
     """The ``RLConfig`` on-policy optimizer ``optimizer`` trains with: its rl section's
     library knobs (``rl_of``, the learning rate ``optimizer_lr``), those its method does not
     read set to what it does (pass@K and the Brier reward are grpo's, tree_rl keeps every
-    group), and what the study sets itself (``RL_SET_BY_STUDY``; ``seed``: the cell's)."""
+    group, Clip-Cov / KL-Cov are the policy-gradient methods'), and what the study sets
+    itself (``RL_SET_BY_STUDY``; ``seed``: the cell's)."""
     method = base_optimizer(cfg, optimizer)
     rl = rl_of(cfg, optimizer)
+    cov = {k: getattr(rl, k) if method in PG_METHODS else 0.0
+           for k in ("cov_clip", "cov_kl", "cov_kl_top")}
     return library_config(RLConfig, rl, method=method, token_budget=cfg.budget_tokens,
                           temperature=cfg.eval.temperature, max_steps=cfg.search.max_depth,
                           max_step_tokens=cfg.search.max_step_tokens, seed=seed,
                           progress=cfg.progress, lr=optimizer_lr(cfg, optimizer),
                           passk=rl.passk if method == "grpo" else 1,
                           zero_success=rl.zero_success if method != "tree_rl" else "keep",
-                          reward=rl.reward if method == "grpo" else "binary")
+                          reward=rl.reward if method == "grpo" else "binary", **cov)
 
 
 def sft_config(cfg, optimizer: str, seed: int) -> DistillConfig:
@@ -334,6 +338,11 @@ def _check_rl(cfg, rl, key: str, optimizers: set[str], need) -> None:
     need(rl.reward == "binary" or ("grpo" in methods and rl.passk == 1),
          f"{key}.reward", "'brier' changes grpo's reward only (with rl.passk = 1), and needs "
          "grpo among the optimizers")
+    for name in ("cov_clip", "cov_kl"):  # a section serving tree optimizers only: unread
+        need(not getattr(rl, name) or bool(methods & set(PG_METHODS))
+             or not methods & set(ON_POLICY), f"{key}.{name}",
+             f"an objective of the policy-gradient methods ({', '.join(PG_METHODS)}), and "
+             "none is among the on-policy optimizers it serves")
     for optimizer in sorted(o for o in optimizers if base_optimizer(cfg, o) in ON_POLICY):
         check_library(check_rl_config, rl_config(cfg, optimizer, seed=0), key)
 
@@ -341,10 +350,14 @@ def _check_rl(cfg, rl, key: str, optimizers: set[str], need) -> None:
 def _check_tree(cfg, name: str, key: str) -> None:
     """The checks of one tree section (the study's: ``name`` an optimizer of its own, or a
     variant's with its changes), named ``key`` in errors: DistillConfig's own checks of
-    the configs its SFT and DPO train with."""
+    the configs its SFT and DPO train with, and no objective its trainer cannot train
+    (``policies.distill.refuse_objectives``: own_kl is the SFT's, Clip-Cov / KL-Cov are
+    policy-gradient objectives, in the rl section for grpo)."""
     for part, build in (("sft", sft_config), ("dpo", dpo_config)):
         check_set_by_app(getattr(tree_of(cfg, name), part), f"{key}.{part}", TREE_SET_BY_STUDY)
-        check_library(check_distill, build(cfg, name, seed=0), f"{key}.{part}")
+        built = check_library(check_distill, build(cfg, name, seed=0), f"{key}.{part}")
+        check_library(functools.partial(refuse_objectives, trainer=part), built,
+                      f"{key}.{part}")
 
 
 def validate_study(cfg) -> None:

@@ -17,7 +17,7 @@ from treesearch.backends import build_learner
 from treesearch.engine.export import write_jsonl
 from treesearch.search.harvest import load_result
 from treesearch.stages import search_problems
-from treesearch.stages.harvest import harvest
+from treesearch.stages.harvest import harvest, own_samples
 from treesearch.stages.train import OPTIMIZERS, TrainData, from_trees
 from treesearch.study.config import base_optimizer, train_config, tree_of
 from treesearch.study.measure import format_share
@@ -112,12 +112,17 @@ class CellTraining:
 
     def _train_from_trees(self, model, tokenizer, prior, optimizer, seed):
         """mcts (SFT on the best correct paths) or dpo (sibling steps) from the search of
-        (prior, seed), with ``optimizer``'s tree section (``tree_of``)."""
+        (prior, seed), with ``optimizer``'s tree section (``tree_of``); with its
+        ``sft.own_samples`` > 0 also the prior's own samples for the own-KL term."""
         problems, result, search_stats, _ = self.search(prior, seed)
         t = tree_of(self.cfg, optimizer)
         entry = OPTIMIZERS[base_optimizer(self.cfg, optimizer)]
         data = harvest(entry.needs, result, problems, self.task, tokenizer, t)
         config = train_config(self.cfg, optimizer, seed=cell_seed(prior, optimizer, seed))
+        own_tokens = 0
+        if getattr(config, "own_samples", 0):
+            data.own = self._own_samples(prior, optimizer, seed, problems, config.own_samples)
+            own_tokens = sum(len(c) for _, c in data.own)
         model, stats = entry.train(model, tokenizer, data, config)
         if "paths" in entry.needs:
             texts = [tokenizer.decode(e.completion_ids, skip_special_tokens=True)
@@ -125,6 +130,19 @@ class CellTraining:
             stats["format_over_training"] = [format_share(self.task, texts)] if texts else []
         if "pairs" in entry.needs:
             stats["pairs"] = len(data.pairs)
-        stats["tokens_generated"] = search_stats["tokens_generated"]
+        stats["tokens_generated"] = search_stats["tokens_generated"] + own_tokens
+        if own_tokens:
+            stats["own_tokens"] = own_tokens
         stats["search"] = search_stats
         return model, tokenizer, stats
+
+    def _own_samples(self, prior: str, optimizer: str, seed: int, problems, n: int) -> list:
+        """The own-KL term's states for one cell (``stages.harvest.own_samples``): ``n``
+        samples per training problem from the prior (the model the cell's SFT starts from),
+        sampled at eval.temperature, seeded by the cell; their tokens are charged to the
+        cell's generated tokens."""
+        policy = self.study.policy(self.study.prior_path(prior),
+                                   cell_seed(prior, optimizer, seed, "own"))
+        return own_samples(policy, self.task, problems, n, temperature=self.cfg.eval.temperature,
+                           max_steps=self.cfg.search.max_depth,
+                           max_step_tokens=self.cfg.search.max_step_tokens)
