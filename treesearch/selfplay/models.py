@@ -72,7 +72,7 @@ class RunModels:
                              c.trunk or self.cfg.policy.model,
                              saved={k: self.critic_dir(round_, k) for k in CRITIC_KINDS},
                              policy_tokenizer=tokenizer, device=c.device or self.cfg.policy.device,
-                             judge=c.judge)
+                             judge=c.judge, prm_format=c.prm_format or None)
 
     def critic_slots(self, critics: dict, problems, tokenizer) -> dict:
         """The scorer's slots {kind: critic} on ``problems`` (``backends.critic_slots``):
