@@ -519,7 +519,7 @@ def test_pretrain_refuses_random_bad_input(capsys, tmp_path, monkeypatch):
                      ": 2 is not true or false"),
     (["x..y=1"], "override 'x..y=1': 'x..y' is not a dotted config key"),
     (["--config"], "argument --config: expected one argument"),
-    (["--resume", "somewhere", "rounds=2"], "--resume takes no config or overrides"),
+    (["--resume", "somewhere", "rounds=2"], "--resume: takes no config or overrides"),
 ])
 def test_selfplay_refusals_the_fuzz_found(capsys, tmp_path, monkeypatch, argv, expected):
     monkeypatch.chdir(tmp_path)
