@@ -63,7 +63,8 @@ def ensure_run(seed: int, run: Path, rounds: int) -> None:
 
 def check_default(run: Path, seed: int) -> None:
     """A ValueError naming every key in which ``run``'s saved config departs from the
-    embedded default (apart from ``out`` and ``seed``), or a seed that is not ``seed``."""
+    embedded default (apart from ``out`` and ``seed``; a key added since the run was made
+    counts at its default), or a seed that is not ``seed``."""
     saved = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
     default = OmegaConf.to_container(load_config(), resolve=True)
 
@@ -75,8 +76,9 @@ def check_default(run: Path, seed: int) -> None:
                 yield f"{prefix}{k}", v
 
     got, want = dict(leaves(saved)), dict(leaves(default))
+    # a key the saved config lacks came after the run was made: the run had its default
     differ = sorted(k for k in set(got) | set(want)
-                    if k not in FREE_KEYS and got.get(k, "<missing>") != want.get(k, "<missing>"))
+                    if k not in FREE_KEYS and got.get(k, want.get(k)) != want.get(k, "<missing>"))
     if differ:
         raise ValueError(f"{run}: not the embedded default; differs in {', '.join(differ)}")
     if got.get("seed") != seed:
