@@ -379,6 +379,20 @@ DECODE_FLAGS = {
 }
 
 
+def bad_flag_item(rng: random.Random, flags: dict) -> tuple[str, list[str]]:
+    """One flag of ``flags`` (flag -> (good values, bad values)) with one of its bad values:
+    (the flag, [flag, value])."""
+    flag = rng.choice(sorted(flags))
+    return flag, [flag, rng.choice(flags[flag][1])]
+
+
+def good_flag_items(rng: random.Random, flags: dict, skip: str) -> list[list[str]]:
+    """Up to three other flags of ``flags`` (not ``skip``), each [flag, a good value]."""
+    return [[flag, rng.choice(flags[flag][0])]
+            for flag in rng.sample(sorted(flags), rng.randrange(4))
+            if flag != skip and flags[flag][0]]
+
+
 def decode_cases(rng: random.Random, tmp_path, inputs) -> list[list[str]]:
     search = Fuzz(rng, leaves(SearchConfig), SEARCH_RANGES, prefix="search.")
     dist = Fuzz(rng, leaves(DistributedConfig), DISTRIBUTED_RANGES, prefix="distributed.")
@@ -387,8 +401,7 @@ def decode_cases(rng: random.Random, tmp_path, inputs) -> list[list[str]]:
         kind = rng.random()
         bad_flag = ""
         if kind < 0.4:
-            bad_flag = rng.choice(sorted(DECODE_FLAGS))
-            bad = [bad_flag, rng.choice(DECODE_FLAGS[bad_flag][1])]
+            bad_flag, bad = bad_flag_item(rng, DECODE_FLAGS)
         elif kind < 0.65:
             bad = search.line()
         elif kind < 0.8:
@@ -403,12 +416,9 @@ def decode_cases(rng: random.Random, tmp_path, inputs) -> list[list[str]]:
                                            str(inputs / "bad_task.yaml")])]
         else:
             bad = rng.choice([["--bogus"], ["--problems"], ["--budgets"]])
-        noise = []
-        for flag in rng.sample(sorted(DECODE_FLAGS), rng.randrange(4)):
-            if flag != bad_flag and DECODE_FLAGS[flag][0]:
-                noise += [flag, rng.choice(DECODE_FLAGS[flag][0])]
-        noise += search.noise("", most=2)
-        items = [bad, *[noise[i:i + 2] for i in range(0, len(noise), 2)]]
+        noise = search.noise("", most=2)
+        items = [bad, *good_flag_items(rng, DECODE_FLAGS, bad_flag),
+                 *[noise[i:i + 2] for i in range(0, len(noise), 2)]]
         rng.shuffle(items)
         base = ["--out", str(tmp_path / "d"), "--problems", "2"]  # few problems: fast cases
         cases.append(base + [a for item in items for a in item])
@@ -485,18 +495,14 @@ def pretrain_cases(rng: random.Random, tmp_path) -> list[list[str]]:
         kind = rng.random()
         bad_flag = ""
         if kind < 0.75:
-            bad_flag = rng.choice(sorted(flags))
-            bad = [bad_flag, rng.choice(flags[bad_flag][1])]
+            bad_flag, bad = bad_flag_item(rng, flags)
         elif kind < 0.9:
             bad = [rng.choice(["task_args.zz=1", "task_args.n_numbers=[", "task_args.=1",
                                "task_args.n_numbers=abc", "task_args.n_numbers=1", "oops",
                                "task_args.seed=3"])]
         else:
             bad = rng.choice([["--zz"], ["--hidden"], ["--progress=1"], ["--no-progress", "x"]])
-        items = [bad]
-        for flag in rng.sample(sorted(flags), rng.randrange(4)):
-            if flag != bad_flag and flags[flag][0]:
-                items.append([flag, rng.choice(flags[flag][0])])
+        items = [bad, *good_flag_items(rng, flags, bad_flag)]
         rng.shuffle(items)
         cases.append(["--out", str(tmp_path / "p")] + [a for item in items for a in item])
     return cases
