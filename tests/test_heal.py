@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from treesearch.selfplay.heal import parse_stage, plan
-from treesearch.utils.atomic import ASIDE_DIR, TEMP_DIR, TEMP_FILE
+from treesearch.utils.atomic import ASIDE_DIR, TEMP_DIR, TEMP_FILE, atomic_dir
 from treesearch.utils.checkpoints import checkpoint_problems
 from treesearch.utils.heal import leftovers, sweep
 
@@ -136,6 +136,24 @@ def test_a_write_killed_at_each_step_leaves_what_sweep_clears(tmp_path, step, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["paused", target.name])
     if step == "aside":
         assert "put back" in done[0] and ".policy.tmp-" in done[1]
+
+
+def test_a_saved_checkpoint_gets_the_umask_modes(tmp_path):
+    """safetensors creates its file 0600; atomic_dir gives every file the mode a plain open
+    would, and the directory mkdir's, under the process umask."""
+    from safetensors.torch import save_file
+    import torch
+
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "policy") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp / "model.safetensors"))
+            (tmp / "config.json").write_text("{}")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "policy").iterdir()}
+    assert modes == {"model.safetensors": 0o644, "config.json": 0o644}
+    assert (tmp_path / "policy").stat().st_mode & 0o777 == 0o755
 
 
 def test_sweep_leaves_other_files_alone(tmp_path):

@@ -81,19 +81,25 @@ def write_text(path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text))
 
 
-def _fsync_tree(root: Path) -> None:
+def _settle_tree(root: Path) -> None:
+    """fsync every file under ``root`` and give it the mode a plain ``open`` would (some
+    writers, safetensors among them, create their files 0600)."""
+    mode = 0o666 & ~umask()
     for dirpath, _, files in os.walk(root):
         for name in files:
-            with open(os.path.join(dirpath, name), "rb") as fh:
+            file = os.path.join(dirpath, name)
+            with open(file, "rb") as fh:
                 os.fsync(fh.fileno())
+            os.chmod(file, mode)
 
 
 @contextlib.contextmanager
 def atomic_dir(path) -> Iterator[Path]:
     """Yield a temporary directory next to ``path`` to fill; when the block ends without
-    error its files are fsynced, it gets the mode ``mkdir`` would give (mkdtemp makes
-    0700), and it replaces ``path`` (an existing ``path`` is moved aside first and removed
-    after; if the final rename fails it is moved back). On error the temporary directory
+    error its files are fsynced and get the mode a plain ``open`` would give, it gets the
+    mode ``mkdir`` would give (mkdtemp makes 0700), and it replaces ``path`` (an existing
+    ``path`` is moved aside first and removed after; if the final rename fails it is moved
+    back). On error the temporary directory
     is removed and ``path`` is untouched."""
     path = Path(os.fspath(path)).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +108,7 @@ def atomic_dir(path) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o777 & ~umask())
         yield tmp
-        _fsync_tree(tmp)
+        _settle_tree(tmp)
         _step("dir", str(path))
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
