@@ -99,8 +99,7 @@ def atomic_dir(path) -> Iterator[Path]:
     error its files are fsynced and get the mode a plain ``open`` would give, it gets the
     mode ``mkdir`` would give (mkdtemp makes 0700), and it replaces ``path`` (an existing
     ``path`` is moved aside first and removed after; if the final rename fails it is moved
-    back). On error the temporary directory
-    is removed and ``path`` is untouched."""
+    back). On error the temporary directory is removed and ``path`` is untouched."""
     path = Path(os.fspath(path)).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
