@@ -487,7 +487,7 @@ def make_task(**kwargs):
 # the driver imports the user's module from a directory put on its sys.path in code (as a
 # notebook or a wrapper script would): neither PYTHONPATH nor the working directory, which
 # Ray hands its workers by itself, holds it
-DRIVER = "import sys; sys.path.insert(0, sys.argv[1]); from treesearch.selfplay import main; " \
+DRIVER = "import sys; sys.path.insert(0, sys.argv[1]); from treesearch.{} import main; " \
          "sys.exit(main(sys.argv[2:]))"
 
 
@@ -505,7 +505,7 @@ def test_a_user_task_by_module_factory_runs_on_two_workers(tmp_path):
     rows = {}
     for backend in ("local", "ray"):
         run = tmp_path / backend
-        proc = subprocess.run([sys.executable, "-c", DRIVER, str(user), *SMALL,
+        proc = subprocess.run([sys.executable, "-c", DRIVER.format("selfplay"), str(user), *SMALL,
                                "task=user_task:make_task", "distributed.shard_problems=3",
                                f"distributed.backend={backend}", "distributed.workers=2",
                                f"out={run}"], cwd=ROOT, env=env, capture_output=True,
@@ -517,6 +517,17 @@ def test_a_user_task_by_module_factory_runs_on_two_workers(tmp_path):
     assert rows["ray"] == rows["local"] and len(rows["ray"]["eval"]) == 2
     workers = set(user.glob("built-by-*")) - local_builders
     assert len(workers) >= 3, workers  # the ray driver and both workers built the task
+
+    for made in user.glob("built-by-*"):
+        made.unlink()
+    proc = subprocess.run([sys.executable, "-c", DRIVER.format("decode"), str(user),
+                           "--task", "user_task:make_task", "--problems", "4",
+                           "--strategies", "greedy", "--out", str(tmp_path / "decode"),
+                           "distributed.backend=ray", "distributed.workers=2",
+                           "distributed.shard_problems=2"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(set(user.glob("built-by-*"))) >= 3  # decode's workers imported it too
 
 
 def test_workers_run_at_the_configured_niceness(pool):

@@ -57,6 +57,7 @@ from treesearch.search.strategies import (
 )
 from treesearch.tasks import TaskOptions, get_task, prompt_ids
 from treesearch.tasks.base import HELD_OUT_SPLITS, stable_hash
+from treesearch.tasks.registry import code_paths
 from treesearch.utils.checkpoints import load_tokenizer, max_positions
 from treesearch.utils.cli import ArgumentParser, CLIError, blame, dotted_args
 from treesearch.utils.recipes import ConfigError, instantiate, load_recipe
@@ -259,7 +260,7 @@ def evaluate_shards(args, settings: dict, search, built) -> list[dict]:
         return evaluate(policy, critics, task, problems, args.strategies, args.budgets,
                         temperature=settings["temperature"], search=search, seed=args.seed,
                         simulations=settings.get("simulations"))
-    with cluster(dist) as pool:
+    with cluster(dist, code_paths=code_paths(settings["task"])) as pool:
         return shard_rows(built, run_spec(args, settings), search, settings,
                           dist.shard_problems, pool)
 

@@ -45,7 +45,7 @@ from treesearch.selfplay.shards import (
     merge_search,
 )
 from treesearch.stages.critics import refit_critics
-from treesearch.tasks.registry import code_path
+from treesearch.tasks.registry import code_paths
 from treesearch.stages.evaluate import diversity, passk_fell
 from treesearch.stages.harvest import harvest, own_samples, prior_examples, unit_mean_weight
 from treesearch.stages.train import OPTIMIZERS, TrainData, distill_row
@@ -320,8 +320,8 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:  # the cluster first: an unreachable one leaves no run directory behind
-        code = code_path(cfg.task)  # a module:factory task: the workers import it too
-        with cluster(cfg.distributed, code_paths=[code] if code else []) as pool:
+        # a module:factory task: the workers import it too
+        with cluster(cfg.distributed, code_paths=code_paths(cfg.task)) as pool:
             if run is None:
                 cfg.out = cfg.out or f"runs/selfplay-{time.strftime('%Y%m%d-%H%M%S')}"
                 run = RunDir.create(cfg.out, OmegaConf.to_yaml(cfg))

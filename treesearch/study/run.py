@@ -72,6 +72,7 @@ from treesearch.study.report import write_report
 from treesearch.study.training import CellTraining
 from treesearch.tasks import get_task
 from treesearch.tasks.base import stable_hash
+from treesearch.tasks.registry import code_paths
 from treesearch.utils.cli import ArgumentParser
 from treesearch.utils.heal import sweep
 from treesearch.utils.recipes import instantiate
@@ -288,7 +289,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        with cluster(cfg.distributed) as pool:
+        with cluster(cfg.distributed, code_paths=code_paths(cfg.task, *cfg.ood_tasks)) as pool:
             report = Study(cfg, run, pool).run_all()
     except DistributedError as exc:
         print(f"error: {exc}\n(the run directory {run.path} is intact; resume with "

@@ -150,6 +150,13 @@ def code_path(name: str) -> str | None:
     return None
 
 
+def code_paths(*names: str) -> list[str]:
+    """The directories of ``code_path`` for each task name that has one, without repeats:
+    what every Ray worker needs on its sys.path to build these tasks itself."""
+    found = (code_path(name) for name in names)
+    return list(dict.fromkeys(path for path in found if path))
+
+
 def build(factory: Callable[..., Task], where: str, kwargs: dict) -> Task:
     """``factory(**kwargs)``, refusing arguments it does not take by name, and anything
     that is not a Task."""
