@@ -278,6 +278,30 @@ def test_decode_runs_with_a_prm_and_counts_its_tokens(prm_dirs, tmp_path, capsys
     assert all(r["critic_tokens"] > 0 for r in rows)
 
 
+@pytest.mark.slow
+def test_a_strategy_costs_the_same_alone_and_after_another(prm_dirs, tmp_path, capsys):
+    """Each (strategy, budget) job starts from an empty PRM prefix cache: MCTS run after
+    beam search (which cached the same problems' prefixes) is charged the critic tokens
+    it is charged alone, and finds the same answers."""
+    from treesearch.decode import main
+
+    torch_threads = torch.get_num_threads()
+    rows = {}
+    try:
+        for name, strategies in (("alone", ["mcts"]), ("after", ["beam", "mcts"])):
+            rc = main(["--task", "countdown3", "--model", "tiny-countdown3", "--process",
+                       f"prm:{prm_dirs['math-shepherd']}", "--strategies", *strategies,
+                       "--budgets", "64", "--problems", "2", "--out", str(tmp_path / name)])
+            assert rc == 0
+            rows[name] = json.loads((tmp_path / name / "decode.json").read_text())["rows"]
+    finally:
+        torch.set_num_threads(torch_threads)
+    alone, after = rows["alone"][0], rows["after"][1]
+    assert after["strategy"] == "mcts" and alone["critic_tokens"] > 0
+    for key in ("critic_tokens", "tokens", "accuracy"):
+        assert after[key] == alone[key], key
+
+
 def test_decode_refuses_bad_prm_input_before_any_search(prm_dirs, tmp_path, capsys):
     from treesearch.decode import main
 

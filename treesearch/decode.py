@@ -52,7 +52,7 @@ from treesearch.search.strategies import (
     evaluate,
     format_table,
     plot,
-    reseed,
+    restart,
     result_row,
 )
 from treesearch.tasks import TaskOptions, get_task, prompt_ids
@@ -209,10 +209,7 @@ class DecodeShards:
 
     def run(self, item):
         strategy, budget, lo, hi, seed = item
-        for model in (self.policy, *self.critics.critics.values()):  # a PRM's prefix cache too
-            if hasattr(model, "reset_cache"):
-                model.reset_cache()
-        reseed(self.policy, seed)
+        restart(self.policy, seed, self.critics)
         return decode(self.policy, self.critics, self.problems[lo:hi], strategy, budget,
                       task=self.task, temperature=self.temperature, search=self.search,
                       simulations=self.simulations)

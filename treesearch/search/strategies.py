@@ -363,10 +363,16 @@ def _beam_pass(policy, tokenizer, task, prompts, critics, kind, budget, width, n
 
 # -- tables ---------------------------------------------------------------------------------
 
-def reseed(policy, seed: int) -> None:
-    """Restart the policy's sampling generator at ``seed`` where it has one (``HFPolicy``;
-    a vLLM engine is seeded once when built), so a strategy's samples do not depend on
-    what ran before it."""
+def restart(policy, seed: int, critics=None) -> None:
+    """Start a job afresh: every prefix cache emptied (the policy's and, given ``critics``
+    (``Critics``), each critic's: a PRM's cached prefixes would otherwise carry one job's
+    work into the next and undercount its critic tokens), and the policy's sampling
+    generator restarted at ``seed`` where it has one (``HFPolicy``; a vLLM engine is seeded
+    once when built). So a job's samples and costs do not depend on what ran before it."""
+    models = [policy, *(critics.critics.values() if critics is not None else ())]
+    for model in models:
+        if hasattr(model, "reset_cache"):
+            model.reset_cache()
     generator = getattr(policy, "generator", None)
     if generator is not None:
         generator.manual_seed(int(seed))
@@ -376,15 +382,16 @@ def evaluate(policy, critics, task, problems, strategies, budgets, *, seed: int 
              progress=True, **kw):
     """Accuracy (with its standard error) of each strategy at each budget on labelled
     problems, scored after decoding with labels the strategies never saw. Each (strategy,
-    budget) starts from a sampling seed of its own (``reseed``), so its result does not
-    depend on the order the jobs run in. The references (greedy, sample) run once,
-    whatever the budget. Returns a list of row dicts; tokens are means per problem."""
+    budget) starts from empty prefix caches and a sampling seed of its own (``restart``),
+    so its result and costs do not depend on the order the jobs run in. The references
+    (greedy, sample) run once, whatever the budget. Returns a list of row dicts; tokens
+    are means per problem."""
     rows = []
     jobs = [(s, b) for b in budgets for s in strategies]
     for strategy, budget in tqdm(jobs, desc="decode", disable=not progress):
         if strategy in REFERENCES and any(r["strategy"] == strategy for r in rows):
             continue
-        reseed(policy, stable_hash("decode", seed, strategy, budget) % 2**31)
+        restart(policy, stable_hash("decode", seed, strategy, budget) % 2**31, critics)
         out = decode(policy, critics, problems, strategy, budget, task=task, **kw)
         rows.append(result_row(task, problems, budget, out))
     return rows

@@ -17,6 +17,7 @@ import torch
 from treesearch.config import stage_seed
 from treesearch.distributed import shards
 from treesearch.engine.export import merge_records, tree_records, write_records
+from treesearch.search.strategies import restart
 from treesearch.stages.evaluate import (
     greedy_correct,
     mcts_correct,
@@ -151,7 +152,7 @@ class StageShards:
         else:
             policy = self._policy(r, stage_seed(sp.cfg.seed, r, "eval"))
         if seed is not None:
-            _reseed(policy, seed)
+            restart(policy, seed)
         task, e, s = sp.task, sp.cfg.eval, sp.cfg.search
         if part == "search":
             return self._search(r, policy, lo, hi, sharded=seed is not None)
@@ -185,14 +186,3 @@ class StageShards:
                 "generated": searched.generated, "nodes": searched.nodes,
                 "wall": searched.result.stats.wall, "model_seconds": searched.model_seconds,
                 "policy": policy.describe()}
-
-
-def _reseed(policy, seed: int) -> None:
-    """Restart the policy at ``seed``: an empty prefix cache and its sampling generator
-    reseeded (HF policies; a vLLM engine is seeded once at start, so its shards are not
-    reproducible across workers)."""
-    if hasattr(policy, "reset_cache"):
-        policy.reset_cache()
-    generator = getattr(policy, "generator", None)
-    if generator is not None:
-        generator.manual_seed(int(seed))
