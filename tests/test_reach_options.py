@@ -65,10 +65,23 @@ def test_selfplay_takes_each_objective_with_a_method_that_trains_it():
      "variants.g.rl.cov_kl_top"),
     (["optimizers=[m]", "variants={m: {optimizer: mcts, tree: {sft: {cov_clip: 0.1}}}}"],
      "variants.m.tree.sft.cov_clip"),
+    (["optimizers=[m]", "variants={m: {optimizer: mcts, rl: {cov_clip: 0.1}}}"],
+     "variants.m.rl"),                                                 # mcts reads no rl
+    (["optimizers=[g]", "variants={g: {optimizer: grpo, tree: {sft: {own_kl: 1.0}}}}"],
+     "variants.g.tree"),                                               # grpo reads no tree
 ])
 def test_study_refuses_bad_objectives_by_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "'"):
         load_study_config(QUICK, [PRIOR, *overrides])
+
+
+def test_a_tree_variant_is_not_held_to_the_rl_sections_checks():
+    """rl.passk = 4 serves grpo; an mcts variant inherits the rl section but never reads it,
+    so it is not refused for grpo's settings."""
+    cfg = load_study_config(QUICK, [
+        PRIOR, "optimizers=[grpo, mcts_anchored]", "rl.passk=4", "rl.group_size=4",
+        "variants={mcts_anchored: {optimizer: mcts, tree: {sft_anchor_kl: 1.0}}}"])
+    assert cfg.rl.passk == 4
 
 
 def test_study_arms_carry_the_objectives_to_their_trainers():

@@ -460,23 +460,23 @@ def _check_sections(cfg, need) -> None:
     """``validate_study``: the tree and rl sections each optimizer and variant trains with
     (the library configs check their own knobs)."""
     _check_tree(cfg, "mcts", "tree")
-    for name in cfg.variants:
-        try:
-            tree_of(cfg, name)
-        except ConfigError:
-            raise
-        except Exception as exc:  # a value of the wrong type for its field
-            raise ConfigError(f"config key 'variants.{name}.tree': {exc}") from None
-        _check_tree(cfg, name, f"variants.{name}.tree")
     used = all_optimizers(cfg)
     # the study's rl section serves the optimizers used under their own names
     _check_rl(cfg, cfg.rl, "rl", {o for o in used if o not in cfg.variants}, need)
-    for name in cfg.variants:
+    for name, variant in cfg.variants.items():
+        # checked in the one section its optimizer reads (``_check_variants`` refuses
+        # changes to the other)
+        reads = "tree" if variant.optimizer in FROM_TREES else "rl"
         try:
-            rl = rl_of(cfg, name)
+            section = tree_of(cfg, name) if reads == "tree" else rl_of(cfg, name)
+        except ConfigError:
+            raise
         except Exception as exc:  # a value of the wrong type for its field
-            raise ConfigError(f"config key 'variants.{name}.rl': {exc}") from None
-        _check_rl(cfg, rl, f"variants.{name}.rl", {name}, need)
+            raise ConfigError(f"config key 'variants.{name}.{reads}': {exc}") from None
+        if reads == "tree":
+            _check_tree(cfg, name, f"variants.{name}.tree")
+        else:
+            _check_rl(cfg, section, f"variants.{name}.rl", {name}, need)
 
 
 def _check_prior_models(cfg, task, need) -> None:
