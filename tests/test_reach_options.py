@@ -15,6 +15,7 @@ pytest.importorskip("transformers")
 from treesearch.config import ConfigError, load_config  # noqa: E402
 from treesearch.selfplay.report import write_summary  # noqa: E402
 from treesearch.stages.evaluate import passk_fell  # noqa: E402
+from policies.distill import SFTExample  # noqa: E402
 from treesearch.stages.train import OPTIMIZERS, TrainData, distill_row  # noqa: E402
 from treesearch.study.config import load_study_config, rl_config  # noqa: E402
 
@@ -112,14 +113,17 @@ def test_the_sft_entries_hand_own_samples_to_sft(monkeypatch):
         return model, {"loss_first": 1.0, "loss_last": 0.5, "own_kl_last": 0.01}
 
     monkeypatch.setattr(stages_train, "sft", fake_sft)
-    data = TrainData(examples=["e"], prior=["p"], own=[([1], [2])])
+    prior = SFTExample([0], [5, 6, 7], 1.0)
+    data = TrainData(examples=["e"], prior=[prior], own=[([1], [2])])
     for name in ("sft", "mcts"):
         OPTIMIZERS[name].train(None, None, data, None)
-        assert seen == {"examples": ["e", "p"], "own": [([1], [2])]}
+        assert seen == {"examples": ["e", prior], "own": [([1], [2])]}
     cfg = load_config(None, ["distill.own_kl=1.0", "distill.own_samples=2"])
     row = distill_row({"loss_first": 1.0, "loss_last": 0.5, "own_kl_last": 0.01}, data,
                       cfg.distill)
     assert row["own_examples"] == 1 and row["sft_own_kl_last"] == 0.01
+    assert row["sampled_tokens"] == 3 + 1  # the prior's completion and the own sample
+    assert "sampled_tokens" not in distill_row({}, TrainData(examples=["e"]), cfg.distill)
     cfg = load_config(None, [*PG, "distill.cov_clip=0.1"])
     pg_stats = {"examples": 3, "positives": 1, "negatives": 2, "loss_first": 0.1,
                 "loss_last": 0.2, "clipped_share_last": 0.0, "cov_clipped_share_last": 0.1}
@@ -249,6 +253,7 @@ def _selfplay(out, overrides):
 def test_selfplay_with_own_kl_logs_the_share_that_fell(tmp_path):
     distill, evals = _selfplay(tmp_path / "run", ["distill.own_kl=1.0", "distill.own_samples=1"])
     assert 1 <= distill["own_examples"] <= 8 and distill["sft_own_kl_last"] >= 0
+    assert distill["sampled_tokens"] >= distill["own_examples"]
     assert distill["sft_anchor_kl_last"] >= 0
     first, last = evals
     assert len(first["passk_counts"]) == 3 and all(0 <= c <= 4 for c in first["passk_counts"])

@@ -140,14 +140,23 @@ def from_trees(name: str) -> bool:
     return bool(OPTIMIZERS[name].needs & FROM_TREES)
 
 
+def sampled_tokens(data: TrainData) -> dict:
+    """{"sampled_tokens": n}: the completion tokens the stage generated for the prior and
+    own-sample terms (what they cost beyond the search), {} when it drew none."""
+    n = sum(len(e.completion_ids) for e in data.prior) + sum(len(c) for _, c in data.own)
+    return {"sampled_tokens": n} if data.prior or data.own else {}
+
+
 def distill_row(stats: dict, data: TrainData, distill) -> dict:
     """Self-play's distill-stage metrics row from a trainer's ``stats`` on ``data``
     (``distill``: the ``DistillConfig`` knobs it ran with): a policy-gradient pass reports
     its positives and negatives (and Clip-Cov / KL-Cov's token shares), SFT its losses
-    (the anchor's and own-KL's last KL, and DPO's under "dpo")."""
+    (the anchor's and own-KL's last KL, and DPO's under "dpo"); both the tokens drawn for
+    the prior and own-sample terms (``sampled_tokens``)."""
     d = distill
+    row = sampled_tokens(data)
     if "positives" in stats:
-        row = {"pg_examples": stats["examples"], "pg_positives": stats["positives"],
+        row |= {"pg_examples": stats["examples"], "pg_positives": stats["positives"],
                "pg_negatives": stats["negatives"], "pg_loss_first": stats["loss_first"],
                "pg_loss_last": stats["loss_last"],
                "pg_clipped_share_last": stats["clipped_share_last"],
@@ -158,8 +167,8 @@ def distill_row(stats: dict, data: TrainData, distill) -> dict:
             row["pg_cov_kl_share_last"] = stats.get("cov_kl_share_last")
         return row
     examples = data.examples
-    row = {"sft_examples": len(examples), "sft_loss_first": stats.get("loss_first"),
-           "sft_loss_last": stats.get("loss_last")}
+    row |= {"sft_examples": len(examples), "sft_loss_first": stats.get("loss_first"),
+            "sft_loss_last": stats.get("loss_last")}
     if d.anchor_kl:
         row["sft_anchor_kl_last"] = stats.get("anchor_kl_last")
     if d.prior_samples:
