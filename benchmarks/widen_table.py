@@ -16,6 +16,14 @@ adds a second table: every other arm's last round minus ARM's, paired by seed (t
 both ran; a seed's round 0 is the same model in every arm). ``--png`` plots each arm's
 mean pass@k curve at round 0 and at the last round (``--plot-arms``: only those). Paths
 in the outputs are the run directories' names only.
+
+``--include TABLE.json`` adds the arms of an earlier ``--json`` output (runs no longer on
+disk), by name. ``--plane PNG`` places every arm on the plane of its pass@1 change (x)
+against its pass@max-k change (y), with standard errors, and draws the trade-off line: the
+least-squares fit through the ``--line-arms`` (default: every arm). Each arm's distance
+from the line ("off": its pass@64 change minus the line's at its pass@1 change, with the
+standard error of its own pass@64 change) goes to the markdown and, under "plane", to the
+JSON: an arm above the line keeps more reach than the trade-off prices for its gain.
 """
 
 from __future__ import annotations
@@ -201,6 +209,103 @@ def markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def include(table: dict, path: Path) -> dict:
+    """``table`` with the arms of an earlier ``--json`` output at ``path`` added (metrics
+    that table lacks become nan); a ValueError naming an arm that is in both, or a file
+    that is not such an output."""
+    try:
+        stored = json.loads(path.read_text())["arms"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--include {path}: not a widen_table --json output ({exc})") from None
+    out = dict(table)
+    for arm, res in stored.items():
+        if arm in out:
+            raise ValueError(f"--include {path}: arm {arm!r} is also among the runs")
+        res = dict(res)
+        for m in METRICS:
+            res.setdefault(m, {"first": math.nan, "last": math.nan, "delta": math.nan,
+                               "delta_se": None})
+        res["per_seed"] = {seed: {m: v.get(m, [math.nan, math.nan]) for m in METRICS}
+                           for seed, v in res["per_seed"].items()}
+        out[arm] = res
+    return out
+
+
+def plane(table: dict, line_arms: list[str] | None = None) -> dict:
+    """The pass@1 / pass@64 plane: {"line": {"intercept", "slope", "arms"}, "arms": {arm:
+    {"x", "x_se", "y", "y_se", "off", "off_se"}}}. x and y are an arm's mean pass@1 and
+    pass@max-k changes (round 0 -> last); the line is the least-squares fit y = intercept
+    + slope * x through ``line_arms`` (default: all; at least two, with distinct x); off =
+    y - line(x), its standard error y's (the line's own error left out). A ValueError
+    names an unknown arm or a line it cannot fit."""
+    names = line_arms or list(table)
+    missing = [a for a in names if a not in table]
+    if missing:
+        raise ValueError(f"--line-arms {missing}: not arms (arms: {', '.join(table)})")
+    xs = [table[a]["pass@1"]["delta"] for a in names]
+    ys = [table[a]["pass@64"]["delta"] for a in names]
+    if len(names) < 2 or max(xs) - min(xs) < 1e-12:
+        raise ValueError(f"--line-arms {names}: a line needs two arms or more whose pass@1 "
+                         "changes differ")
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = (sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+             / sum((x - mx) ** 2 for x in xs))
+    intercept = my - slope * mx
+    arms = {}
+    for arm, res in table.items():
+        x, y = res["pass@1"]["delta"], res["pass@64"]["delta"]
+        arms[arm] = {"x": x, "x_se": res["pass@1"]["delta_se"], "y": y,
+                     "y_se": res["pass@64"]["delta_se"], "off": y - (intercept + slope * x),
+                     "off_se": res["pass@64"]["delta_se"], "seeds": len(res["seeds"])}
+    return {"line": {"intercept": intercept, "slope": slope, "arms": names}, "arms": arms}
+
+
+def plane_markdown(pl: dict) -> str:
+    line = pl["line"]
+    lines = [f"The line (least squares through {len(line['arms'])} arms): pass@64 change = "
+             f"{line['intercept']:+.3f} {line['slope']:+.2f} x pass@1 change.", "",
+             "| arm | seeds | pass@1 change | pass@64 change | off the line |",
+             "|---|---|---|---|---|"]
+
+    def cell(v, se):
+        return _fmt(v, "+.3f") + (f" ± {se:.3f}" if se is not None else "")
+
+    for arm, a in sorted(pl["arms"].items(), key=lambda kv: -kv[1]["off"]):
+        lines.append(f"| {arm} | {a['seeds']} | {cell(a['x'], a['x_se'])} | "
+                     f"{cell(a['y'], a['y_se'])} | {cell(a['off'], a['off_se'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_plane(pl: dict, path: Path) -> None:
+    """Each arm at (pass@1 change, pass@64 change) with standard-error bars, the fitted
+    line, and the issue's target corner (pass@1 +0.05 or more, pass@64 not down)."""
+    from treesearch.utils.plots import new_figure, save_png
+
+    fig = new_figure((7.5, 5))
+    ax = fig.add_subplot(1, 1, 1)
+    xs = [a["x"] for a in pl["arms"].values()]
+    lo, hi = min(xs + [0.0]) - 0.01, max(xs + [0.06]) + 0.01
+    line = pl["line"]
+    ax.plot([lo, hi], [line["intercept"] + line["slope"] * x for x in (lo, hi)], "-",
+            color="0.5", label=f"the line ({line['slope']:+.2f} pass@64 per pass@1)")
+    ax.axhline(0, color="0.8", lw=0.8)
+    for i, (arm, a) in enumerate(pl["arms"].items()):
+        ax.errorbar(a["x"], a["y"], xerr=a["x_se"] or 0, yerr=a["y_se"] or 0,
+                    fmt="osD^v"[i // 10 % 5], color=f"C{i % 10}", markersize=4, capsize=2,
+                    label=f"{arm} (n={a['seeds']})")
+    top = ax.get_ylim()[1]
+    ax.fill_between([0.05, hi], 0, max(top, 0.01), color="C2", alpha=0.08,
+                    label="target: pass@1 +0.05, pass@64 kept")
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("pass@1 change, round 0 -> last")
+    ax.set_ylabel("pass@64 change, round 0 -> last")
+    ax.set_title("every arm on the pass@1 / pass@64 plane")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    save_png(fig, path)
+
+
 def _no_nan(obj):
     """``obj`` with every nan float replaced by None (strict JSON)."""
     if isinstance(obj, dict):
@@ -212,28 +317,44 @@ def _no_nan(obj):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--md", type=Path)
     parser.add_argument("--against", metavar="ARM", help="pair every other arm with this one")
     parser.add_argument("--png", type=Path, help="pass@k curves, round 0 and the last round")
     parser.add_argument("--plot-arms", nargs="+", metavar="ARM", help="only these in --png")
+    parser.add_argument("--include", nargs="+", type=Path, default=[], metavar="JSON",
+                        help="add the arms of earlier --json outputs")
+    parser.add_argument("--plane", type=Path, help="the pass@1 / pass@64 plane (PNG)")
+    parser.add_argument("--line-arms", nargs="+", metavar="ARM",
+                        help="the arms the plane's line is fitted through (default: all)")
     args = parser.parse_args(argv)
+    if not args.runs and not args.include:
+        parser.exit(2, "error: give run directories, --include tables, or both\n")
     try:
         table = summarise(args.runs)
+        for path in args.include:
+            table = include(table, path)
         diffs = against(table, args.against) if args.against else None
+        pl = plane(table, args.line_arms) if args.plane or args.line_arms else None
         if args.png:
             plot(table, args.png, args.plot_arms)
+        if args.plane:
+            plot_plane(pl, args.plane)
     except ValueError as exc:
         parser.exit(2, f"error: {exc}\n")
     text = markdown(table)
     if diffs is not None:
         text += "\n" + against_markdown(diffs, args.against)
+    if pl is not None:
+        text += "\n" + plane_markdown(pl)
     print(text, end="")
     if args.json:
         payload = {"runs": [r.name for r in args.runs], "arms": table}
         if diffs is not None:
             payload["against"] = {"base": args.against, "arms": diffs}
+        if pl is not None:
+            payload["plane"] = pl
         args.json.write_text(json.dumps(_no_nan(payload), indent=1) + "\n")
     if args.md:
         args.md.write_text(text)

@@ -85,3 +85,41 @@ def test_arms_paired_against_a_base_arm_by_seed_and_plotted(tmp_path):
     saved = json.loads((tmp_path / "out.json").read_text())
     assert saved["against"]["base"] == "default" and "anchored" in saved["against"]["arms"]
     assert str(tmp_path) not in json.dumps(saved)
+
+
+def test_the_plane_fits_the_line_and_measures_each_arm_off_it(tmp_path):
+    """Three arms on the line pass@64 change = -2 x pass@1 change, one 0.05 above it, the
+    last from an earlier table (--include): the fit, the offsets, the files."""
+    def arm(name, d1, d64):  # pass@1 = greedy / 2 in _run; pass@64 from 0.8
+        return _run(tmp_path / f"{name}-s0", [0.2, 0.2 + 2 * d1], [0.8, 0.8 + d64])
+
+    runs = [arm("a", 0.00, 0.00), arm("b", 0.02, -0.04), arm("c", 0.04, -0.08)]
+    table = widen_table.summarise(runs)
+    pl = widen_table.plane(table, ["a", "b", "c"])
+    assert pl["line"]["slope"] == pytest.approx(-2.0)
+    assert pl["line"]["intercept"] == pytest.approx(0.0, abs=1e-9)
+    stored = tmp_path / "earlier.json"
+    assert widen_table.main([str(arm("d", 0.03, -0.01)), "--json", str(stored)]) == 0
+    table = widen_table.include(table, stored)
+    pl = widen_table.plane(table, ["a", "b", "c"])
+    assert pl["arms"]["d"]["off"] == pytest.approx(0.05)        # -0.01 - (-0.06)
+    assert pl["arms"]["b"]["off"] == pytest.approx(0.0, abs=1e-9)
+    assert table["d"]["fell"]["delta"] is None  # logged neither: nan, stored as null
+    clash = tmp_path / "clash.json"
+    clash.write_text(json.dumps({"arms": {"a": table["a"]}}))
+    with pytest.raises(ValueError, match="arm 'a' is also among the runs"):
+        widen_table.include(table, clash)
+    with pytest.raises(ValueError, match="not a widen_table --json output"):
+        widen_table.include(table, tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="'zz'"):
+        widen_table.plane(table, ["a", "zz"])
+    with pytest.raises(ValueError, match="a line needs two arms"):
+        widen_table.plane(table, ["a"])
+    out = tmp_path / "plane"
+    assert widen_table.main([str(r) for r in runs] + [
+        "--include", str(stored), "--line-arms", "a", "b", "c", "--plane", str(out) + ".png",
+        "--json", str(out) + ".json"]) == 0
+    assert (tmp_path / "plane.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "plane.json").read_text())
+    assert saved["plane"]["arms"]["d"]["off"] == pytest.approx(0.05)
+    assert "off the line" in widen_table.plane_markdown(pl)
