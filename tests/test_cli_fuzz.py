@@ -1,4 +1,4 @@
-"""Property test of every command line (issue 34): random bad input is refused.
+"""Property test of every command line: random bad input is refused.
 
 For each CLI (self-play, decode, the study, the viewer, pretraining) ``CASES`` random
 command lines, drawn from a fixed-seed generator over the schema's keys (the config

@@ -1,4 +1,4 @@
-"""Code shape (issue 31): no class over 300 lines and no function over 60 lines in the
+"""Code shape: no class over 300 lines and no function over 60 lines in the
 packages, the numba kernels (``treesearch/engine/kernels.py``) excepted; a long function is
 split where it falls apart into named steps. Lines count from the ``def`` / ``class`` line
 (decorators excluded) to the last line of the body, docstring included."""

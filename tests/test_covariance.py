@@ -1,4 +1,4 @@
-"""policies.covariance (issue 32): Clip-Cov gives the tokens of largest positive centred
+"""policies.covariance: Clip-Cov gives the tokens of largest positive centred
 product (logp - mean)(A - mean) no gradient and KL-Cov holds them, in both policy-gradient
 trainers (policies.distill.policy_gradient, policies.rl's grpo loss); over a few updates
 on a toy problem the policy's entropy falls less than without them."""

@@ -383,7 +383,7 @@ def test_orm_separates_right_from_wrong_answers(orm_report):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason=(
-    "the tiny trunk's ORM is at chance on tree answers too (issue 13's missed critic "
+    "the tiny trunk's ORM is at chance on tree answers too (the missed critic "
     "target): held-out AUROC over problem seeds 21 / 22 was 0.636 / 0.369 with the old "
     "search (repeat_visits off) and 0.427 / 0.467 with the default; 0.636 was one lucky "
     "seed. The scoreboard's held-out ORM AUROC is 0.541"))

@@ -1,4 +1,4 @@
-"""policies.offpath, the own-KL term of sft (issue 32): KL(start || policy) at every position
+"""policies.offpath, the own-KL term of sft: KL(start || policy) at every position
 of the learner's own samples holds the start on states OFF the imitated paths, where the
 imitated-position anchor (anchor_kl) holds nothing."""
 

@@ -1,4 +1,4 @@
-"""Issue 32's options in the apps: own_kl / own_samples and Clip-Cov / KL-Cov as self-play
+"""The off-path objectives in the apps: own_kl / own_samples and Clip-Cov / KL-Cov as self-play
 distill knobs and study options (named errors before any model work, the knobs reaching the
 trainers, own samples drawn by both apps), and the eval rows' per-problem pass@k counts with
 the share of problems whose pass@max-k fell from round 0 (metrics, summary, widen_table)."""

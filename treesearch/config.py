@@ -123,7 +123,7 @@ class DistillSection(DistillConfig, HarvestConfig):
     trees with a step advantage from the tree itself: its Q minus ``tree_baseline``, the mean
     Q of its visited siblings or its parent's Q; ``policies.rl.tree_examples``). Of the
     diversity options only ``anchor_kl`` is on by default (picked on val,
-    ``benchmarks/results/widen_val.md``). Off the imitated paths (issue 32, all off by
+    ``benchmarks/results/widen_val.md``). Off the imitated paths (all off by
     default): ``own_kl`` with ``own_samples`` (sft, sft+dpo: KL(start || policy) at every
     position of ``own_samples`` samples per training problem drawn from the learner as the
     stage starts, seeded from the stage's seed) and Clip-Cov / KL-Cov (``cov_clip``;
