@@ -324,6 +324,20 @@ def test_check_passes_a_healthy_run_and_names_each_problem(straight, tmp_path):
     assert "1/critics is marked done but 1/search, before it, is not" in proc.stdout
 
 
+def test_check_names_a_config_that_does_not_load(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from treesearch import selfplay
+    from treesearch.config import load_config
+    from treesearch.utils.runs import RunDir
+
+    run = RunDir.create(tmp_path / "run", OmegaConf.to_yaml(load_config(None, TINY)))
+    (run.path / "config.yaml").write_text("rounds: [unclosed\n")
+    rc = selfplay.main(["--check", str(run.path)])
+    out = capsys.readouterr().out
+    assert rc == 1 and out.startswith("config.yaml: does not load"), out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--redo", "1/distill"], "error: --redo: needs --resume RUN"),
     (["--resume", "{run}", "--redo", "1/bogus"], "error: --redo: '1/bogus': unknown stage"),

@@ -304,7 +304,13 @@ def _prepare(run: RunDir, rounds: int, redo: tuple[int, str] | None) -> None:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        cfg, run = _open_run(args)
+        try:
+            cfg, run = _open_run(args)
+        except ConfigError as exc:
+            if not args.check:
+                raise
+            print(f"config.yaml: does not load, so nothing else was checked: {exc}")
+            return 1  # a problem of the run, as --check reports them
         if args.check:
             return _check(cfg, run)
         redo = None
