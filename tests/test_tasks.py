@@ -103,6 +103,20 @@ def test_problems_deterministic_for_a_seed(name):
     assert len({p.id for p in a}) == n
 
 
+@pytest.mark.parametrize("name", registered_tasks())
+def test_problems_once_draws_a_set_once_per_task_object(name, monkeypatch):
+    task = get_task(name)
+    n = 3 if name == "gsm" else 5
+    calls = []
+    draw = task.problems
+    monkeypatch.setattr(task, "problems", lambda *a, **k: calls.append(a) or draw(*a, **k))
+    first = task.problems_once("train", n, seed=7)
+    assert task.problems_once("train", n, seed=7) is first and len(calls) == 1
+    assert first == get_task(name).problems("train", n, seed=7)
+    task.problems_once("train", n, seed=8)
+    assert len(calls) == 2   # another seed: another set
+
+
 # Every task in the registry, three splits. Generated tasks give N_SPLIT problems per split
 # (n_split); gsm's bundled sample is too small for that (16 / 2 / 4), so it is tested with
 # all the problems it has (n=None).

@@ -248,7 +248,8 @@ def stage_seed(seed: int, round_: int, stage: str) -> int:
 def train_problems(cfg, task: Task, round_: int) -> list:
     """Round ``round_``'s ``cfg.train_problems`` training problems of a self-play recipe:
     what its search stage searched (and the tree viewer shows)."""
-    return task.problems("train", cfg.train_problems, seed=stage_seed(cfg.seed, round_, "problems"))
+    return task.problems_once("train", cfg.train_problems,
+                              seed=stage_seed(cfg.seed, round_, "problems"))
 
 
 def build_task(cfg) -> Task:
@@ -454,7 +455,7 @@ def check_prompts(task: Task, name: str, key: str, seed: int = 0) -> None:
 def searched_problems(cfg, task: Task) -> list:
     """Every problem a self-play run puts before its policy: the held-out eval problems
     and each round's training problems (``train_problems``)."""
-    problems = list(task.problems(cfg.eval.split, cfg.eval.problems, seed=cfg.seed))
+    problems = list(task.problems_once(cfg.eval.split, cfg.eval.problems, seed=cfg.seed))
     for round_ in range(1, cfg.rounds + 1):
         problems += train_problems(cfg, task, round_)
     return problems

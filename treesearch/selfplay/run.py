@@ -58,15 +58,17 @@ from treesearch.utils.runs import RunDir, RunError
 class SelfPlay:
     """One self-play run over a config (``treesearch.config.SelfPlayConfig``)."""
 
-    def __init__(self, cfg, run: RunDir, pool=None):
+    def __init__(self, cfg, run: RunDir, pool=None, task=None):
         """``pool``: a ``treesearch.distributed.WorkerPool`` that runs the eval shards
-        (None: everything runs in this process)."""
+        (None: everything runs in this process). ``task``: the recipe's task already built
+        (``build_task``; None: built here), with the problem sets it has drawn."""
         self.cfg, self.run, self.pool = cfg, run, pool
         self._pool_ready, self._local = False, None
-        self.task = build_task(cfg)
+        self.task = task if task is not None else build_task(cfg)
         self.models = RunModels(cfg, run, self.task)
         torch.set_num_threads(cfg.policy.threads)
-        self.eval_problems = self.task.problems(cfg.eval.split, cfg.eval.problems, seed=cfg.seed)
+        self.eval_problems = self.task.problems_once(cfg.eval.split, cfg.eval.problems,
+                                                     seed=cfg.seed)
 
     def train_problems(self, round_: int):
         return train_problems(self.cfg, self.task, round_)
@@ -317,7 +319,8 @@ def main(argv=None) -> int:
         if args.redo:
             with blame("--redo"):
                 redo = heal.parse_stage(args.redo, cfg.rounds)
-        check_context(cfg, build_task(cfg))  # the searches fit the model, before model work
+        task = build_task(cfg)
+        check_context(cfg, task)  # the searches fit the model, before model work
         if run is not None:
             _prepare(run, cfg.rounds, redo)
     except CLIError as exc:
@@ -331,7 +334,7 @@ def main(argv=None) -> int:
             if run is None:
                 cfg.out = cfg.out or f"runs/selfplay-{time.strftime('%Y%m%d-%H%M%S')}"
                 run = RunDir.create(cfg.out, OmegaConf.to_yaml(cfg))
-            SelfPlay(cfg, run, pool).run_all()
+            SelfPlay(cfg, run, pool, task=task).run_all()
     except DistributedError as exc:
         where = (f" (the run directory {run.path} is intact; resume with --resume {run.path})"
                  if run else "")

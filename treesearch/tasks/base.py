@@ -152,6 +152,17 @@ class Task(abc.ABC):
         ValueError when asked for one (``_check_split``).
         """
 
+    def problems_once(self, split: str, n: int | None, seed: int = 0) -> list[Problem]:
+        """``problems(split, n, seed)``, drawn once per task object: asked again, the same
+        list comes back (self-play reads each round's training problems in several stages,
+        and some generators take seconds). The list is shared: callers copy before changing
+        it."""
+        memo = vars(self).setdefault("_problems_memo", {})
+        key = (split, n, seed)
+        if key not in memo:
+            memo[key] = self.problems(split, n, seed=seed)
+        return memo[key]
+
     @abc.abstractmethod
     def prompt(self, problem: Problem) -> str:
         """The text the policy is conditioned on; it ends with ``step_delimiter``, so the
