@@ -18,7 +18,8 @@ mean pass@k curve at round 0 and at the last round (``--plot-arms``: only those)
 in the outputs are the run directories' names only.
 
 ``--include TABLE.json`` adds the arms of an earlier ``--json`` output (runs no longer on
-disk), by name. ``--plane PNG`` places every arm on the plane of its pass@1 change (x)
+disk), by name. ``--default ARM`` names the arm that is the recipe's default (JSON key
+"default"). ``--plane PNG`` places every arm on the plane of its pass@1 change (x)
 against its pass@max-k change (y), with standard errors, and draws the trade-off line: the
 least-squares fit through the ``--line-arms`` (default: every arm). Each arm's distance
 from the line ("off": its pass@64 change minus the line's at its pass@1 change, with the
@@ -328,6 +329,8 @@ def main(argv=None) -> int:
     parser.add_argument("--plane", type=Path, help="the pass@1 / pass@64 plane (PNG)")
     parser.add_argument("--line-arms", nargs="+", metavar="ARM",
                         help="the arms the plane's line is fitted through (default: all)")
+    parser.add_argument("--default", metavar="ARM",
+                        help="the arm that is the recipe's default (JSON key 'default')")
     args = parser.parse_args(argv)
     if not args.runs and not args.include:
         parser.exit(2, "error: give run directories, --include tables, or both\n")
@@ -335,6 +338,8 @@ def main(argv=None) -> int:
         table = summarise(args.runs)
         for path in args.include:
             table = include(table, path)
+        if args.default is not None and args.default not in table:
+            raise ValueError(f"--default {args.default!r}: not an arm (arms: {', '.join(table)})")
         diffs = against(table, args.against) if args.against else None
         pl = plane(table, args.line_arms) if args.plane or args.line_arms else None
         if args.png:
@@ -351,6 +356,8 @@ def main(argv=None) -> int:
     print(text, end="")
     if args.json:
         payload = {"runs": [r.name for r in args.runs], "arms": table}
+        if args.default is not None:
+            payload["default"] = args.default
         if diffs is not None:
             payload["against"] = {"base": args.against, "arms": diffs}
         if pl is not None:

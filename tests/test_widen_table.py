@@ -118,8 +118,11 @@ def test_the_plane_fits_the_line_and_measures_each_arm_off_it(tmp_path):
     out = tmp_path / "plane"
     assert widen_table.main([str(r) for r in runs] + [
         "--include", str(stored), "--line-arms", "a", "b", "c", "--plane", str(out) + ".png",
-        "--json", str(out) + ".json"]) == 0
+        "--default", "d", "--json", str(out) + ".json"]) == 0
     assert (tmp_path / "plane.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "plane.json").read_text())
     assert saved["plane"]["arms"]["d"]["off"] == pytest.approx(0.05)
+    assert saved["default"] == "d"
+    with pytest.raises(SystemExit):
+        widen_table.main([str(runs[0]), "--default", "zz"])
     assert "off the line" in widen_table.plane_markdown(pl)
