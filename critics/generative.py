@@ -50,6 +50,28 @@ CHAT_QUESTIONS = {
 }
 
 
+def chat_turn(kind: str, problem: str, solution: str) -> list[dict[str, str]]:
+    """The chat judge's one user message: the problem, the solution so far, the question."""
+    return [{"role": "user", "content": f"Problem:\n{problem.strip()}\n\nSolution:\n"
+                                        f"{solution.strip()}\n\n{CHAT_QUESTIONS[kind]}"}]
+
+
+def template_tokens(tokenizer, kind: str, judge: str = "plain") -> int:
+    """The tokens (of ``tokenizer``) a generative critic of ``kind`` puts around a state's
+    own text: the default template without ``{solution}`` (judge "plain"), or the chat
+    turn's scaffolding and question without problem and solution (judge "chat", which
+    also shows the problem's question). A chat judge over a tokenizer without a chat
+    template: 0 (the critic refuses it by name when built)."""
+    if judge == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            return 0
+        text = tokenizer.apply_chat_template(chat_turn(kind, "", ""), tokenize=False,
+                                             add_generation_prompt=True)
+    else:
+        text = TEMPLATES[kind].format(solution="")
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 class GenerativeCritic:
     """Critic of any ``kind`` from a causal LM's True/False next-token probabilities.
 
@@ -159,8 +181,7 @@ class GenerativeCritic:
         """The chat judge's conversation: one user message with the problem, the solution
         so far and the kind's question (``CHAT_QUESTIONS``); the template adds its own
         default system message, if it has one."""
-        return [{"role": "user", "content": f"Problem:\n{problem.strip()}\n\nSolution:\n"
-                                            f"{solution.strip()}\n\n{CHAT_QUESTIONS[self.kind]}"}]
+        return chat_turn(self.kind, problem, solution)
 
     def set_problems(self, task, problems) -> None:
         """Show these problems' questions (never their labels) in chat judge prompts, for

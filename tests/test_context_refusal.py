@@ -1,5 +1,5 @@
-"""A search that cannot fit the model's context is refused before any model work (issue
-34): the longest prompt over the problems an app will search, plus ``search.max_depth x
+"""A search that cannot fit the model's context is refused before any model work: the
+longest prompt over the problems an app will search, plus ``search.max_depth x
 search.max_step_tokens``, against the model's positions (``treesearch.search.context``),
 in self-play, decode and the study, naming the keys; before, such a run failed in the
 middle of a search with a critic's traceback."""
@@ -77,6 +77,31 @@ def test_selfplay_checks_every_round_and_the_eval_problems():
     cfg = load_config(None, [*SMALL, "search.max_depth=12"])
     with pytest.raises(ConfigError, match="search.max_depth x search.max_step_tokens = 12 x 24"):
         check_context(cfg, build_task(cfg))
+
+
+def test_a_generative_critic_needs_room_for_its_template():
+    """A search that fits the policy alone is refused once a generative critic on the same
+    model must also hold its template around the state, naming critics.judge."""
+    from critics.generative import template_tokens
+
+    path = str(resolve("tiny-countdown3"))
+    tokenizer = load_tokenizer(path)
+    cfg = load_config(None, SMALL)
+    task = build_task(cfg)
+    longest = longest_prompt(tokenizer, task, searched_problems(cfg, task))[0]
+    template = template_tokens(tokenizer, "value")
+    assert template > 24
+    depth = (256 - longest) // 24          # the most steps the policy alone holds
+    fits = [*SMALL, f"search.max_depth={depth}", "search.max_step_tokens=24"]
+    check_context(load_config(None, fits), task)
+    check_context(load_config(None, [*fits, "critics.value=head"]), task)
+    assert longest + depth * 24 + template > 256   # the slack left is below one step
+    with pytest.raises(ConfigError, match="generative critics' template"):
+        check_context(load_config(None, [*fits, "critics.value=generative"]), task)
+    short = (256 - longest - template) // 24   # room for the template too: fits
+    check_context(load_config(None, [*SMALL, f"search.max_depth={short}",
+                                     "search.max_step_tokens=24",
+                                     "critics.value=generative"]), task)
 
 
 def test_selfplay_refuses_a_fewshot_prompt_too_long_for_the_tiny_prior(capsys, tmp_path,

@@ -25,7 +25,7 @@ from transformers import AutoTokenizer
 
 from critics.base import CriticError
 from critics.compose import RewardWeights
-from critics.generative import JUDGES
+from critics.generative import JUDGES, template_tokens
 from critics.prm_formats import check_format_name, find_known, inspect
 from policies.distill import DistillConfig
 from policies.distill import validate as check_distill
@@ -33,7 +33,7 @@ from policies.zoo import MODELS, resolve
 from treesearch.distributed import DistributedConfig
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
-from treesearch.search.context import ContextError
+from treesearch.search.context import ContextError, longest_prompt
 from treesearch.search.context import check_context as fits_context
 from treesearch.search.harvest import HarvestConfig
 from treesearch.tasks import Task, TaskArgsError, TaskOptions, get_task, prompt_ids
@@ -466,10 +466,15 @@ def check_context(cfg, task: Task) -> None:
     learned critics' own trunk): the longest prompt of ``searched_problems`` plus
     ``search.max_depth x search.max_step_tokens`` against the model's positions
     (``treesearch.search.context``), a ConfigError naming those keys, before any model
-    work. A zoo model still to be converted is checked once it is (its first run)."""
+    work. A generative critic's model must also hold its template around the state
+    (``critics.generative.template_tokens``; judge "chat" also shows the question, counted
+    as long as the prompt). A zoo model still to be converted is checked once it is (its
+    first run)."""
+    kinds = ("value", "process", "outcome")
+    generative = [k for k in kinds if getattr(cfg.critics, k) == "generative"]
+    learned = generative or any(getattr(cfg.critics, k) == "head" for k in kinds)
+    critic_model = cfg.critics.trunk or cfg.policy.model
     models = [("policy.model", cfg.policy.model)]
-    learned = any(getattr(cfg.critics, k) in ("head", "generative")
-                  for k in ("value", "process", "outcome"))
     if cfg.critics.trunk and learned:
         models.append(("critics.trunk", cfg.critics.trunk))
     problems = None
@@ -477,10 +482,17 @@ def check_context(cfg, task: Task) -> None:
         if name in MODELS and MODELS[name].build is not None:
             continue
         path = str(resolve(name))
+        tokenizer = load_tokenizer(path)
         problems = searched_problems(cfg, task) if problems is None else problems
+        extra, what = 0, ""
+        if generative and name == critic_model:
+            extra = max(template_tokens(tokenizer, k, cfg.critics.judge) for k in generative)
+            if cfg.critics.judge == "chat":
+                extra += longest_prompt(tokenizer, task, problems)[0]
+            what = f"the generative critics' template (critics.judge = {cfg.critics.judge})"
         try:
-            fits_context(load_tokenizer(path), max_positions(path), task, problems,
-                         cfg.search.max_depth, cfg.search.max_step_tokens, model=name,
-                         model_key=key)
+            fits_context(tokenizer, max_positions(path), task, problems, cfg.search.max_depth,
+                         cfg.search.max_step_tokens, model=name, model_key=key, extra=extra,
+                         extra_what=what)
         except ContextError as exc:
             raise ConfigError(str(exc)) from None

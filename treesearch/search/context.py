@@ -36,22 +36,26 @@ def longest_prompt(tokenizer, task, problems: Sequence) -> tuple[int, object]:
 def check_context(tokenizer, positions: int | None, task, problems: Sequence, max_depth: int,
                   max_step_tokens: int, *, model: str, model_key: str = "policy.model",
                   depth_key: str = "search.max_depth",
-                  step_key: str = "search.max_step_tokens") -> None:
+                  step_key: str = "search.max_step_tokens", extra: int = 0,
+                  extra_what: str = "") -> None:
     """Refuse (``ContextError``) when the longest prompt of ``problems`` plus ``max_depth``
-    steps of ``max_step_tokens`` tokens is more than ``positions`` (the model's
-    ``max_position_embeddings``; None: no limit). The message names ``depth_key``,
+    steps of ``max_step_tokens`` tokens, plus ``extra`` tokens (``extra_what``: e.g. a
+    generative critic's template around the state), is more than ``positions`` (the
+    model's ``max_position_embeddings``; None: no limit). The message names ``depth_key``,
     ``step_key`` and ``model_key`` (how the app's config or command line spells them)."""
     if positions is None or not problems:
         return
     prompt, problem = longest_prompt(tokenizer, task, problems)
-    need = prompt + max_depth * max_step_tokens
+    need = prompt + max_depth * max_step_tokens + extra
     if need <= positions:
         return
-    room = (f"at most {(positions - prompt) // max_step_tokens} steps of {max_step_tokens} "
-            "tokens fit after it" if prompt < positions else "the prompt alone does not fit")
+    room = (f"at most {(positions - prompt - extra) // max_step_tokens} steps of "
+            f"{max_step_tokens} tokens fit after it" if prompt + extra < positions
+            else "the prompt alone does not fit")
+    plus = f" plus {extra} tokens of {extra_what}" if extra else ""
     raise ContextError(
         f"{depth_key} x {step_key} = {max_depth} x {max_step_tokens} tokens after the longest "
         f"prompt ({prompt} tokens, problem {getattr(problem, 'id', '?')!r} of task "
-        f"{task.name!r}) needs {need} positions, more than the {positions} of {model_key} "
+        f"{task.name!r}){plus} needs {need} positions, more than the {positions} of {model_key} "
         f"{model!r} (max_position_embeddings); {room}: lower {depth_key} or {step_key}, "
         "shorten the prompts (task_options.shots) or use a model with a longer context")
