@@ -45,10 +45,10 @@ from treesearch.selfplay.shards import (
     merge_search,
 )
 from treesearch.stages.critics import refit_critics
-from treesearch.tasks.registry import code_paths
 from treesearch.stages.evaluate import diversity, passk_fell
 from treesearch.stages.harvest import harvest, own_samples, prior_examples, unit_mean_weight
 from treesearch.stages.train import OPTIMIZERS, TrainData, distill_row
+from treesearch.tasks.registry import code_paths
 from treesearch.utils.cli import ArgumentParser, CLIError, blame
 from treesearch.utils.heal import sweep
 from treesearch.utils.recipes import shipped_recipes

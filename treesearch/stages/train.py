@@ -157,10 +157,10 @@ def distill_row(stats: dict, data: TrainData, distill) -> dict:
     row = sampled_tokens(data)
     if "positives" in stats:
         row |= {"pg_examples": stats["examples"], "pg_positives": stats["positives"],
-               "pg_negatives": stats["negatives"], "pg_loss_first": stats["loss_first"],
-               "pg_loss_last": stats["loss_last"],
-               "pg_clipped_share_last": stats["clipped_share_last"],
-               "prior_examples": len(data.prior)}
+                "pg_negatives": stats["negatives"], "pg_loss_first": stats["loss_first"],
+                "pg_loss_last": stats["loss_last"],
+                "pg_clipped_share_last": stats["clipped_share_last"],
+                "prior_examples": len(data.prior)}
         if d.cov_clip:
             row["pg_cov_clipped_share_last"] = stats.get("cov_clipped_share_last")
         if d.cov_kl:
