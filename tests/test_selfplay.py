@@ -72,6 +72,10 @@ def test_kill_and_resume_match_an_uninterrupted_run(tmp_path):
     rounds = {int(p.name.split("_")[1]) for p in straight.glob("round_*")} - {0}
     assert all(f'id="data-round-{i}"' in page for i in range(len(rounds))), sorted(rounds)
     assert (straight / "round_1" / "trees.jsonl.gz").is_file()
+    for row in _eval_rows(straight):  # majority vote at MCTS's budget, on MCTS's problems
+        # (a sample started within the budget runs to its end: at most one solution over)
+        assert 0 <= row["majority"] <= 1 and 0 < row["majority_tokens"] <= 96 + 6 * 24
+    assert "majority" in (straight / "summary.md").read_text()
 
     killed = tmp_path / "killed"
     proc = _selfplay(*TINY, f"out={killed}")
@@ -168,3 +172,28 @@ def test_class_balanced_limit_keeps_both_classes():
     assert rare.targets.sum() == 10 and len(rare) == 40  # three others per rare one
     few = limit_rows(data(5, 0), 512, seed=0, balance=True)
     assert len(few) == 5
+
+
+def test_a_part_on_its_own_stream_leaves_later_samples_as_they_were():
+    """``own_stream``: the majority-vote part samples from its own seed, and the samples
+    drawn after it are those drawn without it (older runs' figures stay reproducible)."""
+    import torch
+
+    from treesearch.selfplay.shards import own_stream
+
+    class Sampler:
+        generator = torch.Generator().manual_seed(5)
+
+    def draw(policy):
+        return torch.rand(4, generator=policy.generator).tolist()
+
+    plain, with_part = Sampler(), Sampler()
+    plain.generator = torch.Generator().manual_seed(5)
+    with_part.generator = torch.Generator().manual_seed(5)
+    expected = draw(plain)
+    with own_stream(with_part, 11):
+        inside = draw(with_part)
+    assert draw(with_part) == expected
+    assert inside == torch.rand(4, generator=torch.Generator().manual_seed(11)).tolist()
+    with own_stream(object(), 11):  # no generator: nothing to do
+        pass

@@ -28,7 +28,8 @@ def write_run_report(path: Path, rows: list[dict], task: str) -> None:
 def write_summary(path: Path, rows: list[dict], task: str) -> None:
     """``summary.md``, ``accuracy.png`` (and ``passk.png`` when every round measured
     pass@k) in the run directory ``path``; the table printed with the directory."""
-    keys = [k for k in rows[0] if k == "greedy" or k.startswith("pass@") or k == "mcts"]
+    keys = [k for k in rows[0]
+            if k in ("greedy", "mcts", "majority") or k.startswith("pass@")]
     header = "| round | " + " | ".join(keys) + " |"
     lines = [header, "|" + "---|" * (len(keys) + 1)]
     for m in rows:

@@ -6,9 +6,9 @@ size, whatever the number of workers."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +20,15 @@ from treesearch.engine.export import merge_records, tree_records, write_records
 from treesearch.search.strategies import restart
 from treesearch.stages.evaluate import (
     greedy_correct,
-    mcts_correct,
+    decoded_correct,
     pass_at_k,
     powers_of_two,
     sampled_counts,
 )
 
-EVAL_PARTS = ("greedy", "sampled", "mcts")
+# "majority": majority vote over samples at MCTS's token budget on MCTS's problems, the
+# sampling MCTS must beat at equal tokens
+EVAL_PARTS = ("greedy", "sampled", "mcts", "majority")
 
 __all__ = ["EVAL_PARTS", "StageShards", "WorkItem", "eval_items", "eval_row", "item_names",
            "merge_search"]
@@ -55,7 +57,8 @@ def eval_items(cfg, r: int, eval_problems: Sequence) -> list[WorkItem]:
     never by the worker."""
     e, n = cfg.eval, len(eval_problems)
     sizes = {"greedy": n, "sampled": len(eval_problems[: e.sample_problems or n]),
-             "mcts": len(eval_problems[: e.mcts_problems])}
+             "mcts": len(eval_problems[: e.mcts_problems]),
+             "majority": len(eval_problems[: e.mcts_problems])}
     size = cfg.distributed.shard_problems
     items = []
     for part in EVAL_PARTS:
@@ -68,7 +71,8 @@ def eval_items(cfg, r: int, eval_problems: Sequence) -> list[WorkItem]:
 def eval_row(items: list[WorkItem], results: list, samples: int) -> dict:
     """The eval stage's metrics row from its items' ``results`` (in item order), gathered
     in problem order: greedy accuracy, pass@k of ``samples`` samples for k = 1, 2, 4, ...,
-    MCTS decoding accuracy and its tokens per problem."""
+    MCTS decoding accuracy and its tokens per problem, and majority vote's at the same
+    budget (rows of runs from before it have no "majority")."""
     got = {part: [] for part in EVAL_PARTS}
     for item, res in zip(items, results):
         got[item.part].append(res)
@@ -78,6 +82,9 @@ def eval_row(items: list[WorkItem], results: list, samples: int) -> dict:
     row.update({f"pass@{k}": v for k, v in passk.items()})
     row["mcts"] = float(np.mean([c for res, _ in got["mcts"] for c in res]))
     row["mcts_tokens"] = float(np.concatenate([t for _, t in got["mcts"]]).mean())
+    if got["majority"]:
+        row["majority"] = float(np.mean([c for res, _ in got["majority"] for c in res]))
+        row["majority_tokens"] = float(np.concatenate([t for _, t in got["majority"]]).mean())
     return row
 
 
@@ -167,10 +174,15 @@ class StageShards:
         if part == "mcts":  # learned critics (and checkers) only
             critics = self._critics(r, "eval", sharded=seed is not None)
             scorer = sp.models.scorer(critics, problems, policy.tokenizer)
-            return mcts_correct(policy, scorer, task, problems, e.mcts_budget,
-                                temperature=sp.cfg.policy.temperature,
-                                search=sp.models.search_config(),
-                                progress=sp.cfg.progress and sp.pool is None)
+            return decoded_correct(policy, scorer, task, problems, "mcts", e.mcts_budget,
+                                   temperature=sp.cfg.policy.temperature,
+                                   search=sp.models.search_config(),
+                                   progress=sp.cfg.progress and sp.pool is None)
+        if part == "majority":  # its own generator stream: the other parts' samples as ever
+            with own_stream(policy, stage_seed(sp.cfg.seed, r, f"eval/majority/{lo}")):
+                return decoded_correct(policy, None, task, problems, "majority",
+                                       e.mcts_budget, temperature=sp.cfg.policy.temperature,
+                                       search=sp.models.search_config())
         raise ValueError(f"unknown stage part {part!r}")
 
     def _search(self, r: int, policy, lo: int, hi: int, sharded: bool) -> dict:
@@ -186,3 +198,19 @@ class StageShards:
                 "generated": searched.generated, "nodes": searched.nodes,
                 "wall": searched.result.stats.wall, "model_seconds": searched.model_seconds,
                 "policy": policy.describe()}
+
+
+@contextlib.contextmanager
+def own_stream(policy, seed: int):
+    """Run the block on the policy's generator reseeded at ``seed``, then put the
+    generator back where it was: what the block samples changes nothing that is sampled
+    after it (a policy without a generator: the block runs as it is)."""
+    generator = getattr(policy, "generator", None)
+    state = generator.get_state() if generator is not None else None
+    if generator is not None:
+        generator.manual_seed(int(seed))
+    try:
+        yield
+    finally:
+        if generator is not None:
+            generator.set_state(state)

@@ -18,7 +18,7 @@ from treesearch.tasks import prompt_ids
 from treesearch.utils.estimators import default_ks, distinct_correct, pass_at_k_curve
 from treesearch.utils.estimators import pass_at_k as pass_at_k_each
 
-__all__ = ["diversity", "greedy_correct", "judge", "mcts_correct", "pass_at_k",
+__all__ = ["diversity", "greedy_correct", "judge", "decoded_correct", "pass_at_k",
            "passk_fell", "powers_of_two", "sampled_counts"]
 
 
@@ -65,11 +65,12 @@ def sampled_counts(policy, task, problems: Sequence, n: int, *, temperature: flo
     return [int(sum(task.check_solution(p, x) for x in xs)) for p, xs in zip(problems, samples)]
 
 
-def mcts_correct(policy, scorer, task, problems: Sequence, budget: int, *, temperature: float,
-                 search, progress: bool = False):
-    """MCTS decoding (``strategy="mcts"``) at ``budget`` tokens per problem with a
-    label-free ``scorer``. Returns ([P] correct flags, int64 [P] tokens spent)."""
-    out = decode(policy, scorer, problems, "mcts", budget, task=task, temperature=temperature,
+def decoded_correct(policy, scorer, task, problems: Sequence, strategy: str, budget: int, *,
+                    temperature: float, search, progress: bool = False):
+    """``decode``'s ``strategy`` (MCTS; or majority vote, the sampling it must beat at equal
+    tokens) at ``budget`` tokens per problem with a label-free ``scorer`` (None: a strategy
+    that needs no critic). Returns ([P] correct flags, int64 [P] tokens spent)."""
+    out = decode(policy, scorer, problems, strategy, budget, task=task, temperature=temperature,
                  search=search, progress=progress)
     return ([bool(task.check_solution(p, a)) for p, a in zip(problems, out.answers)],
             np.asarray(out.tokens))
