@@ -172,7 +172,7 @@ def against_markdown(diffs: dict, base: str) -> str:
 def plot(table: dict, path: Path, arms: list[str] | None = None) -> None:
     """Each arm's mean pass@k curve (k on a log2 axis): round 0 dashed, last round solid;
     ``arms``: only these (default: all)."""
-    from treesearch.utils.plots import new_figure, save_png
+    from treesearch.utils.plots import new_figure
 
     missing = [a for a in arms or [] if a not in table]
     if missing:
@@ -187,13 +187,8 @@ def plot(table: dict, path: Path, arms: list[str] | None = None) -> None:
             ax.plot([int(k) for k in curve], list(curve.values()), style, color=color,
                     marker="o", markersize=3, label=label)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("k (samples)")
-    ax.set_ylabel("pass@k (mean over seeds)")
-    ax.set_title("pass@k before and after self-play")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.tight_layout()
-    save_png(fig, path)
+    _finish(fig, ax, path, "k (samples)", "pass@k (mean over seeds)",
+            "pass@k before and after self-play", legend_size=7)
 
 
 def markdown(table: dict) -> str:
@@ -280,7 +275,7 @@ def plane_markdown(pl: dict) -> str:
 def plot_plane(pl: dict, path: Path) -> None:
     """Each arm at (pass@1 change, pass@64 change) with standard-error bars, the fitted
     line, and the issue's target corner (pass@1 +0.05 or more, pass@64 not down)."""
-    from treesearch.utils.plots import new_figure, save_png
+    from treesearch.utils.plots import new_figure
 
     fig = new_figure((7.5, 5))
     ax = fig.add_subplot(1, 1, 1)
@@ -298,11 +293,19 @@ def plot_plane(pl: dict, path: Path) -> None:
     ax.fill_between([0.05, hi], 0, max(top, 0.01), color="C2", alpha=0.08,
                     label="target: pass@1 +0.05, pass@64 kept")
     ax.set_xlim(lo, hi)
-    ax.set_xlabel("pass@1 change, round 0 -> last")
-    ax.set_ylabel("pass@64 change, round 0 -> last")
-    ax.set_title("every arm on the pass@1 / pass@64 plane")
+    _finish(fig, ax, path, "pass@1 change, round 0 -> last", "pass@64 change, round 0 -> last",
+            "every arm on the pass@1 / pass@64 plane", legend_size=6)
+
+
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str, legend_size: int) -> None:
+    """Axis labels, title, grid and a legend right of the axes; the PNG written to ``path``."""
+    from treesearch.utils.plots import save_png
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax.legend(fontsize=legend_size, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     save_png(fig, path)
 
