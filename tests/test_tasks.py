@@ -115,6 +115,12 @@ def test_problems_once_draws_a_set_once_per_task_object(name, monkeypatch):
     assert first == get_task(name).problems("train", n, seed=7)
     task.problems_once("train", n, seed=8)
     assert len(calls) == 2   # another seed: another set
+    monkeypatch.undo()
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(task))  # to a worker: without the drawn sets
+    assert "_problems_memo" not in vars(copy)
+    assert copy.problems_once("train", n, seed=7) == first
 
 
 # Every task in the registry, three splits. Generated tasks give N_SPLIT problems per split

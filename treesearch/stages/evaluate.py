@@ -18,7 +18,7 @@ from treesearch.tasks import prompt_ids
 from treesearch.utils.estimators import default_ks, distinct_correct, pass_at_k_curve
 from treesearch.utils.estimators import pass_at_k as pass_at_k_each
 
-__all__ = ["diversity", "greedy_correct", "judge", "decoded_correct", "pass_at_k",
+__all__ = ["decoded_correct", "diversity", "greedy_correct", "judge", "pass_at_k",
            "passk_fell", "powers_of_two", "sampled_counts"]
 
 

@@ -163,6 +163,12 @@ class Task(abc.ABC):
             memo[key] = self.problems(split, n, seed=seed)
         return memo[key]
 
+    def __getstate__(self) -> dict:
+        """A pickled task (sent to a worker) leaves its drawn problem sets behind."""
+        state = dict(vars(self))
+        state.pop("_problems_memo", None)
+        return state
+
     @abc.abstractmethod
     def prompt(self, problem: Problem) -> str:
         """The text the policy is conditioned on; it ends with ``step_delimiter``, so the
