@@ -285,9 +285,12 @@ def plot_plane(pl: dict, path: Path) -> None:
     ax.plot([lo, hi], [line["intercept"] + line["slope"] * x for x in (lo, hi)], "-",
             color="0.5", label=f"the line ({line['slope']:+.2f} pass@64 per pass@1)")
     ax.axhline(0, color="0.8", lw=0.8)
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab20"].colors  # 20 distinct; then the marker changes
     for i, (arm, a) in enumerate(pl["arms"].items()):
         ax.errorbar(a["x"], a["y"], xerr=a["x_se"] or 0, yerr=a["y_se"] or 0,
-                    fmt="osD^v"[i // 10 % 5], color=f"C{i % 10}", markersize=4, capsize=2,
+                    fmt="osD^v"[i // 20 % 5], color=colors[i % 20], markersize=4, capsize=2,
                     label=f"{arm} (n={a['seeds']})")
     top = ax.get_ylim()[1]
     ax.fill_between([0.05, hi], 0, max(top, 0.01), color="C2", alpha=0.08,
