@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from policies.covariance import kl_penalty, restrict
+from policies.covariance import clip_bound_checks, clip_bounds, kl_penalty, restrict
 from policies.offpath import OwnStates, completion_kl
 from treesearch.utils.atomic import atomic_dir
 from treesearch.utils.knobs import KnobError
@@ -163,9 +163,12 @@ class DistillConfig:
     exactly when own_kl > 0; ``sft`` reads the samples it is handed, never this count).
     cov_clip: ``policy_gradient``'s Clip-Cov share r of each minibatch's tokens: the
     ceil(r * N) with the largest positive (logp - mean)(A - mean) get no gradient (0 = off;
-    ``policies.covariance``). cov_kl, cov_kl_top: ``policy_gradient``'s KL-Cov coefficient
-    beta and share k: the ceil(k * N) tokens with the largest positive product get beta *
-    |logp - logp_start| added to their loss (both 0 = off; > 0 together). ``dpo`` trains
+    ``policies.covariance``). cov_clip_low, cov_clip_high: both 0, Clip-Cov takes the top
+    of that ranking; high > low, it draws its tokens at random among those whose product
+    lies between them, the paper's rule (seeded from ``seed``). cov_kl, cov_kl_top:
+    ``policy_gradient``'s KL-Cov coefficient beta and share k: the ceil(k * N) tokens with
+    the largest positive product get beta * |logp - logp_start| added to their loss (both
+    0 = off; > 0 together). ``dpo`` trains
     none of these four objectives: it refuses cov_clip / cov_kl and ignores own_kl (the
     SFT half's term under sft+dpo), as it ignores anchor_kl.
     """
@@ -190,6 +193,8 @@ class DistillConfig:
     own_kl: float = 0.0
     own_samples: int = 0
     cov_clip: float = 0.0
+    cov_clip_low: float = 0.0
+    cov_clip_high: float = 0.0
     cov_kl: float = 0.0
     cov_kl_top: float = 0.0
 
@@ -238,6 +243,7 @@ def validate(config: DistillConfig) -> DistillConfig:
          "the states the own-KL term holds)"),
         ("cov_clip", _is_number(c.cov_clip) and 0 <= c.cov_clip < 1,
          "a number in [0, 1) (Clip-Cov's share of tokens; 0 = off)"),
+        *clip_bound_checks(c),
         ("cov_kl", _is_number(c.cov_kl) and c.cov_kl >= 0, "a finite number >= 0 (0 = off)"),
         ("cov_kl_top", _is_number(c.cov_kl_top) and 0 <= c.cov_kl_top < 1
          and (c.cov_kl_top > 0) == (c.cov_kl > 0),
@@ -717,6 +723,7 @@ def _pg_batch_loss(examples: Sequence[PGExample], start_logps, config: DistillCo
     float [len(completion)]; pg_clip 0: plain REINFORCE), restricted by Clip-Cov /
     KL-Cov (``config.cov_clip``, ``cov_kl``, ``cov_kl_top``)."""
     eps = float(config.pg_clip)
+    draws = torch.Generator().manual_seed(int(config.seed))  # Clip-Cov's bounded draws
 
     def batch_loss(module, idx):
         chunk = [examples[i] for i in idx]
@@ -726,7 +733,8 @@ def _pg_batch_loss(examples: Sequence[PGExample], start_logps, config: DistillCo
         adv = torch.tensor([float(e.advantage) for e in chunk], dtype=logp.dtype,
                            device=logp.device)[:, None]
         logp, held, cov = restrict(logp, adv, mask.bool(), clip=config.cov_clip,
-                                   kl_top=config.cov_kl_top)
+                                   kl_top=config.cov_kl_top, clip_bounds=clip_bounds(config),
+                                   generator=draws)
         old = None if start_logps is None else _scatter_start(start_logps, examples, idx, logp)
         if eps == 0:
             per_token = adv * logp

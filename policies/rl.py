@@ -116,7 +116,7 @@ from policies.confidence import (
     stated_confidence,
     strip_confidence,
 )
-from policies.covariance import kl_penalty, restrict
+from policies.covariance import clip_bound_checks, clip_bounds, kl_penalty, restrict
 from policies.distill import (
     PGExample,
     _is_int,
@@ -165,7 +165,9 @@ class RLConfig:
     (prior success rate, estimated from curriculum_samples samples per problem charged to
     the budget, high to low). cov_clip: Clip-Cov's share r of each minibatch's tokens: the
     ceil(r * N) with the largest positive (logp - mean)(A - mean) get no gradient
-    (``policies.covariance``, arXiv 2505.22617; 0 = off). cov_kl, cov_kl_top: KL-Cov's
+    (``policies.covariance``, arXiv 2505.22617; 0 = off); cov_clip_low, cov_clip_high:
+    both 0, the top of that ranking; high > low, tokens drawn at random among those whose
+    product lies between them (the paper's rule). cov_kl, cov_kl_top: KL-Cov's
     coefficient beta and share k: the ceil(k * N) such tokens get beta * |logp - logp_old|
     added, logp_old under the weights that sampled the batch (both 0 = off; > 0 together).
     Both for the policy-gradient methods (grpo, psr, nsr, tree_rl). seed:
@@ -194,6 +196,8 @@ class RLConfig:
     curriculum: str = "random"
     curriculum_samples: int = 4
     cov_clip: float = 0.0
+    cov_clip_low: float = 0.0
+    cov_clip_high: float = 0.0
     cov_kl: float = 0.0
     cov_kl_top: float = 0.0
     seed: int = 0
@@ -246,6 +250,7 @@ def validate(config: RLConfig) -> RLConfig:
          "an int >= 1"),
         ("cov_clip", _is_number(c.cov_clip) and 0 <= c.cov_clip < 1 and (c.cov_clip == 0 or pg),
          f"a number in [0, 1) (Clip-Cov's share of tokens; 0 = off), {pg_only}"),
+        *clip_bound_checks(c),
         ("cov_kl", _is_number(c.cov_kl) and c.cov_kl >= 0 and (c.cov_kl == 0 or pg),
          f"a finite number >= 0 (KL-Cov's coefficient; 0 = off), {pg_only}"),
         ("cov_kl_top", _is_number(c.cov_kl_top) and 0 <= c.cov_kl_top < 1 and (
@@ -448,7 +453,7 @@ def _easy_first_order(model, policy, tokenizer, task, problems: list, config: RL
 # ----------------------------------------------------------------------------- losses
 
 def _pg_loss(model, batch, adv, old, ref, first: bool, config: RLConfig, weight=None,
-             sampled=None):
+             sampled=None, draws: torch.Generator | None = None):
     """Clipped policy-gradient loss of a minibatch (scalar tensor).
 
     batch: ``collate`` output, B sequences of T tokens; adv: float [B] advantages;
@@ -457,14 +462,16 @@ def _pg_loss(model, batch, adv, old, ref, first: bool, config: RLConfig, weight=
     exactly; config: clip_eps, kl_beta and the covariance restriction (cov_clip, cov_kl,
     cov_kl_top: ``policies.covariance``); weight: float [B] per-sequence loss weights
     (None = all 1); sampled: float [B, T-1] log-probs under the sampling weights, KL-Cov's
-    reference (needed when cov_kl > 0, on every pass). Per-token losses are averaged over
+    reference (needed when cov_kl > 0, on every pass); draws: the generator of Clip-Cov's
+    bounded draws (``cov_clip_low`` / ``cov_clip_high``). Per-token losses are averaged over
     each sequence's completion tokens, weighted, then averaged over the B sequences.
     """
     logp = token_logprobs(model, batch)                      # [B, T-1], 0 off-completion
     mask = (batch["labels"][:, 1:] != -100).to(logp.dtype)   # [B, T-1]
     a = adv.to(logp.device, logp.dtype)[:, None]
     logp, held, _ = restrict(logp, a, mask.bool(), clip=config.cov_clip,
-                             kl_top=config.cov_kl_top)
+                             kl_top=config.cov_kl_top, clip_bounds=clip_bounds(config),
+                             generator=draws)
     ratio = torch.exp(logp - (logp.detach() if first else old))
     eps = config.clip_eps
     tok = -torch.minimum(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a)
@@ -820,7 +827,8 @@ def _update(model, opt, params, seqs, adv, weight, reference, config: RLConfig,
                 sampled = _scatter([old[i] for i in idx], mask) if old else None
                 loss = _pg_loss(model, batch, adv[idx], sampled if epoch else None,
                                 _scatter([ref[i] for i in idx], mask) if ref else None,
-                                epoch == 0, config, weight[idx], sampled=sampled)
+                                epoch == 0, config, weight[idx], sampled=sampled,
+                                draws=generator)
             else:
                 loss, _ = sft_loss(model, batch)
             opt.zero_grad(set_to_none=True)

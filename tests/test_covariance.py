@@ -15,7 +15,13 @@ from tiny_models import save_tiny_llama  # noqa: E402
 
 import policies.distill as distill  # noqa: E402
 import policies.rl as rl  # noqa: E402
-from policies.covariance import kl_penalty, restrict, token_covariance, top_tokens  # noqa: E402
+from policies.covariance import (  # noqa: E402
+    bounded_tokens,
+    kl_penalty,
+    restrict,
+    token_covariance,
+    top_tokens,
+)
 from policies.distill import (  # noqa: E402
     DistillConfig,
     PGExample,
@@ -51,6 +57,45 @@ def test_covariance_is_the_centred_product_over_the_masked_tokens():
     assert set(cov[top].tolist()) == set(sorted(cov[mask].tolist())[-3:])
     assert not top_tokens(cov, mask, 0.0).any()
     assert int(top_tokens(cov, mask, 0.99).sum()) == int((cov[mask] > 0).sum())  # positives only
+
+
+def test_bounded_clip_cov_draws_its_tokens_between_the_bounds():
+    """The paper's rule: ceil(r * N) tokens drawn at random among those whose product lies
+    strictly between the bounds; the same generator seed, the same draw."""
+    logp, mask = torch.tensor(LOGP), torch.tensor(MASK)
+    cov = token_covariance(logp, torch.tensor(ADV), mask)
+    values = sorted(cov[mask].tolist())
+    low, high = values[1], values[-1]            # strictly inside: the 3rd .. 6th of 7
+    inside = mask & (cov > low) & (cov < high)
+    assert int(inside.sum()) == 4
+    draw = bounded_tokens(cov, mask, 0.3, low, high, torch.Generator().manual_seed(0))
+    assert int(draw.sum()) == 3 and not (draw & ~inside).any()   # ceil(0.3 * 7) = 3, inside
+    again = bounded_tokens(cov, mask, 0.3, low, high, torch.Generator().manual_seed(0))
+    assert torch.equal(draw, again)
+    draws = {tuple(bounded_tokens(cov, mask, 0.3, low, high,
+                                  torch.Generator().manual_seed(s)).flatten().tolist())
+             for s in range(20)}
+    assert len(draws) > 1                                        # random, not the top
+    assert int(bounded_tokens(cov, mask, 0.99, low, high).sum()) == 4   # at most those inside
+    assert not bounded_tokens(cov, mask, 0.0, low, high).any()
+    leaf = _leaf()
+    clipped, _, info = restrict(leaf, torch.tensor(ADV), mask, clip=0.3, clip_bounds=(low, high),
+                                generator=torch.Generator().manual_seed(0))
+    (-(clipped * torch.tensor(ADV)[:, None] * mask).sum()).backward()
+    assert info["cov_clipped"] == 3 and torch.all(leaf.grad[draw] == 0)
+    assert torch.all(leaf.grad[mask & ~draw] != 0)
+
+
+@pytest.mark.parametrize("knobs", [
+    {"cov_clip_low": 1.0, "cov_clip_high": 5.0},                      # Clip-Cov off
+    {"cov_clip": 0.1, "cov_clip_low": 5.0, "cov_clip_high": 1.0},     # low above high
+    {"cov_clip": 0.1, "cov_clip_low": 1.0, "cov_clip_high": float("inf")},
+])
+def test_bad_clip_cov_bounds_are_refused_by_name(knobs):
+    with pytest.raises(ValueError, match="cov_clip_high"):
+        rl.validate(rl.RLConfig(method="grpo", token_budget=10, **knobs))
+    with pytest.raises(ValueError, match="cov_clip_high"):
+        distill.validate(DistillConfig(**knobs))
 
 
 def test_clip_cov_detaches_the_top_tokens_and_kl_cov_holds_them():

@@ -135,13 +135,15 @@ DISTILL_KNOBS = {"lr": 0.0123, "epochs": 3, "batch_size": 5, "weight_decay": 0.0
                  "max_steps": 7, "pg_clip": 0.3, "anchor_kl": 0.5, "own_kl": 0.25,
                  "own_samples": 2}
 # the policy-gradient objectives: refused with the SFT methods, so set with wreinforce
-PG_DISTILL_KNOBS = {"cov_clip": 0.05, "cov_kl": 0.5, "cov_kl_top": 0.01}
+PG_DISTILL_KNOBS = {"cov_clip": 0.05, "cov_clip_low": 0.5, "cov_clip_high": 4.0,
+                    "cov_kl": 0.5, "cov_kl_top": 0.01}
 PG_METHOD = ["distill.method=wreinforce", "distill.anchor_kl=0"]
 RL_KNOBS = [{"group_size": 4, "problems_per_step": 3, "lr": 0.0123, "clip_eps": 0.3,
              "kl_beta": 0.01, "updates_per_batch": 2, "batch_size": 5, "grad_clip": 0.5,
              "passk": 2, "tree_baseline": "parent", "zero_success": "drop",
              "zero_success_weight": 0.3, "curriculum": "easy_first", "curriculum_samples": 2,
-             "threads": 1, "cov_clip": 0.05, "cov_kl": 0.5, "cov_kl_top": 0.01},
+             "threads": 1, "cov_clip": 0.05, "cov_clip_low": 0.5, "cov_clip_high": 4.0,
+             "cov_kl": 0.5, "cov_kl_top": 0.01},
             {"reward": "brier"}]
 
 

@@ -278,7 +278,7 @@ def rl_config(cfg, optimizer: str, seed: int) -> RLConfig:
     method = base_optimizer(cfg, optimizer)
     rl = rl_of(cfg, optimizer)
     cov = {k: getattr(rl, k) if method in PG_METHODS else 0.0
-           for k in ("cov_clip", "cov_kl", "cov_kl_top")}
+           for k in ("cov_clip", "cov_clip_low", "cov_clip_high", "cov_kl", "cov_kl_top")}
     return library_config(RLConfig, rl, method=method, token_budget=cfg.budget_tokens,
                           temperature=cfg.eval.temperature, max_steps=cfg.search.max_depth,
                           max_step_tokens=cfg.search.max_step_tokens, seed=seed,
