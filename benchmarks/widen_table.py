@@ -18,13 +18,14 @@ mean pass@k curve at round 0 and at the last round (``--plot-arms``: only those)
 in the outputs are the run directories' names only.
 
 ``--include TABLE.json`` adds the arms of an earlier ``--json`` output (runs no longer on
-disk), by name. ``--default ARM`` names the arm that is the recipe's default (JSON key
-"default"). ``--plane PNG`` places every arm on the plane of its pass@1 change (x)
-against its pass@max-k change (y), with standard errors, and draws the trade-off line: the
-least-squares fit through the ``--line-arms`` (default: every arm). Each arm's distance
-from the line ("off": its pass@64 change minus the line's at its pass@1 change, with the
-standard error of its own pass@64 change) goes to the markdown and, under "plane", to the
-JSON: an arm above the line keeps more reach than the trade-off prices for its gain.
+disk), by name, and its run names to the JSON's "runs". ``--default ARM`` names the arm
+that is the recipe's default (JSON key "default"). ``--plane PNG`` places every arm on the
+plane of its pass@1 change (x) against its pass@max-k change (y), with standard errors, and
+draws the trade-off line: the least-squares fit through the ``--line-arms`` (default: every
+arm). Each arm's distance from the line ("off": its pass@64 change minus the line's at its
+pass@1 change, with the standard error of its own pass@64 change) goes to the markdown and,
+under "plane", to the JSON: an arm above the line keeps more reach than the trade-off
+prices for its gain.
 """
 
 from __future__ import annotations
@@ -205,6 +206,11 @@ def markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def included_runs(path: Path) -> list[str]:
+    """The run names an earlier ``--json`` output at ``path`` was made from (its "runs")."""
+    return list(json.loads(path.read_text()).get("runs", []))
+
+
 def include(table: dict, path: Path) -> dict:
     """``table`` with the arms of an earlier ``--json`` output at ``path`` added (metrics
     that table lacks become nan); a ValueError naming an arm that is in both, or a file
@@ -361,7 +367,8 @@ def main(argv=None) -> int:
         text += "\n" + plane_markdown(pl)
     print(text, end="")
     if args.json:
-        payload = {"runs": [r.name for r in args.runs], "arms": table}
+        runs = [r.name for r in args.runs] + [n for p in args.include for n in included_runs(p)]
+        payload = {"runs": runs, "arms": table}
         if args.default is not None:
             payload["default"] = args.default
         if diffs is not None:

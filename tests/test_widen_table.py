@@ -123,6 +123,7 @@ def test_the_plane_fits_the_line_and_measures_each_arm_off_it(tmp_path):
     saved = json.loads((tmp_path / "plane.json").read_text())
     assert saved["plane"]["arms"]["d"]["off"] == pytest.approx(0.05)
     assert saved["default"] == "d"
+    assert saved["runs"] == ["a-s0", "b-s0", "c-s0", "d-s0"]  # the included table's run too
     with pytest.raises(SystemExit):
         widen_table.main([str(runs[0]), "--default", "zz"])
     assert "off the line" in widen_table.plane_markdown(pl)
