@@ -64,6 +64,14 @@ def test_the_check_compares_the_longest_prompt_with_the_positions():
                  f"at most {room} steps"):
         assert part in message, message
     fits_context(tokenizer, None, task, problems, 10**6, 24, model="m")  # no stated limit
+    # a critic text that shows the question again holds the longest prompt twice
+    twice = (positions - 2 * longest) // 24
+    fits_context(tokenizer, positions, task, problems, twice, 24, model="m", prompt_again=True)
+    assert longest + (twice + 1) * 24 <= positions   # one more step fits the prompt once
+    fits_context(tokenizer, positions, task, problems, twice + 1, 24, model="m")
+    with pytest.raises(ContextError, match=f"plus {longest} tokens of the question"):
+        fits_context(tokenizer, positions, task, problems, twice + 1, 24, model="m",
+                     prompt_again=True, extra_what="the question")
 
 
 def test_selfplay_checks_every_round_and_the_eval_problems():

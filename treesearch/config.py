@@ -33,7 +33,7 @@ from policies.zoo import MODELS, resolve
 from treesearch.distributed import DistributedConfig
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
-from treesearch.search.context import ContextError, longest_prompt
+from treesearch.search.context import ContextError
 from treesearch.search.context import check_context as fits_context
 from treesearch.search.harvest import HarvestConfig
 from treesearch.tasks import Task, TaskArgsError, TaskOptions, get_task, prompt_ids
@@ -484,15 +484,14 @@ def check_context(cfg, task: Task) -> None:
         path = str(resolve(name))
         tokenizer = load_tokenizer(path)
         problems = searched_problems(cfg, task) if problems is None else problems
-        extra, what = 0, ""
+        extra, what, question = 0, "", False
         if generative and name == critic_model:
             extra = max(template_tokens(tokenizer, k, cfg.critics.judge) for k in generative)
-            if cfg.critics.judge == "chat":
-                extra += longest_prompt(tokenizer, task, problems)[0]
+            question = cfg.critics.judge == "chat"
             what = f"the generative critics' template (critics.judge = {cfg.critics.judge})"
         try:
             fits_context(tokenizer, max_positions(path), task, problems, cfg.search.max_depth,
                          cfg.search.max_step_tokens, model=name, model_key=key, extra=extra,
-                         extra_what=what)
+                         extra_what=what, prompt_again=question)
         except ContextError as exc:
             raise ConfigError(str(exc)) from None

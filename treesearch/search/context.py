@@ -37,15 +37,18 @@ def check_context(tokenizer, positions: int | None, task, problems: Sequence, ma
                   max_step_tokens: int, *, model: str, model_key: str = "policy.model",
                   depth_key: str = "search.max_depth",
                   step_key: str = "search.max_step_tokens", extra: int = 0,
-                  extra_what: str = "") -> None:
+                  extra_what: str = "", prompt_again: bool = False) -> None:
     """Refuse (``ContextError``) when the longest prompt of ``problems`` plus ``max_depth``
     steps of ``max_step_tokens`` tokens, plus ``extra`` tokens (``extra_what``: e.g. a
-    generative critic's template around the state), is more than ``positions`` (the
-    model's ``max_position_embeddings``; None: no limit). The message names ``depth_key``,
-    ``step_key`` and ``model_key`` (how the app's config or command line spells them)."""
+    generative critic's template around the state; with ``prompt_again`` that text also
+    shows the question, counted as long as the longest prompt), is more than ``positions``
+    (the model's ``max_position_embeddings``; None: no limit). The message names
+    ``depth_key``, ``step_key`` and ``model_key`` (how the app's config or command line
+    spells them)."""
     if positions is None or not problems:
         return
     prompt, problem = longest_prompt(tokenizer, task, problems)
+    extra += prompt if prompt_again else 0
     need = prompt + max_depth * max_step_tokens + extra
     if need <= positions:
         return
