@@ -40,7 +40,6 @@ from critics.compose import StepScorer
 from treesearch.config import build_task
 from treesearch.decode import search_config
 from treesearch.search.strategies import evaluate
-from treesearch.tasks.base import stable_hash
 from treesearch.utils.atomic import write_text
 from treesearch.utils.plots import bar_plot
 from treesearch.utils.runs import portable_path
@@ -117,8 +116,7 @@ def main(argv=None) -> int:
     what = {"run": portable_path(args.run), "round": r, "split": args.split,
             "problems": args.problems, "seed": args.seed, "budget": args.budget,
             "search": vars(base), "temperature": cfg.policy.temperature}
-    cache = RowCache(args.rows,
-                     f"{stable_hash(json.dumps(what, sort_keys=True, default=str)):016x}")
+    cache = RowCache(args.rows, what)
     kw = {"temperature": cfg.policy.temperature, "seed": args.seed, "progress": False}
     start = time.perf_counter()
 

@@ -45,8 +45,9 @@ does and the learned critics do not, the critics are.
 
 ``--tables`` picks the parts to compute: ``learned``, ``checkers``, ``oracle`` (the curves,
 with ``--oracle`` / ``--step-oracle``) and ``critics`` (critic quality); by default all of
-them. Every decoded
-cell goes through ``--rows``, so the parts can run as separate processes.
+them. Every decoded cell goes through ``--rows``, so the parts can run as separate
+processes. A row keeps the settings it was made under: a row of other settings is refused,
+except that a search field added to ``SearchConfig`` since, at its default, changes nothing.
 
 JSON keys: ``budgets``, ``acc[strategy][budget]``, ``se[...]``, ``tokens[...]``,
 ``critic_tokens[...]``, ``seconds[...]`` (the references under budget "ref"),
@@ -84,7 +85,7 @@ from policies.zoo import resolve
 from treesearch.backends import build_critic
 from treesearch.config import build_task, load_config
 from treesearch.decode import search_config, split_overrides
-from treesearch.search import StepSearch
+from treesearch.search import SearchConfig, StepSearch
 from treesearch.search.strategies import REFERENCES, evaluate, format_table
 from treesearch.tasks import prompt_ids
 from treesearch.tasks.base import stable_hash
@@ -312,31 +313,56 @@ def difficulty(rows) -> dict:
     return out
 
 
-def fingerprint(args, cfg, search) -> str:
-    """What a cached row depends on: the run's round, split, problems, seed, search, drops."""
-    what = {"run": portable_path(args.run), "round": args.round, "split": args.split,
+def settings(args, cfg, search) -> dict:
+    """What a cached row depends on: the run's round, split, problems, seed, search
+    settings (every ``SearchConfig`` field), drops and temperature."""
+    return {"run": portable_path(args.run), "round": args.round, "split": args.split,
             "problems": args.problems, "seed": args.seed, "search": vars(search),
             "dropped": sorted(args.drop), "temperature": cfg.policy.temperature}
+
+
+def fingerprint(what: dict) -> str:
+    """A short stable hash of a row's settings (``settings``' output)."""
     return f"{stable_hash(json.dumps(what, sort_keys=True, default=str)):016x}"
+
+
+def same_settings(stored: dict | None, now: dict) -> bool:
+    """Whether a row made under ``stored`` settings holds for ``now``: every setting equal,
+    except that a search field the row does not know (added to ``SearchConfig`` since) must
+    be at its default, the behaviour before the field existed. None (a row written before
+    rows kept their settings) never matches."""
+    if not isinstance(stored, dict) or set(stored) != set(now):
+        return False
+    if any(stored[k] != now[k] for k in now if k != "search"):
+        return False
+    old, new = stored["search"], now["search"]
+    default = json.loads(json.dumps(vars(SearchConfig()), default=str))
+    return (set(old) <= set(new) and all(old[k] == new[k] for k in old)
+            and all(new[k] == default.get(k) for k in set(new) - set(old)))
 
 
 class RowCache:
     """Finished rows in a JSONL file (or nowhere: ``path`` None), keyed by table, strategy
-    and budget under one ``fingerprint``; a row of another fingerprint is an error, not a
-    silent mix. Each row is appended with one write, so two processes can share the file."""
+    and budget, each with the settings it was made under (``settings``) and their
+    ``fingerprint``; a row of other settings is an error, not a silent mix (a search field
+    added since, at its default, is the same settings). Each row is appended with one
+    write, so two processes can share the file."""
 
-    def __init__(self, path, key: str, cached_only: bool = False):
-        self.path, self.key, self.rows = (Path(path) if path else None), key, {}
+    def __init__(self, path, what: dict, cached_only: bool = False):
+        what = json.loads(json.dumps(what, sort_keys=True, default=str))  # as rows store it
+        self.path, self.settings, self.rows = (Path(path) if path else None), what, {}
+        self.key = fingerprint(what)
         self.cached_only, self.missing = cached_only, []
         if self.path is not None and self.path.is_file():
             for n, line in enumerate(self.path.read_text().splitlines(), 1):
                 if not line.strip():
                     continue
                 row = json.loads(line)
-                if row.get("fingerprint") != key:
+                if (row.get("fingerprint") != self.key
+                        and not same_settings(row.get("settings"), what)):
                     raise SystemExit(f"error: {self.path}:{n} holds a row of other settings "
-                                     f"(fingerprint {row.get('fingerprint')}, this board {key}); "
-                                     "use another --rows file")
+                                     f"(fingerprint {row.get('fingerprint')}, this board "
+                                     f"{self.key}); use another --rows file")
                 self.rows[(row["table"], row["strategy"], row["budget"])] = row
 
     def evaluate(self, table, policy, critics, task, problems, strategies, budgets, **kw):
@@ -359,7 +385,7 @@ class RowCache:
 
     def put(self, table: str, row: dict) -> dict:
         """Keep a finished row (``evaluate``'s dict) under ``table`` and append it to the file."""
-        row = {**row, "table": table, "fingerprint": self.key}
+        row = {**row, "table": table, "fingerprint": self.key, "settings": self.settings}
         self.rows[(table, row["strategy"], row["budget"])] = row
         if self.path is not None:
             with open(self.path, "a") as f:
@@ -440,7 +466,7 @@ def main(argv=None) -> int:
           f"round {r} critics: {', '.join(k for k in scorer.critics if scorer.has(k))}")
     if args.cached_only and not args.rows:
         raise SystemExit("error: --cached-only needs --rows FILE")
-    cache = RowCache(args.rows, fingerprint(args, cfg, search), args.cached_only)
+    cache = RowCache(args.rows, settings(args, cfg, search), args.cached_only)
     rows = []
     if "learned" in args.tables:
         rows = cache.evaluate("learned", policy, scorer, task, problems, args.strategies,

@@ -132,3 +132,33 @@ def test_ablation_rows_on_a_small_run(small_run, tmp_path):
     assert settings["+ value bootstrap"]["horizon"] == 2
     assert {"majority", "weighted_bon", "checker best_of_n"} == set(result["references"])
     assert (tmp_path / "ablation.png").stat().st_size > 0
+
+
+def test_cached_rows_survive_a_new_search_field_at_its_default(tmp_path):
+    """A row keeps the settings it was made under: a search field added since (absent from
+    the row) at its default is the same settings, at another value it is not; a row without
+    settings (older files) or of another seed is refused by name."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_decode
+    from treesearch.search import SearchConfig
+
+    search = vars(SearchConfig())
+    field = sorted(search)[0]
+    now = {"run": "run", "round": 1, "split": "val", "problems": 4, "seed": 0,
+           "search": search, "dropped": [], "temperature": 1.0}
+    older = {**now, "search": {k: v for k, v in search.items() if k != field}}
+    rows = tmp_path / "rows.jsonl"
+    cache = bench_decode.RowCache(rows, older)
+    cache.put("learned", {"strategy": "mcts", "budget": 96, "accuracy": 0.5})
+    assert bench_decode.RowCache(rows, now).rows[("learned", "mcts", 96)]["accuracy"] == 0.5
+    changed = dict(search)
+    changed[field] = "another value"
+    with pytest.raises(SystemExit, match=r"rows.jsonl:1 holds a row of other settings"):
+        bench_decode.RowCache(rows, {**now, "search": changed})
+    with pytest.raises(SystemExit, match="other settings"):
+        bench_decode.RowCache(rows, {**now, "seed": 1})
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text(json.dumps({"table": "learned", "strategy": "mcts", "budget": 96,
+                                "fingerprint": "0" * 16}) + "\n")
+    with pytest.raises(SystemExit, match="other settings"):
+        bench_decode.RowCache(bare, now)
