@@ -434,31 +434,61 @@ def test_decode_refuses_random_bad_input(capsys, tmp_path, monkeypatch, inputs):
 
 # ------------------------------------------------------------------------- the viewer
 
-def view_cases(rng: random.Random, tmp_path, inputs) -> list[list[str]]:
-    paths = run_dirs(inputs) + [str(inputs / n) for n in (
+def view_flags(run, tmp_path, inputs, kind: str) -> dict[str, tuple[list[str], list[str]]]:
+    """flag: (values that work, values that cannot) for a PATH of ``kind``: "run" (a real
+    run directory, which brings its own recipe and model) or "trees" (its trees file
+    outside the run, which may be handed a recipe or a model)."""
+    outs = [str(tmp_path / "page.html"), str(tmp_path / "new" / "dir" / "p.html")]
+    problems = (["#0", "#5"], ["zz", "#99", "#abc", "#-1", ""])
+    if kind == "run":
+        return {"--round": (["1"], ["abc", "-1", "0", "3", "1.5"]), "--problem": problems,
+                "--out": (outs, []),
+                "--config": ([], [str(run / "config.yaml"), "default",
+                                  str(inputs / "bad_task.yaml")]),
+                "--model": ([], ["tiny-countdown3", "nope"])}
+    return {"--round": (["1"], ["abc", "-1", "2", "1.5"]), "--problem": problems,
+            "--out": (outs, []),
+            "--config": ([str(run / "config.yaml"), "default"],
+                         [str(inputs / "bad_task.yaml"), str(inputs / "nope.yaml"),
+                          str(inputs / "wrong_type.yaml")]),
+            "--model": (["tiny-countdown3"], ["/no/such/dir", "nope"])}
+
+
+def view_cases(rng: random.Random, tmp_path, inputs, run) -> list[list[str]]:
+    """Half the cases: a broken PATH (or none) among any flags; the other half: a real run
+    or its trees file with exactly one bad flag value (or a broken --config file) among
+    flags that work for that PATH, so the one bad item is what must be refused."""
+    broken = run_dirs(inputs) + [str(inputs / n) for n in (
         "trees.jsonl", "trees.jsonl.gz", "empty.jsonl", "decode.json", "list.json",
         "notes.txt", "no_such.jsonl")] + [""]
-    flags = {"--round": ["abc", "-1", "3", "1.5"], "--problem": ["zz", "#99", "#abc"],
-             "--config": [str(inputs / "bad_task.yaml"), str(inputs / "nope.yaml"),
-                          str(inputs / "wrong_type.yaml"), "default"],
-             "--model": ["/no/such/dir", "nope", "tiny-countdown3"],
-             "--out": [str(tmp_path / "page.html"), str(tmp_path / "no" / "dir" / "p.html")]}
+    good_paths = {"run": str(run), "trees": str(run / "round_1" / "trees.jsonl.gz")}
     cases = []
     for _ in range(CASES):
-        argv = [rng.choice(paths)]
-        for flag in rng.sample(sorted(flags), rng.randrange(4)):
-            argv += [flag, rng.choice(flags[flag])]
-        if rng.random() < 0.2:
-            argv += ["--config", broken_file(rng, inputs)]
+        kind = rng.choice(["broken", "run", "trees"])
+        flags = view_flags(run, tmp_path, inputs, "trees" if kind == "broken" else kind)
+        if kind == "broken":
+            argv = [rng.choice(broken)]
+            for flag in rng.sample(sorted(flags), rng.randrange(4)):
+                argv += [flag, rng.choice(sum(flags[flag], []))]
+        else:
+            bad_flags = {f: v for f, v in flags.items() if v[1]}
+            if kind == "trees" and rng.random() < 0.2:
+                bad_flag, bad = "--config", ["--config", broken_file(rng, inputs)]
+            else:
+                bad_flag, bad = bad_flag_item(rng, bad_flags)
+            items = [bad, *good_flag_items(rng, flags, bad_flag)]
+            rng.shuffle(items)
+            argv = [good_paths[kind], *[x for item in items for x in item]]
         if rng.random() < 0.05:
             argv = rng.choice([[], ["--bogus"], argv + ["extra"], argv + ["--round"]])
         cases.append(argv)
     return cases
 
 
-def test_view_refuses_random_bad_input(capsys, tmp_path, monkeypatch, inputs):
+def test_view_refuses_random_bad_input(capsys, tmp_path, monkeypatch, inputs, tiny_run):
     monkeypatch.setattr("treesearch.view.report.write_html", _tripwire)
-    cases = view_cases(random.Random(SEED + 3), tmp_path, inputs)
+    cases = view_cases(random.Random(SEED + 3), tmp_path, inputs, tiny_run)
+    assert sum(argv[:1] == [str(tiny_run)] for argv in cases) > CASES // 4
     fuzz_cli(view.main, cases, capsys, tmp_path, monkeypatch)
 
 

@@ -35,11 +35,6 @@ from treesearch.view.report import write_view
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("TREESEARCH_CHROMIUM", "/usr/bin/chromium")
-TINY = ["rounds=1", "train_problems=6", "eval.problems=6", "eval.samples=2",
-        "eval.sample_problems=4", "eval.mcts_problems=2", "eval.mcts_budget=96",
-        "search.simulations=10", "critics.epochs=1", "progress=false"]
-
-
 def _cli(*args, timeout=300):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
@@ -47,12 +42,10 @@ def _cli(*args, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A real self-play run of one round (tiny-countdown3, six training problems)."""
-    out = tmp_path_factory.mktemp("view") / "run"
-    proc = _cli("-m", "treesearch.selfplay", *TINY, f"out={out}", timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
+def run(tiny_run) -> Path:
+    """A real self-play run of one round (tiny-countdown3, six training problems:
+    conftest's ``tiny_run``, shared with the CLI fuzz)."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
