@@ -106,19 +106,27 @@ def summarise(runs: list[Path]) -> dict:
         entry["curves"].append((rows[0]["passk"], rows[-1]["passk"]))
     out = {}
     for arm, entry in arms.items():
-        res = {"seeds": sorted(entry["runs"]), "rounds": entry["rounds"],
-               "per_seed": {str(seed): {m: list(v[m]) for m in METRICS}
-                            for seed, v in zip(entry["runs"], entry["values"])},
-               "passk": {which: _mean_curve([c[i] for c in entry["curves"]])
-                         for i, which in enumerate(("first", "last"))}}
-        for m in METRICS:
-            first = [v[m][0] for v in entry["values"]]
-            last = [v[m][1] for v in entry["values"]]
-            mean, se = _mean_se([b - a for a, b in zip(first, last)])
-            res[m] = {"first": sum(first) / len(first), "last": sum(last) / len(last),
-                      "delta": mean, "delta_se": se}
-        out[arm] = res
+        per_seed = {str(seed): {m: list(v[m]) for m in METRICS}
+                    for seed, v in zip(entry["runs"], entry["values"])}
+        curves = {which: _mean_curve([c[i] for c in entry["curves"]])
+                  for i, which in enumerate(("first", "last"))}
+        out[arm] = arm_stats(per_seed, curves, entry["rounds"])
     return out
+
+
+def arm_stats(per_seed: dict, passk: dict, rounds: int) -> dict:
+    """One arm's table entry from its ``per_seed`` {seed: {metric: [round 0, last]}}: the
+    seeds, ``rounds``, the mean ``passk`` curves, and per metric the means over seeds of
+    round 0, the last round and the change, with the change's standard error."""
+    res = {"seeds": sorted(int(s) for s in per_seed), "rounds": rounds,
+           "per_seed": per_seed, "passk": passk}
+    for m in METRICS:
+        first = [v[m][0] for v in per_seed.values()]
+        last = [v[m][1] for v in per_seed.values()]
+        mean, se = _mean_se([b - a for a, b in zip(first, last)])
+        res[m] = {"first": sum(first) / len(first), "last": sum(last) / len(last),
+                  "delta": mean, "delta_se": se}
+    return res
 
 
 def _mean_curve(curves: list[dict]) -> dict:
@@ -213,23 +221,31 @@ def included_runs(path: Path) -> list[str]:
 
 def include(table: dict, path: Path) -> dict:
     """``table`` with the arms of an earlier ``--json`` output at ``path`` added (metrics
-    that table lacks become nan); a ValueError naming an arm that is in both, or a file
-    that is not such an output."""
+    that table lacks become nan). An arm in both gains the stored seeds (its mean pass@k
+    curves weighted by seeds over their common ks); a ValueError naming an arm whose seeds
+    overlap, or a file that is not such an output."""
     try:
         stored = json.loads(path.read_text())["arms"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"--include {path}: not a widen_table --json output ({exc})") from None
     out = dict(table)
     for arm, res in stored.items():
+        per_seed = {seed: {m: [math.nan if x is None else x  # JSON null: not logged
+                               for x in v.get(m, [None, None])] for m in METRICS}
+                    for seed, v in res["per_seed"].items()}
+        passk = res["passk"]
         if arm in out:
-            raise ValueError(f"--include {path}: arm {arm!r} is also among the runs")
-        res = dict(res)
-        for m in METRICS:
-            res.setdefault(m, {"first": math.nan, "last": math.nan, "delta": math.nan,
-                               "delta_se": None})
-        res["per_seed"] = {seed: {m: v.get(m, [math.nan, math.nan]) for m in METRICS}
-                           for seed, v in res["per_seed"].items()}
-        out[arm] = res
+            both = set(per_seed) & set(out[arm]["per_seed"])
+            if both or res["rounds"] != out[arm]["rounds"]:
+                raise ValueError(f"--include {path}: arm {arm!r} is also among the runs "
+                                 + (f"with seed(s) {sorted(int(x) for x in both)}" if both
+                                    else f"with {out[arm]['rounds']} rounds, not {res['rounds']}"))
+            ours = out[arm]
+            n, k = len(ours["per_seed"]), len(per_seed)
+            passk = {w: {q: (ours["passk"][w][q] * n + passk[w][q] * k) / (n + k)
+                         for q in ours["passk"][w] if q in passk[w]} for w in ("first", "last")}
+            per_seed = {**ours["per_seed"], **per_seed}
+        out[arm] = arm_stats(per_seed, passk, res["rounds"])
     return out
 
 

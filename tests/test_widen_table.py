@@ -1,6 +1,7 @@
 """benchmarks/widen_table.py: arms grouped over seeds, round 0 against the last round."""
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -104,13 +105,21 @@ def test_the_plane_fits_the_line_and_measures_each_arm_off_it(tmp_path):
     pl = widen_table.plane(table, ["a", "b", "c"])
     assert pl["arms"]["d"]["off"] == pytest.approx(0.05)        # -0.01 - (-0.06)
     assert pl["arms"]["b"]["off"] == pytest.approx(0.0, abs=1e-9)
-    assert table["d"]["fell"]["delta"] is None  # logged neither: nan, stored as null
+    assert math.isnan(table["d"]["fell"]["delta"])  # logged neither: nan (stored as null)
     clash = tmp_path / "clash.json"
     clash.write_text(json.dumps({"arms": {"a": table["a"]}}))
     with pytest.raises(ValueError, match="arm 'a' is also among the runs"):
         widen_table.include(table, clash)
     with pytest.raises(ValueError, match="not a widen_table --json output"):
         widen_table.include(table, tmp_path / "missing.json")
+    # a new seed of an included arm joins it: the stats are over all its seeds
+    d1 = _run(tmp_path / "d-s1", [0.2, 0.2 + 2 * 0.01], [0.8, 0.8 + 0.03])
+    merged = widen_table.include(widen_table.summarise([d1]), stored)["d"]
+    assert merged["seeds"] == [0, 1]
+    assert merged["pass@64"]["delta"] == pytest.approx(0.01)   # (-0.01 + 0.03) / 2
+    assert merged["pass@64"]["delta_se"] == pytest.approx(0.02)
+    with pytest.raises(ValueError, match=r"arm 'd' is also among the runs with seed\(s\) \[0\]"):
+        widen_table.include(widen_table.summarise([tmp_path / "d-s0"]), stored)
     with pytest.raises(ValueError, match="'zz'"):
         widen_table.plane(table, ["a", "zz"])
     with pytest.raises(ValueError, match="a line needs two arms"):
