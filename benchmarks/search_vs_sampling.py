@@ -85,8 +85,8 @@ def plot(rounds: list[dict], path: Path) -> None:
     xs = [e["round"] for e in rounds]
     line_plot({"MCTS": (xs, [e["mcts"] for e in rounds]),
                "majority vote": (xs, [e["majority"] for e in rounds])}, path,
-              xlabel="self-play round", ylabel="held-out accuracy",
-              title="MCTS against majority vote at equal tokens")
+              xlabel="self-play round", ylabel="held-out accuracy (mean over seeds)",
+              title="MCTS against majority vote at equal tokens", xticks=xs)
 
 
 def mcts_problems(runs: list[Path]) -> int:
