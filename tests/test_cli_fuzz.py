@@ -455,7 +455,7 @@ def view_flags(run, tmp_path, inputs, kind: str) -> dict[str, tuple[list[str], l
 
 
 def view_cases(rng: random.Random, tmp_path, inputs, run) -> list[list[str]]:
-    """Half the cases: a broken PATH (or none) among any flags; the other half: a real run
+    """A third of the cases: a broken PATH (or none) among any flags; the rest: a real run
     or its trees file with exactly one bad flag value (or a broken --config file) among
     flags that work for that PATH, so the one bad item is what must be refused."""
     broken = run_dirs(inputs) + [str(inputs / n) for n in (

@@ -35,6 +35,8 @@ from treesearch.view.report import write_view
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("TREESEARCH_CHROMIUM", "/usr/bin/chromium")
+
+
 def _cli(*args, timeout=300):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
