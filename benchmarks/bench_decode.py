@@ -64,6 +64,7 @@ plots accuracy against tokens, and beside it as ``<name>_oracle.png`` the step-o
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -326,6 +327,12 @@ def fingerprint(what: dict) -> str:
     return f"{stable_hash(json.dumps(what, sort_keys=True, default=str)):016x}"
 
 
+@functools.cache
+def search_defaults() -> dict:
+    """Every ``SearchConfig`` field at its default, as rows store settings (JSON values)."""
+    return json.loads(json.dumps(vars(SearchConfig()), default=str))
+
+
 def same_settings(stored: dict | None, now: dict) -> bool:
     """Whether a row made under ``stored`` settings holds for ``now``: every setting equal,
     except that a search field the row does not know (added to ``SearchConfig`` since) must
@@ -336,7 +343,7 @@ def same_settings(stored: dict | None, now: dict) -> bool:
     if any(stored[k] != now[k] for k in now if k != "search"):
         return False
     old, new = stored["search"], now["search"]
-    default = json.loads(json.dumps(vars(SearchConfig()), default=str))
+    default = search_defaults()
     return (set(old) <= set(new) and all(old[k] == new[k] for k in old)
             and all(new[k] == default.get(k) for k in set(new) - set(old)))
 

@@ -24,6 +24,8 @@ import json
 import math
 from pathlib import Path
 
+from treesearch.utils.estimators import standard_error
+
 KEYS = ("mcts", "majority", "mcts_tokens", "majority_tokens")
 
 
@@ -41,15 +43,6 @@ def eval_rows(run: Path) -> dict[int, dict]:
     return rows
 
 
-def mean_se(values: list[float]) -> tuple[float, float | None]:
-    """Mean and its standard error (None for one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
-
-
 def table(runs: list[Path], problems: int) -> list[dict]:
     """One dict per round that every run reached (see the module docstring)."""
     per_run = [eval_rows(run) for run in runs]
@@ -60,7 +53,9 @@ def table(runs: list[Path], problems: int) -> list[dict]:
         entry = {"round": r}
         for key in KEYS:
             entry[key] = sum(float(row[key]) for row in rows) / len(rows)
-        entry["diff"], entry["diff_se"] = mean_se([row["mcts"] - row["majority"] for row in rows])
+        diffs = [row["mcts"] - row["majority"] for row in rows]
+        entry["diff"] = sum(diffs) / len(diffs)
+        entry["diff_se"] = standard_error(diffs) if len(diffs) > 1 else None
         entry["within_se"] = sum(math.sqrt(p * (1 - p) / problems)
                                  for row in rows for p in (row["mcts"], row["majority"])
                                  ) / (2 * len(rows))
