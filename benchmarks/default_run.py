@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from treesearch.config import load_config  # noqa: E402
+from treesearch.utils.estimators import standard_error  # noqa: E402
 from treesearch.utils.runs import write_json  # noqa: E402
 
 METRICS = ("greedy", "pass@1", "pass@2", "pass@4", "pass@8", "mcts", "mcts_tokens")
@@ -93,12 +93,9 @@ def eval_rows(run: Path) -> list[dict]:
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (ddof 1; 0.0 for one value)."""
-    n = len(values)
-    m = sum(values) / n
-    if n < 2:
-        return m, 0.0
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n)
+    """Mean and standard error of the mean (``estimators.standard_error``: ddof 1; 0.0 for
+    one value)."""
+    return sum(values) / len(values), standard_error(values)
 
 
 def table(runs: dict[int, Path]) -> dict:

@@ -9,12 +9,16 @@ majority vote over samples drawn to the same budget (``majority``, ``majority_to
 This table reads both from each run's ``metrics.jsonl`` and gives, per round, their means
 over the runs (one run a seed), the paired difference MCTS - majority with its standard
 error over seeds, and the within-run sampling error for scale (the binomial standard error
-of one run's accuracy on its problems, averaged over runs). Runs that did not log majority
-vote (made before it was part of the eval) are refused by name.
+of one run's accuracy on its problems, averaged over runs). Where every run logged the
+per-problem verdicts (``mcts_flags``, ``majority_flags``), ``paired_se`` is the standard
+error of MCTS - majority paired per problem, over all runs' problems pooled: the error
+that sampling the problems and the decodes alone would give (the seed error above also
+holds what training varies). Runs that did not log majority vote (made before it was part
+of the eval) are refused by name.
 
 JSON: {"runs": [names], "problems": n, "rounds": [{"round", "mcts", "majority",
-"mcts_tokens", "majority_tokens", "diff", "diff_se", "within_se"}]}; names only, never
-paths.
+"mcts_tokens", "majority_tokens", "diff", "diff_se", "within_se", "paired_se"}]}
+(``paired_se`` null without the verdicts); names only, never paths.
 """
 
 from __future__ import annotations
@@ -43,6 +47,21 @@ def eval_rows(run: Path) -> dict[int, dict]:
     return rows
 
 
+def paired_se(rows: list[dict]) -> float | None:
+    """Standard error of MCTS - majority per problem over the rows' problems pooled (each
+    row's ``mcts_flags`` against its ``majority_flags``, the same problems in the same
+    order); None when a row lacks them (runs from before they were logged)."""
+    if any("mcts_flags" not in row or "majority_flags" not in row for row in rows):
+        return None
+    diffs = []
+    for row in rows:
+        if len(row["mcts_flags"]) != len(row["majority_flags"]):
+            raise ValueError(f"round {row['round']}: MCTS and majority vote judged different "
+                             "numbers of problems")
+        diffs += [a - b for a, b in zip(row["mcts_flags"], row["majority_flags"])]
+    return standard_error(diffs)
+
+
 def table(runs: list[Path], problems: int) -> list[dict]:
     """One dict per round that every run reached (see the module docstring)."""
     per_run = [eval_rows(run) for run in runs]
@@ -59,18 +78,21 @@ def table(runs: list[Path], problems: int) -> list[dict]:
         entry["within_se"] = sum(math.sqrt(p * (1 - p) / problems)
                                  for row in rows for p in (row["mcts"], row["majority"])
                                  ) / (2 * len(rows))
+        entry["paired_se"] = paired_se(rows)
         out.append(entry)
     return out
 
 
 def markdown(rounds: list[dict], n_runs: int) -> str:
     lines = [f"| round | MCTS | majority vote | tokens (MCTS / majority) | MCTS - majority "
-             f"({n_runs} seeds) | within-run SE |", "|---|---|---|---|---|---|"]
+             f"({n_runs} seeds) | within-run SE | paired SE (per problem) |",
+             "|---|---|---|---|---|---|---|"]
     for e in rounds:
         se = f" ± {e['diff_se']:.3f}" if e["diff_se"] is not None else ""
+        paired = "-" if e.get("paired_se") is None else f"{e['paired_se']:.3f}"
         lines.append(f"| {e['round']} | {e['mcts']:.3f} | {e['majority']:.3f} | "
                      f"{e['mcts_tokens']:.0f} / {e['majority_tokens']:.0f} | "
-                     f"{e['diff']:+.3f}{se} | {e['within_se']:.3f} |")
+                     f"{e['diff']:+.3f}{se} | {e['within_se']:.3f} | {paired} |")
     return "\n".join(lines) + "\n"
 
 

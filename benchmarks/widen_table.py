@@ -36,6 +36,8 @@ import math
 import re
 from pathlib import Path
 
+from treesearch.utils.estimators import standard_error
+
 METRICS = ("greedy", "pass@1", "pass@64", "fell", "distinct_correct", "entropy")
 
 
@@ -136,10 +138,8 @@ def _mean_curve(curves: list[dict]) -> dict:
 
 
 def _mean_se(values: list[float]) -> tuple[float, float | None]:
-    n = len(values)
-    mean = sum(values) / n
-    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1
-                  else None)
+    """Mean and standard error over seeds; None for the error of one seed."""
+    return sum(values) / len(values), standard_error(values) if len(values) > 1 else None
 
 
 def against(table: dict, base: str) -> dict:

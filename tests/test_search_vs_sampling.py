@@ -57,3 +57,32 @@ def test_runs_without_majority_or_of_two_recipes_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         search_vs_sampling.main([str(tmp_path / "missing")])
     assert "missing: no config.yaml (not a self-play run)" in capsys.readouterr().err
+
+
+def test_per_problem_verdicts_give_the_paired_error(tmp_path):
+    """With the verdicts logged, MCTS - majority is paired per problem over the runs'
+    problems pooled; a run without them leaves the paired error out, not made up."""
+    def flagged(path, mcts_flags, majority_flags):
+        run = _run(path, [sum(mcts_flags) / 4], [sum(majority_flags) / 4], problems=4)
+        row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+        row.update(mcts_flags=mcts_flags, majority_flags=majority_flags)
+        (run / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+        return run
+
+    a = flagged(tmp_path / "a-s0", [1, 1, 0, 1], [1, 0, 0, 0])
+    b = flagged(tmp_path / "a-s1", [0, 1, 1, 1], [0, 1, 1, 0])
+    diffs = [0, 1, 0, 1, 0, 0, 0, 1]
+    mean = sum(diffs) / 8
+    expected = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 7 / 8)
+    (entry,) = search_vs_sampling.table([a, b], 4)
+    assert entry["diff"] == pytest.approx(mean) and entry["paired_se"] == pytest.approx(expected)
+    old = _run(tmp_path / "old-s2", [0.5], [0.25], problems=4)
+    (entry,) = search_vs_sampling.table([a, old], 4)
+    assert entry["paired_se"] is None
+    assert search_vs_sampling.markdown([entry], 2).splitlines()[-1].endswith("| - |")
+    short = flagged(tmp_path / "c-s0", [1, 1, 0, 1], [1, 0, 0, 0])
+    row = json.loads((short / "metrics.jsonl").read_text())
+    row["majority_flags"] = [1, 0]
+    (short / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match="different numbers of problems"):
+        search_vs_sampling.table([short], 4)

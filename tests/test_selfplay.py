@@ -75,6 +75,10 @@ def test_kill_and_resume_match_an_uninterrupted_run(tmp_path):
     for row in _eval_rows(straight):  # majority vote at MCTS's budget, on MCTS's problems
         # (a sample started within the budget runs to its end: at most one solution over)
         assert 0 <= row["majority"] <= 1 and 0 < row["majority_tokens"] <= 96 + 6 * 24
+        for part in ("greedy", "mcts", "majority"):  # the verdicts behind each accuracy
+            flags = row[f"{part}_flags"]
+            assert set(flags) <= {0, 1} and row[part] == pytest.approx(sum(flags) / len(flags))
+        assert len(row["mcts_flags"]) == len(row["majority_flags"]) < len(row["greedy_flags"])
     assert "majority" in (straight / "summary.md").read_text()
 
     killed = tmp_path / "killed"
@@ -197,3 +201,22 @@ def test_a_part_on_its_own_stream_leaves_later_samples_as_they_were():
     assert inside == torch.rand(4, generator=torch.Generator().manual_seed(11)).tolist()
     with own_stream(object(), 11):  # no generator: nothing to do
         pass
+
+
+def test_eval_row_keeps_each_problems_verdict_in_problem_order():
+    """Sharded results are gathered in problem order, and each accuracy is the mean of the
+    flags logged beside it (what lets a reader pair MCTS with majority vote per problem)."""
+    import numpy as np
+
+    from treesearch.selfplay.shards import WorkItem, eval_row
+
+    items = [WorkItem(1, "greedy", 0, 2, 1), WorkItem(1, "greedy", 2, 3, 2),
+             WorkItem(1, "sampled", 0, 3, 3), WorkItem(1, "mcts", 0, 2, 4),
+             WorkItem(1, "majority", 0, 1, 5), WorkItem(1, "majority", 1, 2, 6)]
+    results = [[True, False], [True], [2, 0, 1], ([False, True], np.array([90, 100])),
+               ([True], np.array([96])), ([True], np.array([98]))]
+    row = eval_row(items, results, samples=2)
+    assert row["greedy_flags"] == [1, 0, 1] and row["greedy"] == pytest.approx(2 / 3)
+    assert row["mcts_flags"] == [0, 1] and row["mcts"] == 0.5 and row["mcts_tokens"] == 95
+    assert row["majority_flags"] == [1, 1] and row["majority"] == 1.0
+    assert row["pass@1"] == pytest.approx(0.5) and row["pass@2"] == pytest.approx(2 / 3)

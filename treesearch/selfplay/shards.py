@@ -72,19 +72,24 @@ def eval_row(items: list[WorkItem], results: list, samples: int) -> dict:
     """The eval stage's metrics row from its items' ``results`` (in item order), gathered
     in problem order: greedy accuracy, pass@k of ``samples`` samples for k = 1, 2, 4, ...,
     MCTS decoding accuracy and its tokens per problem, and majority vote's at the same
-    budget (rows of runs from before it have no "majority")."""
+    budget (rows of runs from before it have no "majority"). ``greedy_flags``,
+    ``mcts_flags`` and ``majority_flags`` keep the verdicts behind those accuracies, int
+    0/1 [problems] in eval-problem order, so two strategies (or two rounds) on the same
+    problems can be paired per problem (rows of runs from before them have none)."""
     got = {part: [] for part in EVAL_PARTS}
     for item, res in zip(items, results):
         got[item.part].append(res)
-    row = {"greedy": float(np.mean([c for res in got["greedy"] for c in res]))}
+    greedy = [int(c) for res in got["greedy"] for c in res]
+    row = {"greedy": float(np.mean(greedy)), "greedy_flags": greedy}
     counts = [c for res in got["sampled"] for c in res]
     passk = pass_at_k(counts, samples, powers_of_two(samples))
     row.update({f"pass@{k}": v for k, v in passk.items()})
-    row["mcts"] = float(np.mean([c for res, _ in got["mcts"] for c in res]))
-    row["mcts_tokens"] = float(np.concatenate([t for _, t in got["mcts"]]).mean())
-    if got["majority"]:
-        row["majority"] = float(np.mean([c for res, _ in got["majority"] for c in res]))
-        row["majority_tokens"] = float(np.concatenate([t for _, t in got["majority"]]).mean())
+    for part in ("mcts", "majority"):
+        if got[part]:
+            flags = [int(c) for res, _ in got[part] for c in res]
+            row[part] = float(np.mean(flags))
+            row[f"{part}_tokens"] = float(np.concatenate([t for _, t in got[part]]).mean())
+            row[f"{part}_flags"] = flags
     return row
 
 
