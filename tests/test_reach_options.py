@@ -268,3 +268,18 @@ def test_selfplay_with_clip_cov(tmp_path):
     assert distill["pg_examples"] > 0
     assert 0.09 <= distill["pg_cov_clipped_share_last"] <= 0.2
     assert 0.04 <= distill["pg_cov_kl_share_last"] <= 0.1
+
+
+def test_summary_pairs_mcts_with_majority_and_greedy_with_round_0(tmp_path):
+    rows = [_eval_row(0, [1, 2, 0, 0], 0.0), _eval_row(1, [0, 2, 0, 1], 0.25)]
+    rows[0].update(greedy_flags=[0, 1, 0, 0], mcts_flags=[1, 0], majority_flags=[1, 0])
+    rows[1].update(greedy_flags=[1, 1, 1, 0], mcts_flags=[1, 1], majority_flags=[0, 1])
+    write_summary(tmp_path, rows, "game24")
+    text = (tmp_path / "summary.md").read_text()
+    assert "4 problems for greedy, 2 for MCTS" in text
+    assert "| 0 | +0.000 ± 0.000 | +0.000 ± 0.000 |" in text
+    # MCTS - majority [0, 1]: +0.5 ± 0.5; greedy - round 0 [1, 0, 1, 0]: +0.5 ± 0.289
+    assert "| 1 | +0.500 ± 0.500 | +0.500 ± 0.289 |" in text
+    del rows[1]["majority_flags"]                   # a row from before the verdicts
+    write_summary(tmp_path, rows, "game24")
+    assert "Paired per problem" not in (tmp_path / "summary.md").read_text()

@@ -1,6 +1,8 @@
 """What a finished self-play run writes beside its metrics: ``summary.md`` (held-out
-accuracy per round, and with ``eval.passk_samples`` > 0 what shrinks: pass@k, the share of
-problems whose pass@max-k fell from round 0, distinct, entropy), ``accuracy.png``,
+accuracy per round; where the rows keep per-problem verdicts, MCTS against majority vote
+and greedy against round 0, each paired per problem with its standard error; and with
+``eval.passk_samples`` > 0 what shrinks: pass@k, the share of problems whose pass@max-k
+fell from round 0, distinct, entropy), ``accuracy.png``,
 ``passk.png`` and ``report.html`` (the tree viewer over every round, ``treesearch.view``)."""
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import sys
 from pathlib import Path
 
 from treesearch.utils.atomic import write_text
+from treesearch.utils.estimators import standard_error
 from treesearch.utils.plots import line_plot
 from treesearch.view import ViewError, write_report
 
@@ -36,6 +39,9 @@ def write_summary(path: Path, rows: list[dict], task: str) -> None:
         lines.append(f"| {m['round']} | " + " | ".join(f"{m[k]:.3f}" for k in keys) + " |")
     table = "\n".join(lines)
     text = f"# Self-play: held-out accuracy per round\n\n{table}\n"
+    paired = _paired_table(rows)
+    if paired:
+        text += f"\n## Paired per problem\n\n{paired}\n"
     if all("passk" in m for m in rows):
         diversity = _diversity_table(rows)
         text += f"\n## What shrinks: diversity per round\n\n{diversity}\n"
@@ -50,6 +56,31 @@ def _plot(rows, keys, path, title) -> None:
     rounds = [m["round"] for m in rows]
     line_plot({k: (rounds, [m[k] for m in rows]) for k in keys}, path, xlabel="round",
               ylabel="held-out accuracy", title=title, xticks=rounds)
+
+
+def _paired_difference(a: list[int], b: list[int]) -> str:
+    """"mean ± SE" of a - b over problems (0/1 verdicts of the same problems, in order)."""
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    return f"{sum(diffs) / len(diffs):+.3f} ± {standard_error(diffs):.3f}"
+
+
+def _paired_table(rows: list[dict]) -> str | None:
+    """Markdown: per round, MCTS - majority vote on the same problems at the same token
+    budget, and greedy minus round 0's greedy on the same problems, each the mean over
+    problems ± its standard error paired per problem (a difference inside two standard
+    errors is a tie); None when a row lacks the verdicts (runs from before they were
+    logged)."""
+    need = ("greedy_flags", "mcts_flags", "majority_flags")
+    if not rows or any(k not in m for m in rows for k in need):
+        return None
+    first = rows[0]["greedy_flags"]
+    lines = ["| round | MCTS - majority vote | greedy - round 0 greedy |", "|---|---|---|"]
+    for m in rows:
+        lines.append(f"| {m['round']} | {_paired_difference(m['mcts_flags'], m['majority_flags'])}"
+                     f" | {_paired_difference(m['greedy_flags'], first)} |")
+    return (f"{len(first)} problems for greedy, {len(rows[0]['mcts_flags'])} for MCTS and "
+            "majority vote; ± the standard error over problems (one seed: what training "
+            "varies is not in it).\n\n" + "\n".join(lines))
 
 
 def _diversity_table(rows: list[dict]) -> str:
