@@ -71,6 +71,29 @@ def test_ray_needs_shards_and_local_is_the_default():
     assert cfg.distributed.workers == 2  # only parsed: nothing is contacted here
 
 
+def test_a_worker_runs_at_the_cpus_it_holds_not_the_drivers_threads(tmp_path):
+    """policy.threads is the driver's: a self-play shard worker of num_cpus=1 runs one
+    torch thread even when the driver asks for two (else two workers put four threads on
+    two cores); fractional CPUs round down to at least one."""
+    import torch
+
+    from treesearch.distributed import worker_threads
+    from treesearch.selfplay.run import _shard_worker
+
+    assert worker_threads(DistributedConfig(num_cpus=0.5)) == 1
+    assert worker_threads(DistributedConfig(num_cpus=3.0)) == 3
+    before = torch.get_num_threads()
+    try:
+        cfg = load_config("game24", ["policy.threads=2", "distributed.num_cpus=1"])
+        _shard_worker(cfg, str(tmp_path))
+        assert torch.get_num_threads() == 1 and cfg.policy.threads == 1
+        cfg = load_config("game24", ["policy.threads=1", "distributed.num_cpus=2"])
+        _shard_worker(cfg, str(tmp_path))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_shards_cover_in_order():
     assert shards(8, 3) == [(0, 3), (3, 6), (6, 8)]
     assert shards(5, 0) == [(0, 5)]

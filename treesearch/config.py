@@ -63,7 +63,9 @@ class PolicyConfig:
     dtype: Optional[str] = None
     temperature: float = 0.7  # search and pass@k samples
     top_p: float = 1.0
-    threads: int = 1  # torch threads (2 cores here: one for the model, one for the rest)
+    # torch threads of this process (2 cores here: one for the model, one for the rest); a
+    # Ray worker takes its distributed.num_cpus instead (distributed.worker_threads)
+    threads: int = 1
 
 
 @dataclass

@@ -206,6 +206,14 @@ def _handshake(grpc, channel, timeout: float) -> None:
         channel.unsubscribe(seen)
 
 
+def worker_threads(cfg) -> int:
+    """torch threads of one worker: the CPUs the cluster reserves for it (``num_cpus``,
+    rounded down, at least 1), whatever the driver's own count. A worker that took the
+    driver's (e.g. ``policy.threads=2`` for the stages the driver runs) would put two
+    workers' four threads on two cores."""
+    return max(1, int(cfg.num_cpus))
+
+
 @contextmanager
 def cluster(cfg, connect_timeout: float = CONNECT_TIMEOUT_S,
             place_timeout: float = PLACE_TIMEOUT_S, code_paths=()):
