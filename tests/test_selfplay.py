@@ -48,6 +48,7 @@ def test_overrides_and_unknown_keys():
     ("eval.mcts_budget=4", "eval.mcts_budget"),
     ("critics.value=oracle", "critics.value"),
     ("eval.sample_problems=-1", "eval.sample_problems"),
+    ("eval.mcts_problems=0", "eval.mcts_problems"),
 ])
 def test_bad_values_are_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

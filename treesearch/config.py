@@ -407,6 +407,9 @@ def _check_eval(cfg, need) -> None:
     need(cfg.eval.passk_problems >= 0, "eval.passk_problems",
          "must be >= 0 (0, or more than eval.problems: all of them)")
     need(cfg.eval.entropy_samples >= 0, "eval.entropy_samples", "must be >= 0 (0 = no entropy)")
+    need(cfg.eval.mcts_problems >= 1, "eval.mcts_problems",
+         "must be >= 1 (the held-out problems MCTS and majority vote decode; more than "
+         "eval.problems: all of them)")
     need(cfg.eval.mcts_budget >= cfg.search.max_step_tokens, "eval.mcts_budget",
          f"must pay for at least one step (search.max_step_tokens = {cfg.search.max_step_tokens})")
 
