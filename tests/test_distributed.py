@@ -71,7 +71,7 @@ def test_ray_needs_shards_and_local_is_the_default():
     assert cfg.distributed.workers == 2  # only parsed: nothing is contacted here
 
 
-def test_a_worker_runs_at_the_cpus_it_holds_not_the_drivers_threads(tmp_path):
+def test_a_worker_runs_at_the_cpus_it_holds_not_the_drivers_threads(tmp_path, monkeypatch):
     """policy.threads is the driver's: a self-play shard worker of num_cpus=1 runs one
     torch thread even when the driver asks for two (else two workers put four threads on
     two cores); fractional CPUs round down to at least one."""
@@ -82,16 +82,13 @@ def test_a_worker_runs_at_the_cpus_it_holds_not_the_drivers_threads(tmp_path):
 
     assert worker_threads(DistributedConfig(num_cpus=0.5)) == 1
     assert worker_threads(DistributedConfig(num_cpus=3.0)) == 3
-    before = torch.get_num_threads()
-    try:
-        cfg = load_config("game24", ["policy.threads=2", "distributed.num_cpus=1"])
-        _shard_worker(cfg, str(tmp_path))
-        assert torch.get_num_threads() == 1 and cfg.policy.threads == 1
-        cfg = load_config("game24", ["policy.threads=1", "distributed.num_cpus=2"])
-        _shard_worker(cfg, str(tmp_path))
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    asked = []  # what the worker asks torch for (the process's own count is left alone)
+    monkeypatch.setattr(torch, "set_num_threads", asked.append)
+    _shard_worker(load_config("game24", ["policy.threads=2", "distributed.num_cpus=1"]),
+                  str(tmp_path))
+    _shard_worker(load_config("game24", ["policy.threads=1", "distributed.num_cpus=2"]),
+                  str(tmp_path))
+    assert asked == [1, 2]
 
 
 def test_shards_cover_in_order():
