@@ -28,7 +28,7 @@ import json
 import math
 from pathlib import Path
 
-from treesearch.utils.estimators import standard_error
+from treesearch.utils.estimators import paired_difference, standard_error
 
 KEYS = ("mcts", "majority", "mcts_tokens", "majority_tokens")
 
@@ -53,13 +53,12 @@ def paired_se(rows: list[dict]) -> float | None:
     order); None when a row lacks them (runs from before they were logged)."""
     if any("mcts_flags" not in row or "majority_flags" not in row for row in rows):
         return None
-    diffs = []
     for row in rows:
         if len(row["mcts_flags"]) != len(row["majority_flags"]):
             raise ValueError(f"round {row['round']}: MCTS and majority vote judged different "
                              "numbers of problems")
-        diffs += [a - b for a, b in zip(row["mcts_flags"], row["majority_flags"])]
-    return standard_error(diffs)
+    return paired_difference([c for row in rows for c in row["mcts_flags"]],
+                             [c for row in rows for c in row["majority_flags"]])[1]
 
 
 def table(runs: list[Path], problems: int) -> list[dict]:

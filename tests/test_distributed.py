@@ -72,27 +72,35 @@ def test_ray_needs_shards_and_local_is_the_default():
 
 
 def test_a_worker_runs_at_the_cpus_it_holds_not_the_drivers_threads(tmp_path, monkeypatch):
-    """policy.threads (the study's threads) is the driver's: a self-play or study worker of
-    num_cpus=1 runs one torch thread even when the driver asks for two (else two workers
-    put four threads on two cores); fractional CPUs round down to at least one."""
+    """policy.threads (the study's threads) is the driver's: a worker of num_cpus=1 runs one
+    torch thread once its self-play or study state is built, even when that state asked
+    for two (else two workers put four threads on two cores); fractional CPUs round down
+    to at least one."""
     import torch
 
-    from treesearch.distributed import worker_threads
+    from treesearch.distributed import _Worker, worker_threads
     from treesearch.selfplay.run import _shard_worker
     from treesearch.study.config import load_study_config
     from treesearch.study.run import _study_worker
 
     assert worker_threads(DistributedConfig(num_cpus=0.5)) == 1
     assert worker_threads(DistributedConfig(num_cpus=3.0)) == 3
-    asked = []  # what the worker asks torch for (the process's own count is left alone)
+    asked = []  # what torch is asked for (the process's own count is left alone)
     monkeypatch.setattr(torch, "set_num_threads", asked.append)
-    _shard_worker(load_config("game24", ["policy.threads=2", "distributed.num_cpus=1"]),
-                  str(tmp_path))
-    _shard_worker(load_config("game24", ["policy.threads=1", "distributed.num_cpus=2"]),
-                  str(tmp_path))
-    _study_worker(load_study_config("study_quick", ["threads=2", "distributed.num_cpus=1"]),
-                  str(tmp_path / "study"))
-    assert asked == [1, 2, 1]
+    one = _Worker(threads=worker_threads(DistributedConfig(num_cpus=1)))
+    one.setup(("selfplay", _shard_worker,
+               (load_config("game24", ["policy.threads=2"]), str(tmp_path))))
+    assert asked[-1] == 1
+    one.setup(("study", _study_worker,
+               (load_study_config("study_quick", ["threads=2"]), str(tmp_path / "study"))))
+    assert asked[-1] == 1
+    asked.clear()
+    two = _Worker(threads=2)
+    two.setup(("selfplay", _shard_worker,
+               (load_config("game24", ["policy.threads=1"]), str(tmp_path))))
+    assert asked[-1] == 2
+    two.setup(("selfplay", _shard_worker, ()))  # the same state: nothing is set again
+    assert len(asked) == 2
 
 
 def test_shards_cover_in_order():

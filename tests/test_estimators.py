@@ -282,3 +282,13 @@ def test_standard_error_of_a_proportion():
     x = np.array([1.0] * 30 + [0.0] * 70)
     assert standard_error(x) == pytest.approx(np.sqrt(0.3 * 0.7 / 99), rel=1e-12)
     assert standard_error([1.0]) == 0.0
+
+
+def test_paired_difference_is_the_mean_and_error_of_the_item_differences():
+    from treesearch.utils.estimators import paired_difference
+
+    mean, se = paired_difference([1, 1, 0, 1], [0, 1, 0, 0])   # differences 1, 0, 0, 1
+    assert mean == pytest.approx(0.5) and se == pytest.approx(np.sqrt(1 / 3) / 2)
+    assert paired_difference([1, 0], [1, 0]) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="same items: 3 against 2"):
+        paired_difference([1, 0, 1], [1, 0])

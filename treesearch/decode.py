@@ -39,13 +39,7 @@ from critics.prm_formats import FORMATS as PRM_FORMATS
 from policies.zoo import resolve
 from treesearch.backends import build_critic, build_policy, build_scorer, check_critic, parse_spec
 from treesearch.config import SelfPlayConfig, load_config
-from treesearch.distributed import (
-    DistributedConfig,
-    DistributedError,
-    cluster,
-    shards,
-    worker_threads,
-)
+from treesearch.distributed import DistributedConfig, DistributedError, cluster, shards
 from treesearch.distributed import check as check_distributed
 from treesearch.search import SearchConfig
 from treesearch.search.context import check_context as fits_context
@@ -263,11 +257,9 @@ def evaluate_shards(args, settings: dict, search, built) -> list[dict]:
         return evaluate(policy, critics, task, problems, args.strategies, args.budgets,
                         temperature=settings["temperature"], search=search, seed=args.seed,
                         simulations=settings.get("simulations"))
-    spec = run_spec(args, settings)
-    if dist.backend != "local":  # a worker runs at the CPUs it holds, not --threads
-        spec["threads"] = worker_threads(dist)
     with cluster(dist, code_paths=code_paths(settings["task"])) as pool:
-        return shard_rows(built, spec, search, settings, dist.shard_problems, pool)
+        return shard_rows(built, run_spec(args, settings), search, settings,
+                          dist.shard_problems, pool)
 
 
 def shard_rows(built, spec: dict, search, settings: dict, size: int, pool=None) -> list[dict]:

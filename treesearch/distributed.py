@@ -339,10 +339,12 @@ class _Worker:
     """A Ray actor holding one state object, built on first use from the pool's spec
     ``(key, factory, args)``, which travels with every call: an actor Ray restarted after
     its process died rebuilds the state by itself before it re-runs the item it lost. As
-    it starts (and restarts) it sets its niceness and puts ``code_paths`` on sys.path."""
+    it starts (and restarts) it sets its niceness and puts ``code_paths`` on sys.path; once
+    a state is built it runs torch at ``threads`` (``worker_threads``), whatever count the
+    app's factory set for its driver."""
 
-    def __init__(self, niceness: int = 0, code_paths=()):
-        self.key, self.state = None, None
+    def __init__(self, niceness: int = 0, code_paths=(), threads: int | None = None):
+        self.key, self.state, self.threads = None, None, threads
         self.nice_warning = set_niceness(niceness)
         have = {os.path.realpath(p) for p in sys.path if p}
         for path in reversed(code_paths):
@@ -362,6 +364,10 @@ class _Worker:
         key, factory, args = spec
         if self.key != key:
             self.state, self.key = factory(*args), key
+            if self.threads:  # after the factory: it may set the driver's count
+                import torch
+
+                torch.set_num_threads(self.threads)
         return self.state
 
     def setup(self, spec) -> int:
@@ -386,8 +392,8 @@ class WorkerPool:
                                             max_restarts=cfg.retries,
                                             max_task_retries=cfg.retries)
         niceness = getattr(cfg, "niceness", 0)
-        self.actors = [actor.remote(niceness, [str(p) for p in code_paths])
-                       for _ in range(cfg.workers)]
+        self.actors = [actor.remote(niceness, [str(p) for p in code_paths],
+                                    worker_threads(cfg)) for _ in range(cfg.workers)]
         try:
             ready = ray.get([a.ready.remote() for a in self.actors], timeout=place_timeout)
             self.pids = [pid for pid, _ in ready]

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from treesearch.utils.atomic import write_text
-from treesearch.utils.estimators import standard_error
+from treesearch.utils.estimators import paired_difference
 from treesearch.utils.plots import line_plot
 from treesearch.view import ViewError, write_report
 
@@ -60,8 +60,8 @@ def _plot(rows, keys, path, title) -> None:
 
 def _paired_difference(a: list[int], b: list[int]) -> str:
     """"mean ± SE" of a - b over problems (0/1 verdicts of the same problems, in order)."""
-    diffs = [x - y for x, y in zip(a, b, strict=True)]
-    return f"{sum(diffs) / len(diffs):+.3f} ± {standard_error(diffs):.3f}"
+    mean, se = paired_difference(a, b)
+    return f"{mean:+.3f} ± {se:.3f}"
 
 
 def _paired_table(rows: list[dict]) -> str | None:

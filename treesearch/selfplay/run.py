@@ -31,7 +31,7 @@ from treesearch.config import (
     stage_seed,
     train_problems,
 )
-from treesearch.distributed import DistributedError, cluster, shards, worker_threads
+from treesearch.distributed import DistributedError, cluster, shards
 from treesearch.engine.export import write_jsonl
 from treesearch.selfplay import heal
 from treesearch.selfplay.models import CRITIC_KINDS, RunModels
@@ -228,10 +228,8 @@ class SelfPlay:
 
 def _shard_worker(cfg, run_path: str) -> StageShards:
     """A Ray worker's state: the run's config and directory, read-only (no progress bars:
-    the driver's log is shared), at the worker's own torch thread count
-    (``distributed.worker_threads``, not the driver's ``policy.threads``)."""
+    the driver's log is shared)."""
     cfg.progress = False
-    cfg.policy.threads = worker_threads(cfg.distributed)
     return StageShards(SelfPlay(cfg, RunDir(Path(run_path))))
 
 

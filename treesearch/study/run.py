@@ -58,7 +58,7 @@ from policies.pretrain import PretrainConfig, pretrain
 from policies.zoo import resolve
 from treesearch.backends import build_policy
 from treesearch.config import ConfigError
-from treesearch.distributed import DistributedError, cluster, worker_threads
+from treesearch.distributed import DistributedError, cluster
 from treesearch.stages.train import from_trees
 from treesearch.study.cells import Cells
 from treesearch.study.config import (
@@ -251,10 +251,8 @@ class Study:
 
 def _study_worker(cfg, run_path: str) -> Study:
     """A Ray worker's state: the study's config and run directory (no progress bars: the
-    driver's log is shared), at the worker's own torch thread count
-    (``distributed.worker_threads``, not the driver's ``threads``)."""
+    driver's log is shared)."""
     cfg.progress = False
-    cfg.threads = worker_threads(cfg.distributed)
     return Study(cfg, RunDir(Path(run_path)))
 
 

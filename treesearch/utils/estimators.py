@@ -30,6 +30,7 @@ __all__ = [
     "mean_token_entropy",
     "distinct_correct",
     "standard_error",
+    "paired_difference",
 ]
 
 
@@ -185,6 +186,18 @@ def standard_error(values) -> float:
     if arr.size < 2:
         return 0.0
     return float(arr.std(ddof=1) / np.sqrt(arr.size))
+
+
+def paired_difference(a, b) -> tuple[float, float]:
+    """Mean of ``a - b`` over items and its standard error, the two measured on the same
+    items in the same order (e.g. 0/1 verdicts of two strategies, [P] each); a ValueError
+    when their lengths differ."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.size != b.size:
+        raise ValueError(f"a paired difference needs the same items: {a.size} against "
+                         f"{b.size}")
+    diffs = a - b
+    return float(diffs.mean()), standard_error(diffs)
 
 
 def newly_solved(base_counts, counts) -> dict:
