@@ -365,7 +365,7 @@ class _Worker:
         if self.key != key:
             self.state, self.key = factory(*args), key
             if self.threads:  # after the factory: it may set the driver's count
-                import torch
+                import torch  # lazy: the driver side of this module never needs torch
 
                 torch.set_num_threads(self.threads)
         return self.state
