@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in FORMATS:
             path = Path(given[fmt]) if fmt in given else save_tiny_prm(Path(tmp) / fmt, fmt)
-            rows.append(measure(fmt, path, policy, task, problems, args.budget, SearchConfig()))
+            rows.append(measure(fmt, path, policy, task, problems, args.budget,
+                                SearchConfig(max_depth=6)))  # as prm_reuse.json was made
             r = rows[-1]
             print(f"{fmt:14s} states {r['states']:5d}  rendered {r['rendered_tokens']:6.1f}  "
                   f"stem {r['stem_tokens']:6.1f}  tokens/state: reuse {r['reuse']:6.1f}  "

@@ -30,7 +30,7 @@ def one_line_error(capsys, rc, expected_rc=2) -> str:
      "task_args.foo: rg:chain_sum: unknown task_args"),
     (["--task", "countdown3", "task_args.n_numbers=1"], "task_args.n_numbers:"),
     (["--task", "rg:leg_counting"],
-     "--task / --model: the tokenizer of model 'tiny-countdown3' cannot write"),
+     "--task / --model: the tokenizer of model 'tiny-game24' cannot write"),
     (["--model", "/no/such/model"], "--model:"),
     (["--problems", "0"], "--problems: must be >= 1"),
     (["--split", "val", "--task", "gsm", "--problems", "3"],

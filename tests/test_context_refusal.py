@@ -117,7 +117,7 @@ def test_selfplay_refuses_a_fewshot_prompt_too_long_for_the_tiny_prior(capsys, t
     monkeypatch.setattr(selfplay, "SelfPlay", _tripwire)
     rc = selfplay.main([*FEWSHOT, *SMALL, f"out={tmp_path / 'run'}"])
     line = one_error_line(capsys, rc)
-    for part in ("search.max_depth", "search.max_step_tokens", "policy.model 'tiny-countdown3'",
+    for part in ("search.max_depth", "search.max_step_tokens", "policy.model 'tiny-game24'",
                  "the 256 of", "the prompt alone does not fit"):
         assert part in line, line
     assert not (tmp_path / "run").exists()
@@ -129,7 +129,7 @@ def test_decode_refuses_before_loading_the_model(capsys, tmp_path, monkeypatch):
                       "search.max_depth=20", "--out", str(tmp_path / "d")])
     line = one_error_line(capsys, rc)
     assert "search.max_depth x search.max_step_tokens = 20 x 24" in line, line
-    assert "the 256 of --model 'tiny-countdown3'" in line, line
+    assert "the 256 of --model 'tiny-game24'" in line, line
     assert not (tmp_path / "d").exists()
 
 

@@ -221,7 +221,7 @@ def test_chat_judge_config_checks():
     with pytest.raises(ConfigError, match="critics.judge"):
         load_config(None, ["critics.judge=html"])
     # the tiny prior's character tokenizer has no chat template: a named error, before work
-    with pytest.raises(ConfigError, match="'critics.judge' = 'chat'.*tiny-countdown3.*no chat"):
+    with pytest.raises(ConfigError, match="'critics.judge' = 'chat'.*tiny-game24.*no chat"):
         load_config(None, ["critics.process=generative", "critics.judge=chat"])
     load_config(None, ["critics.judge=chat"])  # no generative critic: nothing to judge
 

@@ -486,7 +486,7 @@ def test_a_worker_that_cannot_load_the_checkpoint_stops_the_run_naming_it(pool, 
     with pytest.raises(DistributedError) as err:
         SelfPlay(cfg, run, pool).run_all()
     assert re.search(r"a worker failed on 'round 0 eval/greedy problems \[\d:\d\] \(ids "
-                     r"countdown3:[^)]+\)': RunError: ", str(err.value)), str(err.value)
+                     r"game24:[^)]+\)': RunError: ", str(err.value)), str(err.value)
     assert f"{model}: cannot load the policy checkpoint" in str(err.value)
     assert not run.metrics() and not run.is_done(0, "eval")
     assert not list(run.path.glob("round_*")) and not (run.path / "summary.md").exists()

@@ -72,7 +72,7 @@ def test_only_the_anchor_is_on_by_default_and_tree_pg_refuses_path_options():
     cfg = load_config(None, [])
     d = cfg.distill
     assert d.method == "sft" and not d.distinct and d.unlikeliness == 0 and d.prior_samples == 0
-    assert d.passk_weight == 0 and d.anchor_kl == 1.0 and d.epochs == 2
+    assert d.passk_weight == 0 and d.anchor_kl == 1.0 and d.epochs == 3
     assert cfg.eval.passk_samples == 0
     # the anchor belongs to SFT: another method asks for it to be switched off by name
     with pytest.raises(ConfigError, match=r"distill\.anchor_kl=0"):

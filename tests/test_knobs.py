@@ -215,14 +215,14 @@ def _changed(section, cls, set_by_app) -> set[str]:
 
 
 def test_where_an_app_default_differs_from_the_librarys_it_says_so_once():
-    """Self-play anchors its SFT (anchor_kl 1.0, two epochs at lr 1e-4); the study trains
+    """Self-play anchors its SFT (anchor_kl 1.0, three epochs at lr 1e-4); the study trains
     its on-policy optimizers at lr 1e-4 and its tree optimizers at lr 1e-4 for two epochs.
     Every other knob is the library's default."""
     selfplay = OmegaConf.structured(SelfPlayConfig)
     assert _changed(selfplay.distill, DistillConfig, DISTILL_SET_BY_APP) == {
         "lr", "epochs", "anchor_kl"}
     assert (selfplay.distill.lr, selfplay.distill.epochs, selfplay.distill.anchor_kl) == (
-        1e-4, 2, 1.0)
+        1e-4, 3, 1.0)
     study = OmegaConf.structured(StudyConfig)
     assert _changed(study.rl, RLConfig, RL_SET_BY_STUDY) == {"lr"} and study.rl.lr == 1e-4
     for part in (study.tree.sft, study.tree.dpo):

@@ -26,6 +26,22 @@ def test_default_yaml_is_the_dataclass_default():
     assert from_yaml == OmegaConf.to_container(load_config(None))
 
 
+def test_the_default_is_game24_and_countdown3_is_the_default_before():
+    """The embedded default searches Game of 24 with its prior and a PRM; --config game24 is
+    it at one thread; --config countdown3 keeps the countdown settings its figures were made
+    with (the default before issue 30)."""
+    default, game24, countdown3 = (OmegaConf.to_container(load_config(name))
+                                   for name in (None, "game24", "countdown3"))
+    assert (default["task"], default["policy"]["model"], default["critics"]["process"],
+            default["search"]["max_depth"], default["distill"]["epochs"]) == (
+        "game24", "tiny-game24", "head", 5, 3)
+    assert {**game24, "policy": {**game24["policy"], "threads": 2}} == default
+    assert (countdown3["task"], countdown3["policy"]["model"], countdown3["policy"]["threads"],
+            countdown3["critics"]["process"], countdown3["search"]["max_depth"],
+            countdown3["distill"]["epochs"], countdown3["eval"]["problems"]) == (
+        "countdown3", "tiny-countdown3", 1, "none", 6, 2, 600)
+
+
 def test_search_section_is_search_config():
     cfg = load_config(None, ["search.rule=uct", "search.gamma=0.9", "search.answer=score",
                              "search.early_stop=false", "search.prior_temperature=2.0"])
@@ -100,7 +116,7 @@ def test_non_editable_install_finds_its_recipes(tmp_path):
     run = tmp_path / "elsewhere"
     run.mkdir()
     code = ("import treesearch, sys; from treesearch.config import load_config; "
-            "print(treesearch.__file__); print(load_config('default').task)")
+            "print(treesearch.__file__); print(load_config('countdown3').task)")
     out = subprocess.run([sys.executable, "-c", code], cwd=run, env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr

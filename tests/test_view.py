@@ -157,7 +157,7 @@ def test_page_data_agrees_with_the_run(run, forest, data):
             assert problem["solved"] == bool(cols["correct"][problem["chosen"]])
     keys = [p["key"] for p in data["parts"]]
     assert {"q", "score", "c_value", "c_outcome"} <= set(keys)
-    assert "c_process" not in keys  # the default recipe has no PRM: nothing to colour by
+    assert "c_process" in keys  # the default recipe learns a PRM
 
 
 def test_unknown_round_or_problem_is_named(run):

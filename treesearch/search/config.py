@@ -80,7 +80,7 @@ class SearchConfig:
     reopen_fruitless: bool = False
     repeat_visits: bool = True
     idle_rollouts: bool = True
-    max_depth: int = 6
+    max_depth: int = 5
     max_step_tokens: int = 24
     c_explore: float = 1.25
     rule: str = "puct"

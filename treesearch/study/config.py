@@ -252,8 +252,9 @@ class StudyConfig:
     variants: Dict[str, VariantSpec] = field(default_factory=dict)
     # the training search of the mcts and dpo optimizers; search.max_depth and
     # search.max_step_tokens also bound every rollout (RL samples, measurements)
-    search: SearchConfig = field(default_factory=lambda: SearchConfig(simulations=64,
-                                                                      early_stop=False))
+    # (max_depth 6: the countdown study's, kept when self-play's default moved to game24's 5)
+    search: SearchConfig = field(default_factory=lambda: SearchConfig(
+        simulations=64, early_stop=False, max_depth=6))
     tree: TreeSection = field(default_factory=TreeSection)
     eval: StudyEval = field(default_factory=StudyEval)
     # where the cells run: this process, or Ray worker actors (``treesearch.distributed``;
