@@ -168,8 +168,8 @@ def _distill_defaults() -> DistillSection:
     the library's). lr 1e-4 and three epochs: with the anchor on, more passes let SFT move
     further while the anchor keeps the rest of the start's distribution (one pass barely
     leaves the start; on game24 val three beat two by +2.3 greedy points, the rest tied:
-    ``benchmarks/results/widen_val_game24.md``). anchor_kl 1.0 (sft, sft+dpo): beta of KL(start || policy) over the
-    whole vocabulary at every imitated position, start the model the round's SFT begins
+    ``benchmarks/results/widen_val_game24.md``). anchor_kl 1.0 (sft, sft+dpo): beta of
+    KL(start || policy) over the whole vocabulary at every imitated position, start the model the round's SFT begins
     from (with cumulative: the starting model): imitation raises the path's token, the rest
     keep the start's proportions; 0 = off (plain STaR SFT, which narrows what the policy
     can reach). pg_clip (wreinforce, tree_pg) stays the library's 0.2: off, wreinforce at
