@@ -169,10 +169,10 @@ def _distill_defaults() -> DistillSection:
     further while the anchor keeps the rest of the start's distribution (one pass barely
     leaves the start; on game24 val three beat two by +2.3 greedy points, the rest tied:
     ``benchmarks/results/widen_val_game24.md``). anchor_kl 1.0 (sft, sft+dpo): beta of
-    KL(start || policy) over the whole vocabulary at every imitated position, start the model the round's SFT begins
-    from (with cumulative: the starting model): imitation raises the path's token, the rest
-    keep the start's proportions; 0 = off (plain STaR SFT, which narrows what the policy
-    can reach). pg_clip (wreinforce, tree_pg) stays the library's 0.2: off, wreinforce at
+    KL(start || policy) over the whole vocabulary at every imitated position, start the
+    model the round's SFT begins from (with cumulative: the starting model): imitation
+    raises the path's token, the rest keep the start's proportions; 0 = off (plain STaR
+    SFT, which narrows what the policy can reach). pg_clip (wreinforce, tree_pg) stays the library's 0.2: off, wreinforce at
     lr 1e-4 collapsed the policy in round 1. The seed and the progress bar are the run's
     (``DISTILL_SET_BY_APP``)."""
     return DistillSection(lr=1e-4, epochs=3, anchor_kl=1.0, **set_by_app(DISTILL_SET_BY_APP))
