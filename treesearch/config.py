@@ -172,9 +172,9 @@ def _distill_defaults() -> DistillSection:
     KL(start || policy) over the whole vocabulary at every imitated position, start the
     model the round's SFT begins from (with cumulative: the starting model): imitation
     raises the path's token, the rest keep the start's proportions; 0 = off (plain STaR
-    SFT, which narrows what the policy can reach). pg_clip (wreinforce, tree_pg) stays the library's 0.2: off, wreinforce at
-    lr 1e-4 collapsed the policy in round 1. The seed and the progress bar are the run's
-    (``DISTILL_SET_BY_APP``)."""
+    SFT, which narrows what the policy can reach). pg_clip (wreinforce, tree_pg) stays the
+    library's 0.2: off, wreinforce at lr 1e-4 collapsed the policy in round 1. The seed and
+    the progress bar are the run's (``DISTILL_SET_BY_APP``)."""
     return DistillSection(lr=1e-4, epochs=3, anchor_kl=1.0, **set_by_app(DISTILL_SET_BY_APP))
 
 
