@@ -112,11 +112,14 @@ class Page:
 
 
 def _tokenizer(run: Path):
+    """The tokenizer of the run's policy model."""
     from transformers import AutoTokenizer
 
     from policies.zoo import resolve
+    from treesearch.config import load_config
 
-    return AutoTokenizer.from_pretrained(str(resolve("tiny-countdown3")), local_files_only=True)
+    model = load_config(run / "config.yaml").policy.model
+    return AutoTokenizer.from_pretrained(str(resolve(model)), local_files_only=True)
 
 
 def _live(forest, b: int) -> np.ndarray:
