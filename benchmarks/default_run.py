@@ -14,8 +14,8 @@ with any other knob is refused by name (``out``, ``seed`` and ``progress`` chang
 computed).
 
 ``benchmarks/results/default_run.json`` holds the command, the held-out problems per round
-(``problems``) and, per eval metric (greedy, pass@1 .. pass@8,
-mcts, mcts_tokens) and per round: the quickstart run's value (``quickstart``, seed 0), every
+(``problems``) and, per eval metric (greedy, pass@1 .. pass@8, mcts, mcts_tokens, majority,
+majority_tokens: those every run logged) and per round: the quickstart run's value (``quickstart``, seed 0), every
 seed's (``seeds``), and their mean and standard error (``mean``, ``se``; ddof 1, n = 3).
 ``tests/test_default_figures.py`` holds the README's quickstart sentence equal to this file;
 ``--sentence`` prints that sentence as the README should say it.
@@ -38,7 +38,8 @@ from treesearch.config import ConfigError, load_config  # noqa: E402
 from treesearch.utils.estimators import standard_error  # noqa: E402
 from treesearch.utils.runs import write_json  # noqa: E402
 
-METRICS = ("greedy", "pass@1", "pass@2", "pass@4", "pass@8", "mcts", "mcts_tokens")
+METRICS = ("greedy", "pass@1", "pass@2", "pass@4", "pass@8", "mcts", "mcts_tokens", "majority",
+           "majority_tokens")
 COMMAND = "python -m treesearch.selfplay"
 DEFAULT = "default"
 # keys a default run may differ in: where it is written, the seed of seeds 1 and 2, and
@@ -124,7 +125,7 @@ def table(runs: dict[int, Path], recipe: str = DEFAULT) -> dict:
            "seeds": sorted(runs), "rounds": rounds.pop() - 1,
            "runs": {f"s{s}": run.name for s, run in sorted(runs.items())},
            "quickstart": {}, "per_seed": {}, "mean": {}, "se": {}}
-    for key in METRICS:
+    for key in (k for k in METRICS if all(k in r for rows in per_seed.values() for r in rows)):
         series = {s: [round(float(r[key]), 4) for r in rows] for s, rows in per_seed.items()}
         out["quickstart"][key] = series[min(series)]
         out["per_seed"][key] = {f"s{s}": v for s, v in sorted(series.items())}
@@ -144,7 +145,9 @@ def sentence(fig: dict) -> str:
             f"{n} seeds the last round's greedy is {m['greedy'][-1]:.3f} ± "
             f"{e['greedy'][-1]:.3f} (from {m['greedy'][0]:.3f}), pass@8 {m['pass@8'][-1]:.2f} "
             f"± {e['pass@8'][-1]:.2f} (from {m['pass@8'][0]:.2f}) and held-out MCTS "
-            f"{m['mcts'][-1]:.2f} ± {e['mcts'][-1]:.2f} (from {m['mcts'][0]:.2f})")
+            f"{m['mcts'][-1]:.2f} ± {e['mcts'][-1]:.2f} (from {m['mcts'][0]:.2f}) against "
+            f"majority vote's {m['majority'][-1]:.2f} ± {e['majority'][-1]:.2f} (from "
+            f"{m['majority'][0]:.2f}) at the same tokens")
 
 
 def main(argv=None) -> int:

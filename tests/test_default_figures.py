@@ -31,9 +31,11 @@ def test_readme_quotes_the_figures_file():
     assert default_run.sentence(fig) in squash((ROOT / "README.md").read_text())
 
 
-def test_figures_file_is_consistent():
-    fig = json.loads(FIGURES.read_text())
-    for key in default_run.METRICS:
+@pytest.mark.parametrize("name", ["default_run.json", "default_run_countdown3.json"])
+def test_figures_file_is_consistent(name):
+    fig = json.loads((FIGURES.parent / name).read_text())
+    assert {"greedy", "pass@8", "mcts"} <= set(fig["per_seed"]) <= set(default_run.METRICS)
+    for key in fig["per_seed"]:
         seeds = fig["per_seed"][key]
         assert fig["quickstart"][key] == seeds["s0"]
         for i, m in enumerate(fig["mean"][key]):
@@ -42,9 +44,10 @@ def test_figures_file_is_consistent():
             assert fig["se"][key][i] == pytest.approx(se, abs=1e-4)
 
 
-def fake_run(path: Path, seed: int, greedy: list[float], **changes) -> Path:
-    cfg = load_config(overrides=[f"seed={seed}", f"out={path}",
-                                 *(f"{k}={v}" for k, v in changes.items())])
+def fake_run(path: Path, seed: int, greedy: list[float], recipe: str | None = None,
+             **changes) -> Path:
+    cfg = load_config(recipe, overrides=[f"seed={seed}", f"out={path}",
+                                         *(f"{k}={v}" for k, v in changes.items())])
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     rows = [{"round": r, "stage": "eval", **{k: g for k in default_run.METRICS}}
@@ -71,6 +74,19 @@ def test_a_run_off_the_default_is_refused_by_key(tmp_path):
         default_run.check_default(odd, 0)
     with pytest.raises(ValueError, match="seed 1, expected 2"):
         default_run.check_default(tmp_path / "ok", 2)
+
+
+def test_another_recipes_runs_are_checked_against_it(tmp_path):
+    """--config countdown3: its runs pass against that recipe (progress bars off changes
+    nothing computed), are refused by the embedded default by key, and the table names
+    the recipe in its command."""
+    run = fake_run(tmp_path / "s0", 0, [0.1, 0.2], recipe="countdown3", progress="false")
+    default_run.check_default(run, 0, "countdown3")
+    with pytest.raises(ValueError, match="not the embedded default; differs in .*task"):
+        default_run.check_default(run, 0)
+    fig = default_run.table({0: run}, "countdown3")
+    assert fig["command"] == "python -m treesearch.selfplay --config countdown3"
+    assert fig["problems"] == 600
 
 
 def test_unequal_runs_are_refused(tmp_path):
