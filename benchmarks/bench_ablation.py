@@ -2,6 +2,9 @@
 
     python benchmarks/bench_ablation.py --run runs/selfplay-X --split test --problems 300 \\
         --budget 512 --json benchmarks/results/ablation_countdown3.json
+    python benchmarks/bench_ablation.py --run runs/default/s0 --split test \\
+        --json benchmarks/results/ablation_game24.json \\
+        --png benchmarks/results/ablation_game24.png
 
 Rows, each adding one thing to the row above (AlphaLLM: vanilla MCTS 79.5 -> +adaptive
 branching 84.9 -> +PRM 85.9 -> +fast-rollout ORM 86.5 -> +state merge 87.0 on GSM8K):

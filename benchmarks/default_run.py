@@ -15,8 +15,9 @@ computed).
 
 ``benchmarks/results/default_run.json`` holds the command, the held-out problems per round
 (``problems``) and, per eval metric (greedy, pass@1 .. pass@8, mcts, mcts_tokens, majority,
-majority_tokens: those every run logged) and per round: the quickstart run's value (``quickstart``, seed 0), every
-seed's (``seeds``), and their mean and standard error (``mean``, ``se``; ddof 1, n = 3).
+majority_tokens: those every run logged) and per round: the quickstart run's value
+(``quickstart``, seed 0), every seed's (``seeds``), and their mean and standard error
+(``mean``, ``se``; ddof 1, n = 3).
 ``tests/test_default_figures.py`` holds the README's quickstart sentence equal to this file;
 ``--sentence`` prints that sentence as the README should say it.
 """
